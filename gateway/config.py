@@ -1,0 +1,217 @@
+"""Configuration: TOML (tomllib) → frozen dataclasses.
+
+Unknown keys are rejected and every error names the key path; relative paths resolve against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from gateway.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:8080"
+    # Public origin used in links the gateway hands out (registry realm, package indexes, UI).
+    external_url: str = ""
+    # Largest non-streamed request body (API JSON, forms); larger bodies get 413.
+    max_body_size: int = 1024 * 1024
+    # Addresses of reverse proxies whose X-Forwarded-* headers are believed.
+    trusted_proxies: tuple[str, ...] = ()
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    database: str = "sqlite:///data/gateway.db"
+    data_dir: str = "data"
+    # AES-256-GCM key (file) for the few secrets that must be recovered (gitlab-deploy-token → CI variables).
+    encryption_key: str = "data/secret.key"
+
+
+@dataclass(frozen=True)
+class GitConfig:
+    backend: str = "embedded"
+    # Bare repositories of the embedded backend.
+    repositories: str = "data/repositories"
+    # Upper bound of concurrent `git http-backend` children (embedded backend).
+    max_processes: int = 16
+    # Credentials the gateway presents to an upstream smart-HTTP backend (never the client's).
+    backend_username: str = ""
+    backend_password: str = ""
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    backend: str = ""
+    service: str = "container_registry"
+    issuer: str = "gitlab-issuer"
+    signing_key: str = "data/registry.key"
+    certificate: str = "data/registry.crt"
+    token_ttl: int = 300
+    algorithm: Literal["RS256", "ES256"] = "RS256"
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    # Argon2id parameters (OWASP minimum: 19 MiB, 2 iterations, 1 lane).
+    password_memory_kib: int = 19 * 1024
+    password_iterations: int = 2
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    git: GitConfig = field(default_factory=GitConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    # Folder that relative paths were resolved against (the config file's folder, or the CWD).
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.storage.data_dir)
+
+
+# Keys whose values are file paths: resolved against the config file's folder.
+_PATH_KEYS = {
+    ("storage", "data_dir"),
+    ("storage", "encryption_key"),
+    ("git", "repositories"),
+    ("registry", "signing_key"),
+    ("registry", "certificate"),
+}
+
+
+def _check_type(path: str, value: Any, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            raise ConfigError(f"{path}: must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{path}: must be a list of strings")
+        return tuple(value)
+    if origin in (types.UnionType, typing.Union):
+        raise ConfigError(f"{path}: unsupported type")  # pragma: no cover - no such field
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, bool):
+        raise ConfigError(f"{path}: must be an integer, got a boolean")
+    if not isinstance(value, annotation):
+        raise ConfigError(f"{path}: must be {annotation.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _section(name: str, cls: type[Any], raw: Any, base: Path) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"unknown configuration key: {name}.{key}")
+        value = _check_type(f"{name}.{key}", value, hints[key])
+        if (name, key) in _PATH_KEYS:
+            value = str((base / value).resolve()) if value else value
+        values[key] = value
+    # Defaults that are paths resolve against the same base so a missing key behaves like its default.
+    for key in known - values.keys():
+        if (name, key) in _PATH_KEYS:
+            default = getattr(cls(), key)
+            values[key] = str((base / default).resolve())
+    return cls(**values)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
+    "storage": StorageConfig,
+    "git": GitConfig,
+    "registry": RegistryConfig,
+    "security": SecurityConfig,
+    "log": LogConfig,
+}
+
+
+def from_mapping(raw: dict[str, Any], base_dir: Path) -> Config:
+    """Build a validated Config from a parsed TOML mapping; relative paths resolve against base_dir."""
+    for key in raw:
+        if key not in _SECTIONS:
+            raise ConfigError(f"unknown configuration key: {key}")
+    sections = {name: _section(name, cls, raw.get(name, {}), base_dir) for name, cls in _SECTIONS.items()}
+    config = Config(base_dir=base_dir, **sections)
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    host, sep, port = config.server.listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"server.listen: expected HOST:PORT, got {config.server.listen!r}")
+    if config.server.external_url:
+        parts = urlsplit(config.server.external_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError("server.external_url: must be an http(s) URL")
+    db = config.storage.database
+    if not (db.startswith("sqlite:///") or db.startswith(("postgresql://", "postgres://"))):
+        raise ConfigError("storage.database: must start with sqlite:/// or postgresql://")
+    if config.git.backend != "embedded":
+        parts = urlsplit(config.git.backend)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError('git.backend: must be "embedded" or an http(s) URL')
+    if config.registry.backend:
+        parts = urlsplit(config.registry.backend)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError("registry.backend: must be an http(s) URL")
+    if not 60 <= config.registry.token_ttl <= 86400:
+        # Clients raise expires_in below 60 s to 60 s (containers/image), so a shorter JWT would expire in cache.
+        raise ConfigError("registry.token_ttl: must be between 60 and 86400 seconds")
+    if config.server.max_body_size < 1024:
+        raise ConfigError("server.max_body_size: must be at least 1024 bytes")
+    if config.git.max_processes < 1:
+        raise ConfigError("git.max_processes: must be at least 1")
+    if config.server.workers < 1:
+        raise ConfigError("server.workers: must be at least 1")
+
+
+def sqlite_path(config: Config) -> Path:
+    """The database file of a sqlite:/// URL, resolved against the config file's folder."""
+    return (config.base_dir / config.storage.database.removeprefix("sqlite:///")).resolve()
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the config file named by `path`, else $GATEWAY_CONFIG, else the embedded defaults."""
+    if path is None:
+        path = os.environ.get("GATEWAY_CONFIG") or None
+    if path is None:
+        return from_mapping({}, Path.cwd())
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {file}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {file}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+    return from_mapping(raw, file.resolve().parent)

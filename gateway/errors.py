@@ -1,0 +1,91 @@
+"""The gateway's exception tree; each HTTP-facing error knows its status, the family handler its body shape.
+
+GatewayError
+├── ConfigError                  bad configuration (CLI exits 2; never reaches a client)
+├── StoreError                   database trouble
+│   ├── Conflict                 uniqueness violated (409 / 400 in GitLab's shapes)
+│   └── StoreUnavailable         locked or unreachable (503)
+└── HTTPFailure(status, message) a client-facing failure
+    ├── BadRequest 400 ─ ParamError 400 {"error"} ─ ValidationFailed 400 {"message"}
+    ├── Unauthorized 401 ─ Forbidden 403 ─ NotFound 404 ─ MethodNotAllowed 405
+    ├── PayloadTooLarge 413 ─ TooManyRequests 429
+    └── BadGateway 502 ─ ServiceUnavailable 503 ─ GatewayTimeout 504
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid; the message names the key."""
+
+
+class StoreError(GatewayError):
+    """The store could not complete an operation."""
+
+
+class Conflict(StoreError):
+    """A uniqueness rule was violated (e.g. a path already taken)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database is locked or unreachable."""
+
+
+class HTTPFailure(GatewayError):
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(HTTPFailure):
+    status = 400
+
+
+class ParamError(BadRequest):
+    """A request parameter is missing or malformed: GitLab answers {"error": "<param> is missing"}."""
+
+
+class ValidationFailed(BadRequest):
+    """A model validation failed: GitLab answers {"message": "..."}."""
+
+
+class Unauthorized(HTTPFailure):
+    status = 401
+
+
+class Forbidden(HTTPFailure):
+    status = 403
+
+
+class NotFound(HTTPFailure):
+    status = 404
+
+
+class MethodNotAllowed(HTTPFailure):
+    status = 405
+
+
+class PayloadTooLarge(HTTPFailure):
+    status = 413
+
+
+class TooManyRequests(HTTPFailure):
+    status = 429
+
+
+class BadGateway(HTTPFailure):
+    status = 502
+
+
+class ServiceUnavailable(HTTPFailure):
+    status = 503
+
+
+class GatewayTimeout(HTTPFailure):
+    status = 504

@@ -1,0 +1,150 @@
+"""Request id, access log (route and principal, never a secret or a query string), error rendering per family."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.errors import HTTPFailure, ParamError, StoreUnavailable
+
+access_log = logging.getLogger("gateway.access")
+error_log = logging.getLogger("gateway.error")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+GIT_REALM = 'Basic realm="GitLab"'
+PACKAGES_REALM = 'Basic realm="GitLab Packages Registry"'
+# GitLab's 401 text for git clients (git_http_client_controller.rb), shown by git as "remote: ...".
+GIT_UNAUTHORIZED = (
+    "HTTP Basic: Access denied. If a password was provided for Git authentication, the password was incorrect"
+    " or you're required to use a token instead of a password. If a token was provided, it was either"
+    " incorrect, expired, or improperly scoped."
+)
+REQUEST_ID = web.RequestKey("request_id", str)
+PRINCIPAL = web.RequestKey("principal", str)  # a loggable description of who asked (principals.describe)
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def family_of(request: web.Request) -> str:
+    """The route family (routes.py), or one guessed from the path for requests that matched no route."""
+    route = request.match_info.route
+    name = route.name if route is not None else None
+    if name:
+        return name.split(".", 1)[0]
+    path = request.path
+    if path.startswith("/api/"):
+        return "api"
+    if path.startswith("/jwt/"):
+        return "registry_auth"
+    if path.startswith("/v2/") or path == "/v2":
+        return "registry"
+    if "/-/" in path and not path.startswith("/-/"):
+        return "web"
+    return "git" if path.endswith(("/info/refs", "/git-upload-pack", "/git-receive-pack")) else "ops"
+
+
+def render_error(family: str, status: int, message: str, *, param_error: bool = False) -> web.Response:
+    """The error body each kind of client understands."""
+    reason = _REASONS.get(status, "Error")
+    if family == "api":
+        if param_error:
+            return web.json_response({"error": message}, status=status)
+        return web.json_response({"message": message}, status=status)
+    if family == "packages":
+        resp = web.json_response({"message": message}, status=status)
+        if status == 401:
+            resp.headers["WWW-Authenticate"] = PACKAGES_REALM
+        return resp
+    if family == "registry_auth":
+        code = {401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 429: "TOOMANYREQUESTS"}.get(status, "UNKNOWN")
+        return web.json_response({"errors": [{"code": code, "message": message}], "http_status": status}, status=status)
+    if family == "web":
+        from html import escape
+
+        body = f"<!doctype html><title>{status} {reason}</title><h1>{status} {reason}</h1><p>{escape(message)}</p>"
+        return web.Response(status=status, text=body, content_type="text/html")
+    resp = web.Response(status=status, text=message + "\n", content_type="text/plain")
+    if family == "git" and status == 401:
+        # git sends credentials only after a 401 challenge (shared/notes/git.md §1).
+        resp.headers["WWW-Authenticate"] = GIT_REALM
+    return resp
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id", "")
+    if not (0 < len(request_id) <= 64 and request_id.isascii() and request_id.replace("-", "").isalnum()):
+        request_id = secrets.token_hex(8)
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                json.dumps(
+                    {
+                        "request_id": request_id,
+                        "method": request.method,
+                        "path": request.path,  # never the query string: clients put tokens there
+                        "route": (request.match_info.route.name or "") if request.match_info.route else "",
+                        "status": status,
+                        "principal": request.get(PRINCIPAL, "-"),
+                        "remote": request.remote,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    }
+                )
+            )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except HTTPFailure as exc:
+        return render_error(family_of(request), exc.status, exc.message, param_error=isinstance(exc, ParamError))
+    except StoreUnavailable as exc:
+        error_log.warning("store unavailable: %s (request %s)", exc, request.get(REQUEST_ID))
+        return render_error(family_of(request), 503, "503 Service Unavailable: the database is unavailable")
+    except web.HTTPRequestEntityTooLarge:
+        return render_error(family_of(request), 413, "413 Request Entity Too Large")
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.empty_body is False and not exc.headers.get("Location"):
+            family = family_of(request)
+            if family == "git" and exc.status == 404 and request.get(PRINCIPAL, "anonymous") == "anonymous":
+                # An anonymous git probe must be challenged, or git never sends its credentials.
+                return render_error(family, 401, GIT_UNAUTHORIZED)
+            return render_error(family, exc.status, f"{exc.status} {_REASONS.get(exc.status, exc.reason)}")
+        raise
+    except ConnectionResetError:
+        raise  # the client went away; there is nobody to answer
+    except Exception:
+        # Never a traceback to a client; the log keeps it with the request id to find it.
+        error_log.exception("unhandled error (request %s)", request.get(REQUEST_ID))
+        return render_error(family_of(request), 500, "500 Internal Server Error")

@@ -1,0 +1,17 @@
+"""Persistence: the Store protocol (base.py) and its SQLite and PostgreSQL implementations."""
+
+from __future__ import annotations
+
+from gateway.config import Config, sqlite_path
+from gateway.errors import ConfigError
+from gateway.store.base import Store
+
+
+async def open_store(config: Config) -> Store:
+    """Open (not migrate) the store named by storage.database."""
+    url = config.storage.database
+    if url.startswith("sqlite:///"):
+        from gateway.store.sqlite import SQLiteStore
+
+        return await SQLiteStore(sqlite_path(config)).open()
+    raise ConfigError(f"storage.database: unsupported database URL scheme in {url.split(':', 1)[0]!r}")

@@ -1,0 +1,224 @@
+"""The Store protocol and the frozen records it returns; SQLite and PostgreSQL both implement it.
+
+Only gateway/store/ runs SQL; everything above it speaks in these records and domain-named methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, Literal, Protocol, TypeVar
+
+NamespaceKind = Literal["group", "user"]
+Visibility = Literal["private", "internal", "public"]
+UserState = Literal["active", "blocked"]
+SourceKind = Literal["project", "namespace"]
+
+T = TypeVar("T")
+
+VISIBILITIES: tuple[Visibility, ...] = ("private", "internal", "public")
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    name: str
+    email: str
+    password_hash: str | None
+    is_admin: bool
+    state: UserState
+    created_at: datetime
+    namespace_id: int
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """A group or a user's personal namespace; `traversal_ids` runs from the root to this namespace."""
+
+    id: int
+    kind: NamespaceKind
+    name: str
+    path: str
+    full_path: str
+    parent_id: int | None
+    traversal_ids: tuple[int, ...]
+    visibility: Visibility
+    description: str
+    created_at: datetime
+    owner_id: int | None  # the user of a personal namespace
+
+    @property
+    def depth(self) -> int:
+        return len(self.traversal_ids)
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    name: str
+    path: str
+    full_path: str
+    namespace: Namespace
+    visibility: Visibility
+    description: str
+    created_at: datetime
+    creator_id: int | None
+
+
+@dataclass(frozen=True)
+class Member:
+    source_kind: SourceKind
+    source_id: int
+    user: User
+    access_level: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PersonalAccessToken:
+    id: int
+    user_id: int
+    name: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    revoked: bool
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeployToken:
+    """A project or group deploy token; exactly one of project_id and group_id is set."""
+
+    id: int
+    name: str
+    custom_username: str | None
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    revoked: bool
+    created_at: datetime
+    creator_id: int | None
+    project_id: int | None
+    group_id: int | None
+    token_encrypted: bytes | None  # only for `gitlab-deploy-token` (CI variables need the plaintext)
+
+    @property
+    def username(self) -> str:
+        """The effective username: the custom one, else GitLab's default `gitlab+deploy-token-{id}`."""
+        return self.custom_username or f"gitlab+deploy-token-{self.id}"
+
+
+@dataclass(frozen=True)
+class NewDeployToken:
+    name: str
+    custom_username: str | None
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    token_digest: bytes
+    token_encrypted: bytes | None
+    creator_id: int | None
+    project_id: int | None
+    group_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    total: int
+
+
+class Store(Protocol):
+    """Persistence of the domain. Methods raise Conflict on uniqueness violations, StoreUnavailable on outages."""
+
+    # lifecycle
+    async def migrate(self) -> int: ...
+    async def schema_version(self) -> int: ...
+    async def close(self) -> None: ...
+
+    # users and personal access tokens
+    async def create_user(
+        self, *, username: str, name: str, email: str, password_hash: str | None, is_admin: bool, now: datetime
+    ) -> User: ...
+    async def get_user(self, user_id: int) -> User | None: ...
+    async def get_user_by_username(self, username: str) -> User | None: ...
+    async def list_users(self, *, offset: int, limit: int, search: str | None = None) -> Page[User]: ...
+    async def count_users(self) -> int: ...
+    async def set_user_state(self, user_id: int, state: UserState) -> User | None: ...
+    async def create_personal_access_token(
+        self,
+        *,
+        user_id: int,
+        name: str,
+        token_digest: bytes,
+        scopes: Sequence[str],
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> PersonalAccessToken: ...
+    async def find_personal_access_token(self, token_digest: bytes) -> PersonalAccessToken | None: ...
+    async def list_personal_access_tokens(self, user_id: int) -> list[PersonalAccessToken]: ...
+    async def revoke_personal_access_token(self, token_id: int) -> bool: ...
+
+    # groups, personal namespaces and projects
+    async def create_group(
+        self,
+        *,
+        name: str,
+        path: str,
+        parent_id: int | None,
+        visibility: Visibility,
+        description: str,
+        now: datetime,
+    ) -> Namespace: ...
+    async def get_namespace(self, namespace_id: int) -> Namespace | None: ...
+    async def get_namespace_by_path(self, full_path: str) -> Namespace | None: ...
+    async def list_groups(self) -> list[Namespace]: ...
+    async def create_project(
+        self,
+        *,
+        namespace_id: int,
+        name: str,
+        path: str,
+        visibility: Visibility,
+        description: str,
+        creator_id: int | None,
+        now: datetime,
+    ) -> Project: ...
+    async def get_project(self, project_id: int) -> Project | None: ...
+    async def get_project_by_path(self, full_path: str) -> Project | None: ...
+    async def find_projects_by_paths(self, full_paths: Sequence[str]) -> list[Project]: ...
+    async def list_projects(self) -> list[Project]: ...
+
+    # memberships
+    async def add_member(
+        self, *, source_kind: SourceKind, source_id: int, user_id: int, access_level: int, now: datetime
+    ) -> Member: ...
+    async def list_members(self, source_kind: SourceKind, source_id: int) -> list[Member]: ...
+    async def access_levels(
+        self, user_id: int, *, project_id: int | None, namespace_ids: Sequence[int]
+    ) -> list[int]: ...
+
+    # deploy tokens
+    async def create_deploy_token(self, new: NewDeployToken) -> DeployToken: ...
+    async def get_deploy_token(self, token_id: int) -> DeployToken | None: ...
+    async def find_deploy_token(self, token_digest: bytes) -> DeployToken | None: ...
+    async def list_deploy_tokens(
+        self,
+        *,
+        project_id: int | None = None,
+        group_id: int | None = None,
+        active_at: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> Page[DeployToken]: ...
+    async def find_named_deploy_token(
+        self, name: str, *, project_id: int | None = None, group_id: int | None = None, active_at: datetime
+    ) -> DeployToken | None: ...
+    async def revoke_deploy_token(self, token_id: int) -> bool: ...
+    async def delete_deploy_token(self, token_id: int) -> bool: ...

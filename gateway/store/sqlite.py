@@ -1,0 +1,618 @@
+"""SQLite implementation of the Store protocol (aiosqlite, WAL, busy timeout, forward-only migrations)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from gateway.errors import Conflict, StoreUnavailable
+from gateway.store.base import (
+    DeployToken,
+    Member,
+    Namespace,
+    NewDeployToken,
+    Page,
+    PersonalAccessToken,
+    Project,
+    SourceKind,
+    User,
+    UserState,
+    Visibility,
+)
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def ts(value: datetime | None) -> str | None:
+    """Fixed-width UTC text, so that text comparison in SQL is time comparison (years 0001-9999)."""
+    if value is None:
+        return None
+    v = value.astimezone(UTC)
+    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}Z"
+
+
+def parse_ts(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _must_ts(value: str) -> datetime:
+    parsed = parse_ts(value)
+    assert parsed is not None
+    return parsed
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every bundled migration, in order."""
+    folder = resources.files("gateway.store.migrations").joinpath("sqlite")
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+_NS_COLUMNS = (
+    "n.id, n.kind, n.name, n.path, n.full_path, n.parent_id, n.traversal_ids, n.visibility, n.description,"
+    " n.created_at, n.owner_id"
+)
+_USER_COLUMNS = "u.id, u.username, u.name, u.email, u.password_hash, u.is_admin, u.state, u.created_at, u.namespace_id"
+_PROJECT_COLUMNS = (
+    "p.id, p.name, p.path, p.full_path, p.visibility, p.description, p.created_at, p.creator_id, " + _NS_COLUMNS
+)
+_DT_COLUMNS = (
+    "id, name, username, scopes, expires_at, revoked, created_at, creator_id, project_id, group_id, token_encrypted"
+)
+_PAT_COLUMNS = "id, user_id, name, scopes, expires_at, revoked, created_at, last_used_at"
+
+
+def _namespace(row: Sequence[Any]) -> Namespace:
+    return Namespace(
+        id=row[0],
+        kind=row[1],
+        name=row[2],
+        path=row[3],
+        full_path=row[4],
+        parent_id=row[5],
+        traversal_ids=tuple(int(x) for x in row[6].split("/")),
+        visibility=row[7],
+        description=row[8],
+        created_at=_must_ts(row[9]),
+        owner_id=row[10],
+    )
+
+
+def _user(row: Sequence[Any]) -> User:
+    return User(
+        id=row[0],
+        username=row[1],
+        name=row[2],
+        email=row[3],
+        password_hash=row[4],
+        is_admin=bool(row[5]),
+        state=row[6],
+        created_at=_must_ts(row[7]),
+        namespace_id=row[8],
+    )
+
+
+def _project(row: Sequence[Any]) -> Project:
+    return Project(
+        id=row[0],
+        name=row[1],
+        path=row[2],
+        full_path=row[3],
+        visibility=row[4],
+        description=row[5],
+        created_at=_must_ts(row[6]),
+        creator_id=row[7],
+        namespace=_namespace(row[8:]),
+    )
+
+
+def _deploy_token(row: Sequence[Any]) -> DeployToken:
+    return DeployToken(
+        id=row[0],
+        name=row[1],
+        custom_username=row[2],
+        scopes=tuple(row[3].split()),
+        expires_at=parse_ts(row[4]),
+        revoked=bool(row[5]),
+        created_at=_must_ts(row[6]),
+        creator_id=row[7],
+        project_id=row[8],
+        group_id=row[9],
+        token_encrypted=row[10],
+    )
+
+
+def _pat(row: Sequence[Any]) -> PersonalAccessToken:
+    return PersonalAccessToken(
+        id=row[0],
+        user_id=row[1],
+        name=row[2],
+        scopes=tuple(row[3].split()),
+        expires_at=parse_ts(row[4]),
+        revoked=bool(row[5]),
+        created_at=_must_ts(row[6]),
+        last_used_at=parse_ts(row[7]),
+    )
+
+
+class SQLiteStore:
+    """One aiosqlite connection; write transactions are serialised by a lock (SQLite has one writer anyway)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> SQLiteStore:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so a write never upgrades a read lock.
+            self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            await self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await self._db.execute("PRAGMA journal_mode = WAL")
+            await self._db.execute("PRAGMA synchronous = NORMAL")
+            await self._db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open database: {exc}") from exc
+        return self
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreUnavailable("database is not open")
+        return self._db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    # --- plumbing -------------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction: all or nothing, so a failed request leaves nothing half-written."""
+        async with self._write_lock:
+            db = self.db
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"database is busy: {exc}") from exc
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            else:
+                await db.execute("COMMIT")
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            async with self.db.execute(sql, params) as cur:
+                return await cur.fetchone()
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"database error: {exc}") from exc
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            async with self.db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"database error: {exc}") from exc
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+
+    async def schema_version(self) -> int:
+        row = await self._one("SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'")
+        if row is None:
+            return 0
+        row = await self._one("SELECT max(version) FROM schema_version")
+        return int(row[0] or 0)
+
+    async def migrate(self) -> int:
+        """Apply every migration newer than the schema version, each in its own transaction; return the version."""
+        async with self._write_lock:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                    " applied_at TEXT NOT NULL)"
+                )
+                async with db.execute("SELECT coalesce(max(version), 0) FROM schema_version") as cur:
+                    row = await cur.fetchone()
+                current = int(row[0]) if row else 0
+                for version, name, sql in migrations():
+                    if version <= current:
+                        continue
+                    # executescript would COMMIT our transaction; run statement by statement instead.
+                    for statement in _statements(sql):
+                        await db.execute(statement)
+                    await db.execute(
+                        "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                        (version, name, ts(datetime.now(UTC))),
+                    )
+                    current = version
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+            return current
+
+    # --- users ------------------------------------------------------------------------------------------------
+
+    async def create_user(
+        self, *, username: str, name: str, email: str, password_hash: str | None, is_admin: bool, now: datetime
+    ) -> User:
+        async with self._tx() as db:
+            ns_id = await self._insert_namespace(
+                db, kind="user", name=name, path=username, parent=None, visibility="private", description="", now=now
+            )
+            try:
+                cur = await db.execute(
+                    "INSERT INTO users (username, name, email, password_hash, is_admin, state, created_at,"
+                    " namespace_id) VALUES (?, ?, ?, ?, ?, 'active', ?, ?)",
+                    (username, name, email, password_hash, int(is_admin), ts(now), ns_id),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("Username has already been taken") from exc
+            user_id = cur.lastrowid
+            await db.execute("UPDATE namespaces SET owner_id = ? WHERE id = ?", (user_id, ns_id))
+        user = await self.get_user(int(user_id or 0))
+        assert user is not None
+        return user
+
+    async def get_user(self, user_id: int) -> User | None:
+        row = await self._one(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.id = ?", (user_id,))
+        return _user(row) if row else None
+
+    async def get_user_by_username(self, username: str) -> User | None:
+        row = await self._one(f"SELECT {_USER_COLUMNS} FROM users u WHERE lower(u.username) = lower(?)", (username,))
+        return _user(row) if row else None
+
+    async def list_users(self, *, offset: int, limit: int, search: str | None = None) -> Page[User]:
+        where, params = "", []
+        if search:
+            where = "WHERE lower(u.username) LIKE ? OR lower(u.name) LIKE ? OR lower(u.email) LIKE ?"
+            like = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where = where.replace("LIKE ?", "LIKE ? ESCAPE '\\'")
+            params = [like, like, like]
+        total = (await self._one(f"SELECT count(*) FROM users u {where}", params))[0]
+        rows = await self._all(
+            f"SELECT {_USER_COLUMNS} FROM users u {where} ORDER BY u.id LIMIT ? OFFSET ?", [*params, limit, offset]
+        )
+        return Page([_user(r) for r in rows], int(total))
+
+    async def count_users(self) -> int:
+        return int((await self._one("SELECT count(*) FROM users"))[0])
+
+    async def set_user_state(self, user_id: int, state: UserState) -> User | None:
+        async with self._tx() as db:
+            await db.execute("UPDATE users SET state = ? WHERE id = ?", (state, user_id))
+        return await self.get_user(user_id)
+
+    # --- personal access tokens -------------------------------------------------------------------------------
+
+    async def create_personal_access_token(
+        self,
+        *,
+        user_id: int,
+        name: str,
+        token_digest: bytes,
+        scopes: Sequence[str],
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> PersonalAccessToken:
+        async with self._tx() as db:
+            try:
+                cur = await db.execute(
+                    "INSERT INTO personal_access_tokens (user_id, name, token_digest, scopes, expires_at, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (user_id, name, token_digest, " ".join(scopes), ts(expires_at), ts(now)),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("token digest collision") from exc
+            token_id = cur.lastrowid
+        row = await self._one(f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE id = ?", (token_id,))
+        return _pat(row)
+
+    async def find_personal_access_token(self, token_digest: bytes) -> PersonalAccessToken | None:
+        row = await self._one(
+            f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE token_digest = ?", (token_digest,)
+        )
+        return _pat(row) if row else None
+
+    async def list_personal_access_tokens(self, user_id: int) -> list[PersonalAccessToken]:
+        rows = await self._all(
+            f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE user_id = ? ORDER BY id", (user_id,)
+        )
+        return [_pat(r) for r in rows]
+
+    async def revoke_personal_access_token(self, token_id: int) -> bool:
+        async with self._tx() as db:
+            cur = await db.execute("UPDATE personal_access_tokens SET revoked = 1 WHERE id = ?", (token_id,))
+            return cur.rowcount > 0
+
+    # --- namespaces and projects ------------------------------------------------------------------------------
+
+    async def _insert_route(self, db: aiosqlite.Connection, path: str, kind: str, source_id: int) -> None:
+        try:
+            await db.execute(
+                "INSERT INTO routes (path_lower, source_kind, source_id) VALUES (?, ?, ?)",
+                (path.lower(), kind, source_id),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict("has already been taken") from exc
+
+    async def _insert_namespace(
+        self,
+        db: aiosqlite.Connection,
+        *,
+        kind: str,
+        name: str,
+        path: str,
+        parent: Namespace | None,
+        visibility: Visibility,
+        description: str,
+        now: datetime,
+    ) -> int:
+        full_path = f"{parent.full_path}/{path}" if parent else path
+        try:
+            cur = await db.execute(
+                "INSERT INTO namespaces (kind, name, path, full_path, parent_id, traversal_ids, visibility,"
+                " description, created_at) VALUES (?, ?, ?, ?, ?, '', ?, ?, ?)",
+                (kind, name, path, full_path, parent.id if parent else None, visibility, description, ts(now)),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict("has already been taken") from exc
+        ns_id = int(cur.lastrowid or 0)
+        traversal = (*parent.traversal_ids, ns_id) if parent else (ns_id,)
+        await db.execute("UPDATE namespaces SET traversal_ids = ? WHERE id = ?", ("/".join(map(str, traversal)), ns_id))
+        await self._insert_route(db, full_path, "namespace", ns_id)
+        return ns_id
+
+    async def create_group(
+        self,
+        *,
+        name: str,
+        path: str,
+        parent_id: int | None,
+        visibility: Visibility,
+        description: str,
+        now: datetime,
+    ) -> Namespace:
+        parent = await self.get_namespace(parent_id) if parent_id is not None else None
+        if parent_id is not None and (parent is None or parent.kind != "group"):
+            raise Conflict("parent group does not exist")
+        async with self._tx() as db:
+            ns_id = await self._insert_namespace(
+                db,
+                kind="group",
+                name=name,
+                path=path,
+                parent=parent,
+                visibility=visibility,
+                description=description,
+                now=now,
+            )
+        ns = await self.get_namespace(ns_id)
+        assert ns is not None
+        return ns
+
+    async def get_namespace(self, namespace_id: int) -> Namespace | None:
+        row = await self._one(f"SELECT {_NS_COLUMNS} FROM namespaces n WHERE n.id = ?", (namespace_id,))
+        return _namespace(row) if row else None
+
+    async def get_namespace_by_path(self, full_path: str) -> Namespace | None:
+        row = await self._one(
+            f"SELECT {_NS_COLUMNS} FROM namespaces n WHERE lower(n.full_path) = lower(?)", (full_path,)
+        )
+        return _namespace(row) if row else None
+
+    async def list_groups(self) -> list[Namespace]:
+        rows = await self._all(f"SELECT {_NS_COLUMNS} FROM namespaces n WHERE n.kind = 'group' ORDER BY n.id")
+        return [_namespace(r) for r in rows]
+
+    async def create_project(
+        self,
+        *,
+        namespace_id: int,
+        name: str,
+        path: str,
+        visibility: Visibility,
+        description: str,
+        creator_id: int | None,
+        now: datetime,
+    ) -> Project:
+        ns = await self.get_namespace(namespace_id)
+        if ns is None:
+            raise Conflict("namespace does not exist")
+        full_path = f"{ns.full_path}/{path}"
+        async with self._tx() as db:
+            try:
+                cur = await db.execute(
+                    "INSERT INTO projects (namespace_id, name, path, full_path, visibility, description, created_at,"
+                    " creator_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (namespace_id, name, path, full_path, visibility, description, ts(now), creator_id),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("has already been taken") from exc
+            project_id = int(cur.lastrowid or 0)
+            await self._insert_route(db, full_path, "project", project_id)
+        project = await self.get_project(project_id)
+        assert project is not None
+        return project
+
+    _PROJECT_FROM = f"SELECT {_PROJECT_COLUMNS} FROM projects p JOIN namespaces n ON n.id = p.namespace_id"
+
+    async def get_project(self, project_id: int) -> Project | None:
+        row = await self._one(f"{self._PROJECT_FROM} WHERE p.id = ?", (project_id,))
+        return _project(row) if row else None
+
+    async def get_project_by_path(self, full_path: str) -> Project | None:
+        row = await self._one(f"{self._PROJECT_FROM} WHERE lower(p.full_path) = lower(?)", (full_path,))
+        return _project(row) if row else None
+
+    async def find_projects_by_paths(self, full_paths: Sequence[str]) -> list[Project]:
+        if not full_paths:
+            return []
+        marks = ", ".join("lower(?)" for _ in full_paths)
+        rows = await self._all(f"{self._PROJECT_FROM} WHERE lower(p.full_path) IN ({marks})", list(full_paths))
+        return [_project(r) for r in rows]
+
+    async def list_projects(self) -> list[Project]:
+        rows = await self._all(f"{self._PROJECT_FROM} ORDER BY p.id")
+        return [_project(r) for r in rows]
+
+    # --- memberships ------------------------------------------------------------------------------------------
+
+    async def add_member(
+        self, *, source_kind: SourceKind, source_id: int, user_id: int, access_level: int, now: datetime
+    ) -> Member:
+        async with self._tx() as db:
+            try:
+                await db.execute(
+                    "INSERT INTO members (source_kind, source_id, user_id, access_level, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (source_kind, source_id, user_id, access_level, ts(now)),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("Member already exists") from exc
+        members = await self.list_members(source_kind, source_id)
+        return next(m for m in members if m.user.id == user_id)
+
+    async def list_members(self, source_kind: SourceKind, source_id: int) -> list[Member]:
+        rows = await self._all(
+            f"SELECT m.source_kind, m.source_id, m.access_level, m.created_at, {_USER_COLUMNS}"
+            " FROM members m JOIN users u ON u.id = m.user_id"
+            " WHERE m.source_kind = ? AND m.source_id = ? ORDER BY u.id",
+            (source_kind, source_id),
+        )
+        return [
+            Member(source_kind=r[0], source_id=r[1], access_level=r[2], created_at=_must_ts(r[3]), user=_user(r[4:]))
+            for r in rows
+        ]
+
+    async def access_levels(self, user_id: int, *, project_id: int | None, namespace_ids: Sequence[int]) -> list[int]:
+        clauses, params = [], [user_id]
+        if project_id is not None:
+            clauses.append("(source_kind = 'project' AND source_id = ?)")
+            params.append(project_id)
+        if namespace_ids:
+            clauses.append(f"(source_kind = 'namespace' AND source_id IN ({', '.join('?' for _ in namespace_ids)}))")
+            params.extend(namespace_ids)
+        if not clauses:
+            return []
+        rows = await self._all(
+            f"SELECT access_level FROM members WHERE user_id = ? AND ({' OR '.join(clauses)})", params
+        )
+        return [int(r[0]) for r in rows]
+
+    # --- deploy tokens ----------------------------------------------------------------------------------------
+
+    async def create_deploy_token(self, new: NewDeployToken) -> DeployToken:
+        async with self._tx() as db:
+            try:
+                cur = await db.execute(
+                    "INSERT INTO deploy_tokens (name, username, token_digest, token_encrypted, scopes, expires_at,"
+                    " created_at, creator_id, project_id, group_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        new.name,
+                        new.custom_username,
+                        new.token_digest,
+                        new.token_encrypted,
+                        " ".join(new.scopes),
+                        ts(new.expires_at),
+                        ts(new.created_at),
+                        new.creator_id,
+                        new.project_id,
+                        new.group_id,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("token digest collision or dangling holder") from exc
+            token_id = int(cur.lastrowid or 0)
+        token = await self.get_deploy_token(token_id)
+        assert token is not None
+        return token
+
+    async def get_deploy_token(self, token_id: int) -> DeployToken | None:
+        row = await self._one(f"SELECT {_DT_COLUMNS} FROM deploy_tokens WHERE id = ?", (token_id,))
+        return _deploy_token(row) if row else None
+
+    async def find_deploy_token(self, token_digest: bytes) -> DeployToken | None:
+        row = await self._one(f"SELECT {_DT_COLUMNS} FROM deploy_tokens WHERE token_digest = ?", (token_digest,))
+        return _deploy_token(row) if row else None
+
+    @staticmethod
+    def _holder_filter(
+        project_id: int | None, group_id: int | None, active_at: datetime | None
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if project_id is not None:
+            clauses.append("project_id = ?")
+            params.append(project_id)
+        if group_id is not None:
+            clauses.append("group_id = ?")
+            params.append(group_id)
+        if active_at is not None:
+            # The one rule of tokens.is_active, in SQL: not revoked and (no expiry or now < expires_at).
+            clauses.append("revoked = 0 AND (expires_at IS NULL OR ? < expires_at)")
+            params.append(ts(active_at))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    async def list_deploy_tokens(
+        self,
+        *,
+        project_id: int | None = None,
+        group_id: int | None = None,
+        active_at: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> Page[DeployToken]:
+        where, params = self._holder_filter(project_id, group_id, active_at)
+        total = (await self._one(f"SELECT count(*) FROM deploy_tokens{where}", params))[0]
+        rows = await self._all(
+            f"SELECT {_DT_COLUMNS} FROM deploy_tokens{where} ORDER BY id LIMIT ? OFFSET ?", [*params, limit, offset]
+        )
+        return Page([_deploy_token(r) for r in rows], int(total))
+
+    async def find_named_deploy_token(
+        self, name: str, *, project_id: int | None = None, group_id: int | None = None, active_at: datetime
+    ) -> DeployToken | None:
+        where, params = self._holder_filter(project_id, group_id, active_at)
+        row = await self._one(
+            f"SELECT {_DT_COLUMNS} FROM deploy_tokens{where} AND name = ? ORDER BY id DESC LIMIT 1", [*params, name]
+        )
+        return _deploy_token(row) if row else None
+
+    async def revoke_deploy_token(self, token_id: int) -> bool:
+        async with self._tx() as db:
+            cur = await db.execute("UPDATE deploy_tokens SET revoked = 1 WHERE id = ?", (token_id,))
+            return cur.rowcount > 0
+
+    async def delete_deploy_token(self, token_id: int) -> bool:
+        async with self._tx() as db:
+            cur = await db.execute("DELETE FROM deploy_tokens WHERE id = ?", (token_id,))
+            return cur.rowcount > 0
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements; our migrations keep ';' out of literals and comments."""
+    lines = [line.split("--", 1)[0] for line in sql.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -1,0 +1,84 @@
+"""Shared fixtures: a settable clock, a migrated SQLite store, the app in process, and a World builder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.clock import FixedClock
+from gateway.config import Config, from_mapping
+from gateway.secretbox import SecretBox
+from gateway.store.sqlite import SQLiteStore
+from gateway.users import PasswordHasher
+from tests.world import World
+
+# Argon2id at its minimum cost keeps the suite fast; production parameters are the config defaults.
+FAST_KDF = {"password_memory_kib": 64, "password_iterations": 1}
+T0 = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers follow the directory: tests/unit → unit, tests/e2e → e2e, ..."""
+    for item in items:
+        kind = Path(str(item.fspath)).parent.name
+        if kind in ("unit", "store", "integration", "e2e"):
+            item.add_marker(getattr(pytest.mark, kind))
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(T0)
+
+
+def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
+    raw: dict[str, Any] = {"security": dict(FAST_KDF), "storage": {"data_dir": str(tmp_path / "data")}}
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    raw["storage"].setdefault("database", f"sqlite:///{tmp_path / 'data' / 'gateway.db'}")
+    raw["storage"].setdefault("encryption_key", str(tmp_path / "data" / "secret.key"))
+    raw.setdefault("git", {}).setdefault("repositories", str(tmp_path / "data" / "repositories"))
+    return from_mapping(raw, tmp_path)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = await SQLiteStore(tmp_path / "store.db").open()
+    await s.migrate()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def box() -> SecretBox:
+    return SecretBox(os.urandom(32))
+
+
+@pytest.fixture
+def hasher() -> PasswordHasher:
+    return PasswordHasher(FAST_KDF["password_memory_kib"], FAST_KDF["password_iterations"])
+
+
+@pytest.fixture
+def world(store: SQLiteStore, clock: FixedClock, box: SecretBox, hasher: PasswordHasher, config: Config) -> World:
+    return World(store, clock, box, hasher, config)
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: Any, config: Config, store: SQLiteStore, clock: FixedClock, box: SecretBox
+) -> TestClient:
+    app = create_app(config, store=store, clock=clock, box=box)
+    # auto_decompress=False as in production (cli serve): git sends gzip bodies that must pass through untouched.
+    return await aiohttp_client(app, server_kwargs={"auto_decompress": False})
