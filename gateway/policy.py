@@ -178,6 +178,7 @@ _LOGIN_FAMILIES = frozenset(
         Operation.REGISTRY_CATALOG,
     }
 )
+_LOGIN_SCOPES = frozenset({"api", "read_repository", "write_repository", "read_registry", "write_registry"})
 _GIT_DENIALS = {
     Operation.GIT_READ: "You are not allowed to download code.",
     Operation.GIT_WRITE: "You are not allowed to upload code.",
@@ -253,8 +254,12 @@ def _decide_user(principal: UserPrincipal, target: Target, op: Operation, levels
         return Denied(Deny.UNAUTHENTICATED, "user is blocked")
     if not _pat_allows(principal, op):
         if op in _LOGIN_FAMILIES:
-            # A PAT without a git/registry scope fails the Basic login (auth.rb abilities_for_scopes).
-            return Denied(Deny.UNAUTHENTICATED, "token scope does not cover the operation")
+            if principal.scopes is not None and not principal.scopes & _LOGIN_SCOPES:
+                # A PAT with no git or registry ability fails the Basic login itself (auth.rb abilities_for_scopes).
+                return Denied(Deny.UNAUTHENTICATED, "token scope does not allow a login")
+            if op in _GIT_DENIALS:
+                # git_access.rb: authenticated, but the token's abilities lack this one → auth_upload/auth_download
+                return Denied(Deny.FORBIDDEN, _GIT_DENIALS[op])
         return Denied(Deny.FORBIDDEN, "insufficient_scope")
     if target.kind == "instance":
         if op is Operation.READ_USERS or op is Operation.CREATE_GROUP:

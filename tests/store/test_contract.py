@@ -1,0 +1,176 @@
+"""Store contract: what every implementation must do, checked through the protocol only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateway import tokens
+from gateway.errors import Conflict
+from gateway.store.base import NewDeployToken, Store
+from gateway.store.sqlite import migrations
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+async def user(store: Store, name: str = "alice") -> int:
+    return (
+        await store.create_user(username=name, name=name.title(), email=f"{name}@x", password_hash=None,
+                                is_admin=False, now=NOW)
+    ).id
+
+
+def new_token(digest: bytes, *, project_id: int | None = None, group_id: int | None = None,
+              expires_at: datetime | None = None, name: str = "t", username: str | None = None) -> NewDeployToken:
+    return NewDeployToken(name=name, custom_username=username, scopes=("read_repository", "read_registry"),
+                          expires_at=expires_at, token_digest=digest, token_encrypted=None, creator_id=None,
+                          project_id=project_id, group_id=group_id, created_at=NOW)
+
+
+async def test_migrate_is_idempotent(any_store: Store) -> None:
+    latest = max(v for v, _, _ in migrations())
+    assert await any_store.schema_version() == latest
+    assert await any_store.migrate() == latest
+
+
+async def test_users_and_personal_namespace(any_store: Store) -> None:
+    uid = await user(any_store)
+    u = await any_store.get_user(uid)
+    assert u is not None and u.username == "alice" and u.active
+    assert (await any_store.get_user_by_username("ALICE")) == u  # case-insensitive
+    ns = await any_store.get_namespace(u.namespace_id)
+    assert ns is not None and ns.kind == "user" and ns.owner_id == uid and ns.full_path == "alice"
+    with pytest.raises(Conflict):
+        await user(any_store, "Alice")
+    page = await any_store.list_users(offset=0, limit=10, search="ali")
+    assert [x.id for x in page.items] == [uid] and page.total == 1
+    assert (await any_store.list_users(offset=0, limit=10, search="%")).total == 0  # LIKE wildcards are literal
+    blocked = await any_store.set_user_state(uid, "blocked")
+    assert blocked is not None and not blocked.active
+
+
+async def test_failed_user_creation_leaves_nothing(any_store: Store) -> None:
+    await any_store.create_group(name="G", path="taken", parent_id=None, visibility="private", description="",
+                                 now=NOW)
+    with pytest.raises(Conflict):
+        await user(any_store, "taken")  # the personal namespace path collides with the group's route
+    assert await any_store.count_users() == 0
+    assert await any_store.get_user_by_username("taken") is None
+
+
+async def test_group_tree_and_routes(any_store: Store) -> None:
+    root = await any_store.create_group(name="R", path="Root", parent_id=None, visibility="private",
+                                        description="", now=NOW)
+    parent = root
+    for depth in range(2, 21):
+        parent = await any_store.create_group(name=f"g{depth}", path=f"g{depth}", parent_id=parent.id,
+                                              visibility="private", description="", now=NOW)
+    assert parent.depth == 20 and parent.traversal_ids[0] == root.id and parent.traversal_ids[-1] == parent.id
+    assert parent.full_path.startswith("Root/g2/g3/")
+    found = await any_store.get_namespace_by_path(parent.full_path.upper())
+    assert found == parent
+    project = await any_store.create_project(namespace_id=parent.id, name="P", path="Proj", visibility="internal",
+                                             description="d", creator_id=None, now=NOW)
+    assert project.full_path == f"{parent.full_path}/Proj" and project.namespace == parent
+    assert await any_store.get_project_by_path(project.full_path.lower()) == project
+    assert await any_store.find_projects_by_paths([project.full_path.upper(), "nope/nope"]) == [project]
+    # One route per path across groups and projects, case-insensitively (GitLab's routes table).
+    with pytest.raises(Conflict):
+        await any_store.create_group(name="x", path="proj", parent_id=parent.id, visibility="private",
+                                     description="", now=NOW)
+    with pytest.raises(Conflict):
+        await any_store.create_project(namespace_id=root.id, name="x", path="G2", visibility="private",
+                                       description="", creator_id=None, now=NOW)
+    with pytest.raises(Conflict):
+        await any_store.create_group(name="x", path="x", parent_id=999999, visibility="private", description="",
+                                     now=NOW)
+    assert [g.id for g in await any_store.list_groups()][:2] == [root.id, root.id + 1]
+    assert await any_store.list_projects() == [project]
+
+
+async def test_memberships(any_store: Store) -> None:
+    uid = await user(any_store)
+    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="",
+                                     now=NOW)
+    sub = await any_store.create_group(name="S", path="s", parent_id=g.id, visibility="private", description="",
+                                       now=NOW)
+    p = await any_store.create_project(namespace_id=sub.id, name="p", path="p", visibility="private",
+                                       description="", creator_id=None, now=NOW)
+    m = await any_store.add_member(source_kind="namespace", source_id=g.id, user_id=uid, access_level=30, now=NOW)
+    assert m.user.id == uid and m.access_level == 30
+    await any_store.add_member(source_kind="project", source_id=p.id, user_id=uid, access_level=20, now=NOW)
+    with pytest.raises(Conflict):
+        await any_store.add_member(source_kind="project", source_id=p.id, user_id=uid, access_level=40, now=NOW)
+    levels = await any_store.access_levels(uid, project_id=p.id, namespace_ids=sub.traversal_ids)
+    assert sorted(levels) == [20, 30]
+    assert await any_store.access_levels(uid, project_id=None, namespace_ids=[sub.id]) == []
+    assert [x.user.id for x in await any_store.list_members("namespace", g.id)] == [uid]
+
+
+async def test_personal_access_tokens(any_store: Store) -> None:
+    uid = await user(any_store)
+    pat = await any_store.create_personal_access_token(user_id=uid, name="n", token_digest=b"d" * 32,
+                                                       scopes=["api", "read_repository"], expires_at=None, now=NOW)
+    assert pat.scopes == ("api", "read_repository") and not pat.revoked
+    assert await any_store.find_personal_access_token(b"d" * 32) == pat
+    assert await any_store.find_personal_access_token(b"e" * 32) is None
+    with pytest.raises(Conflict):
+        await any_store.create_personal_access_token(user_id=uid, name="n", token_digest=b"d" * 32, scopes=["api"],
+                                                     expires_at=None, now=NOW)
+    assert await any_store.revoke_personal_access_token(pat.id)
+    found = await any_store.find_personal_access_token(b"d" * 32)
+    assert found is not None and found.revoked
+    assert [t.id for t in await any_store.list_personal_access_tokens(uid)] == [pat.id]
+
+
+async def test_deploy_tokens(any_store: Store) -> None:
+    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="",
+                                     now=NOW)
+    p = await any_store.create_project(namespace_id=g.id, name="p", path="p", visibility="private",
+                                       description="", creator_id=None, now=NOW)
+    a = await any_store.create_deploy_token(new_token(b"a" * 32, project_id=p.id, username="custom"))
+    b = await any_store.create_deploy_token(new_token(b"b" * 32, group_id=g.id))
+    assert b.id == a.id + 1  # one instance-wide sequence
+    assert a.username == "custom" and b.username == f"gitlab+deploy-token-{b.id}"
+    assert a.scopes == ("read_repository", "read_registry")
+    assert await any_store.find_deploy_token(b"a" * 32) == a
+    assert await any_store.get_deploy_token(b.id) == b
+    with pytest.raises(Conflict):
+        await any_store.create_deploy_token(new_token(b"a" * 32, project_id=p.id))
+    with pytest.raises(Conflict):
+        await any_store.create_deploy_token(new_token(b"z" * 32, project_id=999999))
+    assert [t.id for t in (await any_store.list_deploy_tokens(project_id=p.id)).items] == [a.id]
+    assert [t.id for t in (await any_store.list_deploy_tokens(group_id=g.id)).items] == [b.id]
+    assert (await any_store.list_deploy_tokens()).total == 2
+    assert await any_store.revoke_deploy_token(a.id)
+    assert (await any_store.list_deploy_tokens(project_id=p.id, active_at=NOW)).total == 0
+    assert (await any_store.list_deploy_tokens(project_id=p.id)).items[0].revoked
+    assert await any_store.delete_deploy_token(b.id)
+    assert not await any_store.delete_deploy_token(b.id)
+    assert await any_store.get_deploy_token(b.id) is None
+
+
+async def test_active_filter_agrees_with_the_one_rule(any_store: Store) -> None:
+    """The SQL filter and tokens.is_active must agree at the expiry boundary (GitLab !263037)."""
+    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="",
+                                     now=NOW)
+    expiries = [None, NOW - timedelta(microseconds=1), NOW, NOW + timedelta(microseconds=1),
+                datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)]
+    made = [await any_store.create_deploy_token(new_token(bytes([i]) * 32, group_id=g.id, expires_at=e))
+            for i, e in enumerate(expiries)]
+    active = {t.id for t in (await any_store.list_deploy_tokens(group_id=g.id, active_at=NOW)).items}
+    assert active == {t.id for t in made if tokens.is_active(t, NOW)}
+    assert len(active) == 3
+
+
+async def test_pagination_and_named_lookup(any_store: Store) -> None:
+    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="",
+                                     now=NOW)
+    ids = [(await any_store.create_deploy_token(new_token(bytes([i]) * 32, group_id=g.id, name=f"n{i % 2}"))).id
+           for i in range(7)]
+    page = await any_store.list_deploy_tokens(group_id=g.id, offset=3, limit=3)
+    assert [t.id for t in page.items] == ids[3:6] and page.total == 7
+    named = await any_store.find_named_deploy_token("n0", group_id=g.id, active_at=NOW)
+    assert named is not None and named.id == ids[6]
+    assert await any_store.find_named_deploy_token("zz", group_id=g.id, active_at=NOW) is None

@@ -1,0 +1,39 @@
+"""AES-GCM sealing: round trip, purpose binding, wrong key and tampering yield None."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.secretbox import SecretBox, ensure_key_file, load
+
+
+def test_round_trip_and_binding() -> None:
+    box = SecretBox(os.urandom(32))
+    sealed = box.seal("gldt-secret", purpose=b"deploy-token")
+    assert b"gldt-secret" not in sealed
+    assert box.open(sealed, purpose=b"deploy-token") == "gldt-secret"
+    assert box.seal("gldt-secret", purpose=b"deploy-token") != sealed  # random nonce
+    assert box.open(sealed, purpose=b"other") is None
+    assert SecretBox(os.urandom(32)).open(sealed, purpose=b"deploy-token") is None
+    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    assert box.open(tampered, purpose=b"deploy-token") is None
+    assert box.open(b"short", purpose=b"deploy-token") is None
+    assert "key" in repr(box) and os.urandom(0) == b""
+
+
+def test_key_file(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "secret.key"
+    assert ensure_key_file(path) is True
+    assert ensure_key_file(path) is False
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load(path).open(load(path).seal("x", purpose=b"p"), purpose=b"p") == "x"
+    with pytest.raises(ConfigError, match="gateway init"):
+        load(tmp_path / "missing.key")
+    (tmp_path / "bad.key").write_bytes(b"short")
+    with pytest.raises(ConfigError, match="32 bytes"):
+        load(tmp_path / "bad.key")
