@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
-from gateway import secretbox
+from gateway import secretbox, signing_keys
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.middleware import error_middleware, request_context_middleware
+from gateway.proxy import Forwarder
 from gateway.secretbox import SecretBox
+from gateway.signing_keys import SignedTokens, SigningKey
 from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.users import PasswordHasher
 
 CONFIG = web.AppKey("config", Config)
-STORE = web.AppKey("store", Store)  # type: ignore[type-abstract]
-CLOCK = web.AppKey("clock", Clock)  # type: ignore[type-abstract]
+STORE = web.AppKey("store", Store)
+CLOCK = web.AppKey("clock", Clock)
 HASHER = web.AppKey("hasher", PasswordHasher)
 BOX = web.AppKey("secretbox", SecretBox)
+# None until `gateway init` made the key: /jwt/auth then answers 503 instead of the whole gateway failing.
+SIGNING_KEY: web.AppKey[SigningKey | None] = web.AppKey("signing_key")
+# Registry JWTs minted moments ago, reused for identical claims (signing_keys.SignedTokens).
+SIGNED_TOKENS = web.AppKey("signed_tokens", SignedTokens)
+# The one streaming forwarder to backends (git upstream, registry, packages): one client session per process.
+PROXY = web.AppKey("proxy", Forwarder)
+# Bounds concurrent `git http-backend` children of the embedded git backend (git.max_processes).
+GIT_SLOTS = web.AppKey("git_slots", asyncio.Semaphore)
+
+
+def load_signing_key(config: Config) -> SigningKey | None:
+    """Loaded once per process: every /jwt/auth request reuses the parsed key and its kid."""
+    key_path, cert_path = Path(config.registry.signing_key), Path(config.registry.certificate)
+    if not key_path.exists() and not cert_path.exists():
+        return None
+    return signing_keys.load(key_path, cert_path, algorithm=config.registry.algorithm)
 
 
 def create_app(
@@ -29,6 +48,7 @@ def create_app(
     store: Store | None = None,
     clock: Clock | None = None,
     box: SecretBox | None = None,
+    signing_key: SigningKey | None = None,
 ) -> web.Application:
     """The whole gateway. A store passed in is used as is (tests); otherwise one is opened and migrated."""
     app = web.Application(
@@ -41,6 +61,9 @@ def create_app(
     app[CLOCK] = clock or SystemClock()
     app[HASHER] = PasswordHasher(config.security.password_memory_kib, config.security.password_iterations)
     app[BOX] = box or secretbox.load(Path(config.storage.encryption_key))
+    app[SIGNING_KEY] = signing_key or load_signing_key(config)
+    # A tenth of the token lifetime: a reused token still has at least 90 % of its life left.
+    app[SIGNED_TOKENS] = SignedTokens(window=max(1, config.registry.token_ttl // 10))
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         if store is not None:
@@ -56,6 +79,16 @@ def create_app(
             await opened.close()
 
     app.cleanup_ctx.append(store_ctx)
+    app[GIT_SLOTS] = asyncio.Semaphore(config.git.max_processes)
+
+    async def proxy_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[PROXY] = Forwarder.create()
+        try:
+            yield
+        finally:
+            await app[PROXY].close()
+
+    app.cleanup_ctx.append(proxy_ctx)
     from gateway import routes  # the handlers import the AppKeys above
 
     routes.install(app)

@@ -48,6 +48,8 @@ class GitConfig:
     # Credentials the gateway presents to an upstream smart-HTTP backend (never the client's).
     backend_username: str = ""
     backend_password: str = ""
+    # Longest silence (seconds) on either side of a git request before it is cut: the backend's next output or
+    # the client's next chunk. Not a limit on the whole transfer (a large clone may take longer).
     timeout: float = 600.0
 
 
@@ -60,6 +62,9 @@ class RegistryConfig:
     certificate: str = "data/registry.crt"
     token_ttl: int = 300
     algorithm: Literal["RS256", "ES256"] = "RS256"
+    # Also send the certificate as the JWT `x5c` header: distribution 3.x looks keys up by x5c or JWK thumbprint,
+    # not by the libtrust kid that 2.8 uses (registry.md §1). The registry then enforces the cert's validity dates.
+    include_x5c: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,28 @@ class SecurityConfig:
     # Argon2id parameters (OWASP minimum: 19 MiB, 2 iterations, 1 lane).
     password_memory_kib: int = 19 * 1024
     password_iterations: int = 2
+
+
+@dataclass(frozen=True)
+class PackageBackendConfig:
+    # "" = not served, or the embedded store where the format has one (generic, maven); else an http(s) URL
+    # template of the backend's root with optional {project_id} / {project_path} placeholders (docs/packages.md).
+    backend: str = ""
+    # Credentials the gateway presents to the backend (never the client's own).
+    backend_username: str = ""
+    backend_password: str = ""
+
+
+@dataclass(frozen=True)
+class PackagesConfig:
+    # Largest package upload (bytes); larger uploads get 413. GitLab's default for generic packages is 5 GB.
+    max_upload_size: int = 5 * 1024**3
+    # Largest index or metadata document read whole from a backend to rewrite its URLs (bytes).
+    max_document_size: int = 16 * 1024 * 1024
+    pypi: PackageBackendConfig = field(default_factory=PackageBackendConfig)
+    npm: PackageBackendConfig = field(default_factory=PackageBackendConfig)
+    maven: PackageBackendConfig = field(default_factory=PackageBackendConfig)
+    generic: PackageBackendConfig = field(default_factory=PackageBackendConfig)
 
 
 @dataclass(frozen=True)
@@ -82,6 +109,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    packages: PackagesConfig = field(default_factory=PackagesConfig)
     # Folder that relative paths were resolved against (the config file's folder, or the CWD).
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -113,6 +141,9 @@ def _check_type(path: str, value: Any, annotation: Any) -> Any:
         return tuple(value)
     if origin in (types.UnionType, typing.Union):
         raise ConfigError(f"{path}: unsupported type")  # pragma: no cover - no such field
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        # A nested table (packages.<format>): validated like a section, its key path in every error.
+        return _section(path, annotation, value, Path())
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is int and isinstance(value, bool):
@@ -150,6 +181,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "registry": RegistryConfig,
     "security": SecurityConfig,
     "log": LogConfig,
+    "packages": PackagesConfig,
 }
 
 
@@ -192,6 +224,26 @@ def _validate(config: Config) -> None:
         raise ConfigError("git.max_processes: must be at least 1")
     if config.server.workers < 1:
         raise ConfigError("server.workers: must be at least 1")
+    _validate_packages(config.packages)
+
+
+def _validate_packages(packages: PackagesConfig) -> None:
+    if packages.max_upload_size < 1:
+        raise ConfigError("packages.max_upload_size: must be at least 1 byte")
+    if packages.max_document_size < 1024:
+        raise ConfigError("packages.max_document_size: must be at least 1024 bytes")
+    for name in ("pypi", "npm", "maven", "generic"):
+        template = getattr(packages, name).backend
+        if not template:
+            continue
+        parts = urlsplit(template.replace("{project_id}", "0").replace("{project_path}", "p"))
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigError(f"packages.{name}.backend: must be an http(s) URL without query or fragment")
+        if "{" in urlsplit(template).netloc:
+            raise ConfigError(f"packages.{name}.backend: placeholders belong in the path, not the host")
+        leftover = template.replace("{project_id}", "").replace("{project_path}", "")
+        if "{" in leftover or "}" in leftover:
+            raise ConfigError(f"packages.{name}.backend: unknown placeholder (known: {{project_id}}, {{project_path}})")
 
 
 def sqlite_path(config: Config) -> Path:

@@ -6,7 +6,6 @@ Rules from GitLab's lib/gitlab/path_regex.rb and lib/container_registry/path.rb.
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
 
 # Groups nest up to 20 levels (GitLab's Namespace::NUMBER_OF_ANCESTORS_ALLOWED).
 MAX_DEPTH = 20
@@ -98,10 +97,10 @@ def parse_ref(raw: str, *, project: bool) -> int | str | None:
     """
     if raw.isascii() and raw.isdigit():
         return int(raw) if len(raw) <= 18 else None
-    decoded = unquote(raw) if "%" in raw else raw
-    if "%" in decoded:  # double encoding is a path trick, not a path
+    if "%" in raw:
+        # Already decoded once: a '%' left came from %25 (double encoding), and no GitLab path contains one.
         return None
-    segments = split_full_path(decoded)
+    segments = split_full_path(raw)
     if segments is None or (project and len(segments) < 2):
         return None
     return "/".join(segments)

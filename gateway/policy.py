@@ -33,6 +33,8 @@ class Operation(Enum):
     READ_MEMBERS = "read_members"
     MANAGE_PROJECT_MEMBERS = "manage_project_members"
     MANAGE_GROUP_MEMBERS = "manage_group_members"
+    # Granting the Owner role (access level 50) to a member: only Owners may (GitLab's :manage_owners).
+    GRANT_OWNER = "grant_owner"
     READ_PROJECT_DEPLOY_TOKENS = "read_project_deploy_tokens"
     MANAGE_PROJECT_DEPLOY_TOKENS = "manage_project_deploy_tokens"
     READ_GROUP_DEPLOY_TOKENS = "read_group_deploy_tokens"
@@ -105,6 +107,10 @@ class Target:
 
 INSTANCE = Target("instance")
 
+# The reason of a denial caused by the PAT's scopes rather than the user's role (GitLab: InsufficientScopeError);
+# handlers that render role denials specially (e.g. project creation) still answer 403 for it.
+INSUFFICIENT_SCOPE = "insufficient_scope"
+
 # Operations that a personal access token may perform, by scope (GitLab: lib/gitlab/auth.rb, API scopes).
 _READ_API = frozenset({"api", "read_api"})
 _PAT_SCOPES: dict[Operation, frozenset[str]] = {
@@ -141,6 +147,7 @@ _LEVELS: dict[Operation, AccessLevel] = {
     Operation.CREATE_SUBGROUP: AccessLevel.MAINTAINER,
     Operation.MANAGE_PROJECT_MEMBERS: AccessLevel.MAINTAINER,
     Operation.MANAGE_GROUP_MEMBERS: AccessLevel.OWNER,
+    Operation.GRANT_OWNER: AccessLevel.OWNER,
     Operation.READ_PROJECT_DEPLOY_TOKENS: AccessLevel.MAINTAINER,
     Operation.MANAGE_PROJECT_DEPLOY_TOKENS: AccessLevel.MAINTAINER,
     Operation.READ_GROUP_DEPLOY_TOKENS: AccessLevel.MAINTAINER,
@@ -260,7 +267,7 @@ def _decide_user(principal: UserPrincipal, target: Target, op: Operation, levels
             if op in _GIT_DENIALS:
                 # git_access.rb: authenticated, but the token's abilities lack this one → auth_upload/auth_download
                 return Denied(Deny.FORBIDDEN, _GIT_DENIALS[op])
-        return Denied(Deny.FORBIDDEN, "insufficient_scope")
+        return Denied(Deny.FORBIDDEN, INSUFFICIENT_SCOPE)
     if target.kind == "instance":
         if op is Operation.READ_USERS or op is Operation.CREATE_GROUP:
             return Allowed("signed-in user")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway import git_http, ops
+from gateway import git_http, ops, packages_http, registry_auth, registry_proxy
 from gateway.api import deploy_tokens, groups, members, projects, users
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -30,11 +30,43 @@ API = "/api/v4"
 SLASH = "{slash:/?}"
 # A repository path of any depth; `.git` optional (git_http strips it). Percent-decoded once by aiohttp.
 REPO = "/{repo:.+}"
+# Package registries at GitLab's URLs (docs/packages.md); group-level endpoints sit under the group's `/-/`.
+PKG = f"{API}/projects/{{id}}/packages"
+GROUP_PKG = f"{API}/groups/{{id}}/-/packages"
 
 ROUTES: tuple[Route, ...] = (
     # --- operations -------------------------------------------------------------------------------------------
     Route("ops.health", "GET", "/-/health", ops.health),
     Route("ops.ready", "GET", "/-/ready", ops.ready),
+    # --- registry token service (Docker token auth spec; GitLab's JwtController) ------------------------------
+    Route("registry_auth.token", "GET", "/jwt/auth", registry_auth.token),
+    Route("registry_auth.oauth", "POST", "/jwt/auth", registry_auth.oauth),
+    # --- registry: everything under /v2/ goes to the distribution registry (it checks our JWTs) -------------------
+    Route("registry.v2", "*", "/v2{tail:(/.*)?}", registry_proxy.forward),
+    # --- package registries: PyPI, npm, Maven, generic (before the API and git catch-alls) ----------------------
+    Route("packages.pypi.upload", "POST", f"{PKG}/pypi{SLASH}", packages_http.pypi_upload),
+    Route("packages.pypi.index", "GET", f"{PKG}/pypi/simple{SLASH}", packages_http.pypi_index),
+    Route("packages.pypi.package", "GET", f"{PKG}/pypi/simple/{{name}}{SLASH}", packages_http.pypi_package),
+    Route("packages.pypi.file", "GET", f"{PKG}/pypi/files/{{sha256}}/{{path:.+}}", packages_http.pypi_file),
+    Route("packages.pypi.file_head", "HEAD", f"{PKG}/pypi/files/{{sha256}}/{{path:.+}}", packages_http.pypi_file),
+    Route("packages.pypi.group_index", "GET", f"{GROUP_PKG}/pypi/simple{SLASH}", packages_http.pypi_group_index),
+    Route(
+        "packages.pypi.group_package",
+        "GET",
+        f"{GROUP_PKG}/pypi/simple/{{name}}{SLASH}",
+        packages_http.pypi_group_package,
+    ),
+    Route("packages.npm.get", "GET", f"{PKG}/npm/{{path:.+}}", packages_http.npm_get),
+    Route("packages.npm.head", "HEAD", f"{PKG}/npm/{{path:.+}}", packages_http.npm_get),
+    Route("packages.npm.put", "PUT", f"{PKG}/npm/{{path:.+}}", packages_http.npm_put),
+    Route("packages.maven.get", "GET", f"{PKG}/maven/{{path:.+}}", packages_http.maven_get),
+    Route("packages.maven.head", "HEAD", f"{PKG}/maven/{{path:.+}}", packages_http.maven_get),
+    Route("packages.maven.put", "PUT", f"{PKG}/maven/{{path:.+}}", packages_http.maven_put),
+    Route("packages.maven.group_get", "GET", f"{GROUP_PKG}/maven/{{path:.+}}", packages_http.maven_group_get),
+    Route("packages.maven.group_head", "HEAD", f"{GROUP_PKG}/maven/{{path:.+}}", packages_http.maven_group_get),
+    Route("packages.generic.get", "GET", f"{PKG}/generic/{{name}}/{{version}}/{{file}}", packages_http.generic_get),
+    Route("packages.generic.head", "HEAD", f"{PKG}/generic/{{name}}/{{version}}/{{file}}", packages_http.generic_get),
+    Route("packages.generic.put", "PUT", f"{PKG}/generic/{{name}}/{{version}}/{{file}}", packages_http.generic_put),
     # --- REST API v4: deploy tokens (seed 003) -----------------------------------------------------------------
     Route("api.deploy_tokens.all", "GET", f"{API}/deploy_tokens{SLASH}", deploy_tokens.list_all),
     Route(

@@ -61,8 +61,13 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 
 
 @pytest.fixture
-def box() -> SecretBox:
-    return SecretBox(os.urandom(32))
+def secret_key() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture
+def box(secret_key: bytes) -> SecretBox:
+    return SecretBox(secret_key)
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import unicodedata
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -12,9 +14,10 @@ from gateway.app import CLOCK, HASHER, STORE
 from gateway.errors import BadRequest, Forbidden, NotFound, ParamError, Unauthorized
 from gateway.middleware import PRINCIPAL
 from gateway.namespaces import parse_ref
-from gateway.policy import Denied, Deny, Operation, Target
-from gateway.principals import UserPrincipal
+from gateway.policy import Denied, Deny, Operation, Target, effective_level
+from gateway.principals import ANONYMOUS, Anonymous, Principal, UserPrincipal
 from gateway.store.base import Namespace, Project
+from gateway.users import AccessLevel
 
 
 async def caller(request: web.Request) -> UserPrincipal:
@@ -29,6 +32,14 @@ async def caller(request: web.Request) -> UserPrincipal:
         raise Unauthorized("401 Unauthorized")
     request[PRINCIPAL] = principals.describe(principal)
     return principal
+
+
+async def optional_caller(request: web.Request) -> UserPrincipal | Anonymous:
+    """Like caller(), but no credentials at all is the anonymous visitor (GitLab's authenticate_non_get! on reads);
+    credentials that are sent and bad are still 401."""
+    if credentials.from_headers(request.headers) is None:
+        return ANONYMOUS
+    return await caller(request)
 
 
 async def params(request: web.Request) -> dict[str, Any]:
@@ -81,6 +92,15 @@ def string_param(p: dict[str, Any], key: str, *, required: bool = False, max_len
     return text
 
 
+def required_string(p: dict[str, Any], key: str, *, max_len: int = 255) -> str:
+    """Grape's `requires :key, type: String`: the key must be present; a blank value passes to the model's own
+    validation ("can't be blank"), as Grape only rejects blanks with allow_blank: false."""
+    value = string_param(p, key, max_len=max_len)
+    if value is None:
+        raise ParamError(f"{key} is missing")
+    return value
+
+
 def int_param(p: dict[str, Any], key: str, *, required: bool = False) -> int | None:
     value = p.get(key)
     if value is None or value == "":
@@ -117,10 +137,22 @@ def raise_denied(decision: Denied, not_found: str) -> None:
     raise Forbidden("403 Forbidden")
 
 
-async def find_project(request: web.Request, principal: UserPrincipal, op: Operation) -> Project:
+def _id_ref(request: web.Request, *, project: bool) -> int | str | None:
+    """The `:id` segment (already percent-decoded once by aiohttp) as a project/group reference."""
+    return parse_ref(request.match_info["id"], project=project)
+
+
+def _raise_invisible(principal: Principal, decision: Denied, not_found: str) -> None:
+    # An anonymous visitor asking for a private resource gets GitLab's find_project!/find_group! 404, not a 401.
+    if isinstance(principal, Anonymous):
+        raise NotFound(not_found)
+    raise_denied(decision, not_found)
+
+
+async def find_project(request: web.Request, principal: Principal, op: Operation) -> Project:
     """The project named by `:id`, if the caller may perform `op` on it (404 when it cannot even see it)."""
     store = request.app[STORE]
-    ref = parse_ref(request.match_info["id"], project=True)
+    ref = _id_ref(request, project=True)
     project = None
     if isinstance(ref, int):
         project = await store.get_project(ref)
@@ -131,17 +163,21 @@ async def find_project(request: web.Request, principal: UserPrincipal, op: Opera
     target = Target.of_project(project)
     visible = await access.authorize(store, principal, target, Operation.READ_PROJECT)
     if isinstance(visible, Denied):
-        raise_denied(visible, "404 Project Not Found")
+        _raise_invisible(principal, visible, "404 Project Not Found")
     decision = await access.authorize(store, principal, target, op)
     if isinstance(decision, Denied):
         raise_denied(decision, "404 Project Not Found")
     return project
 
 
-async def find_group(request: web.Request, principal: UserPrincipal, op: Operation) -> Namespace:
-    """The group named by `:id` (id or URL-encoded full path), if the caller may perform `op` on it."""
+async def find_group(
+    request: web.Request, principal: Principal, op: Operation, ref: int | str | None = None
+) -> Namespace:
+    """The group named by `:id` (id or URL-encoded full path), or by `ref` when given (e.g. a parent_id), if the
+    caller may perform `op` on it."""
     store = request.app[STORE]
-    ref = parse_ref(request.match_info["id"], project=False)
+    if ref is None:
+        ref = _id_ref(request, project=False)
     group = None
     if isinstance(ref, int):
         group = await store.get_namespace(ref)
@@ -152,11 +188,24 @@ async def find_group(request: web.Request, principal: UserPrincipal, op: Operati
     target = Target.of_group(group)
     visible = await access.authorize(store, principal, target, Operation.READ_GROUP)
     if isinstance(visible, Denied):
-        raise_denied(visible, "404 Group Not Found")
+        _raise_invisible(principal, visible, "404 Group Not Found")
     decision = await access.authorize(store, principal, target, op)
     if isinstance(decision, Denied):
         raise_denied(decision, "404 Group Not Found")
     return group
+
+
+async def member_level(request: web.Request, principal: Principal, target: Target) -> int:
+    """The caller's effective membership level on a target (0 when none), for list filters such as `membership`,
+    `owned` and `min_access_level`. Whether the caller may see the target at all is still policy's decision."""
+    if not isinstance(principal, UserPrincipal) or target.kind == "instance":
+        return AccessLevel.NO_ACCESS
+    levels = await request.app[STORE].access_levels(
+        principal.user.id, project_id=target.id if target.kind == "project" else None, namespace_ids=target.groups
+    )
+    level = effective_level(levels)
+    # A personal namespace's user owns it and its projects without a membership row (as in policy.decide).
+    return max(level, AccessLevel.OWNER) if target.personal_owner_id == principal.user.id else level
 
 
 def path_id(request: web.Request, key: str) -> int:
@@ -165,3 +214,35 @@ def path_id(request: web.Request, key: str) -> int:
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
         raise NotFound("404 Not found")
     return int(raw)
+
+
+def conflict(message: str) -> web.Response:
+    """GitLab's conflict!: 409 {"message": "..."} (e.g. "Member already exists")."""
+    return web.json_response({"message": message}, status=409)
+
+
+def invalid(errors: Mapping[str, Sequence[str]]) -> web.Response:
+    """GitLab's render_validation_error!: 400 {"message": {"attribute": ["problem", ...]}}."""
+    return web.json_response({"message": {key: list(problems) for key, problems in errors.items()}}, status=400)
+
+
+def choice_param(p: dict[str, Any], key: str, choices: Sequence[str], default: str | None = None) -> str | None:
+    """A parameter limited to `choices` (Grape `values:`); others get {"error":"<key> does not have a valid value"}."""
+    value = p.get(key)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str) or value not in choices:
+        raise ParamError(f"{key} does not have a valid value")
+    return value
+
+
+def display_name_ok(name: str, extra: str) -> bool:
+    """GitLab's group/project name regexes (lib/gitlab/regex.rb): the first character a letter, digit, emoji
+    (U+00A9..U+1F9FF) or '_'; the rest also dashes (Unicode Pd), spaces, '.' and the `extra` characters."""
+
+    def letter(ch: str) -> bool:
+        return ch.isalnum() or ch == "_" or 0xA9 <= ord(ch) <= 0x1F9FF
+
+    if not name or not letter(name[0]):
+        return False
+    return all(letter(ch) or ch in " ." or ch in extra or unicodedata.category(ch) == "Pd" for ch in name[1:])

@@ -1,17 +1,203 @@
-"""PLACEHOLDER (being written): REST API v4 projects."""
+"""Projects API (GitLab's lib/api/projects.rb): list visible projects, create one with its bare repository, get one."""
 
 from __future__ import annotations
 
+import re
+import unicodedata
+from typing import Any, cast
+
 from aiohttp import web
+
+from gateway import access, repositories
+from gateway.api import entities, pagination
+from gateway.api.common import (
+    bool_param,
+    caller,
+    choice_param,
+    display_name_ok,
+    find_project,
+    int_param,
+    invalid,
+    member_level,
+    optional_caller,
+    params,
+    raise_denied,
+    string_param,
+)
+from gateway.app import CLOCK, CONFIG, STORE
+from gateway.errors import Conflict, ParamError
+from gateway.namespaces import path_problem
+from gateway.policy import INSUFFICIENT_SCOPE, Denied, Deny, Operation, Target
+from gateway.principals import Principal
+from gateway.store.base import VISIBILITIES, Namespace, Project, Store, Visibility
+from gateway.users import MEMBER_LEVELS, AccessLevel
+
+MAX_NAME = 255
+MAX_DESCRIPTION = 2000
+# lib/gitlab/regex.rb project_name_regex and its message.
+NAME_MESSAGE = (
+    "can contain only letters, digits, emoji, '_', '.', '+', dashes, or spaces. "
+    "It must start with a letter, digit, emoji, or '_'."
+)
+# order_by values Grape accepts for project lists; nothing is ever updated here, so the times are created_at.
+PROJECT_ORDER = ("id", "name", "path", "created_at", "updated_at", "last_activity_at", "similarity")
+
+
+async def full_name(store: Store, ns: Namespace, known: dict[int, Namespace] | None = None) -> str:
+    """A namespace's human name with its ancestors' ("Top / Sub"); a personal namespace is its user's name."""
+    if ns.kind != "group":
+        return ns.name
+    names = []
+    for group_id in ns.traversal_ids:
+        group = (known or {}).get(group_id) or await store.get_namespace(group_id)
+        names.append(group.name if group is not None else "")
+    return " / ".join(names)
+
+
+async def present(request: web.Request, projects: list[Project]) -> list[dict[str, Any]]:
+    store = request.app[STORE]
+    known = {g.id: g for g in await store.list_groups()} if len(projects) > 1 else {}
+    base = entities.base_url(request)
+    return [entities.project(p, base, await full_name(store, p.namespace, known)) for p in projects]
+
+
+def min_access_level(p: dict[str, Any]) -> int | None:
+    level = int_param(p, "min_access_level")
+    if level is not None and level not in MEMBER_LEVELS:
+        raise ParamError("min_access_level does not have a valid value")
+    return level
+
+
+async def listing(request: web.Request, principal: Principal, candidates: list[Project]) -> web.Response:
+    """The projects among `candidates` the caller may see, filtered, ordered and paginated as GitLab does
+    (order_by=created_at, sort=desc by default; ties broken by id in the same direction)."""
+    p: dict[str, Any] = dict(request.query)
+    search = (string_param(p, "search") or "").lower()
+    visibility = choice_param(p, "visibility", VISIBILITIES)
+    membership = bool_param(p, "membership") or False
+    owned = bool_param(p, "owned") or False
+    min_level = min_access_level(p)
+    order_by = choice_param(p, "order_by", PROJECT_ORDER, "created_at")
+    descending = choice_param(p, "sort", ("asc", "desc"), "desc") == "desc"
+    pr = pagination.page_request(request)
+    store = request.app[STORE]
+
+    chosen: list[Project] = []
+    for project in candidates:
+        if visibility is not None and project.visibility != visibility:
+            continue
+        if search and search not in project.name.lower() and search not in project.path.lower():
+            continue
+        target = Target.of_project(project)
+        if isinstance(await access.authorize(store, principal, target, Operation.READ_PROJECT), Denied):
+            continue
+        if membership or owned or min_level:
+            level = await member_level(request, principal, target)
+            if level < max(min_level or 0, AccessLevel.OWNER if owned else 0, AccessLevel.GUEST):
+                continue
+        chosen.append(project)
+
+    def key(project: Project) -> tuple[Any, int]:
+        if order_by == "id":
+            return (project.id, project.id)
+        if order_by in ("name", "similarity"):
+            return (project.name.lower(), project.id)
+        if order_by == "path":
+            return (project.path.lower(), project.id)
+        return (project.created_at, project.id)
+
+    chosen.sort(key=key, reverse=descending)
+    page = pagination.slice_page(chosen, pr)
+    return pagination.respond(request, await present(request, page), len(chosen), pr)
 
 
 async def list_projects(request: web.Request) -> web.Response:
-    raise NotImplementedError
-
-
-async def create(request: web.Request) -> web.Response:
-    raise NotImplementedError
+    """GET /projects: every project the caller can see (public ones for anonymous callers)."""
+    principal = await optional_caller(request)
+    return await listing(request, principal, await request.app[STORE].list_projects())
 
 
 async def get(request: web.Request) -> web.Response:
-    raise NotImplementedError
+    """GET /projects/:id (numeric id or URL-encoded full path)."""
+    principal = await optional_caller(request)
+    project = await find_project(request, principal, Operation.READ_PROJECT)
+    return web.json_response((await present(request, [project]))[0])
+
+
+def path_from_name(name: str) -> str:
+    """GitLab derives a missing path from the name: lower case, ASCII, every other run of characters one dash."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9_.-]+", "-", ascii_name.lower())).strip("-.")
+
+
+def _problems(name: str, path: str, visibility: str, description: str, ns: Namespace) -> dict[str, list[str]]:
+    """The Project model's validations, per attribute, as render_validation_error! reports them."""
+    errors: dict[str, list[str]] = {}
+    if not name.strip():
+        errors["name"] = ["can't be blank"]
+    elif len(name) > MAX_NAME:
+        errors["name"] = [f"is too long (maximum is {MAX_NAME} characters)"]
+    elif not display_name_ok(name, extra="+"):
+        errors["name"] = [NAME_MESSAGE]
+    problem = path_problem(path)
+    if problem:
+        errors["path"] = [problem]
+    if ns.kind == "group" and VISIBILITIES.index(visibility) > VISIBILITIES.index(ns.visibility):
+        # Project#visibility_level_allowed_by_group
+        errors["visibility_level"] = [f"{visibility} is not allowed in a {ns.visibility} group."]
+    if len(description) > MAX_DESCRIPTION:
+        errors["description"] = [f"is too long (maximum is {MAX_DESCRIPTION} characters)"]
+    return errors
+
+
+async def create(request: web.Request) -> web.Response:
+    """POST /projects: name and/or path, namespace_id (default: the caller's personal namespace), visibility,
+    description. 201 with the project; its bare repository is created for the embedded git backend."""
+    principal = await caller(request)
+    p = await params(request)
+    name = string_param(p, "name")
+    path = string_param(p, "path")
+    if not name and not path:
+        raise ParamError("name, path are missing, at least one parameter must be provided")
+    namespace_id = int_param(p, "namespace_id")
+    visibility = cast(Visibility, choice_param(p, "visibility", VISIBILITIES, "private"))
+    description = string_param(p, "description", max_len=MAX_DESCRIPTION) or ""
+    path = path or path_from_name(name or "")
+    name = name or path
+
+    store = request.app[STORE]
+    ns = await store.get_namespace(namespace_id if namespace_id is not None else principal.user.namespace_id)
+    if ns is None:
+        return invalid({"namespace": ["is not valid"]})
+    decision = await access.authorize(store, principal, Target.of_group(ns), Operation.CREATE_PROJECT)
+    if isinstance(decision, Denied):
+        if decision.kind is Deny.UNAUTHENTICATED or decision.reason == INSUFFICIENT_SCOPE:
+            raise_denied(decision, "404 Namespace Not Found")
+        # Projects::CreateService: a namespace the user may not create in (or cannot see) "is not valid".
+        return invalid({"namespace": ["is not valid"]})
+
+    errors = _problems(name, path, visibility, description, ns)
+    if errors:
+        return invalid(errors)
+    now = request.app[CLOCK].now()
+    try:
+        project = await store.create_project(
+            namespace_id=ns.id,
+            name=name,
+            path=path,
+            visibility=visibility,
+            description=description,
+            creator_id=principal.user.id,
+            now=now,
+            # Projects::CreateService#setup_authorizations: a personal project's owner is its Owner member.
+            owner_id=ns.owner_id if ns.kind == "user" else None,
+        )
+    except Conflict:
+        return invalid({"path": ["has already been taken"]})
+    try:
+        await repositories.create_bare(request.app[CONFIG], project.full_path)
+    except BaseException:
+        # No project without its repository: undo the row so the path can be used again.
+        await store.delete_project(project.id)
+        raise
+    return web.json_response((await present(request, [project]))[0], status=201)

@@ -1,25 +1,226 @@
-"""PLACEHOLDER (being written): REST API v4 users."""
+"""Users API (GitLab's lib/api/users.rb): the caller, the user list, admin-only creation of users and of their
+personal access tokens."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time
+from typing import Any
+
 from aiohttp import web
+
+from gateway import namespaces, tokens, users
+from gateway.api import entities, pagination
+from gateway.api.common import (
+    bool_param,
+    caller,
+    choice_param,
+    conflict,
+    invalid,
+    params,
+    raise_denied,
+    required_string,
+    string_param,
+)
+from gateway.app import CLOCK, HASHER, STORE
+from gateway.errors import NotFound, ParamError
+from gateway.policy import INSTANCE, Denied, Operation, decide
+from gateway.principals import UserPrincipal
+from gateway.store.base import Store, User
+
+MAX_NAME = 255
+MAX_EMAIL = 255
+# GET /users: order_by values Grape accepts; ids are ordered in the store, the rest in memory.
+USER_ORDER = ("id", "name", "username", "created_at", "updated_at")
+
+
+def _allow(principal: UserPrincipal, op: Operation) -> None:
+    decision = decide(principal, INSTANCE, op)
+    if isinstance(decision, Denied):
+        raise_denied(decision, "404 User Not Found")
+
+
+def _user_id(request: web.Request) -> int:
+    """`:user_id` is an Integer parameter in Grape: anything else is {"error":"id is invalid"}."""
+    raw = request.match_info["user_id"]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise ParamError("id is invalid")
+    return int(raw)
+
+
+def _listed(user: User, principal: UserPrincipal, base: str) -> dict[str, Any]:
+    # Administrators get UserWithAdmin (email, is_admin, ...), everyone else UserBasic (users.rb).
+    if principal.user.is_admin:
+        return entities.user_full(user, base, with_private=True)
+    return entities.user_basic(user, base)
 
 
 async def current(request: web.Request) -> web.Response:
-    raise NotImplementedError
+    """GET /user: the caller, with the private fields only they (and admins) see."""
+    principal = await caller(request)
+    _allow(principal, Operation.READ_USERS)
+    return web.json_response(entities.user_full(principal.user, entities.base_url(request), with_private=True))
+
+
+async def _matching(store: Store, search: str, principal: UserPrincipal) -> list[User]:
+    total = (await store.list_users(offset=0, limit=0, search=search)).total
+    found = (await store.list_users(offset=0, limit=total, search=search)).items
+    if principal.user.is_admin:
+        return found
+    # Only administrators search by e-mail address; others match usernames and names (GitLab's User.search).
+    needle = search.lower()
+    return [u for u in found if needle in u.username.lower() or needle in u.name.lower()]
 
 
 async def list_users(request: web.Request) -> web.Response:
-    raise NotImplementedError
+    """GET /users: any signed-in user; `username=` (exact, case-insensitive) and `search=` filters; paginated,
+    newest first by default (order_by=id, sort=desc)."""
+    principal = await caller(request)
+    _allow(principal, Operation.READ_USERS)
+    p: dict[str, Any] = dict(request.query)
+    username = string_param(p, "username")
+    search = string_param(p, "search") or None
+    order_by = choice_param(p, "order_by", USER_ORDER, "id")
+    descending = choice_param(p, "sort", ("asc", "desc"), "desc") == "desc"
+    pr = pagination.page_request(request)
+    store = request.app[STORE]
+    base = entities.base_url(request)
 
+    if username is not None:
+        user = await store.get_user_by_username(username) if username else None
+        matched = [user] if user is not None else []
+        page = pagination.slice_page(matched, pr)
+        return pagination.respond(request, [_listed(u, principal, base) for u in page], len(matched), pr)
 
-async def create(request: web.Request) -> web.Response:
-    raise NotImplementedError
+    if search is None and order_by == "id":
+        # The common case pages in the store: the descending page is the mirrored ascending window.
+        total = await store.count_users()
+        if descending:
+            end = max(0, total - pr.offset)
+            start = max(0, end - pr.per_page)
+            window = (await store.list_users(offset=start, limit=end - start)).items if end else []
+            items = list(reversed(window))
+        else:
+            items = (await store.list_users(offset=pr.offset, limit=pr.per_page)).items
+        return pagination.respond(request, [_listed(u, principal, base) for u in items], total, pr)
+
+    if search is None:
+        total = await store.count_users()
+        everyone = (await store.list_users(offset=0, limit=total)).items
+    else:
+        everyone = await _matching(store, search, principal)
+    everyone.sort(key=lambda u: u.id, reverse=descending)
+    if order_by == "name":
+        everyone.sort(key=lambda u: u.name.lower(), reverse=descending)
+    elif order_by == "username":
+        everyone.sort(key=lambda u: u.username.lower(), reverse=descending)
+    elif order_by in ("created_at", "updated_at"):  # users are never updated here: updated_at is created_at
+        everyone.sort(key=lambda u: u.created_at, reverse=descending)
+    page = pagination.slice_page(everyone, pr)
+    return pagination.respond(request, [_listed(u, principal, base) for u in page], len(everyone), pr)
 
 
 async def get(request: web.Request) -> web.Response:
-    raise NotImplementedError
+    """GET /users/:id: public fields, and the private ones for administrators."""
+    principal = await caller(request)
+    _allow(principal, Operation.READ_USERS)
+    user = await request.app[STORE].get_user(_user_id(request))
+    if user is None:
+        raise NotFound("404 User Not Found")
+    base = entities.base_url(request)
+    return web.json_response(entities.user_full(user, base, with_private=principal.user.is_admin))
+
+
+def _user_problems(username: str, name: str, email: str, password: str | None) -> dict[str, list[str]]:
+    """The User model's validations, per attribute, as render_validation_error! reports them."""
+    errors: dict[str, list[str]] = {}
+    problem = namespaces.path_problem(username, top_level=True)
+    if problem:
+        errors["username"] = [problem]
+    if not name.strip():
+        errors["name"] = ["can't be blank"]
+    elif len(name) > MAX_NAME:
+        errors["name"] = [f"is too long (maximum is {MAX_NAME} characters)"]
+    if not email.strip():
+        errors["email"] = ["can't be blank"]
+    elif len(email) > MAX_EMAIL:
+        errors["email"] = [f"is too long (maximum is {MAX_EMAIL} characters)"]
+    elif not users.EMAIL_RE.match(email):
+        errors["email"] = ["is invalid"]
+    if password is not None and len(password) < users.MIN_PASSWORD:
+        errors["password"] = [f"is too short (minimum is {users.MIN_PASSWORD} characters)"]
+    elif password is not None and len(password) > users.MAX_PASSWORD:
+        errors["password"] = [f"is too long (maximum is {users.MAX_PASSWORD} characters)"]
+    return errors
+
+
+async def _email_taken(store: Store, email: str) -> bool:
+    total = (await store.list_users(offset=0, limit=0, search=email)).total
+    candidates = (await store.list_users(offset=0, limit=total, search=email)).items
+    return any(u.email.lower() == email.lower() for u in candidates)
+
+
+async def create(request: web.Request) -> web.Response:
+    """POST /users (administrators): username, name, email, password (or reset_password/force_random_password,
+    which leave the user without a password: no e-mail is sent here), admin. 201 with the admin entity."""
+    principal = await caller(request)
+    _allow(principal, Operation.ADMIN)
+    p = await params(request)
+    email = required_string(p, "email")
+    name = required_string(p, "name")
+    username = required_string(p, "username")
+    password = string_param(p, "password", max_len=users.MAX_PASSWORD)
+    if password is None and not bool_param(p, "reset_password") and not bool_param(p, "force_random_password"):
+        raise ParamError(
+            "password, reset_password, force_random_password are missing, at least one parameter must be provided"
+        )
+    is_admin = bool_param(p, "admin") or False
+    errors = _user_problems(username, name, email, password)
+    if errors:
+        return invalid(errors)
+    store = request.app[STORE]
+    # users.rb answers duplicates with 409, e-mail first.
+    if await _email_taken(store, email):
+        return conflict("Email has already been taken")
+    if await store.get_user_by_username(username) is not None:
+        return conflict("Username has already been taken")
+    user = await users.create_user(
+        store,
+        request.app[HASHER],
+        username=username,
+        name=name,
+        email=email,
+        password=password,
+        is_admin=is_admin,
+        now=request.app[CLOCK].now(),
+    )
+    return web.json_response(entities.user_full(user, entities.base_url(request), with_private=True), status=201)
+
+
+def _pat_expiry(value: object) -> datetime | None:
+    """expires_at is a Date in Grape: a datetime counts by its day; the token stops at 00:00 UTC of that day."""
+    parsed = tokens.parse_expires_at(value)
+    return None if parsed is None else datetime.combine(parsed.date(), time(0, 0), tzinfo=UTC)
 
 
 async def create_pat(request: web.Request) -> web.Response:
-    raise NotImplementedError
+    """POST /users/:user_id/personal_access_tokens (administrators): name, scopes, expires_at → 201 with `token`."""
+    principal = await caller(request)
+    _allow(principal, Operation.ADMIN)
+    user_id = _user_id(request)
+    p = await params(request)
+    name = required_string(p, "name")
+    if "scopes" not in p:
+        raise ParamError("scopes is missing")
+    scopes = users.parse_pat_scopes(p["scopes"])
+    expires_at = _pat_expiry(p.get("expires_at"))
+    store = request.app[STORE]
+    user = await store.get_user(user_id)
+    if user is None:
+        raise NotFound("404 User Not Found")
+    if not name.strip():
+        return invalid({"name": ["can't be blank"]})
+    if len(name) > MAX_NAME:
+        return invalid({"name": [f"is too long (maximum is {MAX_NAME} characters)"]})
+    now = request.app[CLOCK].now()
+    created = await users.create_pat(store, user=user, name=name, scopes=scopes, expires_at=expires_at, now=now)
+    return web.json_response(entities.personal_access_token(created.token, now, created.secret), status=201)

@@ -129,6 +129,17 @@ class NewDeployToken:
 
 
 @dataclass(frozen=True)
+class PackageName:
+    """A package name recorded for a project (docs/packages.md: ownership of names in flat backends)."""
+
+    format: str
+    name: str
+    project_id: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class Page(Generic[T]):
     items: list[T]
     total: int
@@ -165,7 +176,7 @@ class Store(Protocol):
     async def list_personal_access_tokens(self, user_id: int) -> list[PersonalAccessToken]: ...
     async def revoke_personal_access_token(self, token_id: int) -> bool: ...
 
-    # groups, personal namespaces and projects
+    # groups, personal namespaces and projects (owner_id: a user made Owner member in the same transaction)
     async def create_group(
         self,
         *,
@@ -175,6 +186,7 @@ class Store(Protocol):
         visibility: Visibility,
         description: str,
         now: datetime,
+        owner_id: int | None = None,
     ) -> Namespace: ...
     async def get_namespace(self, namespace_id: int) -> Namespace | None: ...
     async def get_namespace_by_path(self, full_path: str) -> Namespace | None: ...
@@ -189,7 +201,9 @@ class Store(Protocol):
         description: str,
         creator_id: int | None,
         now: datetime,
+        owner_id: int | None = None,
     ) -> Project: ...
+    async def delete_project(self, project_id: int) -> bool: ...
     async def get_project(self, project_id: int) -> Project | None: ...
     async def get_project_by_path(self, full_path: str) -> Project | None: ...
     async def find_projects_by_paths(self, full_paths: Sequence[str]) -> list[Project]: ...
@@ -222,3 +236,19 @@ class Store(Protocol):
     ) -> DeployToken | None: ...
     async def revoke_deploy_token(self, token_id: int) -> bool: ...
     async def delete_deploy_token(self, token_id: int) -> bool: ...
+
+    # package names (docs/packages.md)
+    async def claim_package_name(
+        self, *, format: str, name: str, project_id: int, exclusive: bool, now: datetime
+    ) -> int:
+        """Record that `project_id` uploads `name`; return the owner. With `exclusive`, a name another project
+        holds is not recorded and that project's id is returned (atomic: two claims never both win)."""
+        ...
+
+    async def package_name_owners(self, format: str, name: str) -> list[PackageName]:
+        """Every project holding `name`, most recent upload first."""
+        ...
+
+    async def list_package_names(self, format: str, project_ids: Sequence[int]) -> list[PackageName]:
+        """The names held by these projects, ordered by name then project."""
+        ...

@@ -1,4 +1,4 @@
-"""principals.identify: credentials × mode → who is asking, against a real store."""
+"""principals.identify: credentials x mode → who is asking, against a real store."""
 
 from __future__ import annotations
 

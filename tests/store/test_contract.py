@@ -16,16 +16,33 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 async def user(store: Store, name: str = "alice") -> int:
     return (
-        await store.create_user(username=name, name=name.title(), email=f"{name}@x", password_hash=None,
-                                is_admin=False, now=NOW)
+        await store.create_user(
+            username=name, name=name.title(), email=f"{name}@x", password_hash=None, is_admin=False, now=NOW
+        )
     ).id
 
 
-def new_token(digest: bytes, *, project_id: int | None = None, group_id: int | None = None,
-              expires_at: datetime | None = None, name: str = "t", username: str | None = None) -> NewDeployToken:
-    return NewDeployToken(name=name, custom_username=username, scopes=("read_repository", "read_registry"),
-                          expires_at=expires_at, token_digest=digest, token_encrypted=None, creator_id=None,
-                          project_id=project_id, group_id=group_id, created_at=NOW)
+def new_token(
+    digest: bytes,
+    *,
+    project_id: int | None = None,
+    group_id: int | None = None,
+    expires_at: datetime | None = None,
+    name: str = "t",
+    username: str | None = None,
+) -> NewDeployToken:
+    return NewDeployToken(
+        name=name,
+        custom_username=username,
+        scopes=("read_repository", "read_registry"),
+        expires_at=expires_at,
+        token_digest=digest,
+        token_encrypted=None,
+        creator_id=None,
+        project_id=project_id,
+        group_id=group_id,
+        created_at=NOW,
+    )
 
 
 async def test_migrate_is_idempotent(any_store: Store) -> None:
@@ -51,8 +68,7 @@ async def test_users_and_personal_namespace(any_store: Store) -> None:
 
 
 async def test_failed_user_creation_leaves_nothing(any_store: Store) -> None:
-    await any_store.create_group(name="G", path="taken", parent_id=None, visibility="private", description="",
-                                 now=NOW)
+    await any_store.create_group(name="G", path="taken", parent_id=None, visibility="private", description="", now=NOW)
     with pytest.raises(Conflict):
         await user(any_store, "taken")  # the personal namespace path collides with the group's route
     assert await any_store.count_users() == 0
@@ -60,43 +76,50 @@ async def test_failed_user_creation_leaves_nothing(any_store: Store) -> None:
 
 
 async def test_group_tree_and_routes(any_store: Store) -> None:
-    root = await any_store.create_group(name="R", path="Root", parent_id=None, visibility="private",
-                                        description="", now=NOW)
+    root = await any_store.create_group(
+        name="R", path="Root", parent_id=None, visibility="private", description="", now=NOW
+    )
     parent = root
     for depth in range(2, 21):
-        parent = await any_store.create_group(name=f"g{depth}", path=f"g{depth}", parent_id=parent.id,
-                                              visibility="private", description="", now=NOW)
+        parent = await any_store.create_group(
+            name=f"g{depth}", path=f"g{depth}", parent_id=parent.id, visibility="private", description="", now=NOW
+        )
     assert parent.depth == 20 and parent.traversal_ids[0] == root.id and parent.traversal_ids[-1] == parent.id
     assert parent.full_path.startswith("Root/g2/g3/")
     found = await any_store.get_namespace_by_path(parent.full_path.upper())
     assert found == parent
-    project = await any_store.create_project(namespace_id=parent.id, name="P", path="Proj", visibility="internal",
-                                             description="d", creator_id=None, now=NOW)
+    project = await any_store.create_project(
+        namespace_id=parent.id, name="P", path="Proj", visibility="internal", description="d", creator_id=None, now=NOW
+    )
     assert project.full_path == f"{parent.full_path}/Proj" and project.namespace == parent
     assert await any_store.get_project_by_path(project.full_path.lower()) == project
     assert await any_store.find_projects_by_paths([project.full_path.upper(), "nope/nope"]) == [project]
     # One route per path across groups and projects, case-insensitively (GitLab's routes table).
     with pytest.raises(Conflict):
-        await any_store.create_group(name="x", path="proj", parent_id=parent.id, visibility="private",
-                                     description="", now=NOW)
+        await any_store.create_group(
+            name="x", path="proj", parent_id=parent.id, visibility="private", description="", now=NOW
+        )
     with pytest.raises(Conflict):
-        await any_store.create_project(namespace_id=root.id, name="x", path="G2", visibility="private",
-                                       description="", creator_id=None, now=NOW)
+        await any_store.create_project(
+            namespace_id=root.id, name="x", path="G2", visibility="private", description="", creator_id=None, now=NOW
+        )
     with pytest.raises(Conflict):
-        await any_store.create_group(name="x", path="x", parent_id=999999, visibility="private", description="",
-                                     now=NOW)
+        await any_store.create_group(
+            name="x", path="x", parent_id=999999, visibility="private", description="", now=NOW
+        )
     assert [g.id for g in await any_store.list_groups()][:2] == [root.id, root.id + 1]
     assert await any_store.list_projects() == [project]
 
 
 async def test_memberships(any_store: Store) -> None:
     uid = await user(any_store)
-    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="",
-                                     now=NOW)
-    sub = await any_store.create_group(name="S", path="s", parent_id=g.id, visibility="private", description="",
-                                       now=NOW)
-    p = await any_store.create_project(namespace_id=sub.id, name="p", path="p", visibility="private",
-                                       description="", creator_id=None, now=NOW)
+    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
+    sub = await any_store.create_group(
+        name="S", path="s", parent_id=g.id, visibility="private", description="", now=NOW
+    )
+    p = await any_store.create_project(
+        namespace_id=sub.id, name="p", path="p", visibility="private", description="", creator_id=None, now=NOW
+    )
     m = await any_store.add_member(source_kind="namespace", source_id=g.id, user_id=uid, access_level=30, now=NOW)
     assert m.user.id == uid and m.access_level == 30
     await any_store.add_member(source_kind="project", source_id=p.id, user_id=uid, access_level=20, now=NOW)
@@ -110,14 +133,16 @@ async def test_memberships(any_store: Store) -> None:
 
 async def test_personal_access_tokens(any_store: Store) -> None:
     uid = await user(any_store)
-    pat = await any_store.create_personal_access_token(user_id=uid, name="n", token_digest=b"d" * 32,
-                                                       scopes=["api", "read_repository"], expires_at=None, now=NOW)
+    pat = await any_store.create_personal_access_token(
+        user_id=uid, name="n", token_digest=b"d" * 32, scopes=["api", "read_repository"], expires_at=None, now=NOW
+    )
     assert pat.scopes == ("api", "read_repository") and not pat.revoked
     assert await any_store.find_personal_access_token(b"d" * 32) == pat
     assert await any_store.find_personal_access_token(b"e" * 32) is None
     with pytest.raises(Conflict):
-        await any_store.create_personal_access_token(user_id=uid, name="n", token_digest=b"d" * 32, scopes=["api"],
-                                                     expires_at=None, now=NOW)
+        await any_store.create_personal_access_token(
+            user_id=uid, name="n", token_digest=b"d" * 32, scopes=["api"], expires_at=None, now=NOW
+        )
     assert await any_store.revoke_personal_access_token(pat.id)
     found = await any_store.find_personal_access_token(b"d" * 32)
     assert found is not None and found.revoked
@@ -125,10 +150,10 @@ async def test_personal_access_tokens(any_store: Store) -> None:
 
 
 async def test_deploy_tokens(any_store: Store) -> None:
-    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="",
-                                     now=NOW)
-    p = await any_store.create_project(namespace_id=g.id, name="p", path="p", visibility="private",
-                                       description="", creator_id=None, now=NOW)
+    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
+    p = await any_store.create_project(
+        namespace_id=g.id, name="p", path="p", visibility="private", description="", creator_id=None, now=NOW
+    )
     a = await any_store.create_deploy_token(new_token(b"a" * 32, project_id=p.id, username="custom"))
     b = await any_store.create_deploy_token(new_token(b"b" * 32, group_id=g.id))
     assert b.id == a.id + 1  # one instance-wide sequence
@@ -153,24 +178,71 @@ async def test_deploy_tokens(any_store: Store) -> None:
 
 async def test_active_filter_agrees_with_the_one_rule(any_store: Store) -> None:
     """The SQL filter and tokens.is_active must agree at the expiry boundary (GitLab !263037)."""
-    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="",
-                                     now=NOW)
-    expiries = [None, NOW - timedelta(microseconds=1), NOW, NOW + timedelta(microseconds=1),
-                datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)]
-    made = [await any_store.create_deploy_token(new_token(bytes([i]) * 32, group_id=g.id, expires_at=e))
-            for i, e in enumerate(expiries)]
+    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
+    expiries = [
+        None,
+        NOW - timedelta(microseconds=1),
+        NOW,
+        NOW + timedelta(microseconds=1),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, tzinfo=UTC),
+    ]
+    made = [
+        await any_store.create_deploy_token(new_token(bytes([i]) * 32, group_id=g.id, expires_at=e))
+        for i, e in enumerate(expiries)
+    ]
     active = {t.id for t in (await any_store.list_deploy_tokens(group_id=g.id, active_at=NOW)).items}
     assert active == {t.id for t in made if tokens.is_active(t, NOW)}
     assert len(active) == 3
 
 
 async def test_pagination_and_named_lookup(any_store: Store) -> None:
-    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="",
-                                     now=NOW)
-    ids = [(await any_store.create_deploy_token(new_token(bytes([i]) * 32, group_id=g.id, name=f"n{i % 2}"))).id
-           for i in range(7)]
+    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
+    ids = [
+        (await any_store.create_deploy_token(new_token(bytes([i]) * 32, group_id=g.id, name=f"n{i % 2}"))).id
+        for i in range(7)
+    ]
     page = await any_store.list_deploy_tokens(group_id=g.id, offset=3, limit=3)
     assert [t.id for t in page.items] == ids[3:6] and page.total == 7
     named = await any_store.find_named_deploy_token("n0", group_id=g.id, active_at=NOW)
     assert named is not None and named.id == ids[6]
     assert await any_store.find_named_deploy_token("zz", group_id=g.id, active_at=NOW) is None
+
+
+async def test_owner_membership_is_created_with_the_group_or_project(any_store: Store) -> None:
+    uid = await user(any_store)
+    g = await any_store.create_group(
+        name="G", path="g", parent_id=None, visibility="private", description="", now=NOW, owner_id=uid
+    )
+    p = await any_store.create_project(
+        namespace_id=g.id,
+        name="p",
+        path="p",
+        visibility="private",
+        description="",
+        creator_id=uid,
+        now=NOW,
+        owner_id=uid,
+    )
+    assert [(m.user.id, m.access_level) for m in await any_store.list_members("namespace", g.id)] == [(uid, 50)]
+    assert [(m.user.id, m.access_level) for m in await any_store.list_members("project", p.id)] == [(uid, 50)]
+    with pytest.raises(Conflict):  # an unknown owner rolls the whole creation back
+        await any_store.create_group(
+            name="H", path="h", parent_id=None, visibility="private", description="", now=NOW, owner_id=999999
+        )
+    assert await any_store.get_namespace_by_path("h") is None
+
+
+async def test_delete_project_frees_its_path(any_store: Store) -> None:
+    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
+    p = await any_store.create_project(
+        namespace_id=g.id, name="p", path="p", visibility="private", description="", creator_id=None, now=NOW
+    )
+    await any_store.create_deploy_token(new_token(b"q" * 32, project_id=p.id))
+    assert await any_store.delete_project(p.id)
+    assert await any_store.get_project(p.id) is None
+    assert await any_store.find_deploy_token(b"q" * 32) is None
+    again = await any_store.create_project(
+        namespace_id=g.id, name="p", path="P", visibility="private", description="", creator_id=None, now=NOW
+    )
+    assert again.id != p.id

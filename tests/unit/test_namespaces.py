@@ -41,12 +41,14 @@ def test_path_problem(path: str, top_level: bool, ok: bool) -> None:
     [
         ("5", True, 5),
         ("group/project", True, "group/project"),
-        ("group%2Fsub%2Fproject", True, "group/sub/project"),  # aiohttp decodes once; a raw %2F too
+        ("group/sub/project", True, "group/sub/project"),  # aiohttp has decoded %2F already
+        ("group%2Fsub%2Fproject", True, None),  # a '%' after that decoding is double encoding
         ("group", False, "group"),
         ("group", True, None),  # GitLab: a project path must contain '/'
         ("../../etc", True, None),
         ("group/../x", True, None),
         ("group/%2e%2e/x", True, None),
+        ("group/.%2e/x", True, None),
         ("a%252Fb", True, None),  # double encoding
         ("a\x00b/c", True, None),
         ("a/b\\c", True, None),

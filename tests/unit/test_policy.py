@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.policy import INSTANCE, Allowed, Deny, Denied, Operation, Target, decide, effective_level
+from gateway.policy import INSTANCE, Allowed, Denied, Deny, Operation, Target, decide, effective_level
 from gateway.principals import ANONYMOUS, DeployTokenPrincipal, Principal, UserPrincipal
 from gateway.store.base import DeployToken, User
 from gateway.users import AccessLevel as L

@@ -1,0 +1,433 @@
+"""The operators' tool: `gateway [--config FILE] init | serve | migrate | users ... | ci-variables ...`.
+
+User mistakes end with `gateway: error: <message>` on stderr and a non-zero exit (2: configuration, 1: other).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import secrets
+import signal
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway import config as config_module
+from gateway import secretbox, signing_keys, tokens, users
+from gateway.config import Config
+from gateway.errors import ConfigError, GatewayError, HTTPFailure
+from gateway.store import open_store
+from gateway.store.base import Store
+
+log = logging.getLogger("gateway")
+T = TypeVar("T")
+
+ROOT_USERNAME = "root"
+ROOT_TOKEN_NAME = "gateway init"  # noqa: S105 - a token name, not a secret
+CLI_TOKEN_NAME = "gateway cli"  # noqa: S105 - a token name, not a secret
+
+
+class CommandError(GatewayError):
+    """A command could not do what was asked (exit 1, message on stderr)."""
+
+
+def _say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def _note(message: str) -> None:
+    print(f"gateway: {message}", file=sys.stderr, flush=True)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _hasher(config: Config) -> users.PasswordHasher:
+    return users.PasswordHasher(config.security.password_memory_kib, config.security.password_iterations)
+
+
+async def _with_store(config: Config, work: Callable[[Store], Awaitable[T]], *, migrate: bool = True) -> T:
+    store = await open_store(config)
+    try:
+        if migrate:
+            await store.migrate()
+        return await work(store)
+    finally:
+        await store.close()
+
+
+# --- init ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InitResult:
+    created: list[str]
+    schema_version: int
+    root_token: str | None
+    root_password: str | None
+
+
+async def initialize(config: Config, *, create_root: bool = True) -> InitResult:
+    """Create what is missing (data dir, encryption key, database, signing key and certificate, root); idempotent."""
+    created: list[str] = []
+    data_dir = Path(config.storage.data_dir)
+    if not data_dir.exists():
+        data_dir.mkdir(parents=True, mode=0o700)
+        created.append(f"data directory {data_dir}")
+    key_file = Path(config.storage.encryption_key)
+    if secretbox.ensure_key_file(key_file):
+        created.append(f"encryption key {key_file}")
+    if config.git.backend == "embedded":
+        repositories = Path(config.git.repositories)
+        if not repositories.exists():
+            repositories.mkdir(parents=True)
+            created.append(f"repositories directory {repositories}")
+    new_files = signing_keys.ensure(
+        Path(config.registry.signing_key),
+        Path(config.registry.certificate),
+        algorithm=config.registry.algorithm,
+        common_name=config.registry.issuer,
+    )
+    names = {
+        Path(config.registry.signing_key): "registry signing key",
+        Path(config.registry.certificate): "registry certificate",
+    }
+    created.extend(f"{names[path]} {path}" for path in new_files)
+
+    async def work(store: Store) -> InitResult:
+        version = await store.migrate()
+        if not create_root or await store.count_users() > 0:
+            return InitResult(created, version, None, None)
+        password = secrets.token_urlsafe(18)
+        now = _now()
+        root = await users.create_user(
+            store,
+            _hasher(config),
+            username=ROOT_USERNAME,
+            name="Administrator",
+            password=password,
+            is_admin=True,
+            now=now,
+        )
+        pat = await users.create_pat(
+            store, user=root, name=ROOT_TOKEN_NAME, scopes=users.PAT_SCOPES, expires_at=None, now=now
+        )
+        created.append(f"admin user {ROOT_USERNAME}")
+        return InitResult(created, version, pat.secret, password)
+
+    return await _with_store(config, work, migrate=False)
+
+
+def cmd_init(config: Config, args: argparse.Namespace) -> int:
+    result = asyncio.run(initialize(config))
+    for item in result.created:
+        _say(f"created {item}")
+    if not result.created:
+        _say("nothing to do: already initialized")
+    key = signing_keys.load(
+        Path(config.registry.signing_key), Path(config.registry.certificate), algorithm=config.registry.algorithm
+    )
+    _say(f"database schema version {result.schema_version}")
+    _say(f"registry certificate {config.registry.certificate} ({key.algorithm}, kid {key.kid})")
+    if result.root_token is not None:
+        # The password goes to stderr, marked, so that `gateway init | tail -n 1` captures only the token.
+        _note(f"root password (shown only now, for the web UI): {result.root_password}")
+        _say(f"admin user {ROOT_USERNAME}: personal access token (shown only now) on the next line")
+        _say(result.root_token)
+    return 0
+
+
+# --- serve -----------------------------------------------------------------------------------------------------
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line; a message that already is a JSON object (the access log) is merged, not nested."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        message = record.getMessage()
+        parsed: Any = None
+        if message.startswith("{"):
+            try:
+                parsed = json.loads(message)
+            except ValueError:
+                parsed = None
+        if isinstance(parsed, dict):
+            entry.update(parsed)
+        else:
+            entry["message"] = message
+        if record.exc_info:
+            entry["exception"] = "".join(traceback.format_exception(*record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiohttp's own access log would duplicate ours (middleware.py) and its format may include query strings.
+    logging.getLogger("aiohttp.access").disabled = True
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--listen: expected HOST:PORT, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve(config: Config, host: str, port: int) -> None:
+    # Imported here: the other commands do not need aiohttp, and each CLI call starts faster without it.
+    from aiohttp import web
+
+    from gateway.app import create_app
+
+    app = create_app(config)
+    # auto_decompress=False: git sends gzip request bodies that must reach `git http-backend` untouched
+    # (shared/notes/git.md §2). access_log=None: the request middleware writes the access log.
+    runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        for address in runner.addresses:
+            log.info("listening on %s", _url(str(address[0]), int(address[1])))
+        if config.server.workers > 1:
+            log.warning("server.workers = %d is not supported yet; serving with one process", config.server.workers)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+
+
+def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    host, port = split_listen(args.listen or config.server.listen)
+    configure_logging(config.log.level)
+    # Refuse to run on a data dir that `gateway init` has not prepared (create_app also needs the key file),
+    # so a wrong --config or data_dir does not silently start an empty gateway.
+    if not Path(config.storage.encryption_key).exists():
+        raise ConfigError(
+            f"storage.encryption_key {config.storage.encryption_key} is missing: run `gateway init` first"
+        )
+    asyncio.run(serve(config, host, port))
+    return 0
+
+
+# --- migrate ---------------------------------------------------------------------------------------------------
+
+
+def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
+    async def work(store: Store) -> int:
+        return await store.migrate()
+
+    version = asyncio.run(_with_store(config, work, migrate=False))
+    _say(f"schema version {version}")
+    return 0
+
+
+# --- users -----------------------------------------------------------------------------------------------------
+
+
+def _read_password_stdin() -> str:
+    line = sys.stdin.readline()
+    password = line.rstrip("\r\n")
+    if not password:
+        raise CommandError("--password-stdin: no password on standard input")
+    return password
+
+
+def cmd_users_create(config: Config, args: argparse.Namespace) -> int:
+    password = _read_password_stdin() if args.password_stdin else None
+
+    async def work(store: Store) -> Any:
+        return await users.create_user(
+            store,
+            _hasher(config),
+            username=args.username,
+            name=args.name,
+            email=args.email or "",
+            password=password,
+            is_admin=args.admin,
+            now=_now(),
+        )
+
+    user = asyncio.run(_with_store(config, work))
+    _say(f"created {'admin ' if user.is_admin else ''}user {user.username} (id {user.id})")
+    return 0
+
+
+def _parse_scopes(values: Sequence[str]) -> tuple[str, ...]:
+    items = [s.strip() for v in values for s in v.split(",") if s.strip()]
+    unknown = [s for s in items if s not in users.PAT_SCOPES]
+    if unknown or not items:
+        raise CommandError(
+            f"--scopes: unknown scope {unknown[0]!r}" if unknown else "--scopes: at least one scope is required"
+        )
+    return tuple(s for s in users.PAT_SCOPES if s in set(items))
+
+
+def cmd_users_token(config: Config, args: argparse.Namespace) -> int:
+    scopes = _parse_scopes(args.scopes or ["api"])
+    now = _now()
+    try:
+        expires_at = tokens.parse_expires_at(args.expires_at)
+    except HTTPFailure:
+        raise CommandError(f"--expires-at: not a date (YYYY-MM-DD) or ISO 8601 datetime: {args.expires_at!r}") from None
+    if expires_at is not None and expires_at <= now:
+        raise CommandError("--expires-at: must be in the future")
+
+    async def work(store: Store) -> str:
+        user = await store.get_user_by_username(args.username)
+        if user is None:
+            raise CommandError(f"no such user: {args.username}")
+        created = await users.create_pat(
+            store, user=user, name=args.name, scopes=scopes, expires_at=expires_at, now=now
+        )
+        return created.secret
+
+    _say(asyncio.run(_with_store(config, work)))
+    return 0
+
+
+# --- ci-variables ----------------------------------------------------------------------------------------------
+
+
+async def ci_variables(config: Config, store: Store, project_path: str, now: datetime) -> tuple[str, str]:
+    """CI_DEPLOY_USER / CI_DEPLOY_PASSWORD of the project's active `gitlab-deploy-token`, else its parent group's.
+
+    GitLab (app/models/ci/build.rb, gitlab-behaviour.md §8): the group token serves immediate child projects only.
+    """
+    project = await store.get_project_by_path(project_path.strip("/").removesuffix(".git"))
+    if project is None:
+        raise CommandError(f"project not found: {project_path}")
+    token = await store.find_named_deploy_token(tokens.CI_TOKEN_NAME, project_id=project.id, active_at=now)
+    if token is None and project.namespace.kind == "group":
+        token = await store.find_named_deploy_token(tokens.CI_TOKEN_NAME, group_id=project.namespace.id, active_at=now)
+    if token is None:
+        raise CommandError(
+            f"no active deploy token named {tokens.CI_TOKEN_NAME!r} in project {project.full_path}"
+            + (f" or its group {project.namespace.full_path}" if project.namespace.kind == "group" else "")
+        )
+    if token.token_encrypted is None:
+        raise CommandError(f"deploy token {token.id} has no recoverable secret")
+    secret = secretbox.load(Path(config.storage.encryption_key)).open(token.token_encrypted, purpose=b"deploy-token")
+    if secret is None:
+        raise CommandError(
+            f"cannot decrypt deploy token {token.id}: storage.encryption_key is not the key it was sealed with"
+        )
+    return token.username, secret
+
+
+def cmd_ci_variables(config: Config, args: argparse.Namespace) -> int:
+    # Fail on a missing key before touching the database.
+    secretbox.load(Path(config.storage.encryption_key))
+
+    async def work(store: Store) -> tuple[str, str]:
+        return await ci_variables(config, store, args.project_path, _now())
+
+    username, password = asyncio.run(_with_store(config, work))
+    _say(f"CI_DEPLOY_USER={username}")
+    _say(f"CI_DEPLOY_PASSWORD={password}")
+    return 0
+
+
+# --- argument parsing ------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="GitLab-style deploy tokens in front of git, container registry and packages."
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML configuration file (default: $GATEWAY_CONFIG, else built-in defaults)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser(
+        "init", help="create data dir, keys, database and (on a fresh database) the admin user root"
+    )
+    p.set_defaults(func=cmd_init)
+
+    p = commands.add_parser("serve", help="run the HTTP server (after `gateway init`)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="overrides server.listen (port 0 picks a free port)")
+    p.set_defaults(func=cmd_serve)
+
+    p = commands.add_parser("migrate", help="apply database migrations and print the schema version")
+    p.set_defaults(func=cmd_migrate)
+
+    p = commands.add_parser("users", help="manage users and their personal access tokens")
+    user_commands = p.add_subparsers(dest="users_command", metavar="COMMAND", required=True)
+    u = user_commands.add_parser("create", help="create a user")
+    u.add_argument("username", metavar="NAME")
+    u.add_argument("--admin", action="store_true", help="make the user an administrator")
+    u.add_argument("--email", metavar="E")
+    u.add_argument("--full-name", dest="name", metavar="TEXT", help="display name (default: the username)")
+    u.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    u.set_defaults(func=cmd_users_create)
+    u = user_commands.add_parser("token", help="create a personal access token and print only the token")
+    u.add_argument("username", metavar="NAME")
+    u.add_argument(
+        "--scopes",
+        action="append",
+        metavar="S[,S...]",
+        help=f"comma-separated, repeatable; from {', '.join(users.PAT_SCOPES)} (default: api)",
+    )
+    u.add_argument("--expires-at", metavar="DATE", help="YYYY-MM-DD (midnight UTC) or ISO 8601 datetime")
+    u.add_argument("--name", default=CLI_TOKEN_NAME, metavar="N", help=f"token name (default: {CLI_TOKEN_NAME!r})")
+    u.set_defaults(func=cmd_users_token)
+
+    p = commands.add_parser(
+        "ci-variables", help="print CI_DEPLOY_USER/CI_DEPLOY_PASSWORD from the project's gitlab-deploy-token"
+    )
+    p.add_argument("project_path", metavar="PROJECT_PATH", help="e.g. group/project")
+    p.set_defaults(func=cmd_ci_variables)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_module.load(args.config)
+        status: int = args.func(config, args)
+        return status
+    except ConfigError as exc:
+        print(f"gateway: error: {exc}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"gateway: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # Files and directories the operator pointed us at (unwritable data dir, a file where a folder should be).
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"gateway: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

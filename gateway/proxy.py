@@ -1,0 +1,254 @@
+"""The one streaming forwarder to backends (git, registry, packages): headers cleaned, bodies streamed both ways.
+
+Failures before the backend's response starts become 502/504 with a clear message; after it started, the client
+connection is aborted so a truncated body can never pass for a complete one.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+
+from gateway.errors import BadGateway, GatewayTimeout
+
+log = logging.getLogger("gateway.proxy")
+
+CHUNK = 256 * 1024
+READ_BUFFER = 1024 * 1024
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus the framing headers aiohttp recomputes for each side, `Expect` (aiohttp
+# answers 100-continue itself) and `Host` (the backend's own, unless the caller keeps the client's).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+        "host",
+    }
+)
+# Whatever identifies the client to the gateway never reaches a backend (ARCHITECTURE.md: only the gateway's
+# own backend credentials do). X-Forwarded-* are set by the gateway itself, never trusted from the client.
+CLIENT_CREDENTIALS = frozenset(
+    {
+        "authorization",
+        "private-token",
+        "deploy-token",
+        "job-token",
+        "cookie",
+        "x-remote-user",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-real-ip",
+    }
+)
+# Set-Cookie from a backend would land in the gateway's own cookie scope (its UI session lives there).
+RESPONSE_DROPPED = frozenset({"set-cookie"})
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 10.0
+    # Longest silence while waiting for the backend's response or its next chunk (not a total: clones are long).
+    read: float = 600.0
+
+
+def connection_tokens(headers: Mapping[str, str] | CIMultiDict[str]) -> set[str]:
+    """Header names listed in `Connection`: hop-by-hop for this message only (RFC 9110 §7.6.1)."""
+    names: set[str] = set()
+    getall = getattr(headers, "getall", None)
+    values: Iterable[str] = getall(hdrs.CONNECTION, ()) if getall else [headers.get(hdrs.CONNECTION, "")]
+    for value in values:
+        names.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return names
+
+
+def request_headers(
+    request: web.Request, *, keep_host: bool = False, keep_authorization: bool = False
+) -> CIMultiDict[str]:
+    """The client's headers minus hop-by-hop and credentials, repeated headers kept, X-Forwarded-* set.
+
+    `keep_authorization` passes the client's Authorization on, for backends that check it themselves (the
+    registry verifies the bearer JWT the gateway signed); the other credential headers are dropped regardless.
+    """
+    dropped = HOP_BY_HOP | CLIENT_CREDENTIALS | connection_tokens(request.headers)
+    if keep_authorization:
+        dropped = dropped - {"authorization"}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.headers.items():
+        if name.lower() not in dropped:
+            out.add(name, value)
+    if keep_host and request.host:
+        out[hdrs.HOST] = request.host
+    out["X-Forwarded-For"] = request.remote or ""
+    out["X-Forwarded-Proto"] = request.scheme
+    out["X-Forwarded-Host"] = request.host
+    return out
+
+
+def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    """The backend's headers minus hop-by-hop ones; Content-Length and Content-Encoding are kept as sent."""
+    dropped = (HOP_BY_HOP | RESPONSE_DROPPED | connection_tokens(upstream.headers)) - {"host"}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.headers.items():
+        if name.lower() not in dropped:
+            out.add(name, value)
+    return out
+
+
+def body_is_raw(headers: Mapping[str, str], first: bytes) -> bool:
+    """False when the server already inflated a gzip request body (aiohttp's auto_decompress=True).
+
+    The gateway runs with auto_decompress=False so bodies pass untouched; this check keeps a misconfigured
+    server from handing inflated bytes on under `Content-Encoding: gzip`, which backends reject
+    (shared/notes/git.md §2: "inflate: data stream error"). gzip streams start with 1f 8b (RFC 1952 §2.3.1).
+    """
+    encoding = headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    return encoding != "gzip" or not first or first.startswith(b"\x1f\x8b")
+
+
+async def _body(first: bytes, content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    while chunk := await content.read(CHUNK):
+        yield chunk
+
+
+def basic_authorization(username: str, password: str) -> str:
+    """An `Authorization: Basic` value (RFC 7617); the username cannot contain ':'."""
+    if ":" in username:
+        raise ValueError("a Basic username cannot contain ':'")
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
+HeaderHook = Callable[[int, CIMultiDict[str]], None]
+
+
+class Forwarder:
+    """One client session for every family: no decompression, no cookies, no environment proxies."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    @classmethod
+    def create(cls) -> Forwarder:
+        return cls(
+            aiohttp.ClientSession(
+                # Bodies pass through byte for byte; the client decodes them (shared/notes/git.md §2).
+                auto_decompress=False,
+                # A deeper buffer than the 64 KiB default: fewer pause/resume cycles and larger reads per chunk
+                # when a backend streams small HTTP chunks (nginx with fastcgi_buffering off: ~5 KB each).
+                read_bufsize=READ_BUFFER,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False),
+                trust_env=False,
+            )
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def forward(
+        self,
+        request: web.Request,
+        url: str,
+        *,
+        backend: str,
+        authorization: str | None = None,
+        timeouts: Timeouts = Timeouts(),
+        keep_host: bool = False,
+        keep_authorization: bool = False,
+        on_headers: HeaderHook | None = None,
+        body: AsyncIterator[bytes] | None = None,
+    ) -> web.StreamResponse:
+        """Send `request` to `url` and stream the answer back.
+
+        `backend` names the backend in error messages; `authorization` is the gateway's own Authorization value
+        for the backend (see basic_authorization), replacing the client's. `on_headers(status, headers)` may
+        rewrite the response headers, or raise an HTTPFailure to answer the client instead (the backend response
+        is released). `body`, when given, is sent instead of the client's body (the caller keeps the client's
+        Content-Length true to it).
+        """
+        headers = request_headers(request, keep_host=keep_host, keep_authorization=keep_authorization)
+        if authorization is not None:
+            headers[hdrs.AUTHORIZATION] = authorization  # the gateway's own credentials replace the client's
+        data: AsyncIterator[bytes] | None = None
+        if body is not None:
+            # The caller already consumes the client's body (packages: a size limit, a parsed multipart head).
+            data = body
+        elif request.body_exists:
+            first = await request.content.read(CHUNK)
+            if not body_is_raw(request.headers, first):
+                # Inflated by the server: the length and the encoding no longer describe these bytes.
+                headers.popall(hdrs.CONTENT_ENCODING, None)
+                headers.popall(hdrs.CONTENT_LENGTH, None)
+            data = _body(first, request.content)
+        elif request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            headers.setdefault(hdrs.CONTENT_LENGTH, "0")
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.read)
+        try:
+            upstream = await self.session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                timeout=timeout,
+                # Only what the client sent: aiohttp would add its own Accept-Encoding and User-Agent.
+                skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type", "Accept"),
+                compress=None,
+            )
+        except TimeoutError:
+            log.warning("%s backend timed out before answering %s %s", backend, request.method, request.path)
+            raise GatewayTimeout(f"504 Gateway Timeout: the {backend} backend did not answer in time") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("%s backend failed before answering: %s", backend, type(exc).__name__)
+            raise BadGateway(f"502 Bad Gateway: the {backend} backend is unreachable or failed") from None
+
+        async with upstream:
+            out_headers = response_headers(upstream)
+            if on_headers is not None:
+                on_headers(upstream.status, out_headers)
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
+            try:
+                await response.prepare(request)
+            except ConnectionResetError:
+                return response
+            if request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200:
+                return response
+            try:
+                while chunk := await upstream.content.read(CHUNK):
+                    await response.write(chunk)
+            except ConnectionResetError:
+                # The client went away; closing the upstream response (async with) stops the backend side.
+                log.info("client disconnected during %s %s", request.method, request.path)
+                return response
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.warning("%s backend failed mid-response (%s): aborting the client connection", backend, exc)
+                abort(request, response)
+                return response
+        return response
+
+
+def abort(request: web.Request, response: web.StreamResponse) -> None:
+    """Cut the client connection so a partial body is an error to the client, never a complete response."""
+    response.force_close()
+    transport = request.transport
+    if transport is not None:
+        transport.abort()

@@ -1,0 +1,381 @@
+"""/jwt/auth: the registry's token service (Docker token authentication spec) — scope grammar, granted subset, JWTs.
+
+GitLab's JwtController and ContainerRegistryAuthenticationService (shared/notes/gitlab-behaviour.md §6); what the
+registry accepts in a JWT is in shared/notes/registry.md §1, what clients parse in §3.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from aiohttp import web
+
+from gateway import access, credentials, namespaces, policy, principals, tokens
+from gateway.app import CLOCK, CONFIG, HASHER, SIGNED_TOKENS, SIGNING_KEY, STORE
+from gateway.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from gateway.middleware import GIT_UNAUTHORIZED, PRINCIPAL
+from gateway.policy import INSTANCE, Allowed, Operation, Target
+from gateway.principals import Anonymous, DeployTokenPrincipal, Principal, UserPrincipal
+from gateway.signing_keys import SigningKey
+from gateway.store.base import Project, Store
+from gateway.users import pat_is_active
+
+# --- scope grammar (distribution docs/spec/auth/scope.md) -------------------------------------------------------
+
+_TYPE_RE = re.compile(r"\A([a-z0-9]+)(?:\(([a-z0-9]+)\))?\Z")
+_ACTION_RE = re.compile(r"\A[a-z*]+\Z")
+MAX_SCOPES = 32  # skopeo asks for at most a handful; more is abuse, not a client
+
+
+@dataclass(frozen=True)
+class Scope:
+    type: str
+    name: str
+    actions: tuple[str, ...]
+    klass: str = ""
+
+
+def parse_scope(item: str) -> Scope | None:
+    """`type[(class)]:name:actions`; type up to the first ':', actions after the last (names may hold host:port).
+
+    Malformed items give None: they are dropped, never a 500 (GitLab 500s on a missing actions part).
+    """
+    first, last = item.find(":"), item.rfind(":")
+    if first <= 0 or last == first:
+        return None
+    kind, name, actions = item[:first], item[first + 1 : last], item[last + 1 :]
+    m = _TYPE_RE.match(kind)
+    if m is None or not name or len(name) > 512:
+        return None
+    wanted = tuple(dict.fromkeys(a for a in actions.split(",") if a))
+    if not wanted or not all(_ACTION_RE.match(a) for a in wanted):
+        return None
+    return Scope(m.group(1), name, wanted, m.group(2) or "")
+
+
+def parse_scopes(values: Iterable[str]) -> list[Scope]:
+    """Every `scope` parameter (repeats kept), each split on whitespace; duplicates merged, first order kept."""
+    merged: dict[tuple[str, str, str], list[str]] = {}
+    for value in values:
+        for item in value.split():
+            scope = parse_scope(item)
+            if scope is None:
+                continue
+            actions = merged.setdefault((scope.type, scope.klass, scope.name), [])
+            actions.extend(a for a in scope.actions if a not in actions)
+            if len(merged) > MAX_SCOPES:
+                raise BadRequest("too many scopes")
+    return [Scope(t, n, tuple(a), k) for (t, k, n), a in merged.items()]
+
+
+# --- grants -------------------------------------------------------------------------------------------------------
+
+_ACTION_OPS = {"pull": Operation.REGISTRY_PULL, "push": Operation.REGISTRY_PUSH, "delete": Operation.REGISTRY_DELETE}
+
+
+@dataclass(frozen=True)
+class Access:
+    """One entry of the JWT `access` claim."""
+
+    type: str
+    name: str
+    actions: tuple[str, ...]
+
+    def claim(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "actions": list(self.actions)}
+
+
+def _project_of(name: str, projects: dict[str, Project]) -> Project | None:
+    """The longest existing project path among the name and the name minus one or two trailing segments."""
+    for candidate in namespaces.image_project_candidates(name):
+        if candidate in projects:
+            return projects[candidate]
+    return None
+
+
+async def grant(store: Store, principal: Principal, scopes: Sequence[Scope]) -> list[Access]:
+    """The subset of the requested actions that policy allows; denied actions and unknown scopes are dropped.
+
+    `*` is never granted: clients fall back to explicit actions (skopeo delete asks `*`, then pull,delete).
+    """
+    repo_scopes = [s for s in scopes if s.type == "repository" and not s.klass]
+    paths = {c for s in repo_scopes for c in namespaces.image_project_candidates(s.name)}
+    found = await store.find_projects_by_paths(sorted(paths)) if paths else []
+    projects = {p.full_path.lower(): p for p in found}
+    levels_cache: dict[int, list[int]] = {}
+    granted: list[Access] = []
+    for scope in scopes:
+        if scope.type == "registry" and not scope.klass and scope.name == "catalog" and "*" in scope.actions:
+            # The catalog lists every repository unfiltered: admins only (registry.md §2).
+            if isinstance(policy.decide(principal, INSTANCE, Operation.REGISTRY_CATALOG), Allowed):
+                granted.append(Access("registry", "catalog", ("*",)))
+            continue
+        if scope not in repo_scopes:
+            continue
+        project = _project_of(scope.name, projects)
+        if project is None:
+            continue
+        target = Target.of_project(project)
+        if project.id not in levels_cache:
+            levels_cache[project.id] = await access.levels(store, principal, target)
+        allowed = tuple(
+            action
+            for action in scope.actions
+            if action in _ACTION_OPS
+            and isinstance(policy.decide(principal, target, _ACTION_OPS[action], levels_cache[project.id]), Allowed)
+        )
+        if allowed:
+            granted.append(Access("repository", scope.name.lower(), allowed))
+    return granted
+
+
+# --- JWT ----------------------------------------------------------------------------------------------------------
+
+# GitLab: nbf = now - 5 s so a registry whose clock runs slightly behind accepts a fresh token.
+NOT_BEFORE_SKEW = 5
+REFRESH_AUDIENCE_SUFFIX = ":refresh"
+REFRESH_LIFETIME = timedelta(days=365)
+
+
+def subject(principal: Principal) -> str:
+    if isinstance(principal, UserPrincipal):
+        return principal.user.username
+    if isinstance(principal, DeployTokenPrincipal):
+        return principal.token.username
+    return ""
+
+
+def auth_type(principal: Principal) -> str:
+    if isinstance(principal, DeployTokenPrincipal):
+        return "deploy_token"
+    if isinstance(principal, UserPrincipal):
+        return "personal_access_token" if principal.via == "pat" else "gitlab_or_ldap"
+    return "none"
+
+
+def mint(
+    key: SigningKey,
+    *,
+    issuer: str,
+    audience: str,
+    principal: Principal,
+    granted: Sequence[Access],
+    now: datetime,
+    ttl: int,
+    include_x5c: bool,
+) -> str:
+    """A registry bearer token: integer times, string `aud`, libtrust `kid` (+ `x5c` for registry 3.x)."""
+    iat = int(now.timestamp())
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": audience,
+        "iat": iat,
+        "nbf": iat - NOT_BEFORE_SKEW,
+        "exp": iat + ttl,
+        "jti": str(uuid.uuid4()),
+        "access": [a.claim() for a in granted],
+        "auth_type": auth_type(principal),
+    }
+    sub = subject(principal)
+    if sub:
+        claims["sub"] = sub
+    headers: dict[str, Any] = {"kid": key.kid}
+    if include_x5c:
+        headers["x5c"] = key.x5c
+    return jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers=headers)
+
+
+def rfc3339(now: datetime) -> str:
+    return now.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def refresh_token(key: SigningKey, *, issuer: str, principal: Principal, now: datetime) -> str:
+    """An OAuth2 refresh token bound to the credential it came from; it dies with that credential.
+
+    Its audience differs from the registry service, so the registry never accepts it as an access token.
+    """
+    if isinstance(principal, DeployTokenPrincipal):
+        bound: dict[str, Any] = {"kind": "deploy_token", "id": principal.token.id}
+    elif isinstance(principal, UserPrincipal) and principal.token_id is not None:
+        bound = {"kind": "pat", "id": principal.token_id, "uid": principal.user.id}
+    elif isinstance(principal, UserPrincipal):
+        bound = {"kind": "user", "id": principal.user.id}
+    else:
+        raise Unauthorized("no credential to refresh")
+    iat = int(now.timestamp())
+    claims = {
+        "iss": issuer,
+        "aud": issuer + REFRESH_AUDIENCE_SUFFIX,
+        "iat": iat,
+        "exp": iat + int(REFRESH_LIFETIME.total_seconds()),
+        "jti": secrets.token_hex(16),
+        "bound": bound,
+    }
+    return jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
+
+
+async def principal_of_refresh_token(
+    store: Store, key: SigningKey, raw: str, *, issuer: str, now: datetime
+) -> Principal | None:
+    try:
+        claims = jwt.decode(
+            raw,
+            key.private_key.public_key(),
+            algorithms=[key.algorithm],
+            audience=issuer + REFRESH_AUDIENCE_SUFFIX,
+            issuer=issuer,
+            options={"require": ["exp", "iat", "aud", "iss"]},
+        )
+    except jwt.PyJWTError:
+        return None
+    bound = claims.get("bound")
+    if not isinstance(bound, dict) or not isinstance(bound.get("id"), int):
+        return None
+    if bound.get("kind") == "deploy_token":
+        token = await store.get_deploy_token(bound["id"])
+        if token is None or not tokens.is_active(token, now):
+            return None
+        return DeployTokenPrincipal(token)
+    if bound.get("kind") == "pat" and isinstance(bound.get("uid"), int):
+        pats = await store.list_personal_access_tokens(bound["uid"])
+        pat = next((p for p in pats if p.id == bound["id"]), None)
+        user = await store.get_user(bound["uid"])
+        if pat is None or not pat_is_active(pat, now) or user is None or not user.active:
+            return None
+        return UserPrincipal(user, frozenset(pat.scopes), "pat", pat.id)
+    if bound.get("kind") == "user":
+        user = await store.get_user(bound["id"])
+        if user is None or not user.active:
+            return None
+        return UserPrincipal(user, None, "password")
+    return None
+
+
+# --- handlers -----------------------------------------------------------------------------------------------------
+
+_REGISTRY_SCOPES = frozenset({"read_registry", "write_registry"})
+_PAT_REGISTRY_SCOPES = frozenset({"api", "read_registry", "write_registry"})
+
+
+def _check_registry_ability(principal: Principal, scopes: Sequence[Scope]) -> None:
+    """GitLab's order (§6): package-only tokens cannot log in (401); a principal without any registry ability,
+    or an anonymous request asking nothing, is DENIED (403) — that 403 is what makes `docker login` fail."""
+    if isinstance(principal, DeployTokenPrincipal):
+        held = set(principal.token.scopes)
+        if held <= tokens.PACKAGE_SCOPES:
+            raise Unauthorized(GIT_UNAUTHORIZED)
+        if not held & _REGISTRY_SCOPES:
+            raise Forbidden("access forbidden")
+    elif isinstance(principal, UserPrincipal):
+        if principal.scopes is not None and not principal.scopes & _PAT_REGISTRY_SCOPES:
+            raise Forbidden("access forbidden")
+    elif isinstance(principal, Anonymous) and not scopes:
+        raise Forbidden("access forbidden")
+
+
+def _signing_key(request: web.Request) -> SigningKey:
+    key = request.app[SIGNING_KEY]
+    if key is None:
+        raise ServiceUnavailable("registry token signing key is not configured (run `gateway init`)")
+    return key
+
+
+async def _issue(request: web.Request, principal: Principal, scopes: Sequence[Scope]) -> dict[str, Any]:
+    config = request.app[CONFIG].registry
+    key = _signing_key(request)
+    now = request.app[CLOCK].now()
+    granted = await grant(request.app[STORE], principal, scopes)
+    cache = request.app[SIGNED_TOKENS]
+    cache_key = (subject(principal), auth_type(principal), tuple(granted))
+    hit = cache.get(cache_key, int(now.timestamp()))
+    if hit is not None:
+        token, iat = hit
+    else:
+        token = mint(
+            key,
+            issuer=config.issuer,
+            audience=config.service,
+            principal=principal,
+            granted=granted,
+            now=now,
+            ttl=config.token_ttl,
+            include_x5c=config.include_x5c,
+        )
+        iat = int(now.timestamp())
+        cache.put(cache_key, token, iat)
+    # containers/image caches issued_at + expires_in; expires_in must be an integer (registry.md §3), and
+    # issued_at + expires_in must not pass the JWT's exp.
+    issued = datetime.fromtimestamp(iat, UTC)
+    return {"token": token, "access_token": token, "expires_in": config.token_ttl, "issued_at": rfc3339(issued)}
+
+
+def _check_service(request: web.Request, service: str | None) -> None:
+    if service != request.app[CONFIG].registry.service:
+        raise NotFound("unknown service")
+
+
+async def token(request: web.Request) -> web.Response:
+    """GET /jwt/auth?service=…&scope=…&account=…: a bearer token for the registry (Docker token spec)."""
+    _check_service(request, request.query.get("service"))
+    scopes = parse_scopes(request.query.getall("scope", []))
+    creds = credentials.from_headers(request.headers)
+    principal = await principals.identify(
+        request.app[STORE], request.app[HASHER], creds, request.app[CLOCK].now(), principals.Mode.LOGIN
+    )
+    if principal is None:
+        raise Unauthorized(GIT_UNAUTHORIZED)
+    request[PRINCIPAL] = principals.describe(principal)
+    _check_registry_ability(principal, scopes)
+    return web.json_response(await _issue(request, principal, scopes))
+
+
+async def oauth(request: web.Request) -> web.Response:
+    """POST /jwt/auth: the OAuth2 flow (grant_type=password | refresh_token), so clients keep a refresh token."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise BadRequest("expected an application/x-www-form-urlencoded body")
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    _check_service(request, fields.get("service"))
+    scopes = parse_scopes(fields.get("scope", "").split())
+    store, now = request.app[STORE], request.app[CLOCK].now()
+    issuer = request.app[CONFIG].registry.issuer
+    grant_type = fields.get("grant_type")
+    principal: Principal | None
+    if grant_type == "password":
+        username, password = fields.get("username"), fields.get("password")
+        if not username or not password:
+            raise BadRequest("username and password are required")
+        creds = credentials.Credentials("basic", username, password)
+        principal = await principals.identify(store, request.app[HASHER], creds, now, principals.Mode.LOGIN)
+    elif grant_type == "refresh_token":
+        raw = fields.get("refresh_token", "")
+        if not raw or len(raw) > 8192:
+            raise BadRequest("refresh_token is required")
+        principal = await principal_of_refresh_token(store, _signing_key(request), raw, issuer=issuer, now=now)
+    else:
+        raise BadRequest("unsupported grant_type")
+    if principal is None or isinstance(principal, Anonymous):
+        raise Unauthorized(GIT_UNAUTHORIZED)
+    request[PRINCIPAL] = principals.describe(principal)
+    _check_registry_ability(principal, scopes)
+    issued = await _issue(request, principal, scopes)
+    body: dict[str, Any] = {
+        "access_token": issued["token"],
+        "scope": " ".join(f"{s.type}:{s.name}:{','.join(s.actions)}" for s in scopes),
+        "expires_in": issued["expires_in"],
+        "issued_at": issued["issued_at"],
+    }
+    if grant_type == "refresh_token" or fields.get("access_type") == "offline":
+        body["refresh_token"] = (
+            fields["refresh_token"]
+            if grant_type == "refresh_token"
+            else refresh_token(_signing_key(request), issuer=issuer, principal=principal, now=now)
+        )
+    return web.json_response(body)

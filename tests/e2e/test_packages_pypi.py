@@ -1,0 +1,266 @@
+"""Real pypiserver (one flat registry for all projects) + real twine and pip through the gateway, with deploy tokens:
+uploads, installs at project and group level, and isolation of each project's names (docs/packages.md)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import subprocess
+import uuid
+import zipfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.clock import FixedClock
+from gateway.secretbox import SecretBox
+from gateway.store.sqlite import SQLiteStore
+from tests import procs
+from tests.conftest import make_config
+from tests.package_clients import NEGATIVE, PYPI_TOOLS, basic, cast, require, run, serve
+from tests.world import World
+
+BACKEND_USER, BACKEND_PASSWORD = "gateway", "backend-secret"
+
+
+@pytest.fixture(scope="module")
+def pypiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """pypiserver with its own htpasswd: only the gateway's backend credentials may upload or read."""
+    server = require(PYPI_TOOLS / "bin" / "pypi-server")
+    python = require(PYPI_TOOLS / "bin" / "python")
+    d = tmp_path_factory.mktemp("pypiserver")
+    (d / "packages").mkdir()
+    subprocess.run(
+        [
+            python,
+            "-c",
+            "import sys; from passlib.apache import HtpasswdFile as H; h = H(sys.argv[1], new=True);"
+            " h.set_password(sys.argv[2], sys.argv[3]); h.save()",
+            d / "htpasswd",
+            BACKEND_USER,
+            BACKEND_PASSWORD,
+        ],
+        check=True,
+    )
+    port = procs.free_port()
+    proc = procs.start(
+        "pypiserver",
+        [
+            server,
+            "run",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-a",
+            "update,download,list",
+            "-P",
+            str(d / "htpasswd"),
+            "--disable-fallback",
+            str(d / "packages"),
+        ],
+        log=d / "pypiserver.log",
+    )
+    with procs.running(proc):
+        procs.wait_http(proc, f"http://127.0.0.1:{port}/health")
+        yield f"http://127.0.0.1:{port}/"
+
+
+def wheel(folder: Path, name: str, version: str = "1.0.0") -> Path:
+    """A minimal pure-Python wheel (PEP 427) written directly: no build backend, no index needed."""
+    dist = name.replace("-", "_")
+    files = {
+        f"{dist}/__init__.py": f"VALUE = {name!r}\n",
+        f"{dist}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}-{version}.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = [
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},"
+        f"{len(text.encode())}"
+        for path, text in files.items()
+    ]
+    files[f"{dist}-{version}.dist-info/RECORD"] = "\n".join([*record, f"{dist}-{version}.dist-info/RECORD,,"]) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(out, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+    return out
+
+
+@pytest.fixture
+async def gateway(
+    pypiserver: str, tmp_path: Path, store: SQLiteStore, clock: FixedClock, box: SecretBox
+) -> AsyncIterator[str]:
+    config = make_config(
+        tmp_path,
+        packages={
+            "pypi": {"backend": pypiserver, "backend_username": BACKEND_USER, "backend_password": BACKEND_PASSWORD}
+        },
+    )
+    async with serve(config, store, clock, box) as origin:
+        yield origin
+
+
+def project_url(origin: str, project_ref: str | int, secret: str | None = None) -> str:
+    auth = f"anyone:{secret}@" if secret else ""
+    host = origin.removeprefix("http://")
+    return f"http://{auth}{host}/api/v4/projects/{project_ref}/packages/pypi"
+
+
+async def twine(origin: str, project: int, secret: str, dist: Path) -> tuple[int, str]:
+    return await run(
+        [
+            PYPI_TOOLS / "bin" / "twine",
+            "upload",
+            "--non-interactive",
+            "--disable-progress-bar",
+            "--repository-url",
+            project_url(origin, project),
+            "-u",
+            "anything-is-ignored",
+            "-p",
+            secret,
+            dist,
+        ],
+    )
+
+
+async def pip(index: str, target: Path, *args: str) -> tuple[int, str]:
+    return await run(
+        [
+            PYPI_TOOLS / "bin" / "pip",
+            "install",
+            "--no-cache-dir",
+            "--no-input",
+            "--disable-pip-version-check",
+            "--isolated",
+            "--no-deps",
+            "--index-url",
+            index,
+            "--target",
+            target,
+            *args,
+        ],
+    )
+
+
+async def test_twine_upload_then_pip_install_at_project_and_group_level(
+    gateway: str, world: World, clock: FixedClock, tmp_path: Path
+) -> None:
+    c = await cast(world, clock, prefix="t1")
+    name = f"demo-{uuid.uuid4().hex[:8]}"
+    dist = wheel(tmp_path / "dist", name)
+    rc, out = await twine(gateway, c.pa.id, c.secrets["pa_write"], dist)
+    assert rc == 0, out
+    rc, out = await twine(gateway, c.pa.id, c.secrets["pa_write"], dist)
+    assert rc != 0 and "400" in out  # pypiserver refuses duplicates (400 "already exists"), passed through
+
+    indexes = {
+        "project id, read token": f"{project_url(gateway, c.pa.id, c.secrets['pa_read'])}/simple",
+        "project path, user PAT": f"{project_url(gateway, 't1root%2Fa%2Fpa', c.secrets['reporter_pat'])}/simple/",
+        "group, group token": gateway.replace("http://", f"http://x:{c.secrets['group_a']}@")
+        + f"/api/v4/groups/{c.a.id}/-/packages/pypi/simple",
+    }
+    for label, index in indexes.items():
+        target = tmp_path / f"site-{len(label)}"
+        rc, out = await pip(index, target, name)
+        assert rc == 0, f"{label}: {out}"
+        module = target / name.replace("-", "_") / "__init__.py"
+        assert module.read_text() == f"VALUE = {name!r}\n", label
+
+
+async def test_flat_registry_keeps_each_name_to_its_project(
+    gateway: str, world: World, clock: FixedClock, tmp_path: Path
+) -> None:
+    c = await cast(world, clock, prefix="t2")
+    name = f"owned-{uuid.uuid4().hex[:8]}"
+    dist = wheel(tmp_path / "a", name)
+    assert (await twine(gateway, c.pa.id, c.secrets["pa_write"], dist))[0] == 0
+
+    # Another project can neither publish a version of that name nor install it through its own index.
+    rc, out = await twine(gateway, c.pb.id, c.secrets["pb_write"], wheel(tmp_path / "b", name, "2.0.0"))
+    assert rc != 0 and "403" in out
+    rc, out = await pip(f"{project_url(gateway, c.pb.id, c.secrets['pb_write'])}/simple", tmp_path / "sb", name)
+    assert rc != 0 and "No matching distribution" in out
+    async with aiohttp.ClientSession() as http:
+        auth_b = basic(c.secrets["pb_write"])
+        base_b = f"{gateway}/api/v4/projects/{c.pb.id}/packages/pypi"
+        file = f"{name.replace('-', '_')}-1.0.0-py3-none-any.whl"
+        for url in (f"{base_b}/simple/{name}/", f"{base_b}/files/-/packages/{file}"):
+            async with http.get(url, headers=auth_b) as resp:
+                assert resp.status == 404, url
+        async with http.get(f"{base_b}/simple/", headers=auth_b) as resp:
+            assert name not in await resp.text()
+        async with http.get(
+            f"{gateway}/api/v4/groups/{c.b.id}/-/packages/pypi/simple/", headers=basic(c.secrets["group_b"])
+        ) as resp:
+            assert resp.status == 200 and name not in await resp.text()
+        # The owner's index lists it, with every link pointing back at the gateway.
+        async with http.get(
+            f"{gateway}/api/v4/projects/{c.pa.id}/packages/pypi/simple/{name}/", headers=basic(c.secrets["pa_read"])
+        ) as resp:
+            page = await resp.text()
+        assert resp.status == 200 and f'href="{gateway}/api/v4/projects/{c.pa.id}/packages/pypi/files/' in page
+        assert "127.0.0.1:" + gateway.rsplit(":", 1)[1] in page and "/packages/" + file in page
+
+
+def upload_form(name: str, filename: str, content: bytes) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    for key, value in (
+        (":action", "file_upload"),
+        ("protocol_version", "1"),
+        ("name", name),
+        ("version", "1.0.0"),
+        ("filetype", "bdist_wheel"),
+        ("metadata_version", "2.1"),
+    ):
+        form.add_field(key, value)
+    form.add_field("content", content, filename=filename, content_type="application/octet-stream")
+    return form
+
+
+@pytest.mark.parametrize("who", sorted(NEGATIVE))
+async def test_negative_matrix(gateway: str, world: World, clock: FixedClock, tmp_path: Path, who: str) -> None:
+    c = await cast(world, clock, prefix="t3")
+    name = f"neg-{uuid.uuid4().hex[:8]}"
+    dist = wheel(tmp_path, name)
+    assert (await twine(gateway, c.pa.id, c.secrets["pa_write"], dist))[0] == 0
+    want_read, want_write = NEGATIVE[who]
+    base = f"{gateway}/api/v4/projects/{c.pa.id}/packages/pypi"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/simple/{name}/", headers=basic(c.secrets[who])) as resp:
+            assert resp.status == want_read
+        other = wheel(tmp_path / "v2", name, "2.0.0")
+        form = upload_form(name, other.name, other.read_bytes())
+        async with http.post(base, data=form, headers=basic(c.secrets[who])) as resp:
+            assert resp.status == want_write, await resp.text()
+            if want_write == 401:
+                assert resp.headers["WWW-Authenticate"] == 'Basic realm="GitLab Packages Registry"'
+        async with http.get(f"{base}/simple/{name}/", headers=basic(c.secrets["pa_read"])) as resp:
+            assert "2.0.0" not in await resp.text()  # no refused upload reached the backend
+
+
+@pytest.mark.parametrize(
+    ("name", "filename", "message"),
+    [
+        ("alpha", "beta-1.0.0-py3-none-any.whl", "is not a distribution of alpha"),
+        ("alpha", "alpha-1.0.0.exe", "is not a distribution of alpha"),
+        ("../x", "x-1.0.0.tar.gz", "name is invalid"),
+    ],
+)
+async def test_upload_whose_file_is_not_the_named_project_is_refused(
+    gateway: str, world: World, clock: FixedClock, name: str, filename: str, message: str
+) -> None:
+    c = await cast(world, clock, prefix="t4")
+    async with aiohttp.ClientSession() as http:
+        form = upload_form(name, filename, b"not really a wheel")
+        async with http.post(
+            f"{gateway}/api/v4/projects/{c.pa.id}/packages/pypi", data=form, headers=basic(c.secrets["pa_write"])
+        ) as resp:
+            assert resp.status == 400
+            assert message in (await resp.json())["message"]

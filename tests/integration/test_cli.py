@@ -1,0 +1,455 @@
+"""The `gateway` CLI as operators run it: a real subprocess per command, on a config file in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import config as config_module
+from gateway import secretbox, tokens
+from gateway.store import open_store
+from gateway.store.base import Namespace, Project, Store
+from gateway.tokens import Holder
+from tests.conftest import FAST_KDF
+
+START_TIMEOUT = 20.0
+
+
+@dataclass
+class Gateway:
+    """A temporary installation: a config file whose relative paths all land next to it."""
+
+    folder: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.folder / "gateway.toml"
+
+    def run(
+        self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None, config: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "gateway", *(["--config", str(self.config_file)] if config else []), *args]
+        environment = {k: v for k, v in os.environ.items() if k != "GATEWAY_CONFIG"} | (env or {})
+        return subprocess.run(
+            argv,
+            input=stdin if stdin is not None else "",
+            capture_output=True,
+            text=True,
+            cwd=self.folder,
+            env=environment,
+            timeout=60,
+        )
+
+    def init(self) -> str:
+        result = self.run("init")
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()[-1]
+
+    def config(self) -> config_module.Config:
+        return config_module.load(self.config_file)
+
+
+def new_installation(folder: Path) -> Gateway:
+    folder.mkdir(parents=True)
+    kdf = "\n".join(f"{k} = {v}" for k, v in FAST_KDF.items())
+    (folder / "gateway.toml").write_text(f'[security]\n{kdf}\n\n[storage]\ndata_dir = "data"\n')
+    return Gateway(folder)
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Gateway:
+    """A fresh, not yet initialized installation."""
+    return new_installation(tmp_path / "install")
+
+
+@pytest.fixture(scope="session")
+def initialized_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    template = new_installation(tmp_path_factory.mktemp("template") / "install")
+    template.init()
+    return template.folder
+
+
+@pytest.fixture
+def gw(tmp_path: Path, initialized_template: Path) -> Gateway:
+    """An installation after `gateway init` (a copy of one made once per session: init costs a key generation)."""
+    shutil.copytree(initialized_template, tmp_path / "install")
+    return Gateway(tmp_path / "install")
+
+
+class Server:
+    """`gateway serve` on a free port; the port is read from its "listening on" log line."""
+
+    def __init__(self, gw: Gateway, *extra: str) -> None:
+        argv = [sys.executable, "-m", "gateway", "--config", str(gw.config_file), "serve", *extra]
+        self.proc = subprocess.Popen(argv, cwd=gw.folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = self._wait_listening()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def _next_entry(self, deadline: float) -> dict[str, Any] | None:
+        try:
+            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return None
+        entry: dict[str, Any] = json.loads(line)  # every log line is one JSON object
+        self.log.append(entry)
+        return entry
+
+    def _wait_listening(self) -> str:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            entry = self._next_entry(deadline)
+            if entry and str(entry.get("message", "")).startswith("listening on "):
+                return str(entry["message"]).removeprefix("listening on ")
+            if self.proc.poll() is not None and self.lines.empty():
+                break
+        self.stop()
+        raise AssertionError(f"gateway did not start: {self.log}")
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.url + path, headers=headers or {})  # noqa: S310 - loopback http URL
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - a loopback test URL
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        self._reader.join(timeout=5)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        deadline = time.monotonic() + 1
+        while not self.lines.empty():
+            self._next_entry(deadline)
+        return code
+
+
+@pytest.fixture
+def serve() -> Iterator[list[Server]]:
+    servers: list[Server] = []
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith("gateway.db")
+    }
+
+
+# --- init ------------------------------------------------------------------------------------------------------
+
+
+def test_init_creates_everything_and_prints_the_root_token_last(fresh: Gateway, serve: list[Server]) -> None:
+    result = fresh.run("init")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    token = lines[-1]
+    assert token.startswith("glpat-") and token == token.strip() and " " not in token
+    assert all("glpat-" not in line for line in lines[:-1])
+    assert "glpat-" not in result.stderr
+
+    config = fresh.config()
+    data = fresh.folder / "data"
+    assert data.is_dir()
+    for path in (config.storage.encryption_key, config.registry.signing_key, config.registry.certificate):
+        assert Path(path).parent == data and Path(path).is_file()
+    assert (Path(config.storage.encryption_key).stat().st_mode & 0o777) == 0o600
+    assert (Path(config.registry.signing_key).stat().st_mode & 0o777) == 0o600
+    assert (data / "gateway.db").is_file()
+
+    server = Server(fresh, "--listen", "127.0.0.1:0")
+    serve.append(server)
+    status, body = server.get("/api/v4/user", {"PRIVATE-TOKEN": token})
+    assert status == 200, body
+    me = json.loads(body)
+    assert me["username"] == "root" and me["is_admin"] is True
+    status, _ = server.get("/api/v4/user", {"PRIVATE-TOKEN": token[:-1] + ("a" if token[-1] != "a" else "b")})
+    assert status == 401
+
+
+def test_second_init_creates_nothing_and_prints_no_token(gw: Gateway) -> None:
+    before = files_of(gw.folder)
+    again = gw.run("init")
+    assert again.returncode == 0, again.stderr
+    assert "glpat-" not in again.stdout + again.stderr
+    assert "created" not in again.stdout
+    assert files_of(gw.folder) == before
+
+
+def test_init_with_ec_keys(fresh: Gateway) -> None:
+    fresh.config_file.write_text(fresh.config_file.read_text() + '\n[registry]\nalgorithm = "ES256"\n')
+    result = fresh.run("init")
+    assert result.returncode == 0, result.stderr
+    assert "(ES256, kid " in result.stdout
+
+
+def test_migrate_prints_the_schema_version(fresh: Gateway) -> None:
+    first = fresh.run("migrate")
+    assert first.returncode == 0, first.stderr
+    version = int(first.stdout.split()[-1])
+    assert version >= 1
+    assert fresh.run("migrate").stdout == first.stdout
+
+
+# --- users -----------------------------------------------------------------------------------------------------
+
+
+def test_users_create_and_token(gw: Gateway, serve: list[Server]) -> None:
+    created = gw.run(
+        "users", "create", "alice", "--email", "alice@example.com", "--password-stdin", stdin="s3cret-pw\n"
+    )
+    assert created.returncode == 0, created.stderr
+    assert "alice" in created.stdout and "s3cret-pw" not in created.stdout + created.stderr
+    admin = gw.run("users", "create", "boss", "--admin")
+    assert admin.returncode == 0, admin.stderr
+
+    issued = gw.run("users", "token", "alice", "--scopes", "read_api,read_repository", "--expires-at", "2999-01-01")
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip()
+    assert issued.stdout == token + "\n" and token.startswith("glpat-")
+
+    server = Server(gw, "--listen", "127.0.0.1:0")
+    serve.append(server)
+    status, body = server.get("/api/v4/user", {"PRIVATE-TOKEN": token})
+    assert status == 200, body
+    assert json.loads(body)["username"] == "alice"
+    assert json.loads(body)["email"] == "alice@example.com"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["users", "create", "root"], None, "Username has already been taken"),
+        (["users", "create", "bad name"], None, "Username"),
+        (["users", "create", "carol", "--email", "not-an-email"], None, "Email is invalid"),
+        (["users", "create", "carol", "--password-stdin"], "", "no password on standard input"),
+        (["users", "create", "carol", "--password-stdin"], "short\n", "Password is too short"),
+        (["users", "token", "nobody"], None, "no such user: nobody"),
+        (["users", "token", "root", "--scopes", "api,sudo"], None, "unknown scope 'sudo'"),
+        (["users", "token", "root", "--scopes", ","], None, "at least one scope"),
+        (["users", "token", "root", "--expires-at", "2021-02-30"], None, "--expires-at: not a date"),
+        (["users", "token", "root", "--expires-at", "2001-01-01"], None, "--expires-at: must be in the future"),
+    ],
+)
+def test_users_mistakes(gw: Gateway, args: list[str], stdin: str | None, message: str) -> None:
+    result = gw.run(*args, stdin=stdin)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("gateway: error: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- ci-variables ----------------------------------------------------------------------------------------------
+
+NOW = datetime.now(UTC)
+
+
+async def seed(gw: Gateway, layout: dict[str, list[dict[str, Any]]]) -> None:
+    """Create the group top/sub with projects top/app and top/sub/lib and deploy tokens as listed per holder path."""
+    config = gw.config()
+    box = secretbox.load(Path(config.storage.encryption_key))
+    store: Store = await open_store(config)
+    try:
+        top = await store.create_group(
+            name="Top", path="top", parent_id=None, visibility="private", description="", now=NOW
+        )
+        sub = await store.create_group(
+            name="Sub", path="sub", parent_id=top.id, visibility="private", description="", now=NOW
+        )
+        holders: dict[str, Namespace | Project] = {"top": top, "top/sub": sub}
+        for namespace, path in ((top, "app"), (sub, "lib")):
+            holders[f"{namespace.full_path}/{path}"] = await store.create_project(
+                namespace_id=namespace.id, name=path, path=path, visibility="private", description="",
+                creator_id=None, now=NOW,
+            )  # fmt: skip
+        for holder_path, specs in layout.items():
+            holder = holders[holder_path]
+            for spec in specs:
+                created = await tokens.create(
+                    store,
+                    box,
+                    holder=Holder(project_id=holder.id) if isinstance(holder, Project) else Holder(group_id=holder.id),
+                    name=spec.get("name", tokens.CI_TOKEN_NAME),
+                    username=spec.get("username"),
+                    scopes=["read_repository"],
+                    expires_at=spec.get("expires_at"),
+                    creator_id=None,
+                    now=NOW,
+                )
+                if spec.get("revoked"):
+                    await store.revoke_deploy_token(created.token.id)
+                spec["result"] = created
+    finally:
+        await store.close()
+
+
+CI = tokens.CI_TOKEN_NAME
+PAST = NOW - timedelta(days=1)
+FUTURE = NOW + timedelta(days=30)
+
+
+@pytest.mark.parametrize(
+    ("layout", "project", "winner"),
+    [
+        ({"top/app": [{"username": "ci-user"}]}, "top/app", ("top/app", 0)),
+        ({"top/app": [{}]}, "top/app.git", ("top/app", 0)),  # default username gitlab+deploy-token-{id}
+        ({"top": [{"username": "group-ci"}]}, "top/app", ("top", 0)),
+        ({"top/sub": [{}]}, "top/sub/lib", ("top/sub", 0)),
+        ({"top": [{"username": "g"}], "top/app": [{"username": "p"}]}, "top/app", ("top/app", 0)),
+        ({"top/app": [{"revoked": True}], "top": [{"username": "g"}]}, "top/app", ("top", 0)),
+        ({"top/app": [{"expires_at": FUTURE}]}, "top/app", ("top/app", 0)),
+        ({"top/app": [{"expires_at": PAST}, {"username": "fresh"}]}, "top/app", ("top/app", 1)),
+    ],
+)
+async def test_ci_variables(
+    gw: Gateway, layout: dict[str, list[dict[str, Any]]], project: str, winner: tuple[str, int]
+) -> None:
+    await seed(gw, layout)
+    result = gw.run("ci-variables", project)
+    assert result.returncode == 0, result.stderr
+    expected: tokens.Created = layout[winner[0]][winner[1]]["result"]
+    assert result.stdout.splitlines() == [
+        f"CI_DEPLOY_USER={expected.token.username}",
+        f"CI_DEPLOY_PASSWORD={expected.secret}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("layout", "project", "message"),
+    [
+        ({}, "top/app", "no active deploy token named 'gitlab-deploy-token' in project top/app or its group top"),
+        ({"top/app": [{"name": "other"}]}, "top/app", "no active deploy token"),
+        ({"top/app": [{"revoked": True}]}, "top/app", "no active deploy token"),
+        ({"top/app": [{"expires_at": PAST}]}, "top/app", "no active deploy token"),
+        # GitLab uses a group's token for its immediate child projects only (gitlab-behaviour.md §8).
+        ({"top": [{}]}, "top/sub/lib", "no active deploy token"),
+        ({"top/app": [{}]}, "top/nothing", "project not found: top/nothing"),
+    ],
+)
+async def test_ci_variables_without_a_token(
+    gw: Gateway, layout: dict[str, list[dict[str, Any]]], project: str, message: str
+) -> None:
+    await seed(gw, layout)
+    result = gw.run("ci-variables", project)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert message in result.stderr
+    assert "gldt-" not in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_ci_variables_with_a_different_encryption_key(gw: Gateway) -> None:
+    await seed(gw, {"top/app": [{}]})
+    key = Path(gw.config().storage.encryption_key)
+    key.unlink()
+    secretbox.ensure_key_file(key)
+    result = gw.run("ci-variables", "top/app")
+    assert result.returncode == 1
+    assert "storage.encryption_key is not the key it was sealed with" in result.stderr
+
+
+# --- configuration mistakes and serve --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config_text", "args", "env", "code", "message"),
+    [
+        ('[server]\nlisen = "127.0.0.1:1"\n', ["init"], None, 2, "unknown configuration key: server.lisen"),
+        ("[server\n", ["migrate"], None, 2, "invalid TOML"),
+        ("[registry]\ntoken_ttl = 'long'\n", ["init"], None, 2, "registry.token_ttl: must be int, got str"),
+        (None, ["--config", "missing.toml", "init"], None, 2, "configuration file not found: missing.toml"),
+        ('[server]\nlisen = "x"\n', ["init"], {"GATEWAY_CONFIG": "gateway.toml"}, 2, "server.lisen"),
+        ("", ["serve"], None, 2, "run `gateway init` first"),
+        ("", ["ci-variables", "top/app"], None, 2, "run `gateway init`"),
+        ("", ["serve", "--listen", "nowhere"], None, 2, "--listen: expected HOST:PORT"),
+        ("", ["frobnicate"], None, 2, "invalid choice"),
+        ("", [], None, 2, "required: COMMAND"),
+    ],
+)
+def test_configuration_mistakes_are_clear_errors(
+    fresh: Gateway,
+    config_text: str | None,
+    args: list[str],
+    env: dict[str, str] | None,
+    code: int,
+    message: str,
+) -> None:
+    if config_text is not None:
+        fresh.config_file.write_text(config_text)
+    result = fresh.run(*args, env=env, config=config_text is not None and env is None)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(("gateway: error: ", "usage: gateway"))
+
+
+@pytest.mark.parametrize("command", ["init", "migrate"])
+def test_unusable_paths_are_clear_errors(fresh: Gateway, command: str) -> None:
+    (fresh.folder / "blocker").write_text("a file where a folder should be")
+    fresh.config_file.write_text(fresh.config_file.read_text() + 'database = "sqlite:///blocker/gateway.db"\n')
+    result = fresh.run(command)
+    assert result.returncode == 1
+    assert result.stderr.startswith("gateway: error: ") and "blocker" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_answers_health_and_stops_on_sigterm(gw: Gateway) -> None:
+    server = Server(gw, "--listen", "127.0.0.1:0")
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        assert server.url == f"http://127.0.0.1:{port}" and port != 0
+        status, body = server.get("/-/health")
+        assert status == 200, body
+    finally:
+        code = server.stop()
+    assert code == 0
+    messages = [entry.get("message") for entry in server.log]
+    assert "shutting down" in messages
+    access = [entry for entry in server.log if entry.get("logger") == "gateway.access"]
+    assert [(e["path"], e["status"]) for e in access] == [("/-/health", 200)]
+
+
+def test_serve_uses_server_listen_and_reports_a_busy_port(gw: Gateway, serve: list[Server]) -> None:
+    first = Server(gw, "--listen", "127.0.0.1:0")
+    serve.append(first)
+    port = first.url.rsplit(":", 1)[1]
+    gw.config_file.write_text(gw.config_file.read_text() + f'\n[server]\nlisten = "127.0.0.1:{port}"\n')
+    busy = gw.run("serve")
+    assert busy.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+    assert "Traceback" not in busy.stderr

@@ -1,0 +1,301 @@
+"""The shared streaming forwarder (proxy.py) against a scripted aiohttp backend: headers, bytes, streaming, failures.
+
+The backend is a fake on purpose: what is tested is what the forwarder does with whatever a backend sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import hashlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
+
+from gateway.middleware import error_middleware, request_context_middleware
+from gateway.proxy import Forwarder, Timeouts, basic_authorization
+
+FIRST = web.AppKey("first_chunk_seen", asyncio.Event)
+RELEASE = web.AppKey("release", asyncio.Event)
+GZIPPED = gzip.compress(b"hello, compressed world\n" * 100)
+
+
+async def echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response(
+        {
+            "method": request.method,
+            "path_qs": request.path_qs,
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "length": len(body),
+        }
+    )
+
+
+async def gzipped(request: web.Request) -> web.Response:
+    return web.Response(body=GZIPPED, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+
+
+async def sized(request: web.Request) -> web.Response:
+    return web.Response(body=b"x" * 12345, content_type="application/octet-stream")
+
+
+async def repeated(request: web.Request) -> web.Response:
+    resp = web.Response(text="ok")
+    resp.headers.add("Link", "<a>; rel=first")
+    resp.headers.add("Link", "<b>; rel=next")
+    resp.headers.add("Set-Cookie", "backend=1")
+    resp.headers.add("Connection", "X-Backend-Hop")
+    resp.headers.add("X-Backend-Hop", "1")
+    return resp
+
+
+async def trickle(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse()
+    await resp.prepare(request)
+    await resp.write(b"first chunk\n")
+    await request.app[RELEASE].wait()
+    await resp.write(b"rest\n")
+    await resp.write_eof()
+    return resp
+
+
+async def upload(request: web.Request) -> web.Response:
+    total = 0
+    async for chunk in request.content.iter_any():
+        if total == 0:
+            request.app[FIRST].set()
+        total += len(chunk)
+    return web.json_response({"length": total})
+
+
+async def truncated(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Length": "100000"})
+    await resp.prepare(request)
+    await resp.write(b"y" * 1000)
+    await asyncio.sleep(0.05)
+    assert request.transport is not None
+    request.transport.abort()
+    return resp
+
+
+async def chunked_then_dies(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse()
+    await resp.prepare(request)
+    await resp.write(b"z" * 1000)
+    await asyncio.sleep(0.05)
+    assert request.transport is not None
+    request.transport.abort()
+    return resp
+
+
+async def hang(request: web.Request) -> web.Response:
+    await asyncio.sleep(30)
+    return web.Response(text="too late")
+
+
+def backend_app() -> web.Application:
+    app = web.Application()
+    app[FIRST] = asyncio.Event()
+    app[RELEASE] = asyncio.Event()
+    app.router.add_route("*", "/echo{tail:.*}", echo)
+    app.router.add_get("/gzip", gzipped)
+    app.router.add_get("/sized", sized)
+    app.router.add_get("/repeated", repeated)
+    app.router.add_get("/trickle", trickle)
+    app.router.add_post("/upload", upload)
+    app.router.add_get("/truncated", truncated)
+    app.router.add_get("/chunked-dies", chunked_then_dies)
+    app.router.add_get("/hang", hang)
+    return app
+
+
+Gateway = Callable[..., Awaitable[tuple[TestClient, web.Application]]]
+
+
+@pytest.fixture
+async def gateway(aiohttp_client: Any, aiohttp_server: Any) -> Gateway:
+    """A gateway app whose only route forwards everything to the backend (or to `target`)."""
+
+    async def make(
+        *, target: str | None = None, auth: str | None = None, read_timeout: float = 30, inflating: bool = False
+    ) -> tuple[TestClient, web.Application]:
+        backend = backend_app()
+        server: TestServer = await aiohttp_server(backend, auto_decompress=False)
+        base = target or str(server.make_url("")).rstrip("/")
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            forwarder: Forwarder = request.app[FORWARDER]
+            return await forwarder.forward(
+                request,
+                base + request.rel_url.raw_path_qs,
+                backend="test",
+                authorization=auth,
+                timeouts=Timeouts(connect=2, read=read_timeout),
+            )
+
+        async def ctx(app: web.Application) -> AsyncIterator[None]:
+            app[FORWARDER] = Forwarder.create()
+            yield
+            await app[FORWARDER].close()
+
+        app = web.Application(middlewares=[request_context_middleware, error_middleware])
+        app.cleanup_ctx.append(ctx)
+        app.router.add_route("*", "/{tail:.*}", forward)
+        # auto_decompress must reach the runner: aiohttp_client(server_kwargs=...) would drop it.
+        client = await aiohttp_client(await aiohttp_server(app, auto_decompress=inflating))
+        return client, backend
+
+    return make
+
+
+FORWARDER = web.AppKey("forwarder", Forwarder)
+
+
+@pytest.mark.parametrize("backend_auth", [None, basic_authorization("gateway", "backend-secret")])
+async def test_request_headers_are_cleaned(gateway: Gateway, backend_auth: str | None) -> None:
+    client, _ = await gateway(auth=backend_auth)
+    sent = [
+        ("Authorization", "Basic " + base64.b64encode(b"user:client-secret").decode()),
+        ("PRIVATE-TOKEN", "glpat-client"),
+        ("Deploy-Token", "gldt-client"),
+        ("Job-Token", "job-client"),
+        ("Cookie", "_gitlab_session=abc"),
+        ("Proxy-Authorization", "Basic eHg6eXk="),
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("Connection", "keep-alive, X-Listed-In-Connection"),
+        ("X-Listed-In-Connection", "hop"),
+        ("Keep-Alive", "timeout=5"),
+        ("TE", "trailers"),
+        ("X-Multi", "one"),
+        ("X-Multi", "two"),
+        ("Git-Protocol", "version=2"),
+    ]
+    r = await client.get("/echo/some/path?q=1&q=2", headers=CIMultiDict(sent))
+    assert r.status == 200
+    seen = await r.json()
+    names = [k.lower() for k, _ in seen["headers"]]
+    for dropped in (
+        "private-token",
+        "deploy-token",
+        "job-token",
+        "cookie",
+        "proxy-authorization",
+        "x-listed-in-connection",
+        "keep-alive",
+        "te",
+    ):
+        assert dropped not in names, dropped
+    values = {k.lower(): v for k, v in seen["headers"]}
+    if backend_auth is None:
+        assert "authorization" not in names
+    else:
+        assert values["authorization"] == backend_auth
+        assert names.count("authorization") == 1
+    assert [v for k, v in seen["headers"] if k.lower() == "x-multi"] == ["one", "two"]
+    assert values["git-protocol"] == "version=2"
+    assert values["x-forwarded-for"] == "127.0.0.1"
+    assert values["x-forwarded-proto"] == "http"
+    assert values["x-forwarded-host"] == f"127.0.0.1:{client.port}"
+    assert values["host"] != values["x-forwarded-host"]  # the backend's own Host
+    assert seen["path_qs"] == "/echo/some/path?q=1&q=2"
+
+
+async def test_response_headers_keep_repeats_and_drop_hops(gateway: Gateway) -> None:
+    client, _ = await gateway()
+    r = await client.get("/repeated")
+    assert r.headers.getall("Link") == ["<a>; rel=first", "<b>; rel=next"]
+    assert "Set-Cookie" not in r.headers
+    assert "X-Backend-Hop" not in r.headers
+
+
+async def test_bodies_pass_byte_for_byte_without_decompression(gateway: Gateway) -> None:
+    client, _ = await gateway()
+    async with aiohttp.ClientSession(auto_decompress=False) as raw:
+        r = await raw.get(client.make_url("/gzip"))
+        assert r.headers["Content-Encoding"] == "gzip"
+        assert await r.read() == GZIPPED
+        # A gzip request body stays gzip: the backend gets the very bytes and the header.
+        r = await raw.post(client.make_url("/echo"), data=GZIPPED, headers={"Content-Encoding": "gzip"})
+        seen = await r.json()
+    assert seen["sha256"] == hashlib.sha256(GZIPPED).hexdigest()
+    assert ["Content-Encoding", "gzip"] in seen["headers"]
+
+
+async def test_body_inflated_by_a_misconfigured_server_is_sent_as_plain_bytes(gateway: Gateway) -> None:
+    """auto_decompress=True on the gateway's server: the bytes are inflated already, so the forwarder must not
+    label them gzip (nor keep the compressed length)."""
+    client, _ = await gateway(inflating=True)
+    async with aiohttp.ClientSession(auto_decompress=False) as raw:
+        r = await raw.post(client.make_url("/echo"), data=GZIPPED, headers={"Content-Encoding": "gzip"})
+        seen = await r.json()
+    assert seen["sha256"] == hashlib.sha256(gzip.decompress(GZIPPED)).hexdigest()
+    assert "content-encoding" not in [k.lower() for k, _ in seen["headers"]]
+
+
+async def test_head_keeps_content_length(gateway: Gateway) -> None:
+    client, _ = await gateway()
+    r = await client.head("/sized")
+    assert r.status == 200
+    assert r.headers["Content-Length"] == "12345"
+    assert await r.read() == b""
+
+
+async def test_response_streams_without_buffering(gateway: Gateway) -> None:
+    client, backend = await gateway()
+    r = await client.get("/trickle")
+    # The first chunk arrives while the backend is still holding the rest back.
+    assert await asyncio.wait_for(r.content.readline(), 5) == b"first chunk\n"
+    backend[RELEASE].set()
+    assert await r.read() == b"rest\n"
+
+
+@pytest.mark.parametrize("length", ["fixed", "chunked"])
+async def test_request_streams_without_buffering(gateway: Gateway, length: str) -> None:
+    client, backend = await gateway()
+    first, second = os.urandom(300_000), os.urandom(300_000)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        # Deadlocks (and times out) if anything waits for the whole body before talking to the backend.
+        await asyncio.wait_for(backend[FIRST].wait(), 5)
+        yield second
+
+    headers = {"Content-Length": str(len(first) + len(second))} if length == "fixed" else {}
+    r = await client.post("/upload", data=body(), headers=headers)
+    assert r.status == 200
+    assert (await r.json())["length"] == len(first) + len(second)
+
+
+async def test_unreachable_backend_is_502(gateway: Gateway) -> None:
+    from tests.procs import free_port
+
+    client, _ = await gateway(target=f"http://127.0.0.1:{free_port()}")
+    r = await client.get("/echo")
+    assert r.status == 502
+    assert "the test backend is unreachable" in await r.text()
+
+
+async def test_silent_backend_is_504(gateway: Gateway) -> None:
+    client, _ = await gateway(read_timeout=0.3)
+    r = await client.get("/hang")
+    assert r.status == 504
+    assert "the test backend did not answer in time" in await r.text()
+
+
+@pytest.mark.parametrize("path", ["/truncated", "/chunked-dies"])
+async def test_failure_after_the_response_started_aborts_the_connection(gateway: Gateway, path: str) -> None:
+    client, _ = await gateway()
+    r = await client.get(path)
+    assert r.status == 200  # the headers had gone out already
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await r.read()  # never a short body that looks complete

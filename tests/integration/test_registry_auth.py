@@ -1,0 +1,325 @@
+"""GET/POST /jwt/auth against a real store: status codes, bodies, granted subsets and the JWT itself."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.clock import FixedClock
+from gateway.config import Config
+from gateway.secretbox import SecretBox
+from gateway.signing_keys import SigningKey, generate_key, libtrust_kid, self_signed_certificate
+from gateway.store.sqlite import SQLiteStore
+from gateway.users import AccessLevel
+from tests.world import World
+
+SERVICE = "container_registry"
+
+
+@pytest.fixture(scope="module", params=["RS256", "ES256"])
+def signing_key(request: pytest.FixtureRequest) -> SigningKey:
+    key = generate_key(request.param)
+    return SigningKey(key, self_signed_certificate(key, "test", datetime.now(UTC)))
+
+
+@pytest.fixture
+async def registry_client(
+    aiohttp_client: Any,
+    config: Config,
+    store: SQLiteStore,
+    clock: FixedClock,
+    box: SecretBox,
+    signing_key: SigningKey,
+) -> TestClient:
+    app = create_app(config, store=store, clock=clock, box=box, signing_key=signing_key)
+    return await aiohttp_client(app)
+
+
+def basic(user: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()}
+
+
+def decode(token: str, key: SigningKey) -> dict[str, Any]:
+    return jwt.decode(
+        token,
+        key.private_key.public_key(),
+        algorithms=[key.algorithm],
+        audience=SERVICE,
+        options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
+    )
+
+
+async def build(world: World) -> dict[str, Any]:
+    g = await world.group("g")
+    sub = await world.group("sub", g)
+    sibling = await world.group("sib", g)
+    p = await world.project("proj", sub)
+    q = await world.project("other", sibling)
+    pub = await world.project("pub", g, visibility="public")
+    dev = await world.user("dev")
+    await world.member(dev, sub, AccessLevel.DEVELOPER)
+    maint = await world.user("maint")
+    await world.member(maint, p, AccessLevel.MAINTAINER)
+    admin = await world.user("root", admin=True)
+    t = {
+        "read": await world.deploy_token(p, ("read_registry",)),
+        "write": await world.deploy_token(p, ("read_registry", "write_registry")),
+        "repo_only": await world.deploy_token(p, ("read_repository",)),
+        "packages": await world.deploy_token(p, ("read_package_registry",)),
+        "group_g": await world.deploy_token(g, ("read_registry",)),
+        "group_sib": await world.deploy_token(sibling, ("read_registry", "write_registry")),
+        "revoked": await world.deploy_token(p, ("read_registry",)),
+    }
+    await world.store.revoke_deploy_token(t["revoked"].token.id)
+    return {"p": p, "q": q, "pub": pub, "dev": dev, "maint": maint, "admin": admin, "t": t}
+
+
+def creds(w: dict[str, Any], who: str) -> dict[str, str]:
+    if who == "anonymous":
+        return {}
+    if who in ("dev", "maint", "admin"):
+        return basic(w[who].user.username, w[who].pat)
+    if who == "dev_password":
+        return basic("dev", w["dev"].password)
+    if who == "read_wrong_user":
+        return basic("gitlab+deploy-token-999", w["t"]["read"].secret)
+    created = w["t"][who]
+    return basic(created.token.username, created.secret)
+
+
+# (who, scope, expected status, expected access [(name, actions)])
+CASES = [
+    ("read", "repository:g/sub/proj:pull,push", 200, [("g/sub/proj", ["pull"])]),  # subset, never an error
+    ("write", "repository:g/sub/proj:pull,push", 200, [("g/sub/proj", ["pull", "push"])]),
+    ("write", "repository:g/sub/proj:delete", 200, []),  # delete never for deploy tokens
+    ("write", "repository:g/sub/proj:*", 200, []),
+    ("read", "repository:G/Sub/Proj/nested/image:pull", 200, [("g/sub/proj/nested/image", ["pull"])]),
+    ("read", "repository:g/sib/other:pull", 200, []),  # another project
+    ("group_g", "repository:g/sub/proj:pull", 200, [("g/sub/proj", ["pull"])]),  # parent group → subgroup
+    ("group_sib", "repository:g/sub/proj:pull,push", 200, []),  # sibling group
+    ("read", "repository:g/pub:pull", 200, [("g/pub", ["pull"])]),  # public project: anyone pulls
+    ("read", "registry:catalog:*", 200, []),
+    ("read", "repository:nope/nope:pull", 200, []),
+    ("read", "repository:g/sub/proj", 200, []),  # malformed scope: dropped
+    ("read", None, 200, []),  # docker login: no scope
+    ("repo_only", "repository:g/sub/proj:pull", 403, None),  # no registry ability → DENIED
+    ("packages", "repository:g/sub/proj:pull", 401, None),  # package-only tokens cannot log in
+    ("packages", None, 401, None),
+    ("revoked", "repository:g/sub/proj:pull", 401, None),
+    ("revoked", None, 401, None),  # bad credentials are 401 even without a scope (skopeo login)
+    ("read_wrong_user", "repository:g/sub/proj:pull", 401, None),  # username must match exactly
+    ("anonymous", "repository:g/pub:pull", 200, [("g/pub", ["pull"])]),
+    ("anonymous", "repository:g/sub/proj:pull", 200, []),
+    ("anonymous", None, 403, None),
+    ("dev", "repository:g/sub/proj:pull,push,delete", 200, [("g/sub/proj", ["pull", "push"])]),
+    ("dev_password", "repository:g/sub/proj:pull", 200, [("g/sub/proj", ["pull"])]),
+    ("maint", "repository:g/sub/proj:pull,push,delete", 200, [("g/sub/proj", ["pull", "push", "delete"])]),
+    ("maint", "registry:catalog:*", 200, []),
+    ("admin", "registry:catalog:*", 200, [("catalog", ["*"])]),
+]
+
+
+@pytest.mark.parametrize(("who", "scope", "status", "expected"), CASES)
+async def test_token_requests(
+    registry_client: TestClient,
+    world: World,
+    signing_key: SigningKey,
+    who: str,
+    scope: str | None,
+    status: int,
+    expected: list[tuple[str, list[str]]] | None,
+) -> None:
+    w = await build(world)
+    query = {"service": SERVICE, "client_id": "docker", "offline_token": "true"}
+    if scope:
+        query["scope"] = scope
+    r = await registry_client.get("/jwt/auth", params=query, headers=creds(w, who))
+    body = await r.json()
+    assert r.status == status, body
+    if status != 200:
+        code = {401: "UNAUTHORIZED", 403: "DENIED"}[status]
+        assert body["errors"][0]["code"] == code
+        return
+    assert set(body) == {"token", "access_token", "expires_in", "issued_at"}
+    assert body["token"] == body["access_token"]
+    assert body["expires_in"] == 300 and isinstance(body["expires_in"], int)
+    assert body["issued_at"] == "2026-01-15T12:00:00Z"
+    claims = decode(body["token"], signing_key)
+    assert [(a["name"], a["actions"]) for a in claims["access"]] == [(n, a) for n, a in expected or []]
+
+
+async def test_jwt_shape(registry_client: TestClient, world: World, signing_key: SigningKey) -> None:
+    w = await build(world)
+    r = await registry_client.get(
+        "/jwt/auth",
+        params=[("service", SERVICE), ("scope", "repository:g/sub/proj:pull"), ("scope", "repository:g/pub:pull")],
+        headers=creds(w, "read"),
+    )
+    body = await r.json()
+    header = jwt.get_unverified_header(body["token"])
+    assert header["alg"] == signing_key.algorithm
+    assert header["kid"] == libtrust_kid(signing_key.private_key.public_key())
+    assert "x5c" not in header
+    claims = decode(body["token"], signing_key)
+    now = int(world.clock.now().timestamp())
+    assert claims["iss"] == "gitlab-issuer" and claims["aud"] == SERVICE
+    assert claims["iat"] == now and claims["nbf"] == now - 5 and claims["exp"] == now + 300
+    assert all(isinstance(claims[k], int) for k in ("iat", "nbf", "exp"))
+    assert claims["sub"] == w["t"]["read"].token.username
+    assert len(claims["jti"]) >= 32
+    assert [a["name"] for a in claims["access"]] == ["g/sub/proj", "g/pub"]  # repeated scope params
+
+
+@pytest.mark.parametrize("service", [None, "other", ""])
+async def test_unknown_service_is_404(registry_client: TestClient, service: str | None) -> None:
+    params = {"service": service} if service is not None else {}
+    r = await registry_client.get("/jwt/auth", params=params)
+    assert r.status == 404
+
+
+async def test_token_revoked_between_two_requests(registry_client: TestClient, world: World) -> None:
+    w = await build(world)
+    params = {"service": SERVICE, "scope": "repository:g/sub/proj:pull"}
+    r = await registry_client.get("/jwt/auth", params=params, headers=creds(w, "read"))
+    assert r.status == 200
+    await world.store.revoke_deploy_token(w["t"]["read"].token.id)
+    r = await registry_client.get("/jwt/auth", params=params, headers=creds(w, "read"))
+    assert r.status == 401
+
+
+async def test_expired_at_the_boundary(registry_client: TestClient, world: World) -> None:
+    p = await world.project("p", await world.group("g"))
+    expiring = await world.deploy_token(p, ("read_registry",), expires_at=world.clock.now() + timedelta(seconds=10))
+    headers = basic(expiring.token.username, expiring.secret)
+    params = {"service": SERVICE}
+    world.clock.advance(timedelta(seconds=9, microseconds=999_999))
+    assert (await registry_client.get("/jwt/auth", params=params, headers=headers)).status == 200
+    world.clock.advance(timedelta(microseconds=1))
+    assert (await registry_client.get("/jwt/auth", params=params, headers=headers)).status == 401
+
+
+async def test_oauth2_password_and_refresh(registry_client: TestClient, world: World, signing_key: SigningKey) -> None:
+    w = await build(world)
+    write = w["t"]["write"]
+    form = {
+        "grant_type": "password",
+        "service": SERVICE,
+        "client_id": "docker",
+        "access_type": "offline",
+        "username": write.token.username,
+        "password": write.secret,
+        "scope": "repository:g/sub/proj:pull,push",
+    }
+    r = await registry_client.post("/jwt/auth", data=form)
+    body = await r.json()
+    assert r.status == 200, body
+    refresh = body["refresh_token"]
+    assert write.secret not in refresh
+    assert [a["actions"] for a in decode(body["access_token"], signing_key)["access"]] == [["pull", "push"]]
+    # The refresh token is no registry token: its audience differs.
+    with pytest.raises(jwt.InvalidAudienceError):
+        decode(refresh, signing_key)
+    again = {
+        "grant_type": "refresh_token",
+        "service": SERVICE,
+        "client_id": "docker",
+        "refresh_token": refresh,
+        "scope": "repository:g/sub/proj:pull",
+    }
+    r = await registry_client.post("/jwt/auth", data=again)
+    assert r.status == 200
+    assert [a["actions"] for a in decode((await r.json())["access_token"], signing_key)["access"]] == [["pull"]]
+    # A refresh token dies with its deploy token.
+    await world.store.revoke_deploy_token(write.token.id)
+    r = await registry_client.post("/jwt/auth", data=again)
+    assert r.status == 401
+
+
+@pytest.mark.parametrize(
+    ("form", "status"),
+    [
+        ({"grant_type": "password", "service": SERVICE, "username": "x", "password": "y"}, 401),
+        ({"grant_type": "password", "service": SERVICE}, 400),
+        ({"grant_type": "refresh_token", "service": SERVICE, "refresh_token": "not.a.jwt"}, 401),
+        ({"grant_type": "refresh_token", "service": SERVICE}, 400),
+        ({"grant_type": "client_credentials", "service": SERVICE}, 400),
+        ({"grant_type": "password", "service": "nope", "username": "x", "password": "y"}, 404),
+    ],
+)
+async def test_oauth2_bad_requests(registry_client: TestClient, form: dict[str, str], status: int) -> None:
+    r = await registry_client.post("/jwt/auth", data=form)
+    assert r.status == status
+    assert "errors" in await r.json()
+
+
+async def test_x5c_header_for_registry_3(
+    aiohttp_client: Any,
+    tmp_path: Any,
+    store: SQLiteStore,
+    clock: FixedClock,
+    box: SecretBox,
+    signing_key: SigningKey,
+    world: World,
+) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, registry={"include_x5c": True})
+    client = await aiohttp_client(create_app(config, store=store, clock=clock, box=box, signing_key=signing_key))
+    p = await world.project("p", await world.group("g"))
+    t = await world.deploy_token(p, ("read_registry",))
+    r = await client.get("/jwt/auth", params={"service": SERVICE}, headers=basic(t.token.username, t.secret))
+    header = jwt.get_unverified_header((await r.json())["token"])
+    leaf = x509.load_der_x509_certificate(base64.b64decode(header["x5c"][0]))
+    assert leaf.public_bytes(Encoding.DER) == signing_key.certificate.public_bytes(Encoding.DER)
+    assert header["kid"] == signing_key.kid
+
+
+async def test_no_signing_key_is_503(aiohttp_client: Any, config: Config, store: SQLiteStore, box: SecretBox) -> None:
+    client = await aiohttp_client(create_app(config, store=store, box=box))
+    r = await client.get("/jwt/auth", params={"service": SERVICE, "scope": "repository:g/p:pull"})
+    assert r.status == 503
+    assert "gateway init" in (await r.json())["errors"][0]["message"]
+
+
+async def test_identical_claims_reuse_a_young_signature(registry_client: TestClient, world: World) -> None:
+    w = await build(world)
+    headers = creds(w, "read")
+    pull = {"service": SERVICE, "scope": "repository:g/sub/proj:pull"}
+
+    async def fetch(params: dict[str, str]) -> dict[str, Any]:
+        r = await registry_client.get("/jwt/auth", params=params, headers=headers)
+        assert r.status == 200
+        return dict(await r.json())
+
+    first = await fetch(pull)
+    world.clock.advance(timedelta(seconds=29))
+    again = await fetch(pull)
+    assert again["token"] == first["token"] and again["issued_at"] == first["issued_at"]
+    assert (await fetch({"service": SERVICE}))["token"] != first["token"]  # other claims, other token
+    world.clock.advance(timedelta(seconds=1))  # the window is a tenth of the 300 s lifetime
+    later = await fetch(pull)
+    assert later["token"] != first["token"] and later["issued_at"] == "2026-01-15T12:00:30Z"
+    # Authentication still runs every time: a revoked token gets nothing, cached signature or not.
+    await world.store.revoke_deploy_token(w["t"]["read"].token.id)
+    r = await registry_client.get("/jwt/auth", params=pull, headers=headers)
+    assert r.status == 401
+
+
+def test_signed_tokens_are_bounded() -> None:
+    from gateway.signing_keys import SignedTokens
+
+    cache = SignedTokens(window=10, size=3)
+    for i in range(5):
+        cache.put((i,), f"t{i}", 100)
+    assert [cache.get((i,), 105) for i in range(5)] == [None, None, ("t2", 100), ("t3", 100), ("t4", 100)]
+    assert cache.get((4,), 110) is None  # out of the window
+    assert cache.get((4,), 99) is None  # a clock that went backwards never serves a token from the future

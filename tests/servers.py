@@ -1,0 +1,216 @@
+"""Launchers of the real servers that git tests and benchmarks need: the gateway (`python -m gateway serve`) and an
+upstream smart-HTTP git server (nginx + fcgiwrap + git http-backend, shared/notes/git.md §4).
+
+Each launcher returns an object with the URL and a stop() that stops every process it started, by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.procs import Proc, free_port, start, stop, wait_http, wait_tcp
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX = "/usr/sbin/nginx"
+FCGIWRAP = "/usr/sbin/fcgiwrap"
+
+
+def git_http_backend() -> str:
+    out = subprocess.run(["git", "--exec-path"], capture_output=True, text=True, check=True).stdout.strip()
+    program = Path(out) / "git-http-backend"
+    assert program.is_file(), f"git-http-backend not found in {out}"
+    return str(program)
+
+
+def require(binary: str, package: str) -> None:
+    """A missing binary fails the test (CI installs it: scripts/install-test-deps), never skips it."""
+    assert Path(binary).is_file() or shutil.which(binary), f"{binary} is missing: apt-get install -y {package}"
+
+
+@dataclass
+class GitUpstream:
+    """nginx in front of git http-backend; `username`/`password` are required by nginx when set (auth_basic)."""
+
+    url: str
+    repos: Path
+    username: str
+    password: str
+    procs: list[Proc] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            stop(proc)
+
+    def create_bare(self, full_path: str) -> Path:
+        bare = self.repos / f"{full_path}.git"
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.repos), "GIT_CONFIG_NOSYSTEM": "1"}
+        subprocess.run(
+            ["git", "init", "-q", "--bare", "--template=", "--initial-branch=main", str(bare)], check=True, env=env
+        )
+        # Same server settings as the embedded backend (gateway/repositories.py): packs are kept as packs.
+        subprocess.run(["git", "--git-dir", str(bare), "config", "receive.unpackLimit", "1"], check=True, env=env)
+        return bare
+
+
+NGINX_CONF = """\
+{user}
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log info;
+daemon off;
+worker_processes 2;
+events {{ worker_connections 256; }}
+http {{
+  access_log {tmp}/access.log;
+  client_body_temp_path {tmp}/body;
+  fastcgi_temp_path {tmp}/fcgi;
+  proxy_temp_path {tmp}/proxy;
+  scgi_temp_path {tmp}/scgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  server {{
+    listen 127.0.0.1:{port};
+    client_max_body_size 0;
+    location / {{
+      {auth}
+      include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME {backend};
+      fastcgi_param GIT_PROJECT_ROOT {repos};
+      fastcgi_param GIT_HTTP_EXPORT_ALL "";
+      fastcgi_param PATH_INFO $uri;
+      fastcgi_param REMOTE_USER $remote_user;
+      fastcgi_buffering {buffering};
+      fastcgi_request_buffering off;
+      fastcgi_read_timeout 600s;
+      fastcgi_pass 127.0.0.1:{fcgi_port};
+    }}
+  }}
+}}
+"""
+
+
+def start_git_upstream(base: Path, *, username: str = "", password: str = "", buffering: bool = False) -> GitUpstream:
+    """nginx + fcgiwrap + git http-backend on a free loopback port, serving bare repositories under base/repos.
+
+    `buffering=False` (git.md §4 recipe) relays every FastCGI record at once as a small HTTP chunk (~4 KB);
+    True is nginx's default (fastcgi_buffering on), which sends fewer, larger writes.
+    """
+    require(NGINX, "nginx-light")
+    require(FCGIWRAP, "fcgiwrap")
+    tmp = base / "nginx"
+    repos = base / "repos"
+    for d in (tmp, repos):
+        d.mkdir(parents=True, exist_ok=True)
+    auth = ""
+    if username:
+        # RFC 2307 {PLAIN} scheme: nginx reads it natively, no htpasswd tool needed (test credentials only).
+        (tmp / "htpasswd").write_text(f"{username}:{{PLAIN}}{password}\n")
+        auth = f'auth_basic "git"; auth_basic_user_file {tmp}/htpasswd;'
+    port, fcgi_port = free_port(), free_port()
+    (tmp / "nginx.conf").write_text(
+        NGINX_CONF.format(
+            user="user root;" if os.geteuid() == 0 else "",
+            tmp=tmp,
+            port=port,
+            auth=auth,
+            backend=git_http_backend(),
+            repos=repos,
+            fcgi_port=fcgi_port,
+            buffering="on" if buffering else "off",
+        )
+    )
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp)}
+    upstream = GitUpstream(f"http://127.0.0.1:{port}", repos, username, password)
+    try:
+        # fcgiwrap in its own process group: its prefork children are stopped with it (git.md §4).
+        fcgi = start(
+            "fcgiwrap", [FCGIWRAP, "-c", "4", "-s", f"tcp:127.0.0.1:{fcgi_port}"], log=tmp / "fcgiwrap.log", env=env
+        )
+        upstream.procs.append(fcgi)
+        wait_tcp(fcgi, fcgi_port)
+        nginx = start("nginx", [NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf")], log=tmp / "nginx.out", env=env)
+        upstream.procs.append(nginx)
+        wait_tcp(nginx, port)
+    except BaseException:
+        upstream.stop()
+        raise
+    return upstream
+
+
+@dataclass
+class Gateway:
+    url: str
+    config: Path
+    proc: Proc
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def write_config(base: Path, *, git: Mapping[str, str | int | float] | None = None, log_level: str = "info") -> Path:
+    """A gateway config under `base` (fast password hashing: these are test users)."""
+    lines = [
+        "[storage]",
+        'data_dir = "data"',
+        'database = "sqlite:///data/gateway.db"',
+        'encryption_key = "data/secret.key"',
+        "[security]",
+        "password_memory_kib = 64",
+        "password_iterations = 1",
+        "[log]",
+        f'level = "{log_level}"',
+        "[git]",
+        'repositories = "data/repositories"',
+    ]
+    for key, value in (git or {}).items():
+        lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
+    base.mkdir(parents=True, exist_ok=True)
+    path = base / "gateway.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def gateway_env(base: Path) -> dict[str, str]:
+    home = base / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8"}
+
+
+def init_gateway(config: Path) -> None:
+    """`gateway init`: data dir, key files, database (the admin it creates is not used by these tests)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config), "init"],
+        cwd=ROOT,
+        env=gateway_env(config.parent),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def start_gateway(config: Path) -> Gateway:
+    """`python -m gateway serve` on a free port; ready when /-/health answers."""
+    port = free_port()
+    proc = start(
+        "gateway",
+        [sys.executable, "-m", "gateway", "--config", str(config), "serve", "--listen", f"127.0.0.1:{port}"],
+        log=config.parent / "gateway.log",
+        env=gateway_env(config.parent),
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(proc, f"{url}/-/health")
+    except BaseException:
+        stop(proc)
+        raise
+    return Gateway(url, config, proc)
