@@ -5,6 +5,7 @@ How each path authenticates follows GitLab's lib/gitlab/auth.rb (find_for_git_cl
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -104,6 +105,8 @@ async def identify(
             return DeployTokenPrincipal(token)
     if mode is Mode.LOGIN and creds.username and not is_pat and not secret.startswith(tokens.PREFIX):
         user = await store.get_user_by_username(creds.username)
-        if hasher.verify(secret, user.password_hash if user else None) and user is not None and user.active:
+        # Argon2id takes tens of milliseconds by design: off the event loop, or every other request waits.
+        verified = await asyncio.to_thread(hasher.verify, secret, user.password_hash if user else None)
+        if verified and user is not None and user.active:
             return UserPrincipal(user, None, "password")
     return None

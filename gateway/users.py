@@ -5,6 +5,7 @@ Access levels and PAT scopes follow GitLab (doc/api/members.md, doc/user/profile
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -136,7 +137,8 @@ async def create_user(
             username=username,
             name=name,
             email=email,
-            password_hash=hasher.hash(password) if password else None,
+            # Argon2id is slow by design: off the event loop.
+            password_hash=await asyncio.to_thread(hasher.hash, password) if password else None,
             is_admin=is_admin,
             now=now,
         )

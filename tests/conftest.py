@@ -82,8 +82,9 @@ def world(store: SQLiteStore, clock: FixedClock, box: SecretBox, hasher: Passwor
 
 @pytest.fixture
 async def client(
-    aiohttp_client: Any, config: Config, store: SQLiteStore, clock: FixedClock, box: SecretBox
+    aiohttp_client: Any, aiohttp_server: Any, config: Config, store: SQLiteStore, clock: FixedClock, box: SecretBox
 ) -> TestClient:
     app = create_app(config, store=store, clock=clock, box=box)
     # auto_decompress=False as in production (cli serve): git sends gzip bodies that must pass through untouched.
-    return await aiohttp_client(app, server_kwargs={"auto_decompress": False})
+    # (aiohttp_client(app, server_kwargs=...) drops server_kwargs; a server made first keeps them.)
+    return await aiohttp_client(await aiohttp_server(app, auto_decompress=False))

@@ -140,6 +140,15 @@ class PackageName:
 
 
 @dataclass(frozen=True)
+class WebSession:
+    """A signed-in browser (web UI); the store knows it only by the SHA-256 digest of the cookie's session id."""
+
+    user_id: int
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
 class Page(Generic[T]):
     items: list[T]
     total: int
@@ -214,6 +223,10 @@ class Store(Protocol):
         self, *, source_kind: SourceKind, source_id: int, user_id: int, access_level: int, now: datetime
     ) -> Member: ...
     async def list_members(self, source_kind: SourceKind, source_id: int) -> list[Member]: ...
+    async def list_user_memberships(self, user_id: int) -> list[Member]:
+        """Every direct membership of one user (projects and groups), ordered by source kind then id."""
+        ...
+
     async def access_levels(
         self, user_id: int, *, project_id: int | None, namespace_ids: Sequence[int]
     ) -> list[int]: ...
@@ -236,6 +249,14 @@ class Store(Protocol):
     ) -> DeployToken | None: ...
     async def revoke_deploy_token(self, token_id: int) -> bool: ...
     async def delete_deploy_token(self, token_id: int) -> bool: ...
+
+    # web UI sessions (web/sessions.py): keyed by the SHA-256 digest of the session id, never the id itself
+    async def create_web_session(
+        self, *, session_digest: bytes, user_id: int, created_at: datetime, expires_at: datetime
+    ) -> None: ...
+    async def get_web_session(self, session_digest: bytes) -> WebSession | None: ...
+    async def delete_web_session(self, session_digest: bytes) -> bool: ...
+    async def delete_expired_web_sessions(self, now: datetime) -> int: ...
 
     # package names (docs/packages.md)
     async def claim_package_name(

@@ -27,6 +27,7 @@ from gateway.store.base import (
     User,
     UserState,
     Visibility,
+    WebSession,
 )
 
 BUSY_TIMEOUT_MS = 5000
@@ -526,6 +527,18 @@ class SQLiteStore:
             for r in rows
         ]
 
+    async def list_user_memberships(self, user_id: int) -> list[Member]:
+        rows = await self._all(
+            f"SELECT m.source_kind, m.source_id, m.access_level, m.created_at, {_USER_COLUMNS}"
+            " FROM members m JOIN users u ON u.id = m.user_id"
+            " WHERE m.user_id = ? ORDER BY m.source_kind, m.source_id",
+            (user_id,),
+        )
+        return [
+            Member(source_kind=r[0], source_id=r[1], access_level=r[2], created_at=_must_ts(r[3]), user=_user(r[4:]))
+            for r in rows
+        ]
+
     async def access_levels(self, user_id: int, *, project_id: int | None, namespace_ids: Sequence[int]) -> list[int]:
         clauses, params = [], [user_id]
         if project_id is not None:
@@ -629,6 +642,36 @@ class SQLiteStore:
         async with self._tx() as db:
             cur = await db.execute("DELETE FROM deploy_tokens WHERE id = ?", (token_id,))
             return cur.rowcount > 0
+
+    # --- web UI sessions --------------------------------------------------------------------------------------
+
+    async def create_web_session(
+        self, *, session_digest: bytes, user_id: int, created_at: datetime, expires_at: datetime
+    ) -> None:
+        async with self._tx() as db:
+            try:
+                await db.execute(
+                    "INSERT INTO web_sessions (session_digest, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                    (session_digest, user_id, ts(created_at), ts(expires_at)),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("session digest collision or unknown user") from exc
+
+    async def get_web_session(self, session_digest: bytes) -> WebSession | None:
+        row = await self._one(
+            "SELECT user_id, created_at, expires_at FROM web_sessions WHERE session_digest = ?", (session_digest,)
+        )
+        return WebSession(user_id=row[0], created_at=_must_ts(row[1]), expires_at=_must_ts(row[2])) if row else None
+
+    async def delete_web_session(self, session_digest: bytes) -> bool:
+        async with self._tx() as db:
+            cur = await db.execute("DELETE FROM web_sessions WHERE session_digest = ?", (session_digest,))
+            return cur.rowcount > 0
+
+    async def delete_expired_web_sessions(self, now: datetime) -> int:
+        async with self._tx() as db:
+            cur = await db.execute("DELETE FROM web_sessions WHERE expires_at <= ?", (ts(now),))
+            return cur.rowcount
 
     # --- package names ----------------------------------------------------------------------------------------
 
