@@ -162,12 +162,20 @@ class LoadResult:
 
 
 def wrk(
-    url: str, *, connections: int = 64, seconds: int = 10, threads: int = 2, headers: Sequence[str] = ()
+    url: str,
+    *,
+    connections: int = 64,
+    seconds: int = 10,
+    threads: int = 2,
+    headers: Sequence[str] = (),
+    script: Path | None = None,
 ) -> LoadResult:
     """Run wrk (a C load generator, so the client costs little CPU) and parse rate and latency percentiles."""
     args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for h in headers:
         args += ["-H", h]
+    if script is not None:
+        args += ["-s", str(script)]
     out = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 

@@ -14,6 +14,7 @@ from typing import Any
 import aiosqlite
 
 from gateway.errors import Conflict, StoreUnavailable
+from gateway.store.cache import DEFAULT_TTL, TTLCache
 from gateway.store.base import (
     DeployToken,
     Member,
@@ -154,10 +155,12 @@ def _pat(row: Sequence[Any]) -> PersonalAccessToken:
 class SQLiteStore:
     """One aiosqlite connection; write transactions are serialised by a lock (SQLite has one writer anyway)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, cache: TTLCache[Any] | None = None) -> None:
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        # Hot-path reads (store/cache.py); every write transaction below clears it.
+        self._cache: TTLCache[Any] = cache if cache is not None else TTLCache(DEFAULT_TTL)
 
     async def open(self) -> SQLiteStore:
         if self.path != ":memory:":
@@ -202,6 +205,8 @@ class SQLiteStore:
                 raise
             else:
                 await db.execute("COMMIT")
+            finally:
+                self._cache.clear()
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         # execute_fetchall is one hop to aiosqlite's thread; execute + fetch + close would be three (hot path).
@@ -277,8 +282,14 @@ class SQLiteStore:
         return user
 
     async def get_user(self, user_id: int) -> User | None:
+        key = ("user", user_id)
+        if (hit := self._cache.get(key)) is not None:
+            return hit  # type: ignore[no-any-return]
         row = await self._one(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.id = ?", (user_id,))
-        return _user(row) if row else None
+        user = _user(row) if row else None
+        if user is not None:
+            self._cache.put(key, user)
+        return user
 
     async def get_user_by_username(self, username: str) -> User | None:
         row = await self._one(f"SELECT {_USER_COLUMNS} FROM users u WHERE lower(u.username) = lower(?)", (username,))
@@ -331,10 +342,16 @@ class SQLiteStore:
         return _pat(row)
 
     async def find_personal_access_token(self, token_digest: bytes) -> PersonalAccessToken | None:
+        key = ("pat", token_digest)
+        if (hit := self._cache.get(key)) is not None:
+            return hit  # type: ignore[no-any-return]
         row = await self._one(
             f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE token_digest = ?", (token_digest,)
         )
-        return _pat(row) if row else None
+        pat = _pat(row) if row else None
+        if pat is not None:  # misses are not cached: a token made elsewhere works at once
+            self._cache.put(key, pat)
+        return pat
 
     async def list_personal_access_tokens(self, user_id: int) -> list[PersonalAccessToken]:
         rows = await self._all(
@@ -478,15 +495,27 @@ class SQLiteStore:
         return _project(row) if row else None
 
     async def get_project_by_path(self, full_path: str) -> Project | None:
+        key = ("project_path", full_path.lower())
+        if (hit := self._cache.get(key)) is not None:
+            return hit  # type: ignore[no-any-return]
         row = await self._one(f"{self._PROJECT_FROM} WHERE lower(p.full_path) = lower(?)", (full_path,))
-        return _project(row) if row else None
+        project = _project(row) if row else None
+        if project is not None:
+            self._cache.put(key, project)
+        return project
 
     async def find_projects_by_paths(self, full_paths: Sequence[str]) -> list[Project]:
         if not full_paths:
             return []
+        key = ("project_paths", tuple(p.lower() for p in full_paths))
+        if (hit := self._cache.get(key)) is not None:
+            return list(hit)
         marks = ", ".join("lower(?)" for _ in full_paths)
         rows = await self._all(f"{self._PROJECT_FROM} WHERE lower(p.full_path) IN ({marks})", list(full_paths))
-        return [_project(r) for r in rows]
+        projects = [_project(r) for r in rows]
+        if projects:
+            self._cache.put(key, tuple(projects))
+        return projects
 
     async def list_projects(self) -> list[Project]:
         rows = await self._all(f"{self._PROJECT_FROM} ORDER BY p.id")
@@ -549,10 +578,15 @@ class SQLiteStore:
             params.extend(namespace_ids)
         if not clauses:
             return []
+        key = ("levels", user_id, project_id, tuple(namespace_ids))
+        if (hit := self._cache.get(key)) is not None:
+            return list(hit)
         rows = await self._all(
             f"SELECT access_level FROM members WHERE user_id = ? AND ({' OR '.join(clauses)})", params
         )
-        return [int(r[0]) for r in rows]
+        levels = [int(r[0]) for r in rows]
+        self._cache.put(key, tuple(levels))  # "no membership" is cached too: it ages out like the rest
+        return levels
 
     # --- deploy tokens ----------------------------------------------------------------------------------------
 
@@ -587,8 +621,14 @@ class SQLiteStore:
         return _deploy_token(row) if row else None
 
     async def find_deploy_token(self, token_digest: bytes) -> DeployToken | None:
+        key = ("deploy_token", token_digest)
+        if (hit := self._cache.get(key)) is not None:
+            return hit  # type: ignore[no-any-return]
         row = await self._one(f"SELECT {_DT_COLUMNS} FROM deploy_tokens WHERE token_digest = ?", (token_digest,))
-        return _deploy_token(row) if row else None
+        token = _deploy_token(row) if row else None
+        if token is not None:  # misses are not cached: a token made elsewhere works at once
+            self._cache.put(key, token)
+        return token
 
     @staticmethod
     def _holder_filter(

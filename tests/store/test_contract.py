@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -246,3 +247,30 @@ async def test_delete_project_frees_its_path(any_store: Store) -> None:
         namespace_id=g.id, name="p", path="P", visibility="private", description="", creator_id=None, now=NOW
     )
     assert again.id != p.id
+
+
+async def test_hot_reads_see_other_writers_within_the_cache_ttl(tmp_path: Path) -> None:
+    """Two processes (two stores on one file): a revocation by one reaches the other when its entry ages out."""
+    from gateway.store.cache import TTLCache
+    from gateway.store.sqlite import SQLiteStore
+
+    ticks = [0.0]
+    reader = await SQLiteStore(tmp_path / "shared.db", cache=TTLCache(ttl=1.0, clock=lambda: ticks[0])).open()
+    writer = await SQLiteStore(tmp_path / "shared.db").open()
+    try:
+        await writer.migrate()
+        g = await writer.create_group(name="G", path="g", parent_id=None, visibility="private", description="",
+                                      now=NOW)
+        token = await writer.create_deploy_token(new_token(b"x" * 32, group_id=g.id))
+        assert await reader.find_deploy_token(b"x" * 32) == token  # now cached by the reader
+        await writer.revoke_deploy_token(token.id)
+        found = await writer.find_deploy_token(b"x" * 32)
+        assert found is not None and found.revoked  # the writer's own cache was cleared by its write
+        stale = await reader.find_deploy_token(b"x" * 32)
+        assert stale is not None and not stale.revoked  # within the TTL the reader may still see it
+        ticks[0] = 1.0
+        fresh = await reader.find_deploy_token(b"x" * 32)
+        assert fresh is not None and fresh.revoked
+    finally:
+        await reader.close()
+        await writer.close()
