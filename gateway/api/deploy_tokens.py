@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
 from aiohttp import web
 
 from gateway import tokens
@@ -10,8 +13,11 @@ from gateway.api.common import bool_param, caller, find_group, find_project, par
 from gateway.app import BOX, CLOCK, STORE
 from gateway.errors import NotFound, ParamError
 from gateway.policy import INSTANCE, Denied, Operation, decide
+from gateway.principals import UserPrincipal
 from gateway.store.base import DeployToken
 from gateway.tokens import Holder
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 async def _list(request: web.Request, holder: Holder | None) -> web.Response:
@@ -75,71 +81,57 @@ async def list_all(request: web.Request) -> web.Response:
     return await _list(request, None)
 
 
-# --- project ----------------------------------------------------------------------------------------------------
+# --- project and group tokens: the same five handlers, resolved against a project or a group --------------------
+
+HolderKind = Literal["project", "group"]
+# GitLab: project tokens need Maintainer for everything; group tokens Maintainer to read, Owner to manage.
+_OPERATIONS: dict[tuple[HolderKind, bool], Operation] = {
+    ("project", False): Operation.READ_PROJECT_DEPLOY_TOKENS,
+    ("project", True): Operation.MANAGE_PROJECT_DEPLOY_TOKENS,
+    ("group", False): Operation.READ_GROUP_DEPLOY_TOKENS,
+    ("group", True): Operation.MANAGE_GROUP_DEPLOY_TOKENS,
+}
 
 
-async def list_project(request: web.Request) -> web.Response:
-    project = await find_project(request, await caller(request), Operation.READ_PROJECT_DEPLOY_TOKENS)
-    return await _list(request, Holder(project_id=project.id))
-
-
-async def get_project_token(request: web.Request) -> web.Response:
-    project = await find_project(request, await caller(request), Operation.READ_PROJECT_DEPLOY_TOKENS)
-    token = await _get_held(request, Holder(project_id=project.id))
-    return web.json_response(entities.deploy_token(token, request.app[CLOCK].now()))
-
-
-async def create_project_token(request: web.Request) -> web.Response:
+async def _resolve(request: web.Request, kind: HolderKind, *, manage: bool) -> tuple[UserPrincipal, Holder]:
     principal = await caller(request)
-    project = await find_project(request, principal, Operation.MANAGE_PROJECT_DEPLOY_TOKENS)
-    return await _create(request, Holder(project_id=project.id), principal.user.id)
+    op = _OPERATIONS[(kind, manage)]
+    if kind == "project":
+        return principal, Holder(project_id=(await find_project(request, principal, op)).id)
+    return principal, Holder(group_id=(await find_group(request, principal, op)).id)
 
 
-async def delete_project_token(request: web.Request) -> web.Response:
-    project = await find_project(request, await caller(request), Operation.MANAGE_PROJECT_DEPLOY_TOKENS)
-    token = await _get_held(request, Holder(project_id=project.id))
-    await request.app[STORE].delete_deploy_token(token.id)
-    return web.Response(status=204)
+def _handlers(kind: HolderKind) -> tuple[Handler, Handler, Handler, Handler, Handler]:
+    """list, get, create, delete (hard, 204) and revoke (kept and listed as revoked, GitLab's UI "Revoke")."""
+
+    async def list_tokens(request: web.Request) -> web.Response:
+        _, holder = await _resolve(request, kind, manage=False)
+        return await _list(request, holder)
+
+    async def get_token(request: web.Request) -> web.Response:
+        _, holder = await _resolve(request, kind, manage=False)
+        token = await _get_held(request, holder)
+        return web.json_response(entities.deploy_token(token, request.app[CLOCK].now()))
+
+    async def create_token(request: web.Request) -> web.Response:
+        principal, holder = await _resolve(request, kind, manage=True)
+        return await _create(request, holder, principal.user.id)
+
+    async def delete_token(request: web.Request) -> web.Response:
+        _, holder = await _resolve(request, kind, manage=True)
+        token = await _get_held(request, holder)
+        await request.app[STORE].delete_deploy_token(token.id)
+        return web.Response(status=204)
+
+    async def revoke_token(request: web.Request) -> web.Response:
+        _, holder = await _resolve(request, kind, manage=True)
+        token = await _get_held(request, holder)
+        await request.app[STORE].revoke_deploy_token(token.id)
+        revoked = await _get_held(request, holder)
+        return web.json_response(entities.deploy_token(revoked, request.app[CLOCK].now()))
+
+    return list_tokens, get_token, create_token, delete_token, revoke_token
 
 
-async def revoke_project_token(request: web.Request) -> web.Response:
-    project = await find_project(request, await caller(request), Operation.MANAGE_PROJECT_DEPLOY_TOKENS)
-    token = await _get_held(request, Holder(project_id=project.id))
-    await request.app[STORE].revoke_deploy_token(token.id)
-    revoked = await _get_held(request, Holder(project_id=project.id))
-    return web.json_response(entities.deploy_token(revoked, request.app[CLOCK].now()))
-
-
-# --- group ------------------------------------------------------------------------------------------------------
-
-
-async def list_group(request: web.Request) -> web.Response:
-    group = await find_group(request, await caller(request), Operation.READ_GROUP_DEPLOY_TOKENS)
-    return await _list(request, Holder(group_id=group.id))
-
-
-async def get_group_token(request: web.Request) -> web.Response:
-    group = await find_group(request, await caller(request), Operation.READ_GROUP_DEPLOY_TOKENS)
-    token = await _get_held(request, Holder(group_id=group.id))
-    return web.json_response(entities.deploy_token(token, request.app[CLOCK].now()))
-
-
-async def create_group_token(request: web.Request) -> web.Response:
-    principal = await caller(request)
-    group = await find_group(request, principal, Operation.MANAGE_GROUP_DEPLOY_TOKENS)
-    return await _create(request, Holder(group_id=group.id), principal.user.id)
-
-
-async def delete_group_token(request: web.Request) -> web.Response:
-    group = await find_group(request, await caller(request), Operation.MANAGE_GROUP_DEPLOY_TOKENS)
-    token = await _get_held(request, Holder(group_id=group.id))
-    await request.app[STORE].delete_deploy_token(token.id)
-    return web.Response(status=204)
-
-
-async def revoke_group_token(request: web.Request) -> web.Response:
-    group = await find_group(request, await caller(request), Operation.MANAGE_GROUP_DEPLOY_TOKENS)
-    token = await _get_held(request, Holder(group_id=group.id))
-    await request.app[STORE].revoke_deploy_token(token.id)
-    revoked = await _get_held(request, Holder(group_id=group.id))
-    return web.json_response(entities.deploy_token(revoked, request.app[CLOCK].now()))
+list_project, get_project_token, create_project_token, delete_project_token, revoke_project_token = _handlers("project")
+list_group, get_group_token, create_group_token, delete_group_token, revoke_group_token = _handlers("group")
