@@ -18,6 +18,7 @@ from gateway.signing_keys import SignedTokens, SigningKey
 from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.users import PasswordHasher
+from gateway.web.throttle import LoginThrottle
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
@@ -32,6 +33,8 @@ SIGNED_TOKENS = web.AppKey("signed_tokens", SignedTokens)
 PROXY = web.AppKey("proxy", Forwarder)
 # Bounds concurrent `git http-backend` children of the embedded git backend (git.max_processes).
 GIT_SLOTS = web.AppKey("git_slots", asyncio.Semaphore)
+# Failed web sign-ins per client address and per username (web/throttle.py); in memory, per process.
+LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 
 
 def load_signing_key(config: Config) -> SigningKey | None:
@@ -80,6 +83,7 @@ def create_app(
 
     app.cleanup_ctx.append(store_ctx)
     app[GIT_SLOTS] = asyncio.Semaphore(config.git.max_processes)
+    app[LOGIN_THROTTLE] = LoginThrottle()
 
     async def proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         app[PROXY] = Forwarder.create()

@@ -13,6 +13,8 @@ from aiohttp import web
 
 from gateway import git_http, ops, packages_http, registry_auth, registry_proxy
 from gateway.api import deploy_tokens, groups, members, projects, users
+from gateway.web import assets, auth, home
+from gateway.web import deploy_tokens as web_deploy_tokens
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -33,6 +35,9 @@ REPO = "/{repo:.+}"
 # Package registries at GitLab's URLs (docs/packages.md); group-level endpoints sit under the group's `/-/`.
 PKG = f"{API}/projects/{{id}}/packages"
 GROUP_PKG = f"{API}/groups/{{id}}/-/packages"
+# UI pages of a project or group (GitLab's URLs: /group/project/-/settings/..., /groups/group/-/settings/...).
+WEB_PROJECT = "/{path:.+}"
+WEB_GROUP = "/groups/{path:.+}"
 
 ROUTES: tuple[Route, ...] = (
     # --- operations -------------------------------------------------------------------------------------------
@@ -142,6 +147,39 @@ ROUTES: tuple[Route, ...] = (
     Route("api.project_members.create", "POST", f"{API}/projects/{{id}}/members", members.add_project_member),
     Route("api.group_members.list", "GET", f"{API}/groups/{{id}}/members", members.list_group_members),
     Route("api.group_members.create", "POST", f"{API}/groups/{{id}}/members", members.add_group_member),
+    # --- web UI (web/): session cookie + CSRF; GitLab's URLs. Group pages before project pages: `{path:.+}` would
+    # also match "groups/<group>" (a path no project can have: `groups` is reserved) ------------------------------
+    Route("web.static", "GET", "/-/static/{name}", assets.static),
+    Route("web.home", "GET", "/", home.landing),
+    Route("web.login_form", "GET", "/-/login", auth.login_form),
+    Route("web.login", "POST", "/-/login", auth.login),
+    Route("web.logout", "POST", "/-/logout", auth.logout),
+    Route("web.group_settings", "GET", f"{WEB_GROUP}/-/settings/repository", web_deploy_tokens.group_settings),
+    Route(
+        "web.group_deploy_tokens.create",
+        "POST",
+        f"{WEB_GROUP}/-/settings/repository/deploy_token/create",
+        web_deploy_tokens.group_create,
+    ),
+    Route(
+        "web.group_deploy_tokens.revoke",
+        "POST",
+        f"{WEB_GROUP}/-/deploy_tokens/{{token_id}}/revoke",
+        web_deploy_tokens.group_revoke,
+    ),
+    Route("web.project_settings", "GET", f"{WEB_PROJECT}/-/settings/repository", web_deploy_tokens.project_settings),
+    Route(
+        "web.project_deploy_tokens.create",
+        "POST",
+        f"{WEB_PROJECT}/-/settings/repository/deploy_token/create",
+        web_deploy_tokens.project_create,
+    ),
+    Route(
+        "web.project_deploy_tokens.revoke",
+        "POST",
+        f"{WEB_PROJECT}/-/deploy_tokens/{{token_id}}/revoke",
+        web_deploy_tokens.project_revoke,
+    ),
     # --- git smart HTTP (must stay last: the repository path is a catch-all) ------------------------------------
     Route("git.info_refs", "GET", f"{REPO}/info/refs", git_http.info_refs),
     Route("git.upload_pack", "POST", f"{REPO}/git-upload-pack", git_http.upload_pack),

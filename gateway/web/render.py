@@ -11,9 +11,11 @@ from importlib import resources
 
 from aiohttp import web
 
+from gateway.web import assets
+
 # No inline script or style anywhere: the CSP allows only our own files, so injected markup cannot run.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self';"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
     " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 SECURITY_HEADERS = {
@@ -47,20 +49,21 @@ def _template(name: str) -> string.Template:
     return string.Template(text)
 
 
-def render(name: str, **values: object) -> Safe:
-    """templates/<name> with every $placeholder filled; values are escaped unless they are Safe.
+def render(template: str, /, **values: object) -> Safe:
+    """templates/<template> with every $placeholder filled; values are escaped unless they are Safe.
 
     A placeholder without a value raises KeyError: a template and its caller cannot drift apart silently."""
-    return Safe(_template(name).substitute({key: escape(value) for key, value in values.items()}))
+    return Safe(_template(template).substitute({key: escape(value) for key, value in values.items()}))
+
+
+EMPTY = Safe("")
 
 
 def when(condition: object, markup: Safe) -> Safe:
-    return markup if condition else Safe("")
+    return markup if condition else EMPTY
 
 
-def layout(title: str, content: Safe, *, nav: Safe = Safe(""), body_attrs: Safe = Safe("")) -> Safe:
-    from gateway.web import assets  # assets imports nothing from here at import time; avoid a cycle anyway
-
+def layout(title: str, content: Safe, *, nav: Safe = EMPTY, body_attrs: Safe = EMPTY) -> Safe:
     return render(
         "layout.html",
         title=title,

@@ -1,0 +1,93 @@
+"""The landing page: the projects and groups whose deploy tokens the signed-in user may see, with links to their
+Settings → Repository pages. Policy decides for each one, through access.authorize as everywhere else."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import access
+from gateway.app import STORE
+from gateway.policy import Allowed, Operation, Target
+from gateway.store.base import Namespace, Project, Store
+from gateway.web import sessions
+from gateway.web.pages import href, nav, page
+from gateway.web.render import Safe, html_response, join, layout, render
+
+
+def project_settings_url(project: Project) -> str:
+    return href(project.full_path, "-", "settings", "repository")
+
+
+def group_settings_url(group: Namespace) -> str:
+    return href("groups", group.full_path, "-", "settings", "repository")
+
+
+async def _candidates(store: Store, session: sessions.Session) -> tuple[list[Project], list[Namespace]]:
+    """Projects and groups where the user could possibly hold Maintainer: an administrator's are all of them,
+    anyone else's are those under one of their memberships or in their personal namespace. This only narrows
+    what is asked of policy (visibility never grants Maintainer); policy still decides each one."""
+    projects, groups = await store.list_projects(), await store.list_groups()
+    if session.user.is_admin:
+        return projects, groups
+    memberships = await store.list_user_memberships(session.user.id)
+    member_projects = {m.source_id for m in memberships if m.source_kind == "project"}
+    member_groups = {m.source_id for m in memberships if m.source_kind == "namespace"}
+    return (
+        [
+            p
+            for p in projects
+            if p.id in member_projects
+            or p.namespace.owner_id == session.user.id
+            or (p.namespace.kind == "group" and member_groups.intersection(p.namespace.traversal_ids))
+        ],
+        [g for g in groups if member_groups.intersection(g.traversal_ids)],
+    )
+
+
+async def _may(store: Store, session: sessions.Session, target: Target, op: Operation) -> bool:
+    return isinstance(await access.authorize(store, session.principal, target, op), Allowed)
+
+
+@page
+async def landing(request: web.Request) -> web.StreamResponse:
+    session = await sessions.require(request)
+    store = request.app[STORE]
+    projects, groups = await _candidates(store, session)
+    project_rows: list[Safe] = []
+    for project in projects:
+        target = Target.of_project(project)
+        if await _may(store, session, target, Operation.READ_PROJECT_DEPLOY_TOKENS):
+            manage = await _may(store, session, target, Operation.MANAGE_PROJECT_DEPLOY_TOKENS)
+            project_rows.append(
+                render(
+                    "landing_item.html",
+                    url=project_settings_url(project),
+                    name=project.name,
+                    full_path=project.full_path,
+                    access="View and manage deploy tokens" if manage else "View deploy tokens",
+                )
+            )
+    group_rows: list[Safe] = []
+    for group in groups:
+        target = Target.of_group(group)
+        if await _may(store, session, target, Operation.READ_GROUP_DEPLOY_TOKENS):
+            manage = await _may(store, session, target, Operation.MANAGE_GROUP_DEPLOY_TOKENS)
+            group_rows.append(
+                render(
+                    "landing_item.html",
+                    url=group_settings_url(group),
+                    name=group.name,
+                    full_path=group.full_path,
+                    access="View and manage deploy tokens" if manage else "View deploy tokens",
+                )
+            )
+    empty = render("landing_empty.html")
+    content = render(
+        "landing.html",
+        username=session.user.name or session.user.username,
+        projects=join(project_rows) if project_rows else empty,
+        groups=join(group_rows) if group_rows else empty,
+        project_count=len(project_rows),
+        group_count=len(group_rows),
+    )
+    return html_response(layout("Your projects and groups", content, nav=nav(session)))
