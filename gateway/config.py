@@ -36,6 +36,8 @@ class StorageConfig:
     data_dir: str = "data"
     # AES-256-GCM key (file) for the few secrets that must be recovered (gitlab-deploy-token → CI variables).
     encryption_key: str = "data/secret.key"
+    # Most connections one process holds to PostgreSQL (asyncpg pool); ignored for SQLite.
+    pool_size: int = 10
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("server.max_body_size: must be at least 1024 bytes")
     if config.git.max_processes < 1:
         raise ConfigError("git.max_processes: must be at least 1")
+    if config.storage.pool_size < 1:
+        raise ConfigError("storage.pool_size: must be at least 1")
     if config.server.workers < 1:
         raise ConfigError("server.workers: must be at least 1")
     _validate_packages(config.packages)

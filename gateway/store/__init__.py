@@ -14,4 +14,8 @@ async def open_store(config: Config) -> Store:
         from gateway.store.sqlite import SQLiteStore
 
         return await SQLiteStore(sqlite_path(config)).open()
+    if url.startswith(("postgresql://", "postgres://")):
+        from gateway.store.postgres import PostgresStore
+
+        return await PostgresStore(url, pool_size=config.storage.pool_size).open()
     raise ConfigError(f"storage.database: unsupported database URL scheme in {url.split(':', 1)[0]!r}")

@@ -14,7 +14,6 @@ from typing import Any
 import aiosqlite
 
 from gateway.errors import Conflict, StoreUnavailable
-from gateway.store.cache import DEFAULT_TTL, TTLCache
 from gateway.store.base import (
     DeployToken,
     Member,
@@ -30,6 +29,7 @@ from gateway.store.base import (
     Visibility,
     WebSession,
 )
+from gateway.store.cache import DEFAULT_TTL, TTLCache
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -483,6 +483,7 @@ class SQLiteStore:
     async def delete_project(self, project_id: int) -> bool:
         async with self._tx() as db:
             await db.execute("DELETE FROM deploy_tokens WHERE project_id = ?", (project_id,))
+            await db.execute("DELETE FROM package_names WHERE project_id = ?", (project_id,))
             await db.execute("DELETE FROM members WHERE source_kind = 'project' AND source_id = ?", (project_id,))
             await db.execute("DELETE FROM routes WHERE source_kind = 'project' AND source_id = ?", (project_id,))
             cur = await db.execute("DELETE FROM projects WHERE id = ?", (project_id,))

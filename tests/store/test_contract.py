@@ -240,6 +240,8 @@ async def test_delete_project_frees_its_path(any_store: Store) -> None:
         namespace_id=g.id, name="p", path="p", visibility="private", description="", creator_id=None, now=NOW
     )
     await any_store.create_deploy_token(new_token(b"q" * 32, project_id=p.id))
+    # a project that owns package names can be deleted too
+    await any_store.claim_package_name(format="pypi", name="demo", project_id=p.id, exclusive=True, now=NOW)
     assert await any_store.delete_project(p.id)
     assert await any_store.get_project(p.id) is None
     assert await any_store.find_deploy_token(b"q" * 32) is None
@@ -259,8 +261,7 @@ async def test_hot_reads_see_other_writers_within_the_cache_ttl(tmp_path: Path) 
     writer = await SQLiteStore(tmp_path / "shared.db").open()
     try:
         await writer.migrate()
-        g = await writer.create_group(name="G", path="g", parent_id=None, visibility="private", description="",
-                                      now=NOW)
+        g = await writer.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
         token = await writer.create_deploy_token(new_token(b"x" * 32, group_id=g.id))
         assert await reader.find_deploy_token(b"x" * 32) == token  # now cached by the reader
         await writer.revoke_deploy_token(token.id)
