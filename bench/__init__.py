@@ -1,1 +1,1 @@
-"""Benchmarks: each prints a table comparing the gateway with a baseline measured in the same run."""
+"""Benchmarks (`python -m bench`): every figure next to a baseline measured in the same run, in one table."""

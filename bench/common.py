@@ -1,116 +1,93 @@
-"""Shared benchmark plumbing: processes on loopback, a gateway set up through its CLI and API, wrk, RSS, tables."""
+"""Shared benchmark plumbing: the run context (quick or full, database), a gateway started through its CLI, wrk,
+RSS, and the one results table. Processes are started, polled and stopped with tests/procs.py.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 import re
-import socket
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests import pg
+from tests.procs import Proc, free_port, start, stop, wait_http
+from tests.servers import gateway_env
+
 ROOT = Path(__file__).resolve().parent.parent
+DATABASES = ("sqlite", "postgresql")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, statuses: Sequence[int] = (200,), timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback only
-                if r.status in statuses:
-                    return
-        except urllib.error.HTTPError as exc:
-            if exc.code in statuses:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not become ready")
-        time.sleep(0.05)
+# --- run context ---------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Proc:
-    """A child process started on loopback and stopped by PID."""
+class Context:
+    """What one suite needs to know: sizes (quick or full), the database to run the gateway on, worker count."""
 
-    args: list[str]
-    log: Path
-    env: dict[str, str] | None = None
-    popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    quick: bool = False
+    database: str = "sqlite"
+    workers: int = 2
+    postgres: pg.Cluster | None = None
+    # Every database of this run (suites that handle both themselves, such as bench/store_lookup.py).
+    selected: tuple[str, ...] = DATABASES
 
-    def start(self) -> Proc:
-        self._log = self.log.open("wb")
-        self.popen = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
-        return self
+    def pick(self, full: Any, quick: Any) -> Any:
+        return quick if self.quick else full
 
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def stop(self) -> None:
-        if self.popen is None:
-            return
-        self.popen.terminate()
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-        self._log.close()
+    def database_url(self, tmp: Path) -> str:
+        """A new, empty database for one gateway installation: a file in `tmp`, or a database in the cluster."""
+        if self.database == "sqlite":
+            return f"sqlite:///{tmp / 'data' / 'gateway.db'}"
+        assert self.postgres is not None, "PostgreSQL cluster not started"
+        return asyncio.run(self.postgres.create_database(f"bench_{uuid.uuid4().hex[:12]}"))
 
 
-def rss_kib(pid: int, field_name: str = "VmRSS") -> int:
-    """VmRSS (current) or VmHWM (peak so far) of a process, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    return 0
+# --- the gateway through its CLI -----------------------------------------------------------------------------------
 
 
-def api(base: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(  # noqa: S310 - loopback only
-        f"{base}/api/v4{path}",
-        data=data,
-        method=method,
-        headers={"PRIVATE-TOKEN": token, "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
-        return json.loads(r.read() or b"null")
+def toml_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str | bool | int | float) else json.dumps(list(value))
 
 
 @dataclass
 class Gateway:
-    """A gateway process on its embedded defaults in a temp dir, set up through `gateway init` and the API."""
+    """An installation in `tmp` (config written, `gateway init` run) and its `gateway serve` processes."""
 
     tmp: Path
-    extra_config: str = ""
-    port: int = 0
+    ctx: Context
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     root_token: str = ""
-    proc: Proc | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    servers: list[tuple[str, Proc]] = field(default_factory=list)
 
     @property
     def config_file(self) -> Path:
         return self.tmp / "gateway.toml"
+
+    def install(self) -> Gateway:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        sections: dict[str, dict[str, Any]] = {
+            "storage": {"database": self.ctx.database_url(self.tmp), "data_dir": "data"},
+            "security": {"password_memory_kib": 64, "password_iterations": 1},
+            "log": {"level": "info"},
+        }
+        for name, values in self.settings.items():
+            sections.setdefault(name, {}).update(values)
+        lines = []
+        for name, values in sections.items():
+            lines.append(f"[{name}]")
+            lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
+        self.config_file.write_text("\n".join(lines) + "\n")
+        self.root_token = self.cli("init").strip().splitlines()[-1]
+        return self
 
     def cli(self, *args: str) -> str:
         out = subprocess.run(
@@ -118,36 +95,67 @@ class Gateway:
             check=True,
             capture_output=True,
             text=True,
+            cwd=ROOT,
+            env=gateway_env(self.tmp),
         )
         return out.stdout
 
-    def start(self) -> Gateway:
-        self.port = self.port or free_port()
-        self.config_file.write_text(f'[server]\nlisten = "127.0.0.1:{self.port}"\n{self.extra_config}')
-        self.root_token = self.cli("init").strip().splitlines()[-1]
-        self.proc = Proc(
-            [sys.executable, "-m", "gateway", "--config", str(self.config_file), "serve"], self.tmp / "gateway.log"
-        ).start()
-        wait_http(f"{self.base}/-/health")
-        return self
+    def serve(self, workers: int = 1, name: str = "gateway") -> str:
+        """Start `gateway serve --workers N` on a free port; returns its base URL."""
+        port = free_port()
+        argv = [sys.executable, "-m", "gateway", "--config", str(self.config_file), "serve"]
+        argv += ["--listen", f"127.0.0.1:{port}", "--workers", str(workers)]
+        proc = start(name, argv, log=self.tmp / f"{name}-{port}.log", env=gateway_env(self.tmp), cwd=ROOT)
+        self.servers.append((f"http://127.0.0.1:{port}", proc))
+        wait_http(proc, f"http://127.0.0.1:{port}/-/health", timeout=30)
+        return f"http://127.0.0.1:{port}"
+
+    def proc(self, url: str) -> Proc:
+        return next(p for u, p in self.servers if u == url)
 
     def stop(self) -> None:
-        if self.proc:
-            self.proc.stop()
+        for _, proc in self.servers:
+            stop(proc)
+        self.servers.clear()
 
-    def project_with_token(self, group: str, project: str, scopes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-        g = api(self.base, self.root_token, "POST", "/groups", {"name": group, "path": group})
-        p = api(
-            self.base, self.root_token, "POST", "/projects", {"name": project, "path": project, "namespace_id": g["id"]}
-        )
-        t = api(
-            self.base,
-            self.root_token,
-            "POST",
-            f"/projects/{p['id']}/deploy_tokens",
-            {"name": "bench", "scopes": scopes},
-        )
+    def api(self, base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        from tests.replicas import api
+
+        return api(base, self.root_token, method, path, body)
+
+    def project_with_token(
+        self, base: str, group: str, project: str, scopes: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        g = self.api(base, "POST", "/groups", {"name": group, "path": group})
+        p = self.api(base, "POST", "/projects", {"name": project, "path": project, "namespace_id": g["id"]})
+        t = self.api(base, "POST", f"/projects/{p['id']}/deploy_tokens", {"name": "bench", "scopes": list(scopes)})
         return p, t
+
+
+# --- measurement ---------------------------------------------------------------------------------------------------
+
+
+def status_kib(pid: int, field_name: str = "VmRSS") -> int:
+    """VmRSS (current) or VmHWM (peak so far) of one process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field_name} for {pid}")
+
+
+def family(pid: int) -> list[int]:
+    """The process and its children (the workers of a pre-forked gateway), not grandchildren such as git."""
+    from tests.procs import processes
+
+    return [pid, *(p.pid for p in processes() if p.ppid == pid and p.state not in ("Z", "X"))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (not its children), from /proc/PID/stat."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -164,20 +172,22 @@ class LoadResult:
 def wrk(
     url: str,
     *,
-    connections: int = 64,
-    seconds: int = 10,
-    threads: int = 2,
+    connections: int = 32,
+    seconds: float = 10,
+    threads: int = 1,
     headers: Sequence[str] = (),
     script: Path | None = None,
 ) -> LoadResult:
-    """Run wrk (a C load generator, so the client costs little CPU) and parse rate and latency percentiles."""
-    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    """wrk (a C load generator: the client costs little CPU, which on 2 cores the server needs) → rate, p50, p99."""
+    assert shutil.which("wrk"), "wrk is missing: apt-get install -y wrk (scripts/install-test-deps)"
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
     for h in headers:
         args += ["-H", h]
     if script is not None:
         args += ["-s", str(script)]
     out = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert rate is not None, out
 
     def pct(p: str) -> float:
         m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -190,7 +200,16 @@ def wrk(
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         errors += sum(int(x) for x in m.groups())
-    return LoadResult(rps, pct("50"), pct("99"), errors)
+    return LoadResult(float(rate.group(1)), pct("50"), pct("99"), errors)
+
+
+def timed(args: Sequence[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(list(args), check=True, capture_output=True, env=env)
+    return time.perf_counter() - started
+
+
+# --- the table -----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -201,16 +220,27 @@ class Row:
     ratio: str
     target: str
     ok: bool | None = None
+    suite: str = ""
+
+
+def ratio_row(figure: str, value: float, baseline: float, unit: str, base_label: str, target: float) -> Row:
+    """A rate compared with its baseline: higher is better, met when value / baseline ≥ target."""
+    r = value / baseline if baseline else float("nan")
+    return Row(
+        figure, f"{value:.0f} {unit}", f"{base_label} {baseline:.0f} {unit}", f"{r:.2f}", f">= {target}", r >= target
+    )
 
 
 def print_table(title: str, rows: Sequence[Row]) -> None:
-    headers = ("figure", "gateway", "baseline (same run)", "ratio", "target", "met")
+    """One Markdown table; the `suite` column tells which benchmark a row comes from."""
+    headers = ("suite", "figure", "gateway", "baseline (same run)", "ratio", "target", "met")
     cells = [headers] + [
-        (r.figure, r.value, r.baseline, r.ratio, r.target, "" if r.ok is None else ("yes" if r.ok else "NO"))
+        (r.suite, r.figure, r.value, r.baseline, r.ratio, r.target, "" if r.ok is None else ("yes" if r.ok else "NO"))
         for r in rows
     ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(headers))]
-    print(f"\n## {title}\n")
+    if title:
+        print(f"\n## {title}\n")
     for i, row in enumerate(cells):
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
         if i == 0:
@@ -220,7 +250,3 @@ def print_table(title: str, rows: Sequence[Row]) -> None:
 
 def tempdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
-
-
-def env_without_proxies() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}

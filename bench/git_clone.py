@@ -1,144 +1,69 @@
-"""Benchmark: git through the gateway versus the same backend without it, measured in one run.
+"""git through the gateway versus the same backend without it, measured in one run.
 
-    .venv/bin/python bench/git_clone.py [--size-mb 200] [--push-mb 1024] [--ls-remote 200] [--runs 5]
-
-1. `git clone --bare` of a random (incompressible) repository of --size-mb MB:
+1. `git clone --bare` of a random (incompressible) repository (200 MB; --quick 50 MB):
    - embedded backend: gateway (auth + git http-backend CGI) vs. the same CGI bridge (gateway/cgi.py) served by a
-     bare aiohttp app without authentication;
+     bare aiohttp app without authentication (bench/servers.py git-bridge);
    - upstream backend: gateway → nginx + fcgiwrap + git http-backend vs. that nginx directly.
-2. Per-request authentication overhead: `git ls-remote` x --ls-remote through the gateway (deploy token sent
-   pre-emptively) vs. the unauthenticated bridge; reported per ls-remote and per HTTP request.
-3. Peak RSS growth of the gateway process while it receives a --push-mb MB push (embedded backend).
+2. Per-request authentication overhead: `git ls-remote` through the gateway (deploy token sent pre-emptively) vs.
+   the unauthenticated bridge, per ls-remote and per HTTP request; and the median latency of one `GET info/refs`.
+3. Peak RSS growth of the gateway process while it receives a 1 GB push (--quick 200 MB; embedded backend).
 
-Targets (issue 3): clone ratio <= 1.05, ls-remote overhead <= 2 ms per request, RSS growth <= 30 MB.
+Targets (issue 3): clone ratio <= 1.05, auth overhead <= 2 ms per request, RSS growth <= 30 MB.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import shutil
 import statistics
-import sys
-import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gateway import config as config_module  # noqa: E402
-from gateway import repositories, secretbox  # noqa: E402
-from gateway.clock import FixedClock  # noqa: E402
-from gateway.config import sqlite_path  # noqa: E402
-from gateway.store.sqlite import SQLiteStore  # noqa: E402
-from gateway.users import AccessLevel, PasswordHasher  # noqa: E402
-from tests.gitcli import FAST_PACK, git, git_env, make_random_repo, push_direct  # noqa: E402
-from tests.procs import free_port, rss_kib, start, stop, wait_tcp  # noqa: E402
-from tests.servers import (  # noqa: E402
-    init_gateway,
-    start_gateway,
-    start_git_upstream,
-    write_config,
-)
-from tests.world import World  # noqa: E402
+from bench.common import Context, Gateway, Row, cpu_seconds, tempdir
+from bench.servers import launch
+from gateway import config as config_module
+from gateway import repositories
+from tests.gitcli import FAST_PACK, git, git_env, make_random_repo, push_direct, with_credentials
+from tests.procs import Proc, free_port, rss_kib, stop
+from tests.servers import start_git_upstream
 
 UPSTREAM_USER, UPSTREAM_PASSWORD = "gateway", "bench-upstream-secret"
 PROJECT = "bench/big"
 PUSH_PROJECT = "bench/push"
 
 
-# --- the unauthenticated baseline: gateway/cgi.py behind a bare aiohttp app ------------------------------------
+def populate(gw: Gateway, url: str) -> tuple[str, str, str]:
+    """Through the API: group bench with projects big and push, a group deploy token (read_repository) and a
+    Developer with a write_repository token; returns (token username, token, developer's token)."""
+    group = gw.api(url, "POST", "/groups", {"name": "bench", "path": "bench"})
+    for name in ("big", "push"):
+        gw.api(url, "POST", "/projects", {"name": name, "path": name, "namespace_id": group["id"]})
+    token = gw.api(
+        url, "POST", f"/groups/{group['id']}/deploy_tokens", {"name": "bench", "scopes": ["read_repository"]}
+    )
+    dev = gw.api(
+        url, "POST", "/users", {"username": "dev", "name": "Dev", "email": "dev@example.com", "password": "Dev-pw-123"}
+    )
+    pat = gw.api(
+        url, "POST", f"/users/{dev['id']}/personal_access_tokens", {"name": "push", "scopes": ["write_repository"]}
+    )
+    gw.api(url, "POST", f"/groups/{group['id']}/members", {"user_id": dev["id"], "access_level": 30})
+    return token["username"], token["token"], pat["token"]
 
 
-def serve_bridge(port: int, root: str) -> None:
-    """The embedded backend's CGI bridge without routing, auth or a database: the floor the gateway adds to."""
-    from aiohttp import web
-
-    from gateway import cgi, proxy
-    from gateway.git_http import http_backend
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        first = await request.content.read(proxy.CHUNK) if request.body_exists else b""
-        env = repositories.git_env() | {
-            "GATEWAY_INTERFACE": "CGI/1.1",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "REQUEST_METHOD": request.method,
-            "GIT_PROJECT_ROOT": root,
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "PATH_INFO": request.path,
-            "QUERY_STRING": request.query_string,
-            "REMOTE_USER": "bench",
-        }
-        for header, var in (
-            ("Content-Type", "CONTENT_TYPE"),
-            ("Content-Length", "CONTENT_LENGTH"),
-            ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
-            ("Git-Protocol", "GIT_PROTOCOL"),
-        ):
-            if header in request.headers:
-                env[var] = request.headers[header]
-        return await cgi.run(
-            request, [await http_backend()], env, first=first, slots=request.app[SLOTS], idle_timeout=600
-        )
-
-    SLOTS = web.AppKey("slots", asyncio.Semaphore)
-    app = web.Application()
-    app[SLOTS] = asyncio.Semaphore(16)
-    app.router.add_route("*", "/{tail:.*}", handle)
-    web.run_app(app, host="127.0.0.1", port=port, auto_decompress=False, access_log=None, print=None)
-
-
-# --- setup ---------------------------------------------------------------------------------------------------------
-
-
-async def populate(config_file: Path) -> tuple[str, str, str]:
-    """A group token (read_repository) and a Developer's PAT; returns (token user, token, pat)."""
-    config = config_module.load(config_file)
-    store = await SQLiteStore(sqlite_path(config)).open()
-    try:
-        await store.migrate()
-        world = World(
-            store,
-            FixedClock(datetime.now(UTC)),
-            secretbox.load(Path(config.storage.encryption_key)),
-            PasswordHasher(64, 1),
-            config,
-        )
-        group = await world.group("bench")
-        await world.project("big", group)
-        await world.project("push", group)
-        token = await world.deploy_token(group)
-        dev = await world.user("dev", scopes=("write_repository",))
-        await world.member(dev, group, AccessLevel.DEVELOPER)
-        return token.token.username, token.secret, dev.pat
-    finally:
-        await store.close()
-
-
-def timed(fn: object) -> float:
+def timed(fn: Callable[[], Any]) -> float:
     started = time.perf_counter()
-    fn()  # type: ignore[operator]
+    fn()
     return time.perf_counter() - started
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (not its children), from /proc/PID/stat."""
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def clone_time(env: dict[str, str], url: str, dest: Path) -> float:
-    def run() -> None:
-        git(env, "clone", "-q", "--bare", url, str(dest)).check()
-
     try:
-        return timed(run)
+        return timed(lambda: git(env, "clone", "-q", "--bare", url, str(dest)).check())
     finally:
         shutil.rmtree(dest, ignore_errors=True)
 
@@ -149,12 +74,6 @@ def ls_remote_batch(env: dict[str, str], args: list[str], url: str, n: int) -> f
             git(env, *args, "ls-remote", url).check()
 
     return timed(run)
-
-
-def with_creds(url: str, user: str, secret: str) -> str:
-    from tests.gitcli import with_credentials
-
-    return with_credentials(url, user, secret)
 
 
 async def info_refs_latency(gw_url: str, direct_url: str, authorization: str, n: int) -> tuple[float, float]:
@@ -187,38 +106,19 @@ class RssSampler(threading.Thread):
             time.sleep(0.01)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mb", type=int, default=200)
-    parser.add_argument("--push-mb", type=int, default=1024)
-    parser.add_argument("--ls-remote", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument(
-        "--nginx-buffering",
-        choices=["on", "off"],
-        default="on",
-        help="fastcgi_buffering of the upstream nginx (on: nginx's default; off: ~4 KB chunks, more work per byte)",
-    )
-    parser.add_argument("--bridge", nargs=2, metavar=("PORT", "ROOT"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.bridge:
-        serve_bridge(int(args.bridge[0]), args.bridge[1])
-        return 0
-
-    base = Path(tempfile.mkdtemp(prefix="bench-git-"))
+def run(ctx: Context) -> list[Row]:
+    size_mb, push_mb = ctx.pick(200, 50), ctx.pick(1024, 200)
+    n_ls, runs = ctx.pick(200, 40), ctx.pick(5, 2)
+    base = tempdir("bench-git-")
     env = git_env(base / "home")
-    stoppers: list[object] = []
+    stoppers: list[Callable[[], None]] = []
     try:
-        print(f"workdir {base}", flush=True)
+        # nginx's default fastcgi_buffering (on): fewer, larger writes, as operators run it.
         upstream = start_git_upstream(
-            base / "upstream",
-            username=UPSTREAM_USER,
-            password=UPSTREAM_PASSWORD,
-            buffering=args.nginx_buffering == "on",
+            base / "upstream", username=UPSTREAM_USER, password=UPSTREAM_PASSWORD, buffering=True
         )
         stoppers.append(upstream.stop)
-
-        gateways = {}
+        gateways: dict[str, tuple[Gateway, str]] = {}
         secrets: dict[str, tuple[str, str, str]] = {}
         for name, git_settings in (
             ("embedded", {}),
@@ -227,24 +127,20 @@ def main() -> int:
                 {"backend": upstream.url, "backend_username": UPSTREAM_USER, "backend_password": UPSTREAM_PASSWORD},
             ),
         ):
-            cfg = write_config(base / f"gateway-{name}", git=git_settings, log_level="warning")
-            init_gateway(cfg)
-            secrets[name] = asyncio.run(populate(cfg))
-            gateways[name] = start_gateway(cfg)
-            stoppers.append(gateways[name].stop)
-        embedded_cfg = config_module.load(gateways["embedded"].config)
+            gw = Gateway(base / f"gateway-{name}", ctx, {"git": git_settings, "log": {"level": "warning"}}).install()
+            stoppers.append(gw.stop)
+            url = gw.serve(1)
+            secrets[name] = populate(gw, url)
+            gateways[name] = (gw, url)
+        embedded_cfg = config_module.load(gateways["embedded"][0].config_file)
         repo_root = str(repositories.root(embedded_cfg))
 
         bridge_port = free_port()
-        bridge = start(
-            "bridge", [sys.executable, __file__, "--bridge", str(bridge_port), repo_root], log=base / "bridge.log"
-        )
+        bridge: Proc = launch("git-bridge", bridge_port, repo_root, log=base / "bridge.log")
         stoppers.append(lambda: stop(bridge))
-        wait_tcp(bridge, bridge_port)
 
-        print(f"creating a {args.size_mb} MB random repository ...", flush=True)
         src = base / "src"
-        make_random_repo(env, src, megabytes=args.size_mb)
+        make_random_repo(env, src, megabytes=size_mb)
         embedded_bare = repositories.locate(embedded_cfg, PROJECT)
         assert embedded_bare is not None
         push_direct(env, src, embedded_bare)
@@ -252,125 +148,115 @@ def main() -> int:
         push_direct(env, src, upstream_bare)
         pack_mb = sum(p.stat().st_size for p in (embedded_bare / "objects" / "pack").glob("*.pack")) / 2**20
 
+        emb_url, up_url = gateways["embedded"][1], gateways["upstream"][1]
+        emb, bridge_name = "embedded: gateway", "embedded: bridge, no auth"
+        up, nginx_name = "upstream: gateway", "upstream: nginx direct"
         targets = {
-            "embedded: gateway": with_creds(f"{gateways['embedded'].url}/{PROJECT}.git", *secrets["embedded"][:2]),
-            "embedded: bridge, no auth": f"http://127.0.0.1:{bridge_port}/{PROJECT}.git",
-            "upstream: gateway": with_creds(f"{gateways['upstream'].url}/{PROJECT}.git", *secrets["upstream"][:2]),
-            "upstream: nginx direct": with_creds(f"{upstream.url}/{PROJECT}.git", UPSTREAM_USER, UPSTREAM_PASSWORD),
+            emb: with_credentials(f"{emb_url}/{PROJECT}.git", *secrets["embedded"][:2]),
+            bridge_name: f"http://127.0.0.1:{bridge_port}/{PROJECT}.git",
+            up: with_credentials(f"{up_url}/{PROJECT}.git", *secrets["upstream"][:2]),
+            nginx_name: with_credentials(f"{upstream.url}/{PROJECT}.git", UPSTREAM_USER, UPSTREAM_PASSWORD),
         }
         for url in targets.values():  # warm-up: page cache, connections, first-request costs
             clone_time(env, url, base / "warm")
         # Whose Python CPU each clone costs (children such as git-http-backend not included).
         servers = {
-            "embedded: gateway": gateways["embedded"].pid,
-            "embedded: bridge, no auth": bridge.pid,
-            "upstream: gateway": gateways["upstream"].pid,
+            emb: gateways["embedded"][0].proc(emb_url).pid,
+            bridge_name: bridge.pid,
+            up: gateways["upstream"][0].proc(up_url).pid,
         }
         times: dict[str, list[float]] = {name: [] for name in targets}
         cpu: dict[str, float] = dict.fromkeys(targets, 0.0)
-        for _ in range(args.runs):
+        for _ in range(runs):
             for name, url in targets.items():  # interleaved so drift hits every target alike
                 before = cpu_seconds(servers[name]) if name in servers else 0.0
                 times[name].append(clone_time(env, url, base / "clone"))
-                cpu[name] += (cpu_seconds(servers[name]) - before) / args.runs if name in servers else 0.0
+                cpu[name] += (cpu_seconds(servers[name]) - before) / runs if name in servers else 0.0
         median = {name: statistics.median(values) for name, values in times.items()}
-        best = {name: min(values) for name, values in times.items()}
 
         # ls-remote: the deploy token sent pre-emptively (http.extraHeader), as CI jobs configure it, so both
         # sides make the same requests and the difference is the gateway's per-request work.
-        user, token, _pat = secrets["embedded"]
+        user, token, pat = secrets["embedded"]
         header = "Authorization: Basic " + base64.b64encode(f"{user}:{token}".encode()).decode()
-        gw_url = f"{gateways['embedded'].url}/{PROJECT}.git"
-        direct_url = f"http://127.0.0.1:{bridge_port}/{PROJECT}.git"
+        gw_url, direct_url = f"{emb_url}/{PROJECT}.git", f"http://127.0.0.1:{bridge_port}/{PROJECT}.git"
         gw_args = ["-c", f"http.extraHeader={header}"]
-        block, n = 20, args.ls_remote
+        block = 20
         ls_remote_batch(env, gw_args, gw_url, 5)
         ls_remote_batch(env, [], direct_url, 5)
         gw_total = direct_total = 0.0
         block_diffs: list[float] = []
-        for _ in range(n // block):
+        for _ in range(n_ls // block):
             gw_block = ls_remote_batch(env, gw_args, gw_url, block)
             direct_block = ls_remote_batch(env, [], direct_url, block)
             gw_total, direct_total = gw_total + gw_block, direct_total + direct_block
             block_diffs.append((gw_block - direct_block) / block)
-        runs = (n // block) * block
+        n_done = (n_ls // block) * block
         # Median of the per-block differences: robust against other load on the machine during one block.
         per_ls = statistics.median(block_diffs)
-        # protocol v2 ls-remote = GET info/refs + POST ls-refs: two authenticated requests
-        per_request = per_ls / 2
-        http_gw, http_direct = asyncio.run(info_refs_latency(gw_url, direct_url, header.split(": ", 1)[1], n))
+        per_request = per_ls / 2  # protocol v2 ls-remote = GET info/refs + POST ls-refs: two requests
+        http_gw, http_direct = asyncio.run(info_refs_latency(gw_url, direct_url, header.split(": ", 1)[1], n_ls))
 
-        print(f"creating a {args.push_mb} MB random repository for the push ...", flush=True)
         push_src = base / "push-src"
-        make_random_repo(env, push_src, megabytes=args.push_mb)
-        gw = gateways["embedded"]
-        push_url = with_creds(f"{gw.url}/{PUSH_PROJECT}.git", "dev", secrets["embedded"][2])
+        make_random_repo(env, push_src, megabytes=push_mb)
+        gw_pid = servers[emb]
+        push_url = with_credentials(f"{emb_url}/{PUSH_PROJECT}.git", "dev", pat)
         git(env, "ls-remote", push_url).check()
-        rss_before = rss_kib(gw.pid)
-        sampler = RssSampler(gw.pid)
+        rss_before = rss_kib(gw_pid)
+        sampler = RssSampler(gw_pid)
         sampler.start()
         push_seconds = timed(lambda: git(env, *FAST_PACK, "push", "-q", push_url, "HEAD:main", cwd=push_src).check())
         sampler.running = False
         sampler.join()
         growth_mb = (sampler.peak - rss_before) / 1024
-
-        def clone_row(label: str, stat: dict[str, float], gw: str, direct: str) -> tuple[str, str, str, str, str]:
-            return (label, f"{stat[gw]:.2f} s", f"{stat[direct]:.2f} s", f"{stat[gw] / stat[direct]:.3f}", "<= 1.05")
-
-        emb, bridge_name = "embedded: gateway", "embedded: bridge, no auth"
-        up, nginx_name = "upstream: gateway", "upstream: nginx direct"
-        rows = [
-            clone_row("clone embedded, median (gateway / bridge)", median, emb, bridge_name),
-            clone_row("clone embedded, best", best, emb, bridge_name),
-            clone_row("clone upstream, median (gateway / nginx)", median, up, nginx_name),
-            clone_row("clone upstream, best", best, up, nginx_name),
-            ("  Python CPU per clone, embedded", f"{cpu[emb]:.2f} s", f"{cpu[bridge_name]:.2f} s", "", ""),
-            ("  Python CPU per clone, upstream hop", f"{cpu[up]:.2f} s", "(nginx)", "", ""),
-            (
-                f"ls-remote x{runs} (gateway / bridge)",
-                f"{gw_total:.2f} s",
-                f"{direct_total:.2f} s",
-                f"{gw_total / direct_total:.3f}",
-                "",
-            ),
-            ("  auth overhead per ls-remote", f"{per_ls * 1000:.2f} ms", "", "", ""),
-            ("  auth overhead per HTTP request", f"{per_request * 1000:.2f} ms", "", "", "<= 2 ms"),
-            (
-                f"GET info/refs x{n}, median latency",
-                f"{http_gw * 1000:.2f} ms",
-                f"{http_direct * 1000:.2f} ms",
-                f"+{(http_gw - http_direct) * 1000:.2f} ms",
-                "<= 2 ms",
-            ),
-            (
-                f"push {args.push_mb} MB: gateway RSS",
-                f"{rss_before / 1024:.1f} -> {sampler.peak / 1024:.1f} MB",
-                f"{push_seconds:.1f} s",
-                f"+{growth_mb:.1f} MB",
-                "<= 30 MB",
-            ),
-        ]
-        print()
-        print(
-            f"nginx fastcgi_buffering {args.nginx_buffering}; repository: {args.size_mb} MB random data, "
-            f"pack {pack_mb:.0f} MB; {args.runs} clones per target "
-            f"(all runs: {', '.join(f'{k}: ' + '/'.join(f'{v:.2f}' for v in vs) for k, vs in times.items())})"
-        )
-        widths = [
-            max(len(str(r[i])) for r in [*rows, ("measure", "gateway", "baseline", "ratio", "target")])
-            for i in range(5)
-        ]
-        header_row = ("measure", "gateway", "baseline", "ratio", "target")
-        print(" | ".join(h.ljust(w) for h, w in zip(header_row, widths, strict=True)))
-        print("-+-".join("-" * w for w in widths))
-        for row in rows:
-            print(" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
-        return 0
     finally:
         for stopper in reversed(stoppers):
-            stopper()  # type: ignore[operator]
+            stopper()
         shutil.rmtree(base, ignore_errors=True)
+
+    def clone_row(label: str, gw: str, direct: str) -> Row:
+        r = median[gw] / median[direct]
+        return Row(label, f"{median[gw]:.2f} s", f"{median[direct]:.2f} s", f"{r:.3f}", "<= 1.05", r <= 1.05)
+
+    return [
+        clone_row(f"clone {size_mb} MB (pack {pack_mb:.0f} MB), embedded, median of {runs}", emb, bridge_name),
+        clone_row(f"clone {size_mb} MB, upstream nginx, median of {runs}", up, nginx_name),
+        Row("  Python CPU per clone, embedded", f"{cpu[emb]:.2f} s", f"bridge {cpu[bridge_name]:.2f} s", "", ""),
+        Row("  Python CPU per clone, upstream hop", f"{cpu[up]:.2f} s", "(nginx)", "", ""),
+        Row(
+            f"git ls-remote x{n_done}",
+            f"{gw_total:.2f} s",
+            f"bridge {direct_total:.2f} s",
+            f"{gw_total / direct_total:.3f}",
+            "",
+        ),
+        Row(
+            "  auth overhead per HTTP request (ls-remote)",
+            f"{per_request * 1000:.2f} ms",
+            "",
+            "",
+            "<= 2 ms",
+            per_request * 1000 <= 2,
+        ),
+        Row(
+            f"GET info/refs x{n_ls}, median latency",
+            f"{http_gw * 1000:.2f} ms",
+            f"bridge {http_direct * 1000:.2f} ms",
+            f"+{(http_gw - http_direct) * 1000:.2f} ms",
+            "<= +2 ms",
+            (http_gw - http_direct) * 1000 <= 2,
+        ),
+        Row(
+            f"push {push_mb} MB: gateway RSS growth",
+            f"{growth_mb:.1f} MB",
+            f"before {rss_before / 1024:.0f} MB ({push_seconds:.1f} s)",
+            "",
+            "<= 30 MB",
+            growth_mb <= 30,
+        ),
+    ]
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from bench.__main__ import main
+
+    raise SystemExit(main(["--only", "git"]))

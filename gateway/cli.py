@@ -9,11 +9,13 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
 import signal
+import socket
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,13 +151,21 @@ def cmd_init(config: Config, args: argparse.Namespace) -> int:
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line; a message that already is a JSON object (the access log) is merged, not nested."""
+    """One JSON object per line; a message that already is a JSON object (the access log) is merged, not nested.
+
+    `fields` are added to every line (a worker process adds its slot number: `"worker": 1`).
+    """
+
+    def __init__(self, fields: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.fields = dict(fields or {})
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            **self.fields,
         }
         message = record.getMessage()
         parsed: Any = None
@@ -173,9 +183,9 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, fields: Mapping[str, Any] | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter())
+    handler.setFormatter(JSONFormatter(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -194,7 +204,8 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def serve(config: Config, host: str, port: int) -> None:
+async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socket.socket] = ()) -> None:
+    """Serve until SIGTERM/SIGINT on host:port, or on already listening `sockets` (a worker of gateway/workers.py)."""
     # Imported here: the other commands do not need aiohttp, and each CLI call starts faster without it.
     from aiohttp import web
 
@@ -210,15 +221,18 @@ async def serve(config: Config, host: str, port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        for address in runner.addresses:
-            log.info("listening on %s", _url(str(address[0]), int(address[1])))
-        if config.server.workers > 1:
-            log.warning("server.workers = %d is not supported yet; serving with one process", config.server.workers)
+        sites: list[web.BaseSite] = [web.SockSite(runner, sock) for sock in sockets]
+        sites = sites or [web.TCPSite(runner, host, port)]
+        for site in sites:
+            try:
+                await site.start()
+            except OSError as exc:
+                raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        if sockets:
+            log.info("worker ready (pid %d)", os.getpid())  # the supervisor logged "listening on"
+        else:
+            for address in runner.addresses:
+                log.info("listening on %s", _url(str(address[0]), int(address[1])))
         await stop.wait()
         log.info("shutting down")
     finally:
@@ -229,6 +243,9 @@ async def serve(config: Config, host: str, port: int) -> None:
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     host, port = split_listen(args.listen or config.server.listen)
+    count = args.workers if args.workers is not None else config.server.workers
+    if count < 1:
+        raise ConfigError(f"--workers: must be at least 1, got {count}")
     configure_logging(config.log.level)
     # Refuse to run on a data dir that `gateway init` has not prepared (create_app also needs the key file),
     # so a wrong --config or data_dir does not silently start an empty gateway.
@@ -236,8 +253,43 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
         raise ConfigError(
             f"storage.encryption_key {config.storage.encryption_key} is missing: run `gateway init` first"
         )
-    asyncio.run(serve(config, host, port))
-    return 0
+    if count == 1:
+        asyncio.run(serve(config, host, port))
+        return 0
+    return serve_workers(config, host, port, count)
+
+
+def serve_workers(config: Config, host: str, port: int, count: int) -> int:
+    """`count` pre-forked workers on one port (gateway/workers.py); problems common to all are reported once, here."""
+    from gateway import workers
+    from gateway.app import load_signing_key
+
+    # Before forking: migrations run once (not raced by N workers), and a bad key file or database fails here with
+    # one clear error instead of N crashing workers.
+    secretbox.load(Path(config.storage.encryption_key))
+    load_signing_key(config)
+    asyncio.run(_with_store(config, lambda store: store.schema_version()))
+    try:
+        groups = workers.bind(host, port, count)
+    except workers.ListenError as exc:
+        raise CommandError(str(exc)) from None
+    for sock in groups[0]:
+        address = sock.getsockname()
+        log.info("listening on %s", _url(str(address[0]), int(address[1])))
+    log.info("serving with %d worker processes", count)
+
+    def worker_main(slot: int, sockets: Sequence[socket.socket]) -> int:
+        configure_logging(config.log.level, {"worker": slot})
+        try:
+            asyncio.run(serve(config, host, port, sockets=sockets))
+        except GatewayError as exc:
+            log.error("worker %d cannot serve: %s", slot, exc)
+            return 1
+        return 0
+
+    status = workers.Supervisor(groups, worker_main).run()
+    log.info("stopped" if status == 0 else "stopped: workers kept dying")
+    return status
 
 
 # --- migrate ---------------------------------------------------------------------------------------------------
@@ -377,6 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("serve", help="run the HTTP server (after `gateway init`)")
     p.add_argument("--listen", metavar="HOST:PORT", help="overrides server.listen (port 0 picks a free port)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="overrides server.workers: N processes on one port, supervised by this one (default 1)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("migrate", help="apply database migrations and print the schema version")

@@ -87,7 +87,9 @@ def _disposition(headers: bytes) -> tuple[str, str | None]:
 async def pypi_head(content: StreamReader, boundary: str, maximum: int) -> tuple[bytes, PypiUpload]:
     """Read the multipart body up to the headers of its `content` part; return the bytes read (to be sent on
     unchanged) and the upload's fields. Raises BadRequest for anything twine would not send."""
-    if not boundary or len(boundary) > 200:
+    # RFC 2046 §5.1.1: a boundary is 1-70 ASCII characters; anything else (e.g. "€", which latin-1 cannot encode)
+    # is no multipart body twine sends (found by tests/fuzz).
+    if not boundary or len(boundary) > 200 or not boundary.isascii():
         raise BadRequest("400 Bad request - a multipart/form-data body with a boundary is required")
     delimiter = b"--" + boundary.encode("latin-1")
     buffer = b""

@@ -20,7 +20,7 @@ from aiohttp import web
 from gateway import access, credentials, namespaces, policy, principals, tokens
 from gateway.app import CLOCK, CONFIG, HASHER, SIGNED_TOKENS, SIGNING_KEY, STORE
 from gateway.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
-from gateway.middleware import GIT_UNAUTHORIZED, PRINCIPAL
+from gateway.middleware import GIT_UNAUTHORIZED, PRINCIPAL, read_form
 from gateway.policy import INSTANCE, Allowed, Operation, Target
 from gateway.principals import Anonymous, DeployTokenPrincipal, Principal, UserPrincipal
 from gateway.signing_keys import SigningKey
@@ -340,7 +340,7 @@ async def oauth(request: web.Request) -> web.Response:
     """POST /jwt/auth: the OAuth2 flow (grant_type=password | refresh_token), so clients keep a refresh token."""
     if request.content_type != "application/x-www-form-urlencoded":
         raise BadRequest("expected an application/x-www-form-urlencoded body")
-    form = await request.post()
+    form = await read_form(request)
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     _check_service(request, fields.get("service"))
     scopes = parse_scopes(fields.get("scope", "").split())

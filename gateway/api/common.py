@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway import access, credentials, principals
 from gateway.app import CLOCK, HASHER, STORE
 from gateway.errors import BadRequest, Forbidden, NotFound, ParamError, Unauthorized
-from gateway.middleware import PRINCIPAL
+from gateway.middleware import PRINCIPAL, read_form
 from gateway.namespaces import parse_ref
 from gateway.policy import Denied, Deny, Operation, Target, effective_level
 from gateway.principals import ANONYMOUS, Anonymous, Principal, UserPrincipal
@@ -58,13 +58,13 @@ async def params(request: web.Request) -> dict[str, Any]:
             if raw.strip():
                 try:
                     body = json.loads(raw)
-                except (ValueError, UnicodeDecodeError):
+                except (ValueError, RecursionError):  # RecursionError: nesting too deep (found by tests/fuzz)
                     raise BadRequest("400 Bad request - the body is not valid JSON") from None
                 if not isinstance(body, dict):
                     raise BadRequest("400 Bad request - the body must be a JSON object")
                 merged.update(body)
         elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            form = await request.post()
+            form = await read_form(request)
             for key in form:
                 values = [v for v in form.getall(key) if isinstance(v, str)]
                 if key.endswith("[]"):

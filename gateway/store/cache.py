@@ -1,7 +1,7 @@
 """A bounded, short-lived cache of hot-path reads (token digests, project paths, memberships) inside a store.
 
 Every write through the same store clears it, so a process sees its own changes at once; other workers and
-replicas see them when an entry ages out (`ttl`, 1 s by default): the bound on revocation delay (ARCHITECTURE.md).
+replicas see them when an entry ages out (`ttl`, 0.5 s by default, inside the 1 s revocation bound).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 
 V = TypeVar("V")
 
-DEFAULT_TTL = 1.0
+DEFAULT_TTL = 0.5  # half the 1 s revocation bound (issue 7): room for scheduling and polling
 DEFAULT_SIZE = 10_000
 
 

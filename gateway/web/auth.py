@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.app import CLOCK, CONFIG, HASHER, LOGIN_THROTTLE, STORE
 from gateway.errors import PayloadTooLarge
-from gateway.middleware import PRINCIPAL
+from gateway.middleware import PRINCIPAL, read_form
 from gateway.principals import UserPrincipal, describe
 from gateway.web import csrf, sessions, throttle
 from gateway.web.pages import CSRF_REFUSED, LOGIN_PATH, RetryLater, page, posted_form, safe_return_to, text
@@ -53,7 +53,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 @page
 async def login(request: web.Request) -> web.StreamResponse:
     try:
-        form = await request.post()
+        form = await read_form(request)
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge("The form is too large.") from None
     username, password = text(form, "username")[:MAX_FIELD], text(form, "password")[:MAX_FIELD]

@@ -11,6 +11,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from gateway.errors import Forbidden, HTTPFailure, PayloadTooLarge
+from gateway.middleware import read_form
 from gateway.web import csrf, sessions
 from gateway.web.render import EMPTY, Safe, html_response, layout, render, secure, see_other
 
@@ -87,7 +88,7 @@ def page(handler: Handler) -> Handler:
 async def posted_form(request: web.Request, session: sessions.Session) -> Form:
     """The form of a signed-in POST, after its CSRF token was checked (403 otherwise)."""
     try:
-        form = await request.post()
+        form = await read_form(request)
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge("The form is too large.") from None
     if not csrf.matches(session.csrf_token, form.get(csrf.FIELD)):

@@ -1,0 +1,115 @@
+"""The baselines the gateway is compared with in the same run, each in its own process:
+
+python -m bench.servers token PORT            bare aiohttp answering /jwt/auth with a canned token (SO_REUSEPORT,
+                                              so several of them share a port like the gateway's workers)
+python -m bench.servers git-bridge PORT ROOT  the embedded git backend's CGI bridge without routing, auth or database
+python -m bench.servers files PORT DIR        a streaming file server (GET via sendfile, PUT streamed to disk)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from tests.procs import Proc, start, stop, wait_tcp
+
+CHUNK = 256 * 1024
+# The size of a real answer: an RS256 JWT with one access entry is about 900 bytes, sent twice (token, access_token).
+TOKEN_BODY = {"token": "x" * 900, "access_token": "x" * 900, "expires_in": 300, "issued_at": "2026-01-01T00:00:00Z"}
+
+
+def token(port: int) -> None:
+    async def handle(request: web.Request) -> web.Response:
+        return web.json_response(TOKEN_BODY)
+
+    app = web.Application()
+    app.router.add_get("/jwt/auth", handle)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, reuse_port=True)
+
+
+def git_bridge(port: int, root: str) -> None:
+    """gateway/cgi.py running `git http-backend` exactly as the embedded backend does, minus everything else."""
+    from gateway import cgi, proxy, repositories
+    from gateway.git_http import http_backend
+
+    slots = web.AppKey("slots", asyncio.Semaphore)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        first = await request.content.read(proxy.CHUNK) if request.body_exists else b""
+        env = repositories.git_env() | {
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REQUEST_METHOD": request.method,
+            "GIT_PROJECT_ROOT": root,
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": request.path,
+            "QUERY_STRING": request.query_string,
+            "REMOTE_USER": "bench",
+        }
+        for header, var in (
+            ("Content-Type", "CONTENT_TYPE"),
+            ("Content-Length", "CONTENT_LENGTH"),
+            ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
+            ("Git-Protocol", "GIT_PROTOCOL"),
+        ):
+            if header in request.headers:
+                env[var] = request.headers[header]
+        return await cgi.run(
+            request, [await http_backend()], env, first=first, slots=request.app[slots], idle_timeout=600
+        )
+
+    app = web.Application()
+    app[slots] = asyncio.Semaphore(16)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    web.run_app(app, host="127.0.0.1", port=port, auto_decompress=False, access_log=None, print=None)
+
+
+def files(port: int, folder: Path) -> None:
+    async def get(request: web.Request) -> web.StreamResponse:
+        path = folder / request.match_info["path"].replace("/", "_")
+        if not path.exists():
+            return web.Response(status=404)
+        return web.FileResponse(path, chunk_size=CHUNK)
+
+    async def put(request: web.Request) -> web.StreamResponse:
+        path = folder / request.match_info["path"].replace("/", "_")
+        with path.open("wb") as f:
+            while chunk := await request.content.read(CHUNK):
+                f.write(chunk)
+        return web.Response(status=201)
+
+    app = web.Application()
+    app.router.add_get("/{path:.+}", get)
+    app.router.add_put("/{path:.+}", put)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def launch(kind: str, port: int, *args: str, log: Path, name: str | None = None) -> Proc:
+    """Start one baseline server process and wait until it listens."""
+    argv = [sys.executable, "-m", "bench.servers", kind, str(port), *args]
+    proc = start(name or kind, argv, log=log, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        wait_tcp(proc, port)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def main(argv: list[str]) -> None:
+    kind, port = argv[0], int(argv[1])
+    if kind == "token":
+        token(port)
+    elif kind == "git-bridge":
+        git_bridge(port, argv[2])
+    elif kind == "files":
+        files(port, Path(argv[2]))
+    else:
+        raise SystemExit(f"unknown server kind {kind!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,233 @@
+"""`gateway serve --workers N`: N processes on one port under a supervising parent (gateway/workers.py).
+
+Real processes: the parent binds, forks, restarts a dead worker, gives up when workers keep dying, stops them all on
+SIGTERM, and takes its workers with it when it is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.procs import Proc, alive, processes, start, stop, wait_until
+from tests.replicas import request
+from tests.servers import ROOT, gateway_env, init_gateway, write_config
+
+START_TIMEOUT = 20.0
+
+
+class Served:
+    """`gateway serve` with its stderr (JSON lines) in a log file; the URL from its "listening on" line."""
+
+    def __init__(self, config: Path, *args: str, name: str = "gateway") -> None:
+        self.log = config.parent / f"{name}-{time.monotonic_ns()}.log"
+        argv = [sys.executable, "-m", "gateway", "--config", str(config), "serve", *args]
+        self.proc: Proc = start(name, argv, log=self.log, env=gateway_env(config.parent), cwd=ROOT)
+        self.url = ""
+        assert wait_until(self._listening, START_TIMEOUT), f"no 'listening on' line:\n{self.proc.log_tail()}"
+
+    def _listening(self) -> bool:
+        self.proc.assert_running()
+        for entry in self.entries():
+            if str(entry.get("message", "")).startswith("listening on "):
+                self.url = entry["message"].removeprefix("listening on ")
+                return True
+        return False
+
+    def entries(self) -> list[dict[str, Any]]:
+        lines = self.log.read_text(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{") and line.endswith("}")]
+
+    def messages(self) -> list[str]:
+        return [str(e.get("message", "")) for e in self.entries()]
+
+    def workers(self) -> list[int]:
+        """PIDs of the live children of the parent process."""
+        return sorted(p.pid for p in processes() if p.ppid == self.proc.pid and p.state not in ("Z", "X"))
+
+    def wait_workers(self, count: int) -> list[int]:
+        assert wait_until(lambda: len(self.workers()) == count, START_TIMEOUT), (self.workers(), self.proc.log_tail())
+        return self.workers()
+
+    def exit_code(self, timeout: float = 30.0) -> int:
+        return self.proc.popen.wait(timeout)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = write_config(tmp_path_factory.mktemp("workers-template") / "install")
+    init_gateway(config)
+    return config.parent
+
+
+@pytest.fixture
+def config(template: Path, tmp_path: Path) -> Path:
+    """An initialized installation (a copy: `gateway init` costs a key generation)."""
+    subprocess.run(["cp", "-a", str(template), str(tmp_path / "install")], check=True)
+    return tmp_path / "install" / "gateway.toml"
+
+
+@pytest.fixture
+def served() -> Iterator[list[Served]]:
+    started: list[Served] = []
+    yield started
+    for server in started:
+        stop(server.proc)
+
+
+def serve(started: list[Served], config: Path, *args: str) -> Served:
+    server = Served(config, *args)
+    started.append(server)
+    return server
+
+
+@pytest.mark.parametrize(
+    ("how", "args", "extra_config"),
+    [
+        ("--workers", ["--workers", "2"], ""),
+        ("server.workers", [], "[server]\nworkers = 2\n"),
+    ],
+)
+def test_workers_share_one_port_and_all_serve(
+    config: Path, served: list[Served], how: str, args: list[str], extra_config: str
+) -> None:
+    config.write_text(config.read_text() + extra_config)
+    server = serve(served, config, "--listen", "127.0.0.1:0", *args)
+    pids = server.wait_workers(2)
+    assert server.url.startswith("http://127.0.0.1:") and not server.url.endswith(":0")
+    # New connections are spread over the workers by the kernel (SO_REUSEPORT): both answer.
+    assert [request(f"{server.url}/-/ready") for _ in range(24)] == [200] * 24
+    by_worker = {e.get("worker") for e in server.entries() if e.get("logger") == "gateway.access"}
+    assert by_worker == {0, 1}
+    assert server.messages().count(f"listening on {server.url}") == 1
+    assert all(f"worker ready (pid {pid})" in server.messages() for pid in pids)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_dead_worker_is_replaced_and_a_stop_signal_stops_everything(
+    config: Path, served: list[Served], stop_signal: signal.Signals
+) -> None:
+    server = serve(served, config, "--listen", "127.0.0.1:0", "--workers", "2")
+    first = server.wait_workers(2)
+    os.kill(first[0], signal.SIGKILL)
+
+    def replaced() -> bool:
+        now = server.workers()  # one snapshot: the killed worker may still show as running in a first one
+        return len(now) == 2 and first[0] not in now
+
+    assert wait_until(replaced, START_TIMEOUT), server.proc.log_tail()
+    (replacement,) = set(server.workers()) - set(first)
+    assert any(
+        m.endswith(f"(pid {first[0]}) exited (killed by SIGKILL); restarting in 0.1 s") for m in server.messages()
+    )
+    assert wait_until(lambda: f"worker ready (pid {replacement})" in server.messages(), START_TIMEOUT)
+    assert [request(f"{server.url}/-/health") for _ in range(10)] == [200] * 10
+
+    os.kill(server.proc.pid, stop_signal)  # to the parent only, as `docker stop` does: it forwards
+    assert server.exit_code() == 0
+    assert not any(alive(pid) for pid in [*first, replacement])
+    messages = server.messages()
+    assert messages.count("shutting down") == 2  # each worker stopped its server gracefully
+    assert sum("stopped: exit status 0" in m for m in messages) == 2
+    with pytest.raises(OSError):
+        request(f"{server.url}/-/health")
+
+
+def test_workers_that_keep_dying_make_the_parent_give_up(config: Path, served: list[Served]) -> None:
+    server = serve(served, config, "--listen", "127.0.0.1:0", "--workers", "2")
+    killed: set[int] = set()
+    while server.proc.popen.poll() is None and len(killed) < 20:
+        pids = [pid for pid in server.workers() if pid not in killed]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # the parent may be stopping it already
+                os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        time.sleep(0.05)
+    assert server.exit_code() == 1
+    assert 6 <= len(killed) < 20  # the default policy: more than 5 unexpected exits within 60 s
+    assert any("giving up" in m for m in server.messages())
+    started = [int(m.split("(pid ")[1].rstrip(")")) for m in server.messages() if " started (pid " in m]
+    assert len(started) >= 6 and not [pid for pid in started if alive(pid)]  # the survivor was stopped too
+
+
+def test_killing_the_parent_takes_the_workers_with_it(config: Path, served: list[Served]) -> None:
+    server = serve(served, config, "--listen", "127.0.0.1:0", "--workers", "2")
+    pids = server.wait_workers(2)
+    os.kill(server.proc.pid, signal.SIGKILL)  # no chance to forward anything: the kernel's parent-death signal
+    server.proc.popen.wait(10)
+    assert wait_until(lambda: not any(alive(pid) for pid in pids), 10), [pid for pid in pids if alive(pid)]
+
+
+def run_serve(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`gateway serve` expected to fail at start-up."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config), "serve", *args],
+        cwd=ROOT,
+        env=gateway_env(config.parent),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def _plain_listener(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+def _reuseport_listener(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+@pytest.mark.parametrize("listener", [_plain_listener, _reuseport_listener], ids=["plain", "so_reuseport"])
+def test_a_busy_port_is_an_error_even_when_its_owner_allows_port_sharing(config: Path, listener: Any) -> None:
+    occupied = listener(0)
+    try:
+        port = occupied.getsockname()[1]
+        result = run_serve(config, "--listen", f"127.0.0.1:{port}", "--workers", "2")
+    finally:
+        occupied.close()
+    assert result.returncode == 1, result.stderr
+    assert f"gateway: error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "started (pid" not in result.stderr  # nothing was forked
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "damage", "code", "message"),
+    [
+        (["--workers", "0"], None, 2, "--workers: must be at least 1, got 0"),
+        (["--workers", "-3"], None, 2, "--workers: must be at least 1, got -3"),
+        (["--workers", "two"], None, 2, "argument --workers: invalid int value: 'two'"),
+        (["--workers", "2"], "registry.key", 2, "registry.signing_key"),
+        (["--workers", "2"], "secret.key", 2, "storage.encryption_key"),
+    ],
+)
+def test_bad_worker_settings_and_broken_files_fail_once_before_forking(
+    config: Path, args: list[str], damage: str | None, code: int, message: str
+) -> None:
+    if damage is not None:
+        (config.parent / "data" / damage).write_bytes(b"not a key")
+    result = run_serve(config, "--listen", "127.0.0.1:0", *args)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "started (pid" not in result.stderr  # one error from the parent, no worker started
+    assert "Traceback" not in result.stderr

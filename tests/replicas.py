@@ -1,0 +1,175 @@
+"""Gateway replicas (separate `gateway serve` processes, optionally pre-forked) on one database, and the measurement
+of how long a change made through one replica takes to be seen by every worker of every replica.
+
+Used by tests/e2e/test_replicas.py and bench/replicas.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tests.procs import Proc, free_port, start, stop, wait_http
+from tests.servers import ROOT, gateway_env
+
+
+def init(config: Path) -> str:
+    """`gateway init` on a fresh installation; returns root's personal access token (the last line of stdout)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config), "init"],
+        cwd=ROOT,
+        env=gateway_env(config.parent),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class Replica:
+    name: str
+    url: str
+    proc: Proc
+    log: Path
+    workers: int
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+    def access_log(self) -> list[dict[str, Any]]:
+        entries = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith("{") and '"gateway.access"' in line:
+                entries.append(json.loads(line))
+        return entries
+
+
+def start_replica(name: str, config: Path, *, workers: int = 1, log: Path | None = None) -> Replica:
+    """`gateway serve --workers N` on a free loopback port; ready when /-/health answers."""
+    port = free_port()
+    log = log or config.parent / f"{name}.log"
+    argv = [sys.executable, "-m", "gateway", "--config", str(config), "serve", "--listen", f"127.0.0.1:{port}"]
+    proc = start(name, [*argv, "--workers", str(workers)], log=log, env=gateway_env(config.parent), cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(proc, f"{url}/-/health")
+    except BaseException:
+        stop(proc)
+        raise
+    return Replica(name, url, proc, log, workers)
+
+
+def request(url: str, *, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None) -> int:
+    """Status of one request on a fresh TCP connection (so that SO_REUSEPORT spreads requests over the workers)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        connection.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body, headers or {})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def api(base: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One /api/v4 call with root's token; a non-2xx answer fails with the gateway's message."""
+    parts = urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    try:
+        headers = {"PRIVATE-TOKEN": token, "Content-Type": "application/json"}
+        connection.request(method, f"/api/v4{path}", json.dumps(body).encode() if body is not None else None, headers)
+        response = connection.getresponse()
+        data = response.read()
+    finally:
+        connection.close()
+    assert 200 <= response.status < 300, f"{method} {path}: {response.status} {data[:300]!r}"
+    return json.loads(data) if data else None
+
+
+def basic(username: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{secret}".encode()).decode()}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One request that answers `before` until the change and something `after` accepts once it is seen."""
+
+    label: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def git_probe(replica: Replica, project: str, headers: dict[str, str]) -> Probe:
+    return Probe(
+        f"{replica.name} git info/refs", f"{replica.url}/{project}.git/info/refs?service=git-upload-pack", headers
+    )
+
+
+def jwt_probe(replica: Replica, project: str, headers: dict[str, str]) -> Probe:
+    query = f"service=container_registry&scope=repository:{project}:pull"
+    return Probe(f"{replica.name} /jwt/auth", f"{replica.url}/jwt/auth?{query}", headers)
+
+
+def statuses(probes: Sequence[Probe], repeat: int) -> list[tuple[str, int]]:
+    """Every probe `repeat` times, each on a new connection."""
+    return [(p.label, request(p.url, headers=p.headers)) for p in probes for _ in range(repeat)]
+
+
+def wait_all(
+    probes: Sequence[Probe], accept: Callable[[int], bool], *, repeat: int, timeout: float = 5.0
+) -> tuple[float, list[tuple[str, int]]]:
+    """Poll (one request at a time, each on a new connection) until one whole round of probes is accepted.
+
+    Returns (T, the last answers not accepted): T is the monotonic time the first request after the last
+    non-accepted answer was sent, i.e. from T on every answer was accepted. Fails with the statuses after `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    stale: list[tuple[str, int]] = []
+    since = time.monotonic()
+    while True:
+        round_ok = True
+        for probe in probes:
+            for _ in range(repeat):
+                status = request(probe.url, headers=probe.headers)
+                if not accept(status):
+                    round_ok = False
+                    stale = [*stale[-7:], (probe.label, status)]
+                    since = time.monotonic()  # the next request is sent no earlier than this
+                    if since > deadline:
+                        raise AssertionError(f"not seen everywhere after {timeout} s: {stale}")
+        if round_ok:
+            return since, stale
+
+
+@dataclass
+class Project:
+    id: int
+    path: str
+
+
+def new_project(base: str, token: str, name: str) -> Project:
+    group = api(base, token, "POST", "/groups", {"name": name, "path": name})
+    project = api(base, token, "POST", "/projects", {"name": "app", "path": "app", "namespace_id": group["id"]})
+    return Project(project["id"], project["path_with_namespace"])
+
+
+def deploy_token(
+    base: str, token: str, project: Project, *, expires_at: str | None = None, scopes: Sequence[str] = ()
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": "replicas", "scopes": list(scopes or ("read_repository", "read_registry"))}
+    if expires_at is not None:
+        body["expires_at"] = expires_at
+    created: dict[str, Any] = api(base, token, "POST", f"/projects/{project.id}/deploy_tokens", body)
+    return created
