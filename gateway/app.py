@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway import secretbox, signing_keys
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
-from gateway.middleware import error_middleware, request_context_middleware
+from gateway.middleware import error_middleware, redact_unparseable_requests, request_context_middleware
 from gateway.proxy import Forwarder
 from gateway.secretbox import SecretBox
 from gateway.signing_keys import SignedTokens, SigningKey
@@ -54,6 +54,7 @@ def create_app(
     signing_key: SigningKey | None = None,
 ) -> web.Application:
     """The whole gateway. A store passed in is used as is (tests); otherwise one is opened and migrated."""
+    redact_unparseable_requests()
     app = web.Application(
         middlewares=[request_context_middleware, error_middleware],
         # Bodies of API/UI requests are read whole and bounded; git, registry and package bodies stream and

@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Markers follow the directory: tests/unit → unit, tests/e2e → e2e, ..."""
     for item in items:
         kind = Path(str(item.fspath)).parent.name
-        if kind in ("unit", "store", "integration", "e2e"):
+        if kind in ("unit", "store", "integration", "e2e", "fuzz"):
             item.add_marker(getattr(pytest.mark, kind))
 
 
