@@ -16,8 +16,8 @@ from pathlib import Path
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from gateway import access, cgi, credentials, principals, repositories
-from gateway.app import CLOCK, CONFIG, GIT_SLOTS, HASHER, PROXY, STORE
+from gateway import access, authn, cgi, principals, repositories
+from gateway.app import CONFIG, GIT_SLOTS, PROXY, STORE
 from gateway.config import Config
 from gateway.errors import BadGateway, Forbidden, NotFound, Unauthorized
 from gateway.middleware import GIT_UNAUTHORIZED, PRINCIPAL
@@ -60,9 +60,7 @@ async def authorize(request: web.Request, op: Operation) -> Grant:
     """credentials → principal → project → policy, in that order; every refusal is the response git expects."""
     app = request.app
     store = app[STORE]
-    principal = await principals.identify(
-        store, app[HASHER], credentials.from_headers(request.headers), app[CLOCK].now(), principals.Mode.LOGIN
-    )
+    principal = await authn.authenticate(request, principals.Mode.LOGIN)
     if principal is None:
         request[PRINCIPAL] = "bad-credentials"
         raise Unauthorized(GIT_UNAUTHORIZED)

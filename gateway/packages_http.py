@@ -20,8 +20,8 @@ from aiohttp import hdrs, web
 from aiohttp.helpers import parse_mimetype
 from multidict import CIMultiDict
 
-from gateway import access, credentials, packages, packages_documents, principals, proxy
-from gateway.app import CLOCK, CONFIG, HASHER, PROXY, STORE
+from gateway import access, authn, packages, packages_documents, principals, proxy
+from gateway.app import CLOCK, CONFIG, PROXY, STORE
 from gateway.config import Config, PackagesConfig
 from gateway.errors import (
     BadGateway,
@@ -63,9 +63,7 @@ _DOCUMENT_HEADERS_DROPPED = ("If-None-Match", "If-Modified-Since", "Range", "If-
 
 
 async def _principal(request: web.Request) -> Principal:
-    app = request.app
-    creds = credentials.from_headers(request.headers)
-    principal = await principals.identify(app[STORE], app[HASHER], creds, app[CLOCK].now(), principals.Mode.PACKAGES)
+    principal = await authn.authenticate(request, principals.Mode.PACKAGES)
     if principal is None:
         raise Unauthorized(UNAUTHORIZED)
     request[PRINCIPAL] = principals.describe(principal)

@@ -17,8 +17,8 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from gateway import access, credentials, namespaces, policy, principals, tokens
-from gateway.app import CLOCK, CONFIG, HASHER, SIGNED_TOKENS, SIGNING_KEY, STORE
+from gateway import access, authn, credentials, namespaces, policy, principals, tokens
+from gateway.app import CLOCK, CONFIG, SIGNED_TOKENS, SIGNING_KEY, STORE
 from gateway.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from gateway.middleware import GIT_UNAUTHORIZED, PRINCIPAL, read_form
 from gateway.policy import INSTANCE, Allowed, Operation, Target
@@ -326,9 +326,7 @@ async def token(request: web.Request) -> web.Response:
     _check_service(request, request.query.get("service"))
     scopes = parse_scopes(request.query.getall("scope", []))
     creds = credentials.from_headers(request.headers)
-    principal = await principals.identify(
-        request.app[STORE], request.app[HASHER], creds, request.app[CLOCK].now(), principals.Mode.LOGIN
-    )
+    principal = await authn.authenticate(request, principals.Mode.LOGIN, creds)
     if principal is None:
         raise Unauthorized(GIT_UNAUTHORIZED)
     request[PRINCIPAL] = principals.describe(principal)
@@ -353,7 +351,7 @@ async def oauth(request: web.Request) -> web.Response:
         if not username or not password:
             raise BadRequest("username and password are required")
         creds = credentials.Credentials("basic", username, password)
-        principal = await principals.identify(store, request.app[HASHER], creds, now, principals.Mode.LOGIN)
+        principal = await authn.authenticate(request, principals.Mode.LOGIN, creds)
     elif grant_type == "refresh_token":
         raw = fields.get("refresh_token", "")
         if not raw or len(raw) > 8192:

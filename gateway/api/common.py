@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import access, credentials, principals
-from gateway.app import CLOCK, HASHER, STORE
+from gateway import access, authn, credentials, principals
+from gateway.app import STORE
 from gateway.errors import BadRequest, Forbidden, NotFound, ParamError, Unauthorized
 from gateway.middleware import PRINCIPAL, read_form
 from gateway.namespaces import parse_ref
@@ -25,9 +25,7 @@ async def caller(request: web.Request) -> UserPrincipal:
     creds = credentials.from_headers(request.headers)
     if creds is None:
         raise Unauthorized("401 Unauthorized")
-    principal = await principals.identify(
-        request.app[STORE], request.app[HASHER], creds, request.app[CLOCK].now(), principals.Mode.API
-    )
+    principal = await authn.authenticate(request, principals.Mode.API, creds)
     if not isinstance(principal, UserPrincipal):
         raise Unauthorized("401 Unauthorized")
     request[PRINCIPAL] = principals.describe(principal)
