@@ -65,6 +65,24 @@ def _packages(ctx: Context) -> list[Row]:
     return packages.run(ctx)
 
 
+def _soak(ctx: Context) -> list[Row]:
+    from bench import soak
+
+    return soak.run(ctx)
+
+
+def _metrics(ctx: Context) -> list[Row]:
+    from bench import metrics_cost
+
+    return metrics_cost.run(ctx)
+
+
+def _audit(ctx: Context) -> list[Row]:
+    from bench import audit_cost
+
+    return audit_cost.run(ctx)
+
+
 def _store(ctx: Context) -> list[Row]:
     """bench/store_lookup.py (token lookup latency vs database size and group depth), on every selected database."""
     from bench import store_lookup
@@ -84,6 +102,9 @@ SUITES = [
     Suite("registry", "500 MB layer push/pull through /v2/ vs direct (skopeo), RSS growth", True, _registry),
     Suite("packages", "generic package download/upload vs direct and embedded store, RSS growth", True, _packages),
     Suite("store", "token lookup with 1k vs 1M tokens, group depth 1 vs 20 (store, cache off)", False, _store),
+    Suite("soak", "200 connections of mixed clients for 60 s: errors, p50/p99, RSS over time", True, _soak),
+    Suite("metrics", "metric updates per /jwt/auth request, in memory and multiprocess (mmap)", False, _metrics),
+    Suite("audit", "audit trail + last use per request (buffered), one batched flush", False, _audit),
 ]
 
 

@@ -248,5 +248,5 @@ def print_table(title: str, rows: Sequence[Row]) -> None:
     sys.stdout.flush()
 
 
-def tempdir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
+def tempdir(prefix: str, parent: Path | None = None) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))

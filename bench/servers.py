@@ -4,13 +4,17 @@ python -m bench.servers token PORT            bare aiohttp answering /jwt/auth w
                                               so several of them share a port like the gateway's workers)
 python -m bench.servers git-bridge PORT ROOT  the embedded git backend's CGI bridge without routing, auth or database
 python -m bench.servers files PORT DIR        a streaming file server (GET via sendfile, PUT streamed to disk)
+python -m bench.servers durable-files PORT DIR  the same, PUT hashed (SHA-256), fsynced and renamed into place
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import sys
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
@@ -67,7 +71,12 @@ def git_bridge(port: int, root: str) -> None:
     web.run_app(app, host="127.0.0.1", port=port, auto_decompress=False, access_log=None, print=None)
 
 
-def files(port: int, folder: Path) -> None:
+def _write_hashed(f: BinaryIO, digest: Any, chunk: bytes) -> None:
+    f.write(chunk)
+    digest.update(chunk)
+
+
+def files(port: int, folder: Path, *, durable: bool = False) -> None:
     async def get(request: web.Request) -> web.StreamResponse:
         path = folder / request.match_info["path"].replace("/", "_")
         if not path.exists():
@@ -76,10 +85,19 @@ def files(port: int, folder: Path) -> None:
 
     async def put(request: web.Request) -> web.StreamResponse:
         path = folder / request.match_info["path"].replace("/", "_")
-        with path.open("wb") as f:
+        if not durable:
+            with path.open("wb") as f:
+                while chunk := await request.content.read(CHUNK):
+                    f.write(chunk)
+            return web.Response(status=201)
+        # What any durable store must do, the embedded package store's baseline: hash, write, fsync, rename.
+        digest, part = hashlib.sha256(), path.with_suffix(".part")
+        with part.open("wb") as f:
             while chunk := await request.content.read(CHUNK):
-                f.write(chunk)
-        return web.Response(status=201)
+                await asyncio.to_thread(_write_hashed, f, digest, chunk)
+            await asyncio.to_thread(os.fsync, f.fileno())
+        part.rename(path)
+        return web.Response(status=201, text=digest.hexdigest())
 
     app = web.Application()
     app.router.add_get("/{path:.+}", get)
@@ -107,6 +125,8 @@ def main(argv: list[str]) -> None:
         git_bridge(port, argv[2])
     elif kind == "files":
         files(port, Path(argv[2]))
+    elif kind == "durable-files":
+        files(port, Path(argv[2]), durable=True)
     else:
         raise SystemExit(f"unknown server kind {kind!r}")
 

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from pathlib import Path
 
 from aiohttp import web
 
 from gateway import secretbox, signing_keys
+from gateway.audit import AuditLog
+from gateway.bruteforce import Guard
+from gateway.clients import Clients
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
-from gateway.middleware import error_middleware, redact_unparseable_requests, request_context_middleware
+from gateway.last_use import LastUse
+from gateway.middleware import (
+    error_middleware,
+    redact_unparseable_requests,
+    request_context_middleware,
+    stamp_request_id,
+)
 from gateway.proxy import Forwarder
 from gateway.secretbox import SecretBox
 from gateway.signing_keys import SignedTokens, SigningKey
@@ -33,8 +43,14 @@ SIGNED_TOKENS = web.AppKey("signed_tokens", SignedTokens)
 PROXY = web.AppKey("proxy", Forwarder)
 # Bounds concurrent `git http-backend` children of the embedded git backend (git.max_processes).
 GIT_SLOTS = web.AppKey("git_slots", asyncio.Semaphore)
-# Failed web sign-ins per client address and per username (web/throttle.py); in memory, per process.
+# Failed web sign-ins per username (web/throttle.py); in memory, per process.
 LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+# The client address of a request under server.trusted_proxies (clients.py).
+CLIENTS = web.AppKey("clients", Clients)
+# Failed authentications per client address and bans, shared through the store (bruteforce.py).
+BRUTE_FORCE = web.AppKey("brute_force", Guard)
+# The audit trail and tokens' last use: buffered in memory, written in batches by a background task (audit.py).
+AUDIT = web.AppKey("audit", AuditLog)
 
 
 def load_signing_key(config: Config) -> SigningKey | None:
@@ -62,6 +78,7 @@ def create_app(
         client_max_size=config.server.max_body_size,
     )
     app[CONFIG] = config
+    app.on_response_prepare.append(stamp_request_id)
     app[CLOCK] = clock or SystemClock()
     app[HASHER] = PasswordHasher(config.security.password_memory_kib, config.security.password_iterations)
     app[BOX] = box or secretbox.load(Path(config.storage.encryption_key))
@@ -85,6 +102,42 @@ def create_app(
     app.cleanup_ctx.append(store_ctx)
     app[GIT_SLOTS] = asyncio.Semaphore(config.git.max_processes)
     app[LOGIN_THROTTLE] = LoginThrottle()
+    app[CLIENTS] = Clients(config.server.trusted_proxies)
+    app[BRUTE_FORCE] = Guard(config.bruteforce, app[CLIENTS], app[CLOCK])
+
+    async def brute_force_ctx(app: web.Application) -> AsyncIterator[None]:
+        # Bans made before this process started (another worker, a replica, before a restart) hold at once.
+        guard = app[BRUTE_FORCE]
+        guard.store = app[STORE]
+        await guard.refresh()
+        task = asyncio.create_task(guard.keep_fresh()) if guard.enabled else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+
+    app.cleanup_ctx.append(brute_force_ctx)
+
+    # Inside the request context, outside error rendering: it records each request with its final status.
+    app[AUDIT] = AuditLog(config.audit, app[CLOCK], app[CLIENTS], LastUse())
+    app.middlewares.insert(app.middlewares.index(error_middleware), app[AUDIT].middleware)
+
+    async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
+        audit_log = app[AUDIT]
+        audit_log.store = app[STORE]
+        task = asyncio.create_task(audit_log.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            await audit_log.flush()  # what the last second buffered, before the store closes
+
+    app.cleanup_ctx.append(audit_ctx)
 
     async def proxy_ctx(app: web.Application) -> AsyncIterator[None]:
         app[PROXY] = Forwarder.create()

@@ -10,18 +10,22 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway import metrics
 from gateway.errors import BadGateway, GatewayTimeout
 from gateway.proxy import CHUNK, HOP_BY_HOP, abort
 
 log = logging.getLogger("gateway.cgi")
 
 MAX_HEADER_BYTES = 64 * 1024
+# The backend label of its metrics: the same role as an upstream git server behind proxy.py.
+METRICS_NAME = "git"
 # Last lines of the child's stderr kept for the log when it fails.
 STDERR_LINES = 20
 
@@ -151,6 +155,7 @@ async def run(
     transfer: upload-pack sends keep-alives while it computes a pack (uploadpack.keepAlive, 5 s by default).
     """
     async with slots:
+        started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
@@ -166,6 +171,7 @@ async def run(
                 head, rest = await _read_headers(proc.stdout)
             status, reason, headers = parse_headers(head)
         except TimeoutError:
+            metrics.backend_failed(METRICS_NAME, "timeout")
             child.kill()
             await child.finish()
             log.warning("%s sent no response within %s s", name, idle_timeout)
@@ -174,9 +180,12 @@ async def run(
             child.kill()
             await child.finish()
             if isinstance(exc, BadGateway) and not child.client_gone:
+                metrics.backend_failed(METRICS_NAME, "failed")
                 log.warning("%s failed before answering: %s", name, " | ".join(child.stderr) or "no stderr")
             raise
+        metrics.backend_answered(METRICS_NAME, time.perf_counter() - started)
         response = web.StreamResponse(status=status, reason=reason, headers=headers)
+        sent = 0
         try:
             await response.prepare(request)
             chunk = rest
@@ -184,6 +193,7 @@ async def run(
                 async with asyncio.timeout(idle_timeout):
                     if chunk:
                         await response.write(chunk)
+                        sent += len(chunk)
                     chunk = await proc.stdout.read(CHUNK)
                 if not chunk:
                     break
@@ -206,11 +216,14 @@ async def run(
             child.kill()
             await child.finish()
             raise
+        finally:
+            metrics.streamed(METRICS_NAME, download=sent, upload=request.content.total_bytes)
         code = await child.finish()
         if child.client_gone:
             abort(request, response)
             return response
         if code != 0:
+            metrics.backend_failed(METRICS_NAME, "exit_status")
             log.warning("%s exited with %s: %s", name, code, " | ".join(child.stderr) or "no stderr")
             # The body may be incomplete: make that visible to the client instead of ending it cleanly.
             abort(request, response)

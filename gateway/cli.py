@@ -14,12 +14,13 @@ import secrets
 import signal
 import socket
 import sys
+import tempfile
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway import config as config_module
 from gateway import secretbox, signing_keys, tokens, users
@@ -28,8 +29,13 @@ from gateway.errors import ConfigError, GatewayError, HTTPFailure
 from gateway.store import open_store
 from gateway.store.base import Store
 
+if TYPE_CHECKING:
+    from aiohttp import web
+
 log = logging.getLogger("gateway")
 T = TypeVar("T")
+# gateway.metrics.MULTIPROC_ENV, spelled here: importing gateway.metrics would import prometheus-client too early.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 ROOT_USERNAME = "root"
 ROOT_TOKEN_NAME = "gateway init"  # noqa: S105 - a token name, not a secret
@@ -191,6 +197,10 @@ def configure_logging(level: str, fields: Mapping[str, Any] | None = None) -> No
     root.setLevel(level.upper())
     # aiohttp's own access log would duplicate ours (middleware.py) and its format may include query strings.
     logging.getLogger("aiohttp.access").disabled = True
+    # aiosqlite logs every statement with its parameters at DEBUG: SHA-256 digests of presented secrets (a password
+    # is looked up as a token first; an unsalted digest of a password can be cracked offline), password hashes,
+    # encrypted tokens. Never below INFO, whatever log.level says (tests/e2e/test_logs_no_secrets.py).
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -209,12 +219,24 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
     # Imported here: the other commands do not need aiohttp, and each CLI call starts faster without it.
     from aiohttp import web
 
+    from gateway import proxy
     from gateway.app import create_app
+    from gateway.server import Runner
 
     app = create_app(config)
     # auto_decompress=False: git sends gzip request bodies that must reach `git http-backend` untouched
     # (shared/notes/git.md §2). access_log=None: the request middleware writes the access log.
-    runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
+    deadline = config.server.shutdown_timeout
+    runner = Runner(
+        app,
+        auto_decompress=False,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=deadline,
+        # Request bodies (uploads, pushes) arrive in larger pieces: fewer pause/resume cycles and loop turns per
+        # megabyte than aiohttp's 64 KiB default; memory stays bounded per connection.
+        read_bufsize=proxy.READ_BUFFER,
+    )
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -234,11 +256,32 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
             for address in runner.addresses:
                 log.info("listening on %s", _url(str(address[0]), int(address[1])))
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down")  # requests in flight get server.shutdown_timeout seconds (below)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        # cleanup() closes the listening sockets first (new connections are refused), then waits for requests in
+        # flight. aiohttp waits `shutdown_timeout` once for them and once more after cancelling only their request
+        # bodies, so a download could run for twice the deadline: at the deadline, cut what is left ourselves.
+        cut = loop.call_later(deadline, _cut_connections, runner)
+        try:
+            await runner.cleanup()
+        finally:
+            cut.cancel()
+
+
+def _cut_connections(runner: web.AppRunner) -> None:
+    """Abort every connection still open at the shutdown deadline: an aborted transfer is an error to its client
+    (short Content-Length, no final chunk), never a truncated success; the handlers then stop on their next write
+    and kill their git children (cgi.py)."""
+    server = runner.server
+    connections = list(server.connections) if server is not None else []
+    if connections:
+        log.warning("shutdown deadline reached: cutting %d connection(s) still in flight", len(connections))
+    for handler in connections:
+        transport = handler.transport
+        if transport is not None:
+            transport.abort()
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
@@ -261,7 +304,19 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
 def serve_workers(config: Config, host: str, port: int, count: int) -> int:
     """`count` pre-forked workers on one port (gateway/workers.py); problems common to all are reported once, here."""
-    from gateway import workers
+    # First of all: prometheus-client picks its storage when first imported (gateway.metrics, imported with
+    # gateway.app below). Every worker writes its samples to files in this run's own directory, and a scrape on any
+    # worker sums them all (metrics.exposition); removed when the server stops.
+    with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as metrics_dir:
+        os.environ[METRICS_DIR_ENV] = metrics_dir
+        try:
+            return _serve_workers(config, host, port, count)
+        finally:
+            del os.environ[METRICS_DIR_ENV]
+
+
+def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
+    from gateway import metrics, workers
     from gateway.app import load_signing_key
 
     # Before forking: migrations run once (not raced by N workers), and a bad key file or database fails here with
@@ -287,7 +342,9 @@ def serve_workers(config: Config, host: str, port: int, count: int) -> int:
             return 1
         return 0
 
-    status = workers.Supervisor(groups, worker_main).run()
+    stop_timeout = config.server.shutdown_timeout + workers.STOP_GRACE
+    supervisor = workers.Supervisor(groups, worker_main, stop_timeout=stop_timeout, on_exit=metrics.worker_exited)
+    status = supervisor.run()
     log.info("stopped" if status == 0 else "stopped: workers kept dying")
     return status
 

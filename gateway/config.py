@@ -11,6 +11,7 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -25,9 +26,12 @@ class ServerConfig:
     external_url: str = ""
     # Largest non-streamed request body (API JSON, forms); larger bodies get 413.
     max_body_size: int = 1024 * 1024
-    # Addresses of reverse proxies whose X-Forwarded-* headers are believed.
+    # Addresses or CIDR ranges of reverse proxies whose X-Forwarded-For is believed (gateway/clients.py).
     trusted_proxies: tuple[str, ...] = ()
     workers: int = 1
+    # Seconds that requests in flight (a clone, a layer download) get to finish after SIGTERM/SIGINT; new
+    # connections are refused at once, and whatever still runs at the deadline is cut (the client sees an error).
+    shutdown_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class StorageConfig:
     encryption_key: str = "data/secret.key"
     # Most connections one process holds to PostgreSQL (asyncpg pool); ignored for SQLite.
     pool_size: int = 10
+    # SQLite only: seconds a write waits for another process's lock before the request gets 503.
+    busy_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class RegistryConfig:
     # Also send the certificate as the JWT `x5c` header: distribution 3.x looks keys up by x5c or JWK thumbprint,
     # not by the libtrust kid that 2.8 uses (registry.md §1). The registry then enforces the cert's validity dates.
     include_x5c: bool = False
+    # Longest silence (seconds) from the registry: before its response headers or between two body chunks.
+    timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,20 @@ class SecurityConfig:
     # Argon2id parameters (OWASP minimum: 19 MiB, 2 iterations, 1 lane).
     password_memory_kib: int = 19 * 1024
     password_iterations: int = 2
+
+
+@dataclass(frozen=True)
+class BruteForceConfig:
+    """Failed authentication ban (gateway/bruteforce.py); defaults are GitLab's (rate_limits/abuse_bans)."""
+
+    enabled: bool = True
+    # This many failed authentications from one client address within `find_time` seconds ban it for `ban_time`
+    # seconds (GitLab's rack_attack git_basic_auth: maxretry, findtime, bantime).
+    max_failures: int = 30
+    find_time: int = 180
+    ban_time: int = 3600
+    # Addresses and CIDR ranges never counted nor banned (GitLab's ip_whitelist), e.g. a CI runner's NAT.
+    allowlist: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +114,8 @@ class PackagesConfig:
     max_upload_size: int = 5 * 1024**3
     # Largest index or metadata document read whole from a backend to rewrite its URLs (bytes).
     max_document_size: int = 16 * 1024 * 1024
+    # Longest silence (seconds) from a package backend: before its response headers or between two body chunks.
+    timeout: float = 600.0
     pypi: PackageBackendConfig = field(default_factory=PackageBackendConfig)
     npm: PackageBackendConfig = field(default_factory=PackageBackendConfig)
     maven: PackageBackendConfig = field(default_factory=PackageBackendConfig)
@@ -104,13 +128,37 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # GET /-/metrics (Prometheus text format); false: it answers 404.
+    enabled: bool = True
+    # Who may scrape (CIDRs), as GitLab's monitoring.ip_whitelist: loopback only by default. Others get 404.
+    allowed_ips: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    # Which authentication decisions (git, /jwt/auth, packages, API) are recorded: "all", only "denied" ones, or
+    # "off". Management changes (tokens, members, personal access tokens) are always recorded.
+    authentication: Literal["all", "denied", "off"] = "all"
+    # Events older than this many days are deleted (checked hourly).
+    retention_days: int = 90
+    # Seconds between two batched writes of buffered decisions (and of tokens' last use).
+    flush_interval: float = 1.0
+    # Most distinct decisions buffered between two writes; beyond it new ones are dropped (counted, warned).
+    max_pending: int = 10_000
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     git: GitConfig = field(default_factory=GitConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    bruteforce: BruteForceConfig = field(default_factory=BruteForceConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     packages: PackagesConfig = field(default_factory=PackagesConfig)
     # Folder that relative paths were resolved against (the config file's folder, or the CWD).
     base_dir: Path = field(default_factory=Path.cwd)
@@ -182,7 +230,10 @@ _SECTIONS: dict[str, type[Any]] = {
     "git": GitConfig,
     "registry": RegistryConfig,
     "security": SecurityConfig,
+    "bruteforce": BruteForceConfig,
     "log": LogConfig,
+    "metrics": MetricsConfig,
+    "audit": AuditConfig,
     "packages": PackagesConfig,
 }
 
@@ -228,7 +279,49 @@ def _validate(config: Config) -> None:
         raise ConfigError("storage.pool_size: must be at least 1")
     if config.server.workers < 1:
         raise ConfigError("server.workers: must be at least 1")
+    for key, value in (
+        ("server.shutdown_timeout", config.server.shutdown_timeout),
+        ("storage.busy_timeout", config.storage.busy_timeout),
+        ("git.timeout", config.git.timeout),
+        ("registry.timeout", config.registry.timeout),
+        ("packages.timeout", config.packages.timeout),
+    ):
+        if not value > 0:
+            raise ConfigError(f"{key}: must be a positive number of seconds")
     _validate_packages(config.packages)
+    _validate_metrics(config.metrics)
+    if config.audit.retention_days < 1:
+        raise ConfigError("audit.retention_days: must be at least 1")
+    if not config.audit.flush_interval > 0:
+        raise ConfigError("audit.flush_interval: must be a positive number of seconds")
+    if config.audit.max_pending < 1:
+        raise ConfigError("audit.max_pending: must be at least 1")
+    _validate_bruteforce(config)
+
+
+def _validate_bruteforce(config: Config) -> None:
+    ban = config.bruteforce
+    for key, value in (("max_failures", ban.max_failures), ("find_time", ban.find_time), ("ban_time", ban.ban_time)):
+        if value < 1:
+            raise ConfigError(f"bruteforce.{key}: must be at least 1")
+    # Both lists take addresses and CIDR ranges (gateway/clients.py AddressSet), like GitLab's trusted_proxies.
+    for key, entries in (
+        ("server.trusted_proxies", config.server.trusted_proxies),
+        ("bruteforce.allowlist", ban.allowlist),
+    ):
+        for entry in entries:
+            try:
+                ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(f"{key}: {entry!r} is not an IP address or CIDR range") from None
+
+
+def _validate_metrics(metrics: MetricsConfig) -> None:
+    for cidr in metrics.allowed_ips:
+        try:
+            ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"metrics.allowed_ips: {cidr!r} is not an IP address or CIDR") from None
 
 
 def _validate_packages(packages: PackagesConfig) -> None:

@@ -37,6 +37,7 @@ class StoreUnavailable(StoreError):
 
 class HTTPFailure(GatewayError):
     status = 500
+    retry_after: int | None = None  # seconds, sent as Retry-After (RFC 9110 §10.2.3) when set
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

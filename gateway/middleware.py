@@ -13,6 +13,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader
 from multidict import MultiDictProxy
 
+from gateway import metrics
 from gateway.errors import BadRequest, HTTPFailure, ParamError, StoreUnavailable
 
 access_log = logging.getLogger("gateway.access")
@@ -28,7 +29,13 @@ GIT_UNAUTHORIZED = (
     " or you're required to use a token instead of a password. If a token was provided, it was either"
     " incorrect, expired, or improperly scoped."
 )
+STORE_UNAVAILABLE = (
+    "503 Service Unavailable: the gateway's database is unavailable (locked or unreachable); try again later"
+)
+STORE_RETRY_AFTER = 5  # seconds: a lock or a database restart usually passes within that
 REQUEST_ID = web.RequestKey("request_id", str)
+# nginx's code for "client closed request": logged and counted for answers the client did not wait for.
+CLIENT_CLOSED = 499
 PRINCIPAL = web.RequestKey("principal", str)  # a loggable description of who asked (principals.describe)
 
 _REASONS = {
@@ -92,8 +99,11 @@ def render_error(family: str, status: int, message: str, *, param_error: bool = 
         if status == 401:
             resp.headers["WWW-Authenticate"] = PACKAGES_REALM
         return resp
-    if family == "registry_auth":
-        code = {401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 429: "TOOMANYREQUESTS"}.get(status, "UNKNOWN")
+    if family in ("registry_auth", "registry"):
+        # /v2/ errors the gateway itself answers (backend down, slow) use the distribution spec's error body too,
+        # so docker and skopeo print the message ("UNAVAILABLE" is its 503 code).
+        codes = {401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 429: "TOOMANYREQUESTS", 503: "UNAVAILABLE"}
+        code = codes.get(status, "UNKNOWN")
         return web.json_response({"errors": [{"code": code, "message": message}], "http_status": status}, status=status)
     if family == "web":
         from html import escape
@@ -129,6 +139,14 @@ def redact_unparseable_requests() -> None:
         server_log.addFilter(UnparseableRequestFilter())
 
 
+async def stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer carries X-Request-Id, streamed ones too (git, registry, packages), whose
+    headers leave before request_context_middleware sees the response."""
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers["X-Request-Id"] = request_id
+
+
 @web.middleware
 async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id", "")
@@ -145,7 +163,12 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except ConnectionResetError:
+        status = CLIENT_CLOSED  # not the gateway's failure: the client went away mid-answer
+        raise
     finally:
+        elapsed = time.perf_counter() - started
+        metrics.request_done(family_of(request), status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 json.dumps(
@@ -157,7 +180,7 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
                         "status": status,
                         "principal": request.get(PRINCIPAL, "-"),
                         "remote": request.remote,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": round(elapsed * 1000, 2),
                     }
                 )
             )
@@ -168,10 +191,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except HTTPFailure as exc:
-        return render_error(family_of(request), exc.status, exc.message, param_error=isinstance(exc, ParamError))
+        failure = render_error(family_of(request), exc.status, exc.message, param_error=isinstance(exc, ParamError))
+        if exc.retry_after is not None:
+            failure.headers["Retry-After"] = str(exc.retry_after)
+        return failure
     except StoreUnavailable as exc:
+        # The cause (lock, host) stays in the log; the client learns that it may retry (RFC 9110 §15.6.4).
         error_log.warning("store unavailable: %s (request %s)", exc, request.get(REQUEST_ID))
-        return render_error(family_of(request), 503, "503 Service Unavailable: the database is unavailable")
+        resp = render_error(family_of(request), 503, STORE_UNAVAILABLE)
+        resp.headers["Retry-After"] = str(STORE_RETRY_AFTER)
+        return resp
     except web.HTTPRequestEntityTooLarge:
         return render_error(family_of(request), 413, "413 Request Entity Too Large")
     except web.HTTPException as exc:

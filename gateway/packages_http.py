@@ -225,7 +225,12 @@ async def _forward(request: web.Request, backend: Backend, url: str, *, upload: 
     name = f"{backend.format} package"
     if not upload:
         return await forwarder.forward(
-            request, url, backend=name, authorization=_auth(backend), on_headers=_refuse_backend_challenges
+            request,
+            url,
+            backend=name,
+            authorization=_auth(backend),
+            on_headers=_refuse_backend_challenges,
+            timeouts=proxy.Timeouts(read=request.app[CONFIG].packages.timeout),
         )
     maximum = request.app[CONFIG].packages.max_upload_size
     check_length(request.content_length, maximum)
@@ -245,6 +250,7 @@ async def _forward_upload(
             authorization=_auth(backend),
             on_headers=_refuse_backend_challenges,
             body=body,
+            timeouts=proxy.Timeouts(read=request.app[CONFIG].packages.timeout),
         )
     except (HTTPFailure, aiohttp.ClientError, OSError):
         if limit.exceeded:

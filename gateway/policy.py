@@ -40,6 +40,11 @@ class Operation(Enum):
     READ_GROUP_DEPLOY_TOKENS = "read_group_deploy_tokens"
     MANAGE_GROUP_DEPLOY_TOKENS = "manage_group_deploy_tokens"
     LIST_ALL_DEPLOY_TOKENS = "list_all_deploy_tokens"
+    # Audit events (GitLab's audit events API): every user's on a project (Maintainer) or a group (Owner); one's
+    # own events on either (Developer).
+    READ_PROJECT_AUDIT_EVENTS = "read_project_audit_events"
+    READ_GROUP_AUDIT_EVENTS = "read_group_audit_events"
+    READ_OWN_AUDIT_EVENTS = "read_own_audit_events"
     READ_USERS = "read_users"
     ADMIN = "admin"
 
@@ -128,6 +133,9 @@ _PAT_SCOPES: dict[Operation, frozenset[str]] = {
     Operation.READ_PROJECT_DEPLOY_TOKENS: _READ_API,
     Operation.READ_GROUP_DEPLOY_TOKENS: _READ_API,
     Operation.LIST_ALL_DEPLOY_TOKENS: _READ_API,
+    Operation.READ_PROJECT_AUDIT_EVENTS: _READ_API,
+    Operation.READ_GROUP_AUDIT_EVENTS: _READ_API,
+    Operation.READ_OWN_AUDIT_EVENTS: _READ_API,
     Operation.READ_USERS: _READ_API,
 }  # every other operation needs `api`
 
@@ -152,6 +160,9 @@ _LEVELS: dict[Operation, AccessLevel] = {
     Operation.MANAGE_PROJECT_DEPLOY_TOKENS: AccessLevel.MAINTAINER,
     Operation.READ_GROUP_DEPLOY_TOKENS: AccessLevel.MAINTAINER,
     Operation.MANAGE_GROUP_DEPLOY_TOKENS: AccessLevel.OWNER,
+    Operation.READ_PROJECT_AUDIT_EVENTS: AccessLevel.MAINTAINER,
+    Operation.READ_GROUP_AUDIT_EVENTS: AccessLevel.OWNER,
+    Operation.READ_OWN_AUDIT_EVENTS: AccessLevel.DEVELOPER,
 }
 
 # Reads that public (anyone) and internal (any signed-in user) visibility open without a membership.

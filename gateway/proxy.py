@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -15,6 +17,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
+from gateway import metrics, splice
 from gateway.errors import BadGateway, GatewayTimeout
 
 log = logging.getLogger("gateway.proxy")
@@ -202,6 +205,7 @@ class Forwarder:
         elif request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             headers.setdefault(hdrs.CONTENT_LENGTH, "0")
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.read)
+        started = time.perf_counter()
         try:
             upstream = await self.session.request(
                 request.method,
@@ -215,11 +219,15 @@ class Forwarder:
                 compress=None,
             )
         except TimeoutError:
+            metrics.backend_failed(backend, "timeout")
             log.warning("%s backend timed out before answering %s %s", backend, request.method, request.path)
             raise GatewayTimeout(f"504 Gateway Timeout: the {backend} backend did not answer in time") from None
         except (aiohttp.ClientError, OSError) as exc:
+            metrics.backend_failed(backend, "unreachable")
             log.warning("%s backend failed before answering: %s", backend, type(exc).__name__)
             raise BadGateway(f"502 Bad Gateway: the {backend} backend is unreachable or failed") from None
+        metrics.backend_answered(backend, time.perf_counter() - started)
+        metrics.streamed(backend, upload=request.content.total_bytes)
 
         async with upstream:
             out_headers = response_headers(upstream)
@@ -232,6 +240,10 @@ class Forwarder:
                 return response
             if request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200:
                 return response
+            sockets = _spliceable(request, upstream)
+            if sockets is not None:
+                await _splice(request, response, upstream, sockets, backend, timeouts)
+                return response
             try:
                 while chunk := await upstream.content.read(CHUNK):
                     await response.write(chunk)
@@ -240,10 +252,67 @@ class Forwarder:
                 log.info("client disconnected during %s %s", request.method, request.path)
                 return response
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                metrics.backend_failed(backend, "mid_response")
                 log.warning("%s backend failed mid-response (%s): aborting the client connection", backend, exc)
                 abort(request, response)
                 return response
+            finally:
+                metrics.streamed(backend, download=upstream.content.total_bytes)
         return response
+
+
+def _spliceable(
+    request: web.Request, upstream: aiohttp.ClientResponse
+) -> tuple[socket.socket, socket.socket, int] | None:
+    """The two plain TCP sockets and the body length when the body can be spliced (gateway/splice.py): a
+    Content-Length body of at least splice.MIN_LENGTH, no TLS on either side, nothing waiting in the client's
+    write buffer (the response head must be on the wire before the body bypasses the transport)."""
+    if not splice.AVAILABLE or hdrs.TRANSFER_ENCODING in upstream.headers or upstream.content.exception():
+        return None
+    try:
+        length = int(upstream.headers.get(hdrs.CONTENT_LENGTH, ""))
+    except ValueError:
+        return None
+    connection = upstream.connection
+    if length < splice.MIN_LENGTH or connection is None or connection.transport is None:
+        return None
+    src, dst = splice.plain_socket(connection.transport), splice.plain_socket(request.transport)
+    if src is None or dst is None or request.transport is None or request.transport.get_write_buffer_size():
+        return None
+    return src, dst, length
+
+
+async def _splice(
+    request: web.Request,
+    response: web.StreamResponse,
+    upstream: aiohttp.ClientResponse,
+    sockets: tuple[socket.socket, socket.socket, int],
+    backend: str,
+    timeouts: Timeouts,
+) -> None:
+    """Relay the body in the kernel. What aiohttp already read is sent first; the backend connection is never
+    reused afterwards (its parser did not see the body), so it is closed."""
+    src, dst, length = sockets
+    connection = upstream.connection
+    assert connection is not None and connection.transport is not None
+    # No await between draining the reader and pausing the transport: no byte can slip into the reader between.
+    prefix = b"".join(iter(lambda: upstream.content.read_nowait(-1), b""))
+    connection.transport.pause_reading()
+    moved = 0
+    try:
+        moved = await splice.relay(
+            src, dst, max(0, length - len(prefix)), prefix=prefix[:length], read_timeout=timeouts.read
+        )
+        await response.write_eof()
+    except splice.ClientGone:
+        log.info("client disconnected during %s %s", request.method, request.path)
+    except (splice.BackendClosed, splice.BackendTimeout) as exc:
+        metrics.backend_failed(backend, "mid_response")
+        log.warning("%s backend failed mid-response (%s): aborting the client connection", backend, type(exc).__name__)
+        abort(request, response)
+    finally:
+        upstream.close()
+        metrics.streamed(backend, download=moved)
 
 
 def abort(request: web.Request, response: web.StreamResponse) -> None:

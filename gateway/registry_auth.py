@@ -17,7 +17,7 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from gateway import access, authn, credentials, namespaces, policy, principals, tokens
+from gateway import access, authn, credentials, metrics, namespaces, principals, tokens
 from gateway.app import CLOCK, CONFIG, SIGNED_TOKENS, SIGNING_KEY, STORE
 from gateway.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from gateway.middleware import GIT_UNAUTHORIZED, PRINCIPAL, read_form
@@ -114,7 +114,7 @@ async def grant(store: Store, principal: Principal, scopes: Sequence[Scope]) -> 
     for scope in scopes:
         if scope.type == "registry" and not scope.klass and scope.name == "catalog" and "*" in scope.actions:
             # The catalog lists every repository unfiltered: admins only (registry.md §2).
-            if isinstance(policy.decide(principal, INSTANCE, Operation.REGISTRY_CATALOG), Allowed):
+            if isinstance(access.decide(principal, INSTANCE, Operation.REGISTRY_CATALOG), Allowed):
                 granted.append(Access("registry", "catalog", ("*",)))
             continue
         if scope not in repo_scopes:
@@ -129,7 +129,8 @@ async def grant(store: Store, principal: Principal, scopes: Sequence[Scope]) -> 
             action
             for action in scope.actions
             if action in _ACTION_OPS
-            and isinstance(policy.decide(principal, target, _ACTION_OPS[action], levels_cache[project.id]), Allowed)
+            # access.decide: every requested action is an audited decision (audit.py)
+            and isinstance(access.decide(principal, target, _ACTION_OPS[action], levels_cache[project.id]), Allowed)
         )
         if allowed:
             granted.append(Access("repository", scope.name.lower(), allowed))
@@ -295,6 +296,7 @@ async def _issue(request: web.Request, principal: Principal, scopes: Sequence[Sc
     cache = request.app[SIGNED_TOKENS]
     cache_key = (subject(principal), auth_type(principal), tuple(granted))
     hit = cache.get(cache_key, int(now.timestamp()))
+    metrics.token_issued("registry_jwt_reused" if hit is not None else "registry_jwt_minted")
     if hit is not None:
         token, iat = hit
     else:
@@ -325,8 +327,7 @@ async def token(request: web.Request) -> web.Response:
     """GET /jwt/auth?service=…&scope=…&account=…: a bearer token for the registry (Docker token spec)."""
     _check_service(request, request.query.get("service"))
     scopes = parse_scopes(request.query.getall("scope", []))
-    creds = credentials.from_headers(request.headers)
-    principal = await authn.authenticate(request, principals.Mode.LOGIN, creds)
+    principal = await authn.authenticate(request, principals.Mode.LOGIN)
     if principal is None:
         raise Unauthorized(GIT_UNAUTHORIZED)
     request[PRINCIPAL] = principals.describe(principal)
@@ -356,7 +357,11 @@ async def oauth(request: web.Request) -> web.Response:
         raw = fields.get("refresh_token", "")
         if not raw or len(raw) > 8192:
             raise BadRequest("refresh_token is required")
-        principal = await principal_of_refresh_token(store, _signing_key(request), raw, issuer=issuer, now=now)
+        key = _signing_key(request)
+        # A refresh token is a secret too: the same ban and failure accounting as a password (authn.py).
+        principal = await authn.authenticate_with(
+            request, lambda: principal_of_refresh_token(store, key, raw, issuer=issuer, now=now)
+        )
     else:
         raise BadRequest("unsupported grant_type")
     if principal is None or isinstance(principal, Anonymous):
@@ -376,4 +381,6 @@ async def oauth(request: web.Request) -> web.Response:
             if grant_type == "refresh_token"
             else refresh_token(_signing_key(request), issuer=issuer, principal=principal, now=now)
         )
+        if grant_type != "refresh_token":
+            metrics.token_issued("refresh_token")
     return web.json_response(body)

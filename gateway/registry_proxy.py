@@ -13,6 +13,7 @@ from multidict import CIMultiDict
 from gateway.api.entities import base_url
 from gateway.app import CONFIG, PROXY
 from gateway.errors import ServiceUnavailable
+from gateway.proxy import Timeouts
 
 _REALM_RE = re.compile(r'realm="[^"]*"')
 
@@ -45,4 +46,5 @@ async def forward(request: web.Request) -> web.StreamResponse:
         # The registry itself checks the client's bearer JWT (signed by us): it must pass through.
         keep_authorization=True,
         on_headers=on_headers,
+        timeouts=Timeouts(read=request.app[CONFIG].registry.timeout),
     )

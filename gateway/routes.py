@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway import git_http, ops, packages_http, registry_auth, registry_proxy
-from gateway.api import deploy_tokens, groups, members, projects, users
+from gateway.api import audit_events, deploy_tokens, groups, members, projects, users
 from gateway.web import assets, auth, home
 from gateway.web import deploy_tokens as web_deploy_tokens
 
@@ -43,6 +43,7 @@ ROUTES: tuple[Route, ...] = (
     # --- operations -------------------------------------------------------------------------------------------
     Route("ops.health", "GET", "/-/health", ops.health),
     Route("ops.ready", "GET", "/-/ready", ops.ready),
+    Route("ops.metrics", "GET", "/-/metrics", ops.metrics),
     # --- registry token service (Docker token auth spec; GitLab's JwtController) ------------------------------
     Route("registry_auth.token", "GET", "/jwt/auth", registry_auth.token),
     Route("registry_auth.oauth", "POST", "/jwt/auth", registry_auth.oauth),
@@ -135,6 +136,8 @@ ROUTES: tuple[Route, ...] = (
     Route("api.users.create", "POST", f"{API}/users", users.create),
     Route("api.users.get", "GET", f"{API}/users/{{user_id}}", users.get),
     Route("api.users.create_pat", "POST", f"{API}/users/{{user_id}}/personal_access_tokens", users.create_pat),
+    Route("api.personal_access_tokens.list", "GET", f"{API}/personal_access_tokens", users.list_pats),
+    Route("api.personal_access_tokens.self", "GET", f"{API}/personal_access_tokens/self", users.current_pat),
     Route("api.groups.list", "GET", f"{API}/groups", groups.list_groups),
     Route("api.groups.create", "POST", f"{API}/groups", groups.create),
     Route("api.groups.get", "GET", f"{API}/groups/{{id}}", groups.get),
@@ -147,6 +150,23 @@ ROUTES: tuple[Route, ...] = (
     Route("api.project_members.create", "POST", f"{API}/projects/{{id}}/members", members.add_project_member),
     Route("api.group_members.list", "GET", f"{API}/groups/{{id}}/members", members.list_group_members),
     Route("api.group_members.create", "POST", f"{API}/groups/{{id}}/members", members.add_group_member),
+    # --- REST API v4: audit events (GitLab's audit events API; gateway/audit.py records them) --------------------
+    Route("api.audit_events.list", "GET", f"{API}/audit_events", audit_events.list_instance),
+    Route("api.audit_events.get", "GET", f"{API}/audit_events/{{event_id}}", audit_events.get_instance),
+    Route("api.group_audit_events.list", "GET", f"{API}/groups/{{id}}/audit_events", audit_events.list_group),
+    Route(
+        "api.group_audit_events.get",
+        "GET",
+        f"{API}/groups/{{id}}/audit_events/{{event_id}}",
+        audit_events.get_group,
+    ),
+    Route("api.project_audit_events.list", "GET", f"{API}/projects/{{id}}/audit_events", audit_events.list_project),
+    Route(
+        "api.project_audit_events.get",
+        "GET",
+        f"{API}/projects/{{id}}/audit_events/{{event_id}}",
+        audit_events.get_project,
+    ),
     # --- web UI (web/): session cookie + CSRF; GitLab's URLs. Group pages before project pages: `{path:.+}` would
     # also match "groups/<group>" (a path no project can have: `groups` is reserved) ------------------------------
     Route("web.static", "GET", "/-/static/{name}", assets.static),

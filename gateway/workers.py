@@ -27,8 +27,10 @@ log = logging.getLogger("gateway.workers")
 # gets its share even of a few long-lived keep-alive connections. A single shared socket would let one worker's
 # accept loop swallow a whole burst of connections (asyncio accepts up to `backlog` per wake-up).
 BACKLOG = 128
-# Workers finish requests in flight after SIGTERM (aiohttp's shutdown_timeout is 60 s); then they are killed.
-STOP_TIMEOUT = 65.0
+# Workers finish requests in flight after SIGTERM within server.shutdown_timeout (cli.serve cuts the rest); a worker
+# still alive this long after that deadline (stuck closing its store) is killed.
+STOP_GRACE = 5.0
+STOP_TIMEOUT = 60.0 + STOP_GRACE
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -152,11 +154,19 @@ class Supervisor:
     SIGNALS = frozenset({signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
 
     def __init__(
-        self, groups: list[list[socket.socket]], worker_main: WorkerMain, policy: RestartPolicy | None = None
+        self,
+        groups: list[list[socket.socket]],
+        worker_main: WorkerMain,
+        policy: RestartPolicy | None = None,
+        *,
+        stop_timeout: float = STOP_TIMEOUT,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
         self.groups = groups
         self.worker_main = worker_main
         self.policy = policy or RestartPolicy()
+        self.stop_timeout = stop_timeout
+        self.on_exit = on_exit  # called with the pid of every worker that exited (metrics.worker_exited)
         self.pids: dict[int, int] = {}  # pid → slot
         self.deaths: deque[float] = deque()
         self.due: dict[int, float] = {}  # slot → monotonic time of its restart
@@ -208,6 +218,8 @@ class Supervisor:
             slot = self.pids.pop(pid, None)
             if slot is None:
                 continue
+            if self.on_exit is not None:
+                self.on_exit(pid)
             if self.stopping:
                 log.info("worker %d (pid %d) stopped: %s", slot, pid, _describe(status))
                 continue
@@ -234,6 +246,11 @@ class Supervisor:
     def _stop(self, sig: signal.Signals) -> None:
         self.stopping = True
         self.due.clear()
+        # The parent's copies of the listening sockets would keep the port accepting into a backlog that no worker
+        # reads once the workers closed theirs: close them so new connections are refused during the graceful stop.
+        for group in self.groups:
+            for sock in group:
+                sock.close()
         for pid in self.pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
@@ -265,9 +282,9 @@ class Supervisor:
                         self._stop(signal.SIGTERM)
                 self._reap()
                 if self.stopping and deadline is None:
-                    deadline = time.monotonic() + STOP_TIMEOUT
+                    deadline = time.monotonic() + self.stop_timeout
                 if deadline is not None and time.monotonic() >= deadline and self.pids:
-                    log.error("workers did not stop within %.0f s: killing them", STOP_TIMEOUT)
+                    log.error("workers did not stop within %.0f s: killing them", self.stop_timeout)
                     self._stop(signal.SIGKILL)
                     deadline = time.monotonic() + 5.0
         finally:

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from gateway.clock import FixedClock
 from gateway.config import Config, from_mapping
 from gateway.secretbox import SecretBox
+from gateway.server import Runner
 from gateway.store.sqlite import SQLiteStore
 from gateway.users import PasswordHasher
 from tests.world import World
@@ -80,11 +82,25 @@ def world(store: SQLiteStore, clock: FixedClock, box: SecretBox, hasher: Passwor
     return World(store, clock, box, hasher, config)
 
 
+class GatewayServer(TestServer):
+    """aiohttp's TestServer on the gateway's own server (gateway/server.py), as `gateway serve` runs the app."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return Runner(self.app, **kwargs)
+
+
+async def start_server(app: web.Application) -> GatewayServer:
+    """The app on 127.0.0.1:<free port>; the caller closes it (aiohttp_client(server) does on teardown)."""
+    server = GatewayServer(app)
+    # auto_decompress=False as in production (cli serve): git sends gzip bodies that must pass through untouched.
+    await server.start_server(auto_decompress=False)
+    return server
+
+
 @pytest.fixture
 async def client(
-    aiohttp_client: Any, aiohttp_server: Any, config: Config, store: SQLiteStore, clock: FixedClock, box: SecretBox
+    aiohttp_client: Any, config: Config, store: SQLiteStore, clock: FixedClock, box: SecretBox
 ) -> TestClient:
     app = create_app(config, store=store, clock=clock, box=box)
-    # auto_decompress=False as in production (cli serve): git sends gzip bodies that must pass through untouched.
     # (aiohttp_client(app, server_kwargs=...) drops server_kwargs; a server made first keeps them.)
-    return await aiohttp_client(await aiohttp_server(app, auto_decompress=False))
+    return await aiohttp_client(await start_server(app))

@@ -1,13 +1,18 @@
 """Helpers of the package e2e tests: the gateway served in process on a free loopback port, real clients run
-without blocking its event loop, the tools' locations (installed by scripts/install-test-deps), a test world."""
+without blocking its event loop, the tools' locations (installed by scripts/install-test-deps), a test world, and
+the package servers (pypiserver, verdaccio) started as processes."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+import signal
+import subprocess
+import urllib.request
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +26,7 @@ from gateway.secretbox import SecretBox
 from gateway.store.base import Namespace, Project
 from gateway.store.sqlite import SQLiteStore
 from gateway.users import AccessLevel
+from tests import procs
 from tests.world import World
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,3 +132,79 @@ NEGATIVE = {
     "expired": (401, 401),
     "reporter_pat": (200, 403),
 }
+
+
+# --- the package servers behind the gateway (one process each, stopped by PID) -------------------------------------
+
+
+@contextmanager
+def pypiserver(base: Path, username: str, password: str) -> Iterator[str]:
+    """pypiserver with its own htpasswd: only `username`/`password` (the gateway's backend credentials) may upload
+    or read. Yields its root URL."""
+    server = require(PYPI_TOOLS / "bin" / "pypi-server")
+    python = require(PYPI_TOOLS / "bin" / "python")
+    (base / "packages").mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            python,
+            "-c",
+            "import sys; from passlib.apache import HtpasswdFile as H; h = H(sys.argv[1], new=True);"
+            " h.set_password(sys.argv[2], sys.argv[3]); h.save()",
+            base / "htpasswd",
+            username,
+            password,
+        ],
+        check=True,
+    )
+    port = procs.free_port()
+    argv = [server, "run", "-i", "127.0.0.1", "-p", str(port), "-a", "update,download,list"]
+    argv += ["-P", str(base / "htpasswd"), "--disable-fallback", str(base / "packages")]
+    proc = procs.start("pypiserver", argv, log=base / "pypiserver.log")
+    with procs.running(proc):
+        procs.wait_http(proc, f"http://127.0.0.1:{port}/health")
+        yield f"http://127.0.0.1:{port}/"
+
+
+@contextmanager
+def verdaccio(base: Path, username: str, password: str) -> Iterator[str]:
+    """verdaccio offline (no uplinks), every package only for authenticated users: the one account `username`
+    (the gateway's backend credentials). Yields its root URL."""
+    binary = require(NPM_HOST / "node_modules" / ".bin" / "verdaccio")
+    base.mkdir(parents=True, exist_ok=True)
+    port = procs.free_port()
+    (base / "config.yaml").write_text(
+        json.dumps(
+            {
+                "storage": str(base / "storage"),
+                "auth": {"htpasswd": {"file": str(base / "htpasswd"), "max_users": 1}},
+                "uplinks": {},
+                "packages": {
+                    "@*/*": {"access": "$authenticated", "publish": "$authenticated"},
+                    "**": {"access": "$authenticated", "publish": "$authenticated"},
+                },
+                "middlewares": {"audit": {"enabled": False}},
+                "web": {"enable": False},
+                "listen": f"127.0.0.1:{port}",
+                "log": {"type": "stdout", "format": "pretty", "level": "warn"},
+            }
+        )
+    )
+    proc = procs.start("verdaccio", [binary, "--config", base / "config.yaml"], log=base / "verdaccio.log")
+    try:
+        procs.wait_http(proc, f"http://127.0.0.1:{port}/-/ping")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/-/user/org.couchdb.user:{username}",
+            data=json.dumps({"name": username, "password": password}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="PUT",
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
+            assert resp.status == 201
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        # verdaccio may ignore SIGTERM for a long time; SIGINT stops it at once (packages.md §2).
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        with suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(5)
+        procs.stop(proc)

@@ -170,3 +170,32 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: f
             return True
         time.sleep(interval)
     return predicate()
+
+
+def established(port: int) -> int:
+    """Open TCP connections (ESTABLISHED or half-closed) with `port` at either end, from /proc/net/tcp{,6}."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote, state = fields[1], fields[2], fields[3]
+                # 01 ESTABLISHED, 08 CLOSE_WAIT (the peer closed, this end did not yet): both hold a connection.
+                ends = {int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)}
+                if state in ("01", "08") and port in ends:
+                    count += 1
+    return count
+
+
+def children(pid: int, name: str = "") -> list[ProcInfo]:
+    """Live descendants of `pid` (any depth) whose command line contains `name`."""
+    table = [p for p in processes() if live(p)]
+    found: list[ProcInfo] = []
+    parents = {pid}
+    while True:
+        level = [p for p in table if p.ppid in parents and p not in found]
+        if not level:
+            break
+        found.extend(level)
+        parents = {p.pid for p in level}
+    return [p for p in found if name in p.cmdline]

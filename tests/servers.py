@@ -1,20 +1,23 @@
-"""Launchers of the real servers that git tests and benchmarks need: the gateway (`python -m gateway serve`) and an
-upstream smart-HTTP git server (nginx + fcgiwrap + git http-backend, shared/notes/git.md §4).
+"""Launchers of the real servers that tests and benchmarks need: the gateway (`python -m gateway serve`), an
+upstream smart-HTTP git server (nginx + fcgiwrap + git http-backend, shared/notes/git.md §4), a container registry.
 
 Each launcher returns an object with the URL and a stop() that stops every process it started, by PID.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.procs import Proc, free_port, start, stop, wait_http, wait_tcp
+from tests.procs import Proc, free_port, running, start, stop, wait_http, wait_tcp
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX = "/usr/sbin/nginx"
@@ -155,23 +158,28 @@ class Gateway:
         stop(self.proc)
 
 
-def write_config(base: Path, *, git: Mapping[str, str | int | float] | None = None, log_level: str = "info") -> Path:
-    """A gateway config under `base` (fast password hashing: these are test users)."""
-    lines = [
-        "[storage]",
-        'data_dir = "data"',
-        'database = "sqlite:///data/gateway.db"',
-        'encryption_key = "data/secret.key"',
-        "[security]",
-        "password_memory_kib = 64",
-        "password_iterations = 1",
-        "[log]",
-        f'level = "{log_level}"',
-        "[git]",
-        'repositories = "data/repositories"',
-    ]
-    for key, value in (git or {}).items():
-        lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
+def write_config(
+    base: Path,
+    *,
+    git: Mapping[str, str | int | float] | None = None,
+    log_level: str = "info",
+    sections: Mapping[str, Mapping[str, str | int | float]] | None = None,
+) -> Path:
+    """A gateway config under `base` (fast password hashing: these are test users). `sections` adds or overrides
+    keys by table name (`{"server": {"shutdown_timeout": 2}, "packages.generic": {"backend": URL}}`)."""
+    tables: dict[str, dict[str, str | int | float]] = {
+        "storage": {"data_dir": "data", "database": "sqlite:///data/gateway.db", "encryption_key": "data/secret.key"},
+        "security": {"password_memory_kib": 64, "password_iterations": 1},
+        "log": {"level": log_level},
+        "git": {"repositories": "data/repositories", **(git or {})},
+    }
+    for name, values in (sections or {}).items():
+        tables.setdefault(name, {}).update(values)
+    lines: list[str] = []
+    for name, values in tables.items():
+        lines.append(f"[{name}]")
+        for key, value in values.items():
+            lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value!r}")
     base.mkdir(parents=True, exist_ok=True)
     path = base / "gateway.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -197,12 +205,12 @@ def init_gateway(config: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def start_gateway(config: Path) -> Gateway:
-    """`python -m gateway serve` on a free port; ready when /-/health answers."""
+def start_gateway(config: Path, *args: str) -> Gateway:
+    """`python -m gateway serve [args]` on a free port; ready when /-/health answers."""
     port = free_port()
     proc = start(
         "gateway",
-        [sys.executable, "-m", "gateway", "--config", str(config), "serve", "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "gateway", "--config", str(config), "serve", "--listen", f"127.0.0.1:{port}", *args],
         log=config.parent / "gateway.log",
         env=gateway_env(config.parent),
         cwd=ROOT,
@@ -214,3 +222,59 @@ def start_gateway(config: Path) -> Gateway:
         stop(proc)
         raise
     return Gateway(url, config, proc)
+
+
+def start_file_server(folder: Path, port: int | None = None) -> tuple[str, Proc]:
+    """bench/servers.py's streaming file server (GET with Content-Length via sendfile, PUT streamed to disk) in its
+    own process on `port` (a free one by default, or the same again after it was killed); returns (URL, process)."""
+    port = port or free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = start(
+        "file server",
+        [sys.executable, "-m", "bench.servers", "files", str(port), str(folder)],
+        log=folder.parent / f"{folder.name}-files.log",
+        cwd=ROOT,
+    )
+    try:
+        wait_tcp(proc, port)
+    except BaseException:
+        stop(proc)
+        raise
+    return f"http://127.0.0.1:{port}/", proc
+
+
+
+REGISTRY = "/usr/bin/docker-registry"
+
+
+@contextmanager
+def registry(base: Path, certificate: Path, realm: str, port: int | None = None) -> Iterator[str]:
+    """docker-registry (distribution 2.8) on loopback with token auth: it trusts JWTs signed by the key of
+    `certificate` and sends clients to `realm` (registry.md §6). Ready when /v2/ challenges; yields its URL."""
+    assert Path(REGISTRY).exists(), "docker-registry is not installed (scripts/install-test-deps installs it)"
+    port = port or free_port()
+    config = {
+        "version": 0.1,
+        "log": {"level": "info", "fields": {"service": "registry"}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(base / "data")},
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+        "http": {"addr": f"127.0.0.1:{port}", "secret": uuid.uuid4().hex},
+        "auth": {
+            "token": {
+                "realm": realm,
+                "service": "container_registry",
+                "issuer": "gitlab-issuer",
+                "rootcertbundle": str(certificate),
+            }
+        },
+        "health": {"storagedriver": {"enabled": False}},
+    }
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "config.yml").write_text(json.dumps(config))  # YAML is a superset of JSON
+    proc = start("registry", [REGISTRY, "serve", str(base / "config.yml")], log=base / "registry.log")
+    with running(proc):
+        wait_http(proc, f"http://127.0.0.1:{port}/v2/")  # 401 (a challenge) is an answer
+        yield f"http://127.0.0.1:{port}"

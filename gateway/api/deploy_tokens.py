@@ -7,17 +7,19 @@ from typing import Literal
 
 from aiohttp import web
 
-from gateway import tokens
+from gateway import access, metrics, tokens
 from gateway.api import entities, pagination
 from gateway.api.common import bool_param, caller, find_group, find_project, params, path_id, raise_denied
-from gateway.app import BOX, CLOCK, STORE
+from gateway.app import AUDIT, BOX, CLOCK, STORE
 from gateway.errors import NotFound, ParamError
-from gateway.policy import INSTANCE, Denied, Operation, decide
+from gateway.policy import INSTANCE, Denied, Operation
 from gateway.principals import UserPrincipal
 from gateway.store.base import DeployToken
 from gateway.tokens import Holder
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+# (entity type, id, full path) of the project or group holding the tokens: where their audit events belong.
+Entity = tuple[str, int, str]
 
 
 async def _list(request: web.Request, holder: Holder | None) -> web.Response:
@@ -41,7 +43,7 @@ async def _get_held(request: web.Request, holder: Holder) -> DeployToken:
     return token
 
 
-async def _create(request: web.Request, holder: Holder, creator_id: int) -> web.Response:
+async def _create(request: web.Request, holder: Holder, principal: UserPrincipal, entity: Entity) -> web.Response:
     p = await params(request)
     name = p.get("name")
     if name is None:
@@ -64,9 +66,11 @@ async def _create(request: web.Request, holder: Holder, creator_id: int) -> web.
         username=username,
         scopes=scopes,
         expires_at=expires_at,
-        creator_id=creator_id,
+        creator_id=principal.user.id,
         now=now,
     )
+    metrics.token_issued("deploy_token")
+    await request.app[AUDIT].deploy_token_changed(request, principal, entity, "created", created.token)
     return web.json_response(entities.deploy_token(created.token, now, created.secret), status=201)
 
 
@@ -75,7 +79,7 @@ async def _create(request: web.Request, holder: Holder, creator_id: int) -> web.
 
 async def list_all(request: web.Request) -> web.Response:
     principal = await caller(request)
-    decision = decide(principal, INSTANCE, Operation.LIST_ALL_DEPLOY_TOKENS)
+    decision = access.decide(principal, INSTANCE, Operation.LIST_ALL_DEPLOY_TOKENS)
     if isinstance(decision, Denied):
         raise_denied(decision, "404 Not found")
     return await _list(request, None)
@@ -93,41 +97,45 @@ _OPERATIONS: dict[tuple[HolderKind, bool], Operation] = {
 }
 
 
-async def _resolve(request: web.Request, kind: HolderKind, *, manage: bool) -> tuple[UserPrincipal, Holder]:
+async def _resolve(request: web.Request, kind: HolderKind, *, manage: bool) -> tuple[UserPrincipal, Holder, Entity]:
     principal = await caller(request)
     op = _OPERATIONS[(kind, manage)]
     if kind == "project":
-        return principal, Holder(project_id=(await find_project(request, principal, op)).id)
-    return principal, Holder(group_id=(await find_group(request, principal, op)).id)
+        project = await find_project(request, principal, op)
+        return principal, Holder(project_id=project.id), ("Project", project.id, project.full_path)
+    group = await find_group(request, principal, op)
+    return principal, Holder(group_id=group.id), ("Group", group.id, group.full_path)
 
 
 def _handlers(kind: HolderKind) -> tuple[Handler, Handler, Handler, Handler, Handler]:
     """list, get, create, delete (hard, 204) and revoke (kept and listed as revoked, GitLab's UI "Revoke")."""
 
     async def list_tokens(request: web.Request) -> web.Response:
-        _, holder = await _resolve(request, kind, manage=False)
+        _, holder, _ = await _resolve(request, kind, manage=False)
         return await _list(request, holder)
 
     async def get_token(request: web.Request) -> web.Response:
-        _, holder = await _resolve(request, kind, manage=False)
+        _, holder, _ = await _resolve(request, kind, manage=False)
         token = await _get_held(request, holder)
         return web.json_response(entities.deploy_token(token, request.app[CLOCK].now()))
 
     async def create_token(request: web.Request) -> web.Response:
-        principal, holder = await _resolve(request, kind, manage=True)
-        return await _create(request, holder, principal.user.id)
+        principal, holder, entity = await _resolve(request, kind, manage=True)
+        return await _create(request, holder, principal, entity)
 
     async def delete_token(request: web.Request) -> web.Response:
-        _, holder = await _resolve(request, kind, manage=True)
+        principal, holder, entity = await _resolve(request, kind, manage=True)
         token = await _get_held(request, holder)
-        await request.app[STORE].delete_deploy_token(token.id)
+        if await request.app[STORE].delete_deploy_token(token.id):
+            await request.app[AUDIT].deploy_token_changed(request, principal, entity, "deleted", token)
         return web.Response(status=204)
 
     async def revoke_token(request: web.Request) -> web.Response:
-        _, holder = await _resolve(request, kind, manage=True)
+        principal, holder, entity = await _resolve(request, kind, manage=True)
         token = await _get_held(request, holder)
         await request.app[STORE].revoke_deploy_token(token.id)
         revoked = await _get_held(request, holder)
+        await request.app[AUDIT].deploy_token_changed(request, principal, entity, "revoked", revoked)
         return web.json_response(entities.deploy_token(revoked, request.app[CLOCK].now()))
 
     return list_tokens, get_token, create_token, delete_token, revoke_token

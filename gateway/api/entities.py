@@ -32,7 +32,8 @@ def base_url(request: web.Request) -> str:
 
 
 def deploy_token(token: DeployToken, now: datetime, secret: str | None = None) -> dict[str, Any]:
-    """DeployToken entity: id, name, username, expires_at, scopes, revoked, expired (+ token on create)."""
+    """DeployToken entity: id, name, username, expires_at, scopes, revoked, expired (+ token on create); then this
+    gateway's own last_used_at and last_used_ips (named as on GitLab's personal access tokens)."""
     entity: dict[str, Any] = {
         "id": token.id,
         "name": token.name,
@@ -44,6 +45,8 @@ def deploy_token(token: DeployToken, now: datetime, secret: str | None = None) -
     }
     if secret is not None:
         entity["token"] = secret
+    entity["last_used_at"] = iso(token.last_used_at)
+    entity["last_used_ips"] = list(token.last_used_ips)
     return entity
 
 
@@ -148,6 +151,8 @@ def personal_access_token(t: PersonalAccessToken, now: datetime, secret: str | N
         "last_used_at": iso(t.last_used_at),
         "active": not t.revoked and not is_expired(t.expires_at, now),
         "expires_at": iso_date(t.expires_at),
+        # GitLab 17.x: the five most recent distinct client addresses, updated at most once a minute.
+        "last_used_ips": list(t.last_used_ips),
     }
     if secret is not None:
         entity["token"] = secret

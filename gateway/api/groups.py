@@ -69,8 +69,7 @@ async def _detail(request: web.Request, principal: Principal, group: Namespace) 
     for project in await store.list_projects():
         if project.namespace.id != group.id:
             continue
-        decision = await access.authorize(store, principal, Target.of_project(project), Operation.READ_PROJECT)
-        if not isinstance(decision, Denied):
+        if await access.visible(store, principal, Target.of_project(project), Operation.READ_PROJECT):
             visible.append(project)
     entity = (await _present(request, [group]))[0]
     return {**entity, "projects": await project_api.present(request, visible), "shared_projects": []}
@@ -101,7 +100,7 @@ async def _listing(request: web.Request, principal: Principal, candidates: list[
         if search and search not in group.name.lower() and search not in group.path.lower():
             continue
         target = Target.of_group(group)
-        if isinstance(await access.authorize(store, principal, target, Operation.READ_GROUP), Denied):
+        if not await access.visible(store, principal, target, Operation.READ_GROUP):
             continue
         if owned or min_level or not all_available:
             level = await member_level(request, principal, target)

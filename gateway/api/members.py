@@ -19,7 +19,7 @@ from gateway.api.common import (
     raise_denied,
     string_param,
 )
-from gateway.app import CLOCK, STORE
+from gateway.app import AUDIT, CLOCK, STORE
 from gateway.errors import Conflict, NotFound, ParamError
 from gateway.policy import Denied, Operation, Target
 from gateway.principals import UserPrincipal
@@ -100,7 +100,13 @@ class _NewMember:
 
 
 async def _add(
-    request: web.Request, principal: UserPrincipal, new: _NewMember, kind: SourceKind, source_id: int, target: Target
+    request: web.Request,
+    principal: UserPrincipal,
+    new: _NewMember,
+    kind: SourceKind,
+    source_id: int,
+    target: Target,
+    path: str,
 ) -> web.Response:
     """members.rb order: 409 if already a member, 404 if the user does not exist, then the model's validations."""
     store = request.app[STORE]
@@ -126,6 +132,17 @@ async def _add(
         )
     except Conflict:  # a concurrent request added the same member first
         return conflict("Member already exists")
+    # GitLab's member_created audit event, on the project or group.
+    await request.app[AUDIT].record_change(
+        request,
+        principal,
+        event_name="member_created",
+        entity=("Project" if kind == "project" else "Group", source_id),
+        entity_path=path,
+        target=("User", user.id, user.username),
+        message=f"Added member {user.username} with access level {new.access_level}",
+        access_level=new.access_level,
+    )
     return web.json_response(entities.member(member, entities.base_url(request)), status=201)
 
 
@@ -134,7 +151,7 @@ async def add_project_member(request: web.Request) -> web.Response:
     principal = await caller(request)
     new = _NewMember(await params(request))
     project = await find_project(request, principal, Operation.MANAGE_PROJECT_MEMBERS)
-    return await _add(request, principal, new, "project", project.id, Target.of_project(project))
+    return await _add(request, principal, new, "project", project.id, Target.of_project(project), project.full_path)
 
 
 async def add_group_member(request: web.Request) -> web.Response:
@@ -142,4 +159,4 @@ async def add_group_member(request: web.Request) -> web.Response:
     principal = await caller(request)
     new = _NewMember(await params(request))
     group = await find_group(request, principal, Operation.MANAGE_GROUP_MEMBERS)
-    return await _add(request, principal, new, "namespace", group.id, Target.of_group(group))
+    return await _add(request, principal, new, "namespace", group.id, Target.of_group(group), group.full_path)

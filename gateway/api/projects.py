@@ -89,7 +89,7 @@ async def listing(request: web.Request, principal: Principal, candidates: list[P
         if search and search not in project.name.lower() and search not in project.path.lower():
             continue
         target = Target.of_project(project)
-        if isinstance(await access.authorize(store, principal, target, Operation.READ_PROJECT), Denied):
+        if not await access.visible(store, principal, target, Operation.READ_PROJECT):
             continue
         if membership or owned or min_level:
             level = await member_level(request, principal, target)

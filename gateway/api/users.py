@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import namespaces, tokens, users
+from gateway import access, metrics, namespaces, tokens, users
 from gateway.api import entities, pagination
 from gateway.api.common import (
     bool_param,
@@ -21,9 +21,9 @@ from gateway.api.common import (
     required_string,
     string_param,
 )
-from gateway.app import CLOCK, HASHER, STORE
+from gateway.app import AUDIT, CLOCK, HASHER, STORE
 from gateway.errors import NotFound, ParamError
-from gateway.policy import INSTANCE, Denied, Operation, decide
+from gateway.policy import INSTANCE, Denied, Operation
 from gateway.principals import UserPrincipal
 from gateway.store.base import Store, User
 
@@ -34,7 +34,7 @@ USER_ORDER = ("id", "name", "username", "created_at", "updated_at")
 
 
 def _allow(principal: UserPrincipal, op: Operation) -> None:
-    decision = decide(principal, INSTANCE, op)
+    decision = access.decide(principal, INSTANCE, op)
     if isinstance(decision, Denied):
         raise_denied(decision, "404 User Not Found")
 
@@ -223,4 +223,48 @@ async def create_pat(request: web.Request) -> web.Response:
         return invalid({"name": [f"is too long (maximum is {MAX_NAME} characters)"]})
     now = request.app[CLOCK].now()
     created = await users.create_pat(store, user=user, name=name, scopes=scopes, expires_at=expires_at, now=now)
-    return web.json_response(entities.personal_access_token(created.token, now, created.secret), status=201)
+    metrics.token_issued("personal_access_token")
+    pat = created.token
+    # GitLab's personal_access_token_created, on the token owner's User entity; never the secret.
+    await request.app[AUDIT].record_change(
+        request,
+        principal,
+        event_name="personal_access_token_created",
+        entity=("User", user.id),
+        entity_path=user.username,
+        target=("PersonalAccessToken", pat.id, pat.name),
+        message=f"Created personal access token with id {pat.id} and scopes {list(pat.scopes)}",
+        scopes=list(pat.scopes),
+        expires_at=entities.iso_date(pat.expires_at),
+    )
+    return web.json_response(entities.personal_access_token(pat, now, created.secret), status=201)
+
+
+async def list_pats(request: web.Request) -> web.Response:
+    """GET /personal_access_tokens: the caller's tokens; administrators any user's with `user_id` (GitLab's
+    PersonalAccessTokensFinder), with last_used_at and last_used_ips."""
+    principal = await caller(request)
+    _allow(principal, Operation.READ_USERS)
+    raw = request.query.get("user_id")
+    user_id = principal.user.id
+    if raw:
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+            raise ParamError("user_id is invalid")
+        if int(raw) != principal.user.id:
+            _allow(principal, Operation.ADMIN)
+        user_id = int(raw)
+    pr = pagination.page_request(request)
+    now = request.app[CLOCK].now()
+    pats = await request.app[STORE].list_personal_access_tokens(user_id)
+    page = [entities.personal_access_token(t, now) for t in pagination.slice_page(pats, pr)]
+    return pagination.respond(request, page, len(pats), pr)
+
+
+async def current_pat(request: web.Request) -> web.Response:
+    """GET /personal_access_tokens/self: the token this request authenticated with."""
+    principal = await caller(request)
+    pats = await request.app[STORE].list_personal_access_tokens(principal.user.id)
+    pat = next((t for t in pats if t.id == principal.token_id), None)
+    if pat is None:
+        raise NotFound("404 Not Found")
+    return web.json_response(entities.personal_access_token(pat, request.app[CLOCK].now()))

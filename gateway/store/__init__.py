@@ -13,7 +13,7 @@ async def open_store(config: Config) -> Store:
     if url.startswith("sqlite:///"):
         from gateway.store.sqlite import SQLiteStore
 
-        return await SQLiteStore(sqlite_path(config)).open()
+        return await SQLiteStore(sqlite_path(config), busy_timeout=config.storage.busy_timeout).open()
     if url.startswith(("postgresql://", "postgres://")):
         from gateway.store.postgres import PostgresStore
 

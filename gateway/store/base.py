@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 NamespaceKind = Literal["group", "user"]
 Visibility = Literal["private", "internal", "public"]
@@ -90,6 +90,8 @@ class PersonalAccessToken:
     revoked: bool
     created_at: datetime
     last_used_at: datetime | None
+    # The most recent distinct client addresses, newest first (GitLab keeps five; gateway/last_use.py).
+    last_used_ips: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ class DeployToken:
     project_id: int | None
     group_id: int | None
     token_encrypted: bytes | None  # only for `gitlab-deploy-token` (CI variables need the plaintext)
+    # Written at most once a minute per token (gateway/last_use.py); not GitLab fields, shown after them.
+    last_used_at: datetime | None = None
+    last_used_ips: tuple[str, ...] = ()
 
     @property
     def username(self) -> str:
@@ -146,6 +151,58 @@ class WebSession:
     user_id: int
     created_at: datetime
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AuthFailures:
+    """Failed authentications counted for one client address (gateway/bruteforce.py), and its ban if any."""
+
+    address: str
+    failures: int  # since window_start
+    window_start: datetime
+    updated_at: datetime  # the last failure (or the ban)
+    banned_until: datetime | None
+
+
+@dataclass(frozen=True)
+class NewAuditEvent:
+    """An audit event to record (gateway/audit.py); `details` is JSON-serialisable and never holds a secret."""
+
+    created_at: datetime
+    author_id: int  # a user id, or GitLab's pseudo-authors: -1 unauthenticated, -2 a deploy token
+    entity_type: str  # "Project", "Group", "User" or "Gitlab::Audit::InstanceScope"
+    entity_id: int
+    event_name: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditEvent(NewAuditEvent):
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters of the audit events API: every given one must hold (created_* inclusive, as GitLab's)."""
+
+    entity_type: str | None = None
+    entity_id: int | None = None
+    author_id: int | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+TokenKind = Literal["deploy_token", "personal_access_token"]
+
+
+@dataclass(frozen=True)
+class TokenUse:
+    """A token's last use as one process saw it: when, and its recent client addresses (newest first)."""
+
+    kind: TokenKind
+    token_id: int
+    at: datetime
+    ips: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -258,6 +315,29 @@ class Store(Protocol):
     async def delete_web_session(self, session_digest: bytes) -> bool: ...
     async def delete_expired_web_sessions(self, now: datetime) -> int: ...
 
+    # failed authentications per client address (gateway/bruteforce.py): one write per failure, none per success
+    # of an address without failures; these writes leave the hot-read cache alone (it holds nothing of theirs)
+    async def record_auth_failure(self, address: str, *, now: datetime, window_start_after: datetime) -> int:
+        """Count one failure of `address` and return its failures in the current window, this one included; a
+        window that started at or before `window_start_after` is over and a new one starts `now` (atomic)."""
+        ...
+
+    async def ban_address(self, address: str, *, until: datetime, now: datetime) -> None:
+        """Ban `address` until `until`; its count starts again from zero."""
+        ...
+
+    async def clear_auth_failures(self, address: str, *, now: datetime) -> bool:
+        """Forget the failures of `address` (a success), unless it is banned at `now`; True if a row went."""
+        ...
+
+    async def list_auth_failures(self, *, now: datetime, updated_since: datetime, limit: int) -> list[AuthFailures]:
+        """Addresses banned at `now` or with a failure after `updated_since`, most recently updated first."""
+        ...
+
+    async def delete_stale_auth_failures(self, *, now: datetime, updated_before: datetime) -> int:
+        """Drop addresses not banned at `now` whose last failure is before `updated_before`; return how many."""
+        ...
+
     # package names (docs/packages.md)
     async def claim_package_name(
         self, *, format: str, name: str, project_id: int, exclusive: bool, now: datetime
@@ -272,4 +352,25 @@ class Store(Protocol):
 
     async def list_package_names(self, format: str, project_ids: Sequence[int]) -> list[PackageName]:
         """The names held by these projects, ordered by name then project."""
+        ...
+
+    # audit trail and last use (gateway/audit.py, gateway/last_use.py): these writes leave the hot-read cache
+    # alone (they change nothing it holds that matters within its lifetime)
+    async def insert_audit_events(self, events: Sequence[NewAuditEvent]) -> None:
+        """Append events in one transaction, in order."""
+        ...
+
+    async def list_audit_events(self, query: AuditQuery, *, offset: int, limit: int) -> Page[AuditEvent]:
+        """Matching events, newest first (id descending)."""
+        ...
+
+    async def get_audit_event(self, event_id: int) -> AuditEvent | None: ...
+    async def purge_audit_events(self, before: datetime) -> int:
+        """Delete events created before `before` (retention); return how many."""
+        ...
+
+    async def record_token_use(self, use: TokenUse, *, min_interval: float, keep_ips: int) -> bool:
+        """Store a token's last use unless the stored one is less than `min_interval` seconds older (another
+        process wrote it); the stored addresses are merged behind the new ones, `keep_ips` at most. True if
+        written; False also when the token no longer exists."""
         ...

@@ -4,6 +4,7 @@ under an advisory lock when several replicas start together, the same hot-read c
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -15,15 +16,20 @@ import asyncpg
 
 from gateway.errors import Conflict, StoreUnavailable
 from gateway.store.base import (
+    AuditEvent,
+    AuditQuery,
+    AuthFailures,
     DeployToken,
     Member,
     Namespace,
+    NewAuditEvent,
     NewDeployToken,
     PackageName,
     Page,
     PersonalAccessToken,
     Project,
     SourceKind,
+    TokenUse,
     User,
     UserState,
     Visibility,
@@ -74,9 +80,13 @@ _PROJECT_COLUMNS = (
     "p.id, p.name, p.path, p.full_path, p.visibility, p.description, p.created_at, p.creator_id, " + _NS_COLUMNS
 )
 _DT_COLUMNS = (
-    "id, name, username, scopes, expires_at, revoked, created_at, creator_id, project_id, group_id, token_encrypted"
+    "id, name, username, scopes, expires_at, revoked, created_at, creator_id, project_id, group_id, token_encrypted,"
+    " last_used_at, last_used_ips"
 )
-_PAT_COLUMNS = "id, user_id, name, scopes, expires_at, revoked, created_at, last_used_at"
+_PAT_COLUMNS = "id, user_id, name, scopes, expires_at, revoked, created_at, last_used_at, last_used_ips"
+_AUDIT_COLUMNS = "id, created_at, author_id, entity_type, entity_id, event_name, details"
+# The table a kind of token lives in (record_token_use).
+_TOKEN_TABLES = {"deploy_token": "deploy_tokens", "personal_access_token": "personal_access_tokens"}
 _PACKAGE_COLUMNS = "format, name, project_id, created_at, updated_at"
 _PROJECT_FROM = f"SELECT {_PROJECT_COLUMNS} FROM projects p JOIN namespaces n ON n.id = p.namespace_id"
 _MEMBER_SELECT = (
@@ -160,6 +170,8 @@ def _deploy_token(row: Sequence[Any]) -> DeployToken:
         project_id=row[8],
         group_id=row[9],
         token_encrypted=row[10],
+        last_used_at=_ts(row[11]),
+        last_used_ips=tuple(row[12]),
     )
 
 
@@ -173,6 +185,19 @@ def _pat(row: Sequence[Any]) -> PersonalAccessToken:
         revoked=row[5],
         created_at=_must_ts(row[6]),
         last_used_at=_ts(row[7]),
+        last_used_ips=tuple(row[8]),
+    )
+
+
+def _audit_event(row: Sequence[Any]) -> AuditEvent:
+    return AuditEvent(
+        id=row[0],
+        created_at=_must_ts(row[1]),
+        author_id=row[2],
+        entity_type=row[3],
+        entity_id=row[4],
+        event_name=row[5],
+        details=json.loads(row[6]),  # asyncpg hands jsonb over as text
     )
 
 
@@ -268,8 +293,9 @@ class PostgresStore:
         return StoreUnavailable(f"PostgreSQL at {self.where} is unavailable: {self._describe(exc)}")
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
-        """A write transaction on one pooled connection: all or nothing, so a failed request leaves nothing."""
+    async def _tx(self, *, clears_cache: bool = True) -> AsyncIterator[asyncpg.Connection]:
+        """A write transaction on one pooled connection: all or nothing, so a failed request leaves nothing.
+        Audit and last-use writes pass clears_cache=False: nothing the hot-read cache holds must change at once."""
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 yield conn
@@ -278,7 +304,8 @@ class PostgresStore:
         except _OUTAGES as exc:
             raise self._unavailable(exc) from exc
         finally:
-            self._cache.clear()
+            if clears_cache:
+                self._cache.clear()
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         try:
@@ -805,6 +832,76 @@ class PostgresStore:
             status = await conn.execute("DELETE FROM web_sessions WHERE expires_at <= $1", now)
         return _affected(status)
 
+    # --- failed authentications per client address (gateway/bruteforce.py) -----------------------------------
+    # The hot-read cache holds nothing of auth_failures: clearing it on each failure would let a guesser slow
+    # every other client down.
+
+    async def record_auth_failure(self, address: str, *, now: datetime, window_start_after: datetime) -> int:
+        async with self._tx(clears_cache=False) as conn:
+            # INSERT ... ON CONFLICT DO UPDATE locks the row: concurrent failures of one address from several
+            # replicas are counted one after the other. SET expressions read the row as it was.
+            failures = await conn.fetchval(
+                "INSERT INTO auth_failures AS f (address, failures, window_start, updated_at) VALUES ($1, 1, $2, $2)"
+                " ON CONFLICT (address) DO UPDATE SET"
+                " failures = CASE WHEN f.window_start <= $3 THEN 1 ELSE f.failures + 1 END,"
+                " window_start = CASE WHEN f.window_start <= $3 THEN $2 ELSE f.window_start END,"
+                " updated_at = $2"
+                " RETURNING failures",
+                address,
+                now,
+                window_start_after,
+            )
+        return int(failures)
+
+    async def ban_address(self, address: str, *, until: datetime, now: datetime) -> None:
+        async with self._tx(clears_cache=False) as conn:
+            await conn.execute(
+                "INSERT INTO auth_failures (address, failures, window_start, updated_at, banned_until)"
+                " VALUES ($1, 0, $2, $2, $3)"
+                " ON CONFLICT (address) DO UPDATE SET failures = 0, window_start = $2, updated_at = $2,"
+                " banned_until = $3",
+                address,
+                now,
+                until,
+            )
+
+    async def clear_auth_failures(self, address: str, *, now: datetime) -> bool:
+        async with self._tx(clears_cache=False) as conn:
+            status = await conn.execute(
+                "DELETE FROM auth_failures WHERE address = $1 AND (banned_until IS NULL OR banned_until <= $2)",
+                address,
+                now,
+            )
+        return _affected(status) > 0
+
+    async def list_auth_failures(self, *, now: datetime, updated_since: datetime, limit: int) -> list[AuthFailures]:
+        rows = await self._fetch(
+            "SELECT address, failures, window_start, updated_at, banned_until FROM auth_failures"
+            " WHERE banned_until > $1 OR updated_at > $2 ORDER BY updated_at DESC LIMIT $3",
+            now,
+            updated_since,
+            limit,
+        )
+        return [
+            AuthFailures(
+                address=r[0],
+                failures=r[1],
+                window_start=_must_ts(r[2]),
+                updated_at=_must_ts(r[3]),
+                banned_until=_ts(r[4]),
+            )
+            for r in rows
+        ]
+
+    async def delete_stale_auth_failures(self, *, now: datetime, updated_before: datetime) -> int:
+        async with self._tx(clears_cache=False) as conn:
+            status = await conn.execute(
+                "DELETE FROM auth_failures WHERE updated_at < $1 AND (banned_until IS NULL OR banned_until <= $2)",
+                updated_before,
+                now,
+            )
+        return _affected(status)
+
     # --- package names ----------------------------------------------------------------------------------------
 
     async def claim_package_name(
@@ -859,3 +956,69 @@ class PostgresStore:
             list(project_ids),
         )
         return [_package_name(r) for r in rows]
+
+    # --- audit trail and last use ----------------------------------------------------------------------------
+
+    async def insert_audit_events(self, events: Sequence[NewAuditEvent]) -> None:
+        if not events:
+            return
+        rows = [
+            (e.created_at, e.author_id, e.entity_type, e.entity_id, e.event_name, json.dumps(e.details))
+            for e in events
+        ]
+        async with self._tx(clears_cache=False) as conn:
+            await conn.executemany(
+                "INSERT INTO audit_events (created_at, author_id, entity_type, entity_id, event_name, details)"
+                " VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+                rows,
+            )
+
+    async def list_audit_events(self, query: AuditQuery, *, offset: int, limit: int) -> Page[AuditEvent]:
+        param = _Params()
+        clauses = [
+            f"{column} {param(value)}"
+            for column, value in (
+                ("entity_type =", query.entity_type),
+                ("entity_id =", query.entity_id),
+                ("author_id =", query.author_id),
+                ("created_at >=", query.created_after),
+                ("created_at <=", query.created_before),
+            )
+            if value is not None
+        ]
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        total = await self._fetchval(f"SELECT count(*) FROM audit_events{where}", *param.values)
+        page = f" ORDER BY id DESC LIMIT {param(limit)} OFFSET {param(offset)}"
+        rows = await self._fetch(
+            f"SELECT {_AUDIT_COLUMNS.replace('details', 'details::text')} FROM audit_events{where}{page}", *param.values
+        )
+        return Page([_audit_event(r) for r in rows], int(total))
+
+    async def get_audit_event(self, event_id: int) -> AuditEvent | None:
+        row = await self._fetchrow(
+            f"SELECT {_AUDIT_COLUMNS.replace('details', 'details::text')} FROM audit_events WHERE id = $1", event_id
+        )
+        return _audit_event(row) if row else None
+
+    async def purge_audit_events(self, before: datetime) -> int:
+        async with self._tx(clears_cache=False) as conn:
+            status = await conn.execute("DELETE FROM audit_events WHERE created_at < $1", before)
+        return _affected(status)
+
+    async def record_token_use(self, use: TokenUse, *, min_interval: float, keep_ips: int) -> bool:
+        table = _TOKEN_TABLES[use.kind]
+        async with self._tx(clears_cache=False) as conn:
+            # FOR UPDATE: two replicas flushing the same token merge their addresses one after the other.
+            row = await conn.fetchrow(
+                f"SELECT last_used_at, last_used_ips FROM {table} WHERE id = $1 FOR UPDATE", use.token_id
+            )
+            if row is None:
+                return False
+            stored = _ts(row[0])
+            if stored is not None and (use.at - stored).total_seconds() < min_interval:
+                return False
+            ips = list(dict.fromkeys([*use.ips, *row[1]]))[:keep_ips]
+            await conn.execute(
+                f"UPDATE {table} SET last_used_at = $1, last_used_ips = $2 WHERE id = $3", use.at, ips, use.token_id
+            )
+            return True

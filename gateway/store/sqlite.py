@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -15,15 +16,20 @@ import aiosqlite
 
 from gateway.errors import Conflict, StoreUnavailable
 from gateway.store.base import (
+    AuditEvent,
+    AuditQuery,
+    AuthFailures,
     DeployToken,
     Member,
     Namespace,
+    NewAuditEvent,
     NewDeployToken,
     PackageName,
     Page,
     PersonalAccessToken,
     Project,
     SourceKind,
+    TokenUse,
     User,
     UserState,
     Visibility,
@@ -74,9 +80,13 @@ _PROJECT_COLUMNS = (
     "p.id, p.name, p.path, p.full_path, p.visibility, p.description, p.created_at, p.creator_id, " + _NS_COLUMNS
 )
 _DT_COLUMNS = (
-    "id, name, username, scopes, expires_at, revoked, created_at, creator_id, project_id, group_id, token_encrypted"
+    "id, name, username, scopes, expires_at, revoked, created_at, creator_id, project_id, group_id, token_encrypted,"
+    " last_used_at, last_used_ips"
 )
-_PAT_COLUMNS = "id, user_id, name, scopes, expires_at, revoked, created_at, last_used_at"
+_PAT_COLUMNS = "id, user_id, name, scopes, expires_at, revoked, created_at, last_used_at, last_used_ips"
+_AUDIT_COLUMNS = "id, created_at, author_id, entity_type, entity_id, event_name, details"
+# The table a kind of token lives in (record_token_use).
+_TOKEN_TABLES = {"deploy_token": "deploy_tokens", "personal_access_token": "personal_access_tokens"}
 
 
 def _namespace(row: Sequence[Any]) -> Namespace:
@@ -136,6 +146,8 @@ def _deploy_token(row: Sequence[Any]) -> DeployToken:
         project_id=row[8],
         group_id=row[9],
         token_encrypted=row[10],
+        last_used_at=parse_ts(row[11]),
+        last_used_ips=tuple(row[12].split()),
     )
 
 
@@ -149,14 +161,36 @@ def _pat(row: Sequence[Any]) -> PersonalAccessToken:
         revoked=bool(row[5]),
         created_at=_must_ts(row[6]),
         last_used_at=parse_ts(row[7]),
+        last_used_ips=tuple(row[8].split()),
     )
+
+
+def _audit_event(row: Sequence[Any]) -> AuditEvent:
+    return AuditEvent(
+        id=row[0],
+        created_at=_must_ts(row[1]),
+        author_id=row[2],
+        entity_type=row[3],
+        entity_id=row[4],
+        event_name=row[5],
+        details=json.loads(row[6]),
+    )
+
+
+def merge_ips(new: Sequence[str], old: Sequence[str], keep: int) -> tuple[str, ...]:
+    """The newest addresses first, then the stored ones not among them, `keep` at most (GitLab keeps five)."""
+    return tuple(dict.fromkeys([*new, *old]))[:keep]
 
 
 class SQLiteStore:
     """One aiosqlite connection; write transactions are serialised by a lock (SQLite has one writer anyway)."""
 
-    def __init__(self, path: Path | str, *, cache: TTLCache[Any] | None = None) -> None:
+    def __init__(
+        self, path: Path | str, *, cache: TTLCache[Any] | None = None, busy_timeout: float = BUSY_TIMEOUT_MS / 1000
+    ) -> None:
         self.path = str(path)
+        # How long a statement waits for another process's lock before it fails (storage.busy_timeout) → 503.
+        self.busy_timeout_ms = max(1, round(busy_timeout * 1000))
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         # Hot-path reads (store/cache.py); every write transaction below clears it.
@@ -167,8 +201,8 @@ class SQLiteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so a write never upgrades a read lock.
-            self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-            await self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
+            await self._db.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             await self._db.execute("PRAGMA journal_mode = WAL")
             await self._db.execute("PRAGMA synchronous = NORMAL")
             await self._db.execute("PRAGMA foreign_keys = ON")
@@ -190,8 +224,9 @@ class SQLiteStore:
     # --- plumbing -------------------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction: all or nothing, so a failed request leaves nothing half-written."""
+    async def _tx(self, *, clears_cache: bool = True) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction: all or nothing, so a failed request leaves nothing half-written. Audit and
+        last-use writes pass clears_cache=False: they change nothing the hot-read cache must see at once."""
         async with self._write_lock:
             db = self.db
             try:
@@ -200,13 +235,18 @@ class SQLiteStore:
                 raise StoreUnavailable(f"database is busy: {exc}") from exc
             try:
                 yield db
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            else:
                 await db.execute("COMMIT")
+            except BaseException as exc:
+                # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR): then ROLLBACK itself fails.
+                with suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    # Locked, disk full, I/O error: the database's trouble, not the request's (503, not 500).
+                    raise StoreUnavailable(f"database error: {exc}") from exc
+                raise
             finally:
-                self._cache.clear()
+                if clears_cache:
+                    self._cache.clear()
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         # execute_fetchall is one hop to aiosqlite's thread; execute + fetch + close would be three (hot path).
@@ -714,6 +754,58 @@ class SQLiteStore:
             cur = await db.execute("DELETE FROM web_sessions WHERE expires_at <= ?", (ts(now),))
             return cur.rowcount
 
+    # --- failed authentications per client address (gateway/bruteforce.py) -----------------------------------
+    # The hot-read cache holds nothing of auth_failures: clearing it on each failure would let a guesser slow
+    # every other client down.
+
+    async def record_auth_failure(self, address: str, *, now: datetime, window_start_after: datetime) -> int:
+        async with self._tx(clears_cache=False) as db:
+            # SET expressions read the row as it was before the update (SQL semantics), so both CASEs agree.
+            rows = await db.execute_fetchall(
+                "INSERT INTO auth_failures (address, failures, window_start, updated_at) VALUES (?1, 1, ?2, ?2)"
+                " ON CONFLICT (address) DO UPDATE SET"
+                " failures = CASE WHEN window_start <= ?3 THEN 1 ELSE failures + 1 END,"
+                " window_start = CASE WHEN window_start <= ?3 THEN ?2 ELSE window_start END,"
+                " updated_at = ?2"
+                " RETURNING failures",
+                (address, ts(now), ts(window_start_after)),
+            )
+        return int(next(iter(rows))[0])
+
+    async def ban_address(self, address: str, *, until: datetime, now: datetime) -> None:
+        async with self._tx(clears_cache=False) as db:
+            await db.execute(
+                "INSERT INTO auth_failures (address, failures, window_start, updated_at, banned_until)"
+                " VALUES (?1, 0, ?2, ?2, ?3)"
+                " ON CONFLICT (address) DO UPDATE SET failures = 0, window_start = ?2, updated_at = ?2,"
+                " banned_until = ?3",
+                (address, ts(now), ts(until)),
+            )
+
+    async def clear_auth_failures(self, address: str, *, now: datetime) -> bool:
+        async with self._tx(clears_cache=False) as db:
+            cur = await db.execute(
+                "DELETE FROM auth_failures WHERE address = ? AND (banned_until IS NULL OR banned_until <= ?)",
+                (address, ts(now)),
+            )
+            return cur.rowcount > 0
+
+    async def list_auth_failures(self, *, now: datetime, updated_since: datetime, limit: int) -> list[AuthFailures]:
+        rows = await self._all(
+            "SELECT address, failures, window_start, updated_at, banned_until FROM auth_failures"
+            " WHERE banned_until > ? OR updated_at > ? ORDER BY updated_at DESC LIMIT ?",
+            (ts(now), ts(updated_since), limit),
+        )
+        return [_auth_failures(r) for r in rows]
+
+    async def delete_stale_auth_failures(self, *, now: datetime, updated_before: datetime) -> int:
+        async with self._tx(clears_cache=False) as db:
+            cur = await db.execute(
+                "DELETE FROM auth_failures WHERE updated_at < ? AND (banned_until IS NULL OR banned_until <= ?)",
+                (ts(updated_before), ts(now)),
+            )
+            return cur.rowcount
+
     # --- package names ----------------------------------------------------------------------------------------
 
     async def claim_package_name(
@@ -760,10 +852,84 @@ class SQLiteStore:
         )
         return [_package_name(r) for r in rows]
 
+    # --- audit trail and last use ----------------------------------------------------------------------------
+
+    async def insert_audit_events(self, events: Sequence[NewAuditEvent]) -> None:
+        if not events:
+            return
+        rows = [
+            (ts(e.created_at), e.author_id, e.entity_type, e.entity_id, e.event_name, json.dumps(e.details))
+            for e in events
+        ]
+        async with self._tx(clears_cache=False) as db:
+            await db.executemany(
+                "INSERT INTO audit_events (created_at, author_id, entity_type, entity_id, event_name, details)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    async def list_audit_events(self, query: AuditQuery, *, offset: int, limit: int) -> Page[AuditEvent]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("entity_type = ?", query.entity_type),
+            ("entity_id = ?", query.entity_id),
+            ("author_id = ?", query.author_id),
+            ("created_at >= ?", ts(query.created_after)),
+            ("created_at <= ?", ts(query.created_before)),
+        ):
+            if value is not None:
+                clauses.append(column)
+                params.append(value)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        total = (await self._one(f"SELECT count(*) FROM audit_events{where}", params))[0]
+        rows = await self._all(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit_events{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return Page([_audit_event(r) for r in rows], int(total))
+
+    async def get_audit_event(self, event_id: int) -> AuditEvent | None:
+        row = await self._one(f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE id = ?", (event_id,))
+        return _audit_event(row) if row else None
+
+    async def purge_audit_events(self, before: datetime) -> int:
+        async with self._tx(clears_cache=False) as db:
+            cur = await db.execute("DELETE FROM audit_events WHERE created_at < ?", (ts(before),))
+            return int(cur.rowcount)
+
+    async def record_token_use(self, use: TokenUse, *, min_interval: float, keep_ips: int) -> bool:
+        table = _TOKEN_TABLES[use.kind]
+        async with self._tx(clears_cache=False) as db:
+            select = f"SELECT last_used_at, last_used_ips FROM {table} WHERE id = ?"
+            async with db.execute(select, (use.token_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return False
+            stored = parse_ts(row[0])
+            if stored is not None and (use.at - stored).total_seconds() < min_interval:
+                return False
+            ips = merge_ips(use.ips, row[1].split(), keep_ips)
+            await db.execute(
+                f"UPDATE {table} SET last_used_at = ?, last_used_ips = ? WHERE id = ?",
+                (ts(use.at), " ".join(ips), use.token_id),
+            )
+            return True
+
 
 def _package_name(row: Sequence[Any]) -> PackageName:
     return PackageName(
         format=row[0], name=row[1], project_id=row[2], created_at=_must_ts(row[3]), updated_at=_must_ts(row[4])
+    )
+
+
+def _auth_failures(row: Sequence[Any]) -> AuthFailures:
+    return AuthFailures(
+        address=row[0],
+        failures=row[1],
+        window_start=_must_ts(row[2]),
+        updated_at=_must_ts(row[3]),
+        banned_until=parse_ts(row[4]),
     )
 
 

@@ -1,5 +1,5 @@
 """Sign-in and sign-out of the web UI: username and password (Argon2id), a fresh session per sign-in, a login
-CSRF cookie, and the failed sign-in limit (throttle.py)."""
+CSRF cookie, and the failed sign-in limits (the address ban bruteforce.py shares, throttle.py's username limit)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import asyncio
 
 from aiohttp import web
 
-from gateway.app import CLOCK, CONFIG, HASHER, LOGIN_THROTTLE, STORE
+from gateway.app import BRUTE_FORCE, CLOCK, HASHER, LOGIN_THROTTLE, STORE
 from gateway.errors import PayloadTooLarge
 from gateway.middleware import PRINCIPAL, read_form
 from gateway.principals import UserPrincipal, describe
-from gateway.web import csrf, sessions, throttle
+from gateway.web import csrf, sessions
 from gateway.web.pages import CSRF_REFUSED, LOGIN_PATH, RetryLater, page, posted_form, safe_return_to, text
 from gateway.web.render import html_response, layout, render, see_other
 
@@ -71,13 +71,12 @@ async def login(request: web.Request) -> web.StreamResponse:
         )
     app = request.app
     now = app[CLOCK].now()
-    limiter = app[LOGIN_THROTTLE]
-    client = throttle.client_address(
-        request.remote, request.headers.get("X-Forwarded-For"), app[CONFIG].server.trusted_proxies
-    )
-    attempt = throttle.keys(client, username)
-    wait = limiter.retry_after(attempt, now)
-    if wait:  # refused before the password is even checked: a blocked guesser learns nothing more
+    guard, limiter = app[BRUTE_FORCE], app[LOGIN_THROTTLE]
+    client = guard.client(request)
+    # Refused before the password is even checked: a blocked guesser learns nothing more. The address ban is the
+    # one every secret check shares (bruteforce.py); the username limit is the sign-in's own (throttle.py).
+    wait = guard.retry_after(client) or limiter.retry_after(username, now)
+    if wait:
         raise RetryLater(TOO_MANY, wait)
 
     store = app[STORE]
@@ -85,11 +84,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     # Argon2id is slow by design: off the event loop. An unknown user costs the same time (PasswordHasher.verify).
     verified = await asyncio.to_thread(app[HASHER].verify, password, user.password_hash if user else None)
     if not verified or user is None or not user.active:
-        limiter.failed(attempt, now)
+        limiter.failed(username, now)
+        await guard.failed(client)
         return _login_page(
             request, token=cookie_token, username=username, error=BAD_CREDENTIALS, return_to=return_to, status=422
         )
-    limiter.succeeded(attempt[1])
+    limiter.succeeded(username)
+    await guard.succeeded(client)
 
     previous = sessions.cookie_id(request)
     if previous is not None:  # never keep a session id across a sign-in (session fixation)

@@ -13,8 +13,8 @@ from typing import Literal
 
 from aiohttp import web
 
-from gateway import access, tokens
-from gateway.app import BOX, CLOCK, STORE
+from gateway import access, metrics, tokens
+from gateway.app import AUDIT, BOX, CLOCK, STORE
 from gateway.errors import Forbidden, NotFound, ParamError, ValidationFailed
 from gateway.namespaces import split_full_path
 from gateway.policy import Allowed, Denied, Deny, Operation, Target
@@ -60,6 +60,7 @@ class Subject:
     holder: Holder
     base_url: str  # "/group/project" or "/groups/group"
     can_manage: bool
+    entity: tuple[str, int]  # ("Project" | "Group", id): where audit events of its tokens belong
 
     @property
     def settings_url(self) -> str:
@@ -99,13 +100,13 @@ async def _subject(request: web.Request, session: sessions.Session, kind: Kind, 
         if project is None:
             raise NotFound(NOT_FOUND)
         target, name, full_path = Target.of_project(project), project.name, project.full_path
-        holder, base_url = Holder(project_id=project.id), href(project.full_path)
+        holder, base_url, entity = Holder(project_id=project.id), href(project.full_path), ("Project", project.id)
     else:
         group = await store.get_namespace_by_path("/".join(segments)) if segments else None
         if group is None or group.kind != "group":
             raise NotFound(NOT_FOUND)
         target, name, full_path = Target.of_group(group), group.name, group.full_path
-        holder, base_url = Holder(group_id=group.id), href("groups", group.full_path)
+        holder, base_url, entity = Holder(group_id=group.id), href("groups", group.full_path), ("Group", group.id)
     see, read, manage_op = _OPERATIONS[kind]
     for op in (see, read):
         decision = await access.authorize(store, session.principal, target, op)
@@ -114,10 +115,13 @@ async def _subject(request: web.Request, session: sessions.Session, kind: Kind, 
                 raise sessions.SignInRequired()
             # GitLab answers settings pages a user may not use with 404, so they do not reveal what exists.
             raise NotFound(NOT_FOUND)
-    can_manage = isinstance(await access.authorize(store, session.principal, target, manage_op), Allowed)
+    if manage:  # the gate of a create or revoke: an audited decision
+        can_manage = isinstance(await access.authorize(store, session.principal, target, manage_op), Allowed)
+    else:  # whether to show the form and buttons: not a decision of its own
+        can_manage = await access.visible(store, session.principal, target, manage_op)
     if manage and not can_manage:
         raise Forbidden(f"You are not allowed to create or revoke deploy tokens of this {kind}.")
-    return Subject(kind, name, full_path, holder, base_url, can_manage)
+    return Subject(kind, name, full_path, holder, base_url, can_manage, entity)
 
 
 async def _held_token(request: web.Request, subject: Subject) -> DeployToken:
@@ -180,6 +184,17 @@ def _date(value: datetime) -> Safe:
     return render("time.html", iso=value.isoformat(), shown=shown)
 
 
+def _last_used(token: DeployToken) -> Safe | str:
+    """When the token last authenticated (to the minute: it is written at most once a minute) and from where."""
+    if token.last_used_at is None:
+        return "Never"
+    value = token.last_used_at.astimezone(UTC)
+    when_used = render("time.html", iso=value.isoformat(), shown=value.strftime("%Y-%m-%d %H:%M UTC"))
+    if not token.last_used_ips:
+        return when_used
+    return render("last_used.html", time=when_used, ips=", ".join(token.last_used_ips))
+
+
 def _field_error(field: str, errors: dict[str, str]) -> Safe:
     message = errors.get(field)
     return when(message, render("field_error.html", id=f"deploy_token_{field}_error", message=message))
@@ -235,6 +250,7 @@ def _table(subject: Subject, session: sessions.Session, active: list[DeployToken
             username=token.username,
             created=_date(token.created_at),
             expires=_date(token.expires_at) if token.expires_at else "Never",
+            last_used=_last_used(token),
             scopes=join((render("scope_badge.html", scope=s) for s in token.scopes), " "),
             action=when(
                 subject.can_manage,
@@ -305,6 +321,10 @@ async def _settings(
     return html_response(layout(title, content, nav=nav(session), body_attrs=body_attrs), status=status)
 
 
+def _holder(subject: Subject) -> tuple[str, int, str]:
+    return (*subject.entity, subject.full_path)
+
+
 # --- handlers -----------------------------------------------------------------------------------------------
 
 
@@ -340,6 +360,9 @@ async def _create(request: web.Request, kind: Kind) -> web.StreamResponse:
         creator_id=session.user.id,
         now=now,
     )
+    metrics.token_issued("deploy_token")
+    audit_log = request.app[AUDIT]
+    await audit_log.deploy_token_changed(request, session.principal, _holder(subject), "created", created.token)
     # The secret goes into this response only: never a redirect URL, a log line, or anything kept for later.
     return await _settings(request, session, subject, created=created)
 
@@ -362,8 +385,8 @@ async def _revoke(request: web.Request, kind: Kind) -> web.StreamResponse:
             cancel_url=subject.settings_url,
         )
         return html_response(layout("Revoke deploy token", content, nav=nav(session)))
-    if not token.revoked:
-        await request.app[STORE].revoke_deploy_token(token.id)
+    if not token.revoked and await request.app[STORE].revoke_deploy_token(token.id):
+        await request.app[AUDIT].deploy_token_changed(request, session.principal, _holder(subject), "revoked", token)
     return web.Response(status=303, headers={"Location": f"{subject.settings_url}?revoked={token.id}"})
 
 

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from gateway import access
 from gateway.app import STORE
-from gateway.policy import Allowed, Operation, Target
+from gateway.policy import Operation, Target
 from gateway.store.base import Namespace, Project, Store
 from gateway.web import sessions
 from gateway.web.pages import href, nav, page
@@ -45,7 +45,7 @@ async def _candidates(store: Store, session: sessions.Session) -> tuple[list[Pro
 
 
 async def _may(store: Store, session: sessions.Session, target: Target, op: Operation) -> bool:
-    return isinstance(await access.authorize(store, session.principal, target, op), Allowed)
+    return await access.visible(store, session.principal, target, op)  # a list filter, not an audited decision
 
 
 @page

@@ -3,12 +3,7 @@ publish and install (scoped too), metadata rewritten to the gateway, and each pr
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,9 +14,9 @@ import pytest
 from gateway.clock import FixedClock
 from gateway.secretbox import SecretBox
 from gateway.store.sqlite import SQLiteStore
-from tests import procs
+from tests import package_clients
 from tests.conftest import make_config
-from tests.package_clients import NEGATIVE, NPM_HOST, basic, cast, require, run, serve
+from tests.package_clients import NEGATIVE, basic, cast, require, run, serve
 from tests.world import World
 
 BACKEND_USER, BACKEND_PASSWORD = "gateway", "backend-secret"
@@ -31,45 +26,8 @@ NPM = "/usr/bin/npm"
 @pytest.fixture(scope="module")
 def verdaccio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """verdaccio offline (no uplinks), every package only for authenticated users: the gateway's account."""
-    binary = require(NPM_HOST / "node_modules" / ".bin" / "verdaccio")
-    d = tmp_path_factory.mktemp("verdaccio")
-    port = procs.free_port()
-    (d / "config.yaml").write_text(
-        json.dumps(
-            {
-                "storage": str(d / "storage"),
-                "auth": {"htpasswd": {"file": str(d / "htpasswd"), "max_users": 1}},
-                "uplinks": {},
-                "packages": {
-                    "@*/*": {"access": "$authenticated", "publish": "$authenticated"},
-                    "**": {"access": "$authenticated", "publish": "$authenticated"},
-                },
-                "middlewares": {"audit": {"enabled": False}},
-                "web": {"enable": False},
-                "listen": f"127.0.0.1:{port}",
-                "log": {"type": "stdout", "format": "pretty", "level": "warn"},
-            }
-        )
-    )
-    proc = procs.start("verdaccio", [binary, "--config", d / "config.yaml"], log=d / "verdaccio.log")
-    try:
-        procs.wait_http(proc, f"http://127.0.0.1:{port}/-/ping")
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/-/user/org.couchdb.user:{BACKEND_USER}",
-            data=json.dumps({"name": BACKEND_USER, "password": BACKEND_PASSWORD}).encode(),
-            headers={"Content-Type": "application/json"},
-            method="PUT",
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
-            assert resp.status == 201
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        # verdaccio may ignore SIGTERM for a long time; SIGINT stops it at once (packages.md §2).
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(5)
-        procs.stop(proc)
+    with package_clients.verdaccio(tmp_path_factory.mktemp("verdaccio"), BACKEND_USER, BACKEND_PASSWORD) as url:
+        yield url
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import subprocess
 import uuid
 import zipfile
 from collections.abc import AsyncIterator, Iterator
@@ -17,9 +16,9 @@ import pytest
 from gateway.clock import FixedClock
 from gateway.secretbox import SecretBox
 from gateway.store.sqlite import SQLiteStore
-from tests import procs
+from tests import package_clients
 from tests.conftest import make_config
-from tests.package_clients import NEGATIVE, PYPI_TOOLS, basic, cast, require, run, serve
+from tests.package_clients import NEGATIVE, PYPI_TOOLS, basic, cast, run, serve
 from tests.world import World
 
 BACKEND_USER, BACKEND_PASSWORD = "gateway", "backend-secret"
@@ -28,44 +27,8 @@ BACKEND_USER, BACKEND_PASSWORD = "gateway", "backend-secret"
 @pytest.fixture(scope="module")
 def pypiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """pypiserver with its own htpasswd: only the gateway's backend credentials may upload or read."""
-    server = require(PYPI_TOOLS / "bin" / "pypi-server")
-    python = require(PYPI_TOOLS / "bin" / "python")
-    d = tmp_path_factory.mktemp("pypiserver")
-    (d / "packages").mkdir()
-    subprocess.run(
-        [
-            python,
-            "-c",
-            "import sys; from passlib.apache import HtpasswdFile as H; h = H(sys.argv[1], new=True);"
-            " h.set_password(sys.argv[2], sys.argv[3]); h.save()",
-            d / "htpasswd",
-            BACKEND_USER,
-            BACKEND_PASSWORD,
-        ],
-        check=True,
-    )
-    port = procs.free_port()
-    proc = procs.start(
-        "pypiserver",
-        [
-            server,
-            "run",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-a",
-            "update,download,list",
-            "-P",
-            str(d / "htpasswd"),
-            "--disable-fallback",
-            str(d / "packages"),
-        ],
-        log=d / "pypiserver.log",
-    )
-    with procs.running(proc):
-        procs.wait_http(proc, f"http://127.0.0.1:{port}/health")
-        yield f"http://127.0.0.1:{port}/"
+    with package_clients.pypiserver(tmp_path_factory.mktemp("pypiserver"), BACKEND_USER, BACKEND_PASSWORD) as url:
+        yield url
 
 
 def wheel(folder: Path, name: str, version: str = "1.0.0") -> Path:

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -28,11 +23,11 @@ from gateway.config import Config
 from gateway.secretbox import SecretBox
 from gateway.store.sqlite import SQLiteStore
 from gateway.users import AccessLevel
+from tests import servers
 from tests.conftest import make_config
 from tests.oci import build_image
 from tests.world import World
 
-REGISTRY = "/usr/bin/docker-registry"
 SKOPEO = "/usr/bin/skopeo"
 
 
@@ -69,53 +64,10 @@ def registry(
     ports: tuple[int, int], keys: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[int]:
     """docker-registry on loopback, token auth pointing at the gateway's /jwt/auth (registry.md §6)."""
-    assert Path(REGISTRY).exists(), "docker-registry is not installed (scripts/install-test-deps installs it)"
     gw_port, reg_port = ports
-    d = tmp_path_factory.mktemp("registry")
-    config = {
-        "version": 0.1,
-        "log": {"level": "info", "fields": {"service": "registry"}},
-        "storage": {
-            "filesystem": {"rootdirectory": str(d / "data")},
-            "delete": {"enabled": True},
-            "maintenance": {"uploadpurging": {"enabled": False}},
-        },
-        "http": {"addr": f"127.0.0.1:{reg_port}", "secret": uuid.uuid4().hex},
-        "auth": {
-            "token": {
-                "realm": f"http://127.0.0.1:{gw_port}/jwt/auth",
-                "service": "container_registry",
-                "issuer": "gitlab-issuer",
-                "rootcertbundle": str(keys[1]),
-            }
-        },
-        "health": {"storagedriver": {"enabled": False}},
-    }
-    (d / "config.yml").write_text(json.dumps(config))  # YAML is a superset of JSON
-    log = (d / "registry.log").open("wb")
-    proc = subprocess.Popen([REGISTRY, "serve", str(d / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{reg_port}/v2/", timeout=1)
-            except urllib.error.HTTPError as exc:
-                if exc.code == 401:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"registry did not start: {(d / 'registry.log').read_text()[-2000:]}")
-            time.sleep(0.05)
+    realm = f"http://127.0.0.1:{gw_port}/jwt/auth"
+    with servers.registry(tmp_path_factory.mktemp("registry"), keys[1], realm, reg_port):
         yield reg_port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture

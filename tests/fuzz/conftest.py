@@ -5,9 +5,9 @@ npm backends that refuse connections (so uploads are parsed, then answered 502),
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,7 +16,7 @@ from gateway.clock import FixedClock
 from gateway.secretbox import SecretBox
 from gateway.signing_keys import SigningKey, generate_key, self_signed_certificate
 from gateway.store.sqlite import SQLiteStore
-from tests.conftest import make_config
+from tests.conftest import make_config, start_server
 from tests.fuzz.seed import Seed, build
 from tests.world import World
 
@@ -36,24 +36,29 @@ def closed_port() -> int:
 
 @pytest.fixture
 async def port(
-    aiohttp_server: Any,
     tmp_path: Path,
     store: SQLiteStore,
     clock: FixedClock,
     box: SecretBox,
     signing_key: SigningKey,
-) -> int:
-    """The port of a running gateway (its server is stopped by the aiohttp_server fixture)."""
+) -> AsyncIterator[int]:
+    """The port of a running gateway, on the server `gateway serve` uses (gateway/server.py)."""
     dead = f"http://127.0.0.1:{closed_port()}"
     config = make_config(
         tmp_path,
         packages={"pypi": {"backend": f"{dead}/pypi/{{project_id}}/"}, "npm": {"backend": f"{dead}/npm/"}},
         # Believe X-Forwarded-For from the test client, so that fuzzed values of it are parsed.
         server={"trusted_proxies": ["127.0.0.1"]},
+        # Thousands of bad credentials from a few addresses: the failure accounting runs (and is fuzzed), but a
+        # ban would turn the rest of the run into 403/429 and hide the handlers from the fuzzer.
+        bruteforce={"max_failures": 1_000_000},
     )
     app = create_app(config, store=store, clock=clock, box=box, signing_key=signing_key)
-    server = await aiohttp_server(app, auto_decompress=False)
-    return int(server.port)
+    server = await start_server(app)
+    try:
+        yield int(server.port or 0)
+    finally:
+        await server.close()
 
 
 @pytest.fixture

@@ -53,6 +53,9 @@ API_READS = frozenset(
         O.READ_PROJECT_DEPLOY_TOKENS,
         O.READ_GROUP_DEPLOY_TOKENS,
         O.LIST_ALL_DEPLOY_TOKENS,
+        O.READ_PROJECT_AUDIT_EVENTS,
+        O.READ_GROUP_AUDIT_EVENTS,
+        O.READ_OWN_AUDIT_EVENTS,
         O.READ_USERS,
         O.PACKAGE_READ,
     }
@@ -87,6 +90,10 @@ MIN_ROLE: dict[Operation, int] = {
     O.MANAGE_GROUP_MEMBERS: 50,
     O.GRANT_OWNER: 50,
     O.MANAGE_GROUP_DEPLOY_TOKENS: 50,
+    # GitLab's audit events API: Developers see their own events, Maintainers a project's, Owners a group's.
+    O.READ_OWN_AUDIT_EVENTS: 30,
+    O.READ_PROJECT_AUDIT_EVENTS: 40,
+    O.READ_GROUP_AUDIT_EVENTS: 50,
 }
 # Reads that a public target opens to everyone, and an internal one to every signed-in user.
 OPEN_READS = frozenset({O.GIT_READ, O.REGISTRY_PULL, O.PACKAGE_READ, O.READ_PROJECT, O.READ_GROUP, O.READ_MEMBERS})

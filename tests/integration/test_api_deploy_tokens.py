@@ -24,9 +24,15 @@ DOC_TOKEN = {
     "revoked": False,
     "expired": False,
     "scopes": ["read_repository", "read_registry"],
+    # This gateway's own fields, after GitLab's: a token never used yet.
+    "last_used_at": None,
+    "last_used_ips": [],
 }
 # GitLab's entity order (lib/api/entities/deploy_token.rb); the docs print the same fields in another order.
-ENTITY_ORDER = ["id", "name", "username", "expires_at", "scopes", "revoked", "expired"]
+GITLAB_ORDER = ["id", "name", "username", "expires_at", "scopes", "revoked", "expired"]
+# Then the extra fields of this gateway (last use, as on GitLab's personal access tokens).
+EXTRA = ["last_used_at", "last_used_ips"]
+ENTITY_ORDER = [*GITLAB_ORDER, *EXTRA]
 DOC_CREATE_BODY = {
     "name": "My deploy token",
     "expires_at": "2021-01-01",
@@ -114,7 +120,7 @@ async def test_create_holder_token(client: TestClient, world: World, seeded: See
     r = await client.post(seeded.base(kind) + slash, json=DOC_CREATE_BODY, headers=seeded.owner.headers)
     assert r.status == 201, await r.text()
     body = await r.json()
-    assert list(body) == [*ENTITY_ORDER, "token"]
+    assert list(body) == [*GITLAB_ORDER, "token", *EXTRA]
     secret = body.pop("token")
     assert secret.startswith("gldt-") and len(secret) == 25
     assert body == {
@@ -125,6 +131,8 @@ async def test_create_holder_token(client: TestClient, world: World, seeded: See
         "revoked": False,
         "expired": False,
         "scopes": ["read_repository"],
+        "last_used_at": None,
+        "last_used_ips": [],
     }
     # The secret is shown once: the stored token is listed without it, and the store keeps no plaintext.
     listed = await (await client.get(seeded.base(kind), headers=seeded.owner.headers)).json()

@@ -291,6 +291,7 @@ async def test_create_personal_access_token(client: TestClient, world: World, cl
         "last_used_at",
         "active",
         "expires_at",
+        "last_used_ips",  # GitLab 17.x PersonalAccessTokenWithLastUsedIps
         "token",
     ]
     assert (body["name"], body["scopes"], body["user_id"], body["active"], body["expires_at"]) == (
