@@ -173,6 +173,9 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             **self.fields,
         }
+        if isinstance(record.msg, dict) and not record.args:  # middleware.AccessEntry: already the fields
+            entry.update(record.msg)
+            return json.dumps(entry, default=str)
         message = record.getMessage()
         parsed: Any = None
         if message.startswith("{"):

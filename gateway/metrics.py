@@ -53,7 +53,8 @@ REQUEST_SECONDS = Histogram(
 )
 AUTHENTICATIONS = Counter(
     "gateway_authentications_total",
-    "Secret checks (git, /jwt/auth, packages, API) by mode and outcome: anonymous, deploy_token, pat, password,"
+    "Secret checks by mode (login: git and /jwt/auth; packages; api; web: the sign-in form) and outcome: anonymous,"
+    " deploy_token, pat, password,"
     " session, or failed",
     ("mode", "outcome"),
 )
@@ -115,6 +116,11 @@ def auth_outcome(mode: Mode, principal: Principal | None) -> None:
         assert isinstance(principal, Anonymous)
         outcome = "anonymous"
     _child(AUTHENTICATIONS, mode.value, outcome).inc()
+
+
+def web_sign_in(principal: Principal | None) -> None:
+    """A password checked by the UI's sign-in form (web/auth.py), counted beside authn's secret checks."""
+    _child(AUTHENTICATIONS, "web", "failed" if principal is None else "password").inc()
 
 
 def _backend(name: str) -> str:

@@ -11,13 +11,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tests.procs import Proc, free_port, running, start, stop, wait_http, wait_tcp
+from tests.procs import Proc, free_port, processes, running, start, stop, wait_http, wait_tcp, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX = "/usr/sbin/nginx"
@@ -278,3 +280,43 @@ def registry(base: Path, certificate: Path, realm: str, port: int | None = None)
     with running(proc):
         wait_http(proc, f"http://127.0.0.1:{port}/v2/")  # 401 (a challenge) is an answer
         yield f"http://127.0.0.1:{port}"
+
+
+START_TIMEOUT = 20.0
+
+
+class Served:
+    """`gateway serve` with its stderr (JSON lines) in a log file; the URL from its "listening on" line."""
+
+    def __init__(self, config: Path, *args: str, name: str = "gateway") -> None:
+        self.log = config.parent / f"{name}-{time.monotonic_ns()}.log"
+        argv = [sys.executable, "-m", "gateway", "--config", str(config), "serve", *args]
+        self.proc: Proc = start(name, argv, log=self.log, env=gateway_env(config.parent), cwd=ROOT)
+        self.url = ""
+        assert wait_until(self._listening, START_TIMEOUT), f"no 'listening on' line:\n{self.proc.log_tail()}"
+
+    def _listening(self) -> bool:
+        self.proc.assert_running()
+        for entry in self.entries():
+            if str(entry.get("message", "")).startswith("listening on "):
+                self.url = entry["message"].removeprefix("listening on ")
+                return True
+        return False
+
+    def entries(self) -> list[dict[str, Any]]:
+        lines = self.log.read_text(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{") and line.endswith("}")]
+
+    def messages(self) -> list[str]:
+        return [str(e.get("message", "")) for e in self.entries()]
+
+    def workers(self) -> list[int]:
+        """PIDs of the live children of the parent process."""
+        return sorted(p.pid for p in processes() if p.ppid == self.proc.pid and p.state not in ("Z", "X"))
+
+    def wait_workers(self, count: int) -> list[int]:
+        assert wait_until(lambda: len(self.workers()) == count, START_TIMEOUT), (self.workers(), self.proc.log_tail())
+        return self.workers()
+
+    def exit_code(self, timeout: float = 30.0) -> int:
+        return self.proc.popen.wait(timeout)

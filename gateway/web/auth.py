@@ -7,6 +7,7 @@ import asyncio
 
 from aiohttp import web
 
+from gateway import audit, metrics
 from gateway.app import BRUTE_FORCE, CLOCK, HASHER, LOGIN_THROTTLE, STORE
 from gateway.errors import PayloadTooLarge
 from gateway.middleware import PRINCIPAL, read_form
@@ -84,11 +85,16 @@ async def login(request: web.Request) -> web.StreamResponse:
     # Argon2id is slow by design: off the event loop. An unknown user costs the same time (PasswordHasher.verify).
     verified = await asyncio.to_thread(app[HASHER].verify, password, user.password_hash if user else None)
     if not verified or user is None or not user.active:
+        audit.authenticated(None)
+        metrics.web_sign_in(None)
         limiter.failed(username, now)
         await guard.failed(client)
         return _login_page(
             request, token=cookie_token, username=username, error=BAD_CREDENTIALS, return_to=return_to, status=422
         )
+    signed_in = UserPrincipal(user, None, "password")
+    audit.authenticated(signed_in)
+    metrics.web_sign_in(signed_in)
     limiter.succeeded(username)
     await guard.succeeded(client)
 

@@ -531,3 +531,32 @@ async def test_no_secret_is_recorded(gw: TestClient, scene: Scene, world: World,
     for secret in scene.secrets:
         assert secret.encode() not in raw, "a secret reached the database"
         assert all(secret not in str(e.details) for e in recorded)
+
+
+async def sign_ins_counted(client: TestClient, outcome: str) -> float:
+    text = await (await client.get("/-/metrics")).text()
+    line = f'gateway_authentications_total{{mode="web",outcome="{outcome}"}} '
+    return sum(float(row.removeprefix(line)) for row in text.splitlines() if row.startswith(line))
+
+
+@pytest.mark.parametrize(
+    ("password", "status", "event", "principal", "outcome"),
+    [
+        (None, 303, "access_allowed", "user", "password"),
+        ("not-the-password", 422, "authentication_failed", "unknown", "failed"),
+    ],
+    ids=["signed-in", "wrong-password"],
+)
+async def test_web_sign_in_is_an_authentication_decision(
+    gw: TestClient, scene: Scene, password: str | None, status: int, event: str, principal: str, outcome: str
+) -> None:
+    """The UI's sign-in form checks a secret too: audited and counted like authn's checks."""
+    from tests.webui import sign_in
+
+    before = await sign_ins_counted(gw, outcome)
+    r = await sign_in(gw, scene.developer, password=password)
+    assert r.status == status
+    recorded = [(e.event_name, e.details.get("principal"), e.details.get("route")) for e in await events(gw)]
+    expected = f"user:{scene.developer.user.id}" if principal == "user" else principal
+    assert recorded == [(event, expected, "web.login")]
+    assert await sign_ins_counted(gw, outcome) == before + 1

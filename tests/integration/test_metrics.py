@@ -30,10 +30,9 @@ from gateway.secretbox import SecretBox
 from gateway.signing_keys import SigningKey, generate_key, self_signed_certificate
 from gateway.store.sqlite import SQLiteStore
 from tests.conftest import make_config, start_server
-from tests.integration.test_workers import Served
 from tests.procs import stop, wait_until
 from tests.replicas import request
-from tests.servers import init_gateway, write_config
+from tests.servers import Served, init_gateway, write_config
 from tests.world import Actor, World
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

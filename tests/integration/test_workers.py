@@ -7,7 +7,6 @@ SIGTERM, and takes its workers with it when it is killed.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -20,48 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.procs import Proc, alive, processes, start, stop, wait_until
+from tests.procs import alive, stop, wait_until
 from tests.replicas import request
-from tests.servers import ROOT, gateway_env, init_gateway, write_config
-
-START_TIMEOUT = 20.0
-
-
-class Served:
-    """`gateway serve` with its stderr (JSON lines) in a log file; the URL from its "listening on" line."""
-
-    def __init__(self, config: Path, *args: str, name: str = "gateway") -> None:
-        self.log = config.parent / f"{name}-{time.monotonic_ns()}.log"
-        argv = [sys.executable, "-m", "gateway", "--config", str(config), "serve", *args]
-        self.proc: Proc = start(name, argv, log=self.log, env=gateway_env(config.parent), cwd=ROOT)
-        self.url = ""
-        assert wait_until(self._listening, START_TIMEOUT), f"no 'listening on' line:\n{self.proc.log_tail()}"
-
-    def _listening(self) -> bool:
-        self.proc.assert_running()
-        for entry in self.entries():
-            if str(entry.get("message", "")).startswith("listening on "):
-                self.url = entry["message"].removeprefix("listening on ")
-                return True
-        return False
-
-    def entries(self) -> list[dict[str, Any]]:
-        lines = self.log.read_text(errors="replace").splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{") and line.endswith("}")]
-
-    def messages(self) -> list[str]:
-        return [str(e.get("message", "")) for e in self.entries()]
-
-    def workers(self) -> list[int]:
-        """PIDs of the live children of the parent process."""
-        return sorted(p.pid for p in processes() if p.ppid == self.proc.pid and p.state not in ("Z", "X"))
-
-    def wait_workers(self, count: int) -> list[int]:
-        assert wait_until(lambda: len(self.workers()) == count, START_TIMEOUT), (self.workers(), self.proc.log_tail())
-        return self.workers()
-
-    def exit_code(self, timeout: float = 30.0) -> int:
-        return self.proc.popen.wait(timeout)
+from tests.servers import ROOT, START_TIMEOUT, Served, gateway_env, init_gateway, write_config
 
 
 @pytest.fixture(scope="module")
