@@ -18,7 +18,7 @@ import tempfile
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,7 +27,7 @@ from gateway import secretbox, signing_keys, tokens, users
 from gateway.config import Config
 from gateway.errors import ConfigError, GatewayError, HTTPFailure
 from gateway.store import open_store
-from gateway.store.base import Store
+from gateway.store.base import AuthFailures, Store
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -473,6 +473,42 @@ def cmd_ci_variables(config: Config, args: argparse.Namespace) -> int:
 # --- argument parsing ------------------------------------------------------------------------------------------
 
 
+# --- bans ------------------------------------------------------------------------------------------------------
+
+
+def cmd_bans_list(config: Config, args: argparse.Namespace) -> int:
+    """Addresses banned now or with recent failures (bruteforce.py), one line each, most recent first."""
+    now = _now()
+
+    async def work(store: Store) -> list[AuthFailures]:
+        since = now - timedelta(seconds=config.bruteforce.find_time)
+        return await store.list_auth_failures(now=now, updated_since=since, limit=args.limit)
+
+    for row in asyncio.run(_with_store(config, work)):
+        state = f"banned until {row.banned_until.isoformat()}" if row.banned_until and row.banned_until > now else ""
+        _say(f"{row.address}\t{row.failures} failures since {row.window_start.isoformat()}\t{state}".rstrip())
+    return 0
+
+
+def cmd_bans_lift(config: Config, args: argparse.Namespace) -> int:
+    """Forget an address's failures and lift its ban; every process stops applying it at its next refresh (1 s)."""
+    from ipaddress import ip_address
+
+    from gateway import bruteforce
+
+    try:
+        key = bruteforce.ban_key(str(ip_address(args.address)))
+    except ValueError:
+        raise CommandError(f"not an IP address: {args.address!r}") from None
+
+    async def work(store: Store) -> bool:
+        return await store.clear_auth_failures(key, now=_now(), lift_ban=True)
+
+    lifted = asyncio.run(_with_store(config, work))
+    _say(f"{key}: {'lifted' if lifted else 'nothing on record'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway", description="GitLab-style deploy tokens in front of git, container registry and packages."
@@ -520,6 +556,15 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--expires-at", metavar="DATE", help="YYYY-MM-DD (midnight UTC) or ISO 8601 datetime")
     u.add_argument("--name", default=CLI_TOKEN_NAME, metavar="N", help=f"token name (default: {CLI_TOKEN_NAME!r})")
     u.set_defaults(func=cmd_users_token)
+
+    p = commands.add_parser("bans", help="failed-authentication bans (brute-force protection)")
+    ban_commands = p.add_subparsers(dest="bans_command", metavar="COMMAND", required=True)
+    b = ban_commands.add_parser("list", help="addresses banned now or with recent failures")
+    b.add_argument("--limit", type=int, default=1000, metavar="N")
+    b.set_defaults(func=cmd_bans_list)
+    b = ban_commands.add_parser("lift", help="lift the ban of an address and forget its failures")
+    b.add_argument("address", metavar="ADDRESS", help="an IPv4 or IPv6 address (IPv6 is banned by its /64)")
+    b.set_defaults(func=cmd_bans_lift)
 
     p = commands.add_parser(
         "ci-variables", help="print CI_DEPLOY_USER/CI_DEPLOY_PASSWORD from the project's gitlab-deploy-token"

@@ -235,12 +235,16 @@ async def _forward(request: web.Request, backend: Backend, url: str, *, upload: 
     maximum = request.app[CONFIG].packages.max_upload_size
     check_length(request.content_length, maximum)
     limit = Limit(maximum)
+    if request.content_length is not None:
+        # Announced and within the limit (checked above): the forwarder moves exactly that many bytes, by splice
+        # when large (proxy.SplicedUpload), and a body that ends early fails the backend request.
+        return await _forward_upload(request, backend, url, None, limit)
     body = limited(request.content, limit, expected=request.content_length)
     return await _forward_upload(request, backend, url, body, limit)
 
 
 async def _forward_upload(
-    request: web.Request, backend: Backend, url: str, body: AsyncIterator[bytes], limit: Limit
+    request: web.Request, backend: Backend, url: str, body: AsyncIterator[bytes] | None, limit: Limit
 ) -> web.StreamResponse:
     try:
         return await request.app[PROXY].forward(

@@ -6,6 +6,7 @@ connection is aborted so a truncated body can never pass for a complete one.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import socket
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 from multidict import CIMultiDict
 
 from gateway import metrics, splice
@@ -191,10 +194,13 @@ class Forwarder:
         headers = request_headers(request, keep_host=keep_host, keep_authorization=keep_authorization)
         if authorization is not None:
             headers[hdrs.AUTHORIZATION] = authorization  # the gateway's own credentials replace the client's
-        data: AsyncIterator[bytes] | None = None
+        data: AsyncIterator[bytes] | SplicedUpload | None = None
+        spliced = SplicedUpload.of(request, timeouts) if body is None else None
         if body is not None:
             # The caller already consumes the client's body (packages: a size limit, a parsed multipart head).
             data = body
+        elif spliced is not None:
+            data = spliced
         elif request.body_exists:
             first = await request.content.read(CHUNK)
             if not body_is_raw(request.headers, first):
@@ -227,13 +233,15 @@ class Forwarder:
             log.warning("%s backend failed before answering: %s", backend, type(exc).__name__)
             raise BadGateway(f"502 Bad Gateway: the {backend} backend is unreachable or failed") from None
         metrics.backend_answered(backend, time.perf_counter() - started)
-        metrics.streamed(backend, upload=request.content.total_bytes)
+        metrics.streamed(backend, upload=spliced.moved if spliced is not None else request.content.total_bytes)
 
         async with upstream:
             out_headers = response_headers(upstream)
             if on_headers is not None:
                 on_headers(upstream.status, out_headers)
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
+            if spliced is not None:
+                response.force_close()  # `Connection: close`: the client must not reuse it (SplicedUpload)
             try:
                 await response.prepare(request)
             except ConnectionResetError:
@@ -259,6 +267,78 @@ class Forwarder:
             finally:
                 metrics.streamed(backend, download=upstream.content.total_bytes)
         return response
+
+
+class SplicedUpload(Payload):
+    """A client's request body handed to the backend by the kernel (splice.py) rather than copied through Python.
+
+    Only for a plain `Content-Length` body of at least splice.MIN_LENGTH on a plain TCP connection. What the server
+    already read of the body is sent first; afterwards the client's connection is closed with the response (its
+    HTTP parser never saw the body, so it cannot read another request). A client that stops or stalls mid-body
+    aborts the backend request: the backend never sees a complete-looking body.
+    """
+
+    def __init__(self, request: web.Request, src: socket.socket, length: int, read_timeout: float | None) -> None:
+        super().__init__(None)
+        self._size = self._length = length
+        self._request, self._src, self._read_timeout = request, src, read_timeout
+        self.moved = 0
+
+    @classmethod
+    def of(cls, request: web.Request, timeouts: Timeouts) -> SplicedUpload | None:
+        length = request.content_length
+        if not splice.AVAILABLE or length is None or length < splice.MIN_LENGTH or not request.body_exists:
+            return None
+        if hdrs.TRANSFER_ENCODING in request.headers or hdrs.CONTENT_ENCODING in request.headers:
+            return None  # chunked framing to parse, or a body the server might inflate (body_is_raw)
+        src = splice.plain_socket(request.transport)
+        if src is None or request.content.is_eof() or request.content.exception() is not None:
+            return None
+        return cls(request, src, length, timeouts.read)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("a spliced upload is never decoded")
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        request, content = self._request, self._request.content
+        if request.transport is None:
+            raise ConnectionResetError("the client went away before its body")
+        # No await between draining the reader and pausing the transport: no byte can slip into the reader between.
+        prefix = b"".join(iter(lambda: content.read_nowait(-1), b""))
+        request.transport.pause_reading()
+        try:
+            await self._relay(writer, prefix)
+        finally:
+            # The client's connection cannot carry another request (its HTTP parser never saw the body): closed once
+            # the answer is written; the reader is at its end so that aiohttp does not wait for the body.
+            content.feed_eof()
+            request.protocol.close()
+
+    async def _relay(self, writer: AbstractStreamWriter, prefix: bytes) -> None:
+        transport = writer.transport
+        dst = splice.plain_socket(transport)
+        if dst is None or transport is None:
+            raise ConnectionResetError("the backend connection closed before the request body")
+        writer.send_headers()
+        # The request head must be on the wire before the body bypasses the transport.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self._read_timeout or 60.0)
+        while transport.get_write_buffer_size():
+            if loop.time() > deadline:
+                raise TimeoutError("the backend does not read the request")
+            await asyncio.sleep(0.001)
+        try:
+            self.moved = await splice.relay(
+                self._src, dst, self._length - len(prefix), prefix=prefix, read_timeout=self._read_timeout
+            )
+        except (splice.SourceEnded, splice.SourceTimeout) as exc:
+            # The client stopped mid-body: the backend request is aborted (aiohttp closes its connection).
+            raise ConnectionResetError(f"the client's upload ended early ({type(exc).__name__})") from None
+        except splice.SinkGone as exc:
+            raise ConnectionResetError(f"the backend closed the connection during the upload: {exc}") from None
 
 
 def _spliceable(
@@ -304,9 +384,9 @@ async def _splice(
             src, dst, max(0, length - len(prefix)), prefix=prefix[:length], read_timeout=timeouts.read
         )
         await response.write_eof()
-    except splice.ClientGone:
+    except splice.SinkGone:
         log.info("client disconnected during %s %s", request.method, request.path)
-    except (splice.BackendClosed, splice.BackendTimeout) as exc:
+    except (splice.SourceEnded, splice.SourceTimeout) as exc:
         metrics.backend_failed(backend, "mid_response")
         log.warning("%s backend failed mid-response (%s): aborting the client connection", backend, type(exc).__name__)
         abort(request, response)

@@ -1,7 +1,7 @@
-"""Zero-copy relay of a response body from the backend's socket to the client's (Linux splice(2) through a pipe).
+"""Zero-copy relay of a body between two sockets, backend to client or client to backend (Linux splice(2), a pipe).
 
 A Python copy loop tops out near 1.5 GB/s on loopback (two copies and an event-loop turn per chunk); splice moves
-the pages inside the kernel, so large package and blob downloads run at the speed of the sockets.
+the pages inside the kernel, so large package and blob transfers run at the speed of the sockets.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ _FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK if hasattr(os, "splice") else 0
 AVAILABLE = hasattr(os, "splice") and hasattr(os, "pipe2")
 
 
-class BackendClosed(Exception):
-    """The backend closed its connection before sending the whole body."""
+class SourceEnded(Exception):
+    """The sending side closed its connection before the whole body."""
 
 
-class BackendTimeout(Exception):
-    """The backend sent nothing for longer than the read timeout."""
+class SourceTimeout(Exception):
+    """The sending side sent nothing for longer than the read timeout."""
 
 
-class ClientGone(Exception):
-    """The client closed its connection."""
+class SinkGone(Exception):
+    """The receiving side closed its connection."""
 
 
 def plain_socket(transport: asyncio.BaseTransport | None) -> socket.socket | None:
@@ -82,7 +82,7 @@ async def relay(
                 await _ready(loop.add_writer, loop.remove_writer, dst_fd, None)
                 continue
             except OSError as exc:
-                raise ClientGone(str(exc)) from None
+                raise SinkGone(str(exc)) from None
             view = view[n:]
             moved += n
         in_pipe, remaining = 0, length
@@ -93,9 +93,9 @@ async def relay(
                 except BlockingIOError:
                     n = -1
                 except OSError as exc:
-                    raise BackendClosed(str(exc)) from None
+                    raise SourceEnded(str(exc)) from None
                 if n == 0:
-                    raise BackendClosed("end of stream before the announced length")
+                    raise SourceEnded("end of stream before the announced length")
                 if n > 0:
                     remaining -= n
                     in_pipe += n
@@ -103,7 +103,7 @@ async def relay(
                     try:
                         await _ready(loop.add_reader, loop.remove_reader, src_fd, read_timeout)
                     except TimeoutError:
-                        raise BackendTimeout from None
+                        raise SourceTimeout from None
                     continue
             if in_pipe:
                 try:
@@ -111,8 +111,8 @@ async def relay(
                 except BlockingIOError:
                     await _ready(loop.add_writer, loop.remove_writer, dst_fd, None)
                     continue
-                except OSError as exc:  # EPIPE / ECONNRESET: the client went away
-                    raise ClientGone(str(exc)) from None
+                except OSError as exc:  # EPIPE / ECONNRESET: the receiver went away
+                    raise SinkGone(str(exc)) from None
                 in_pipe -= n
                 moved += n
         return moved

@@ -6,20 +6,24 @@ Used by tests/e2e/test_replicas.py and bench/replicas.py.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests import pg
 from tests.procs import Proc, free_port, start, stop, wait_http
-from tests.servers import ROOT, gateway_env
+from tests.servers import ROOT, gateway_env, write_config
 
 
 def init(config: Path) -> str:
@@ -173,3 +177,44 @@ def deploy_token(
         body["expires_at"] = expires_at
     created: dict[str, Any] = api(base, token, "POST", f"/projects/{project.id}/deploy_tokens", body)
     return created
+
+
+@dataclass
+class Cluster:
+    """Two replicas (`gateway serve --workers N` each) on one database, and the admin's token."""
+
+    a: Replica
+    b: Replica
+    root_token: str
+    database: str
+
+    @property
+    def replicas(self) -> tuple[Replica, Replica]:
+        return self.a, self.b
+
+
+@contextmanager
+def two_replicas(
+    base: Path,
+    *,
+    database: str,
+    workers: int,
+    postgres: Callable[[], pg.Cluster],
+    sections: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Iterator[Cluster]:
+    """An initialized installation under `base` on SQLite, or on a new database of the PostgreSQL cluster that
+    `postgres()` returns (asked only then), served by replicas "a" and "b"."""
+    tables: dict[str, dict[str, Any]] = {name: dict(values) for name, values in (sections or {}).items()}
+    if database == "postgresql":
+        dsn = asyncio.run(postgres().create_database(f"replicas_{uuid.uuid4().hex[:12]}"))
+        tables.setdefault("storage", {})["database"] = dsn
+    config = write_config(base, sections=tables)
+    root_token = init(config)
+    started: list[Replica] = []
+    try:
+        for name in ("a", "b"):
+            started.append(start_replica(name, config, workers=workers))
+        yield Cluster(started[0], started[1], root_token, database)
+    finally:
+        for replica in started:
+            replica.stop()

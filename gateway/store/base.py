@@ -326,8 +326,9 @@ class Store(Protocol):
         """Ban `address` until `until`; its count starts again from zero."""
         ...
 
-    async def clear_auth_failures(self, address: str, *, now: datetime) -> bool:
-        """Forget the failures of `address` (a success), unless it is banned at `now`; True if a row went."""
+    async def clear_auth_failures(self, address: str, *, now: datetime, lift_ban: bool = False) -> bool:
+        """Forget the failures of `address` (a success), unless it is banned at `now` and `lift_ban` is False (an
+        operator's `gateway bans lift`); True if a row went."""
         ...
 
     async def list_auth_failures(self, *, now: datetime, updated_since: datetime, limit: int) -> list[AuthFailures]:

@@ -865,12 +865,13 @@ class PostgresStore:
                 until,
             )
 
-    async def clear_auth_failures(self, address: str, *, now: datetime) -> bool:
+    async def clear_auth_failures(self, address: str, *, now: datetime, lift_ban: bool = False) -> bool:
         async with self._tx(clears_cache=False) as conn:
             status = await conn.execute(
-                "DELETE FROM auth_failures WHERE address = $1 AND (banned_until IS NULL OR banned_until <= $2)",
+                "DELETE FROM auth_failures WHERE address = $1 AND ($3 OR banned_until IS NULL OR banned_until <= $2)",
                 address,
                 now,
+                lift_ban,
             )
         return _affected(status) > 0
 

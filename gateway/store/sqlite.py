@@ -782,11 +782,11 @@ class SQLiteStore:
                 (address, ts(now), ts(until)),
             )
 
-    async def clear_auth_failures(self, address: str, *, now: datetime) -> bool:
+    async def clear_auth_failures(self, address: str, *, now: datetime, lift_ban: bool = False) -> bool:
         async with self._tx(clears_cache=False) as db:
             cur = await db.execute(
-                "DELETE FROM auth_failures WHERE address = ? AND (banned_until IS NULL OR banned_until <= ?)",
-                (address, ts(now)),
+                "DELETE FROM auth_failures WHERE address = ? AND (? OR banned_until IS NULL OR banned_until <= ?)",
+                (address, lift_ban, ts(now)),
             )
             return cur.rowcount > 0
 

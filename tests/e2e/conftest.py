@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests import pg
 from tests.servers import Gateway, GitUpstream, init_gateway, start_gateway, start_git_upstream, write_config
 
 # Credentials nginx demands from the gateway in front of it (git.backend_username / git.backend_password).
@@ -51,3 +52,11 @@ def gateway_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatewa
     finally:
         for gateway in started:
             gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[pg.Cluster]:
+    """A throwaway PostgreSQL 15 cluster (tests/pg.py). Not under pytest's tmp dir: that is 0700 root-owned and the
+    server runs as `postgres` when we are root."""
+    with pg.running_cluster() as cluster:
+        yield cluster

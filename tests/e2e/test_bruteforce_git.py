@@ -9,19 +9,15 @@ by git itself (http.extraHeader).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from gateway.bruteforce import MESSAGE
-from tests import pg
 from tests.gitcli import Result, git, git_env, with_credentials
 from tests.procs import wait_until
-from tests.replicas import Replica, deploy_token, init, new_project, start_replica
-from tests.servers import write_config
+from tests.replicas import Cluster, Replica, deploy_token, new_project, two_replicas
 
 BAN_TIME = 4  # seconds: long enough to observe on every worker, short enough to wait out
 WORKERS = 2
@@ -29,44 +25,17 @@ ATTACKER = "203.0.113.66"
 BYSTANDER = "198.51.100.7"
 
 
-@dataclass
-class Cluster:
-    a: Replica
-    b: Replica
-    root_token: str
-
-    @property
-    def replicas(self) -> tuple[Replica, Replica]:
-        return self.a, self.b
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[pg.Cluster]:
-    with pg.running_cluster() as cluster:
-        yield cluster
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    base = tmp_path_factory.mktemp(f"bruteforce-{request.param}")
-    config = write_config(base)
-    if request.param == "postgresql":
-        server: pg.Cluster = request.getfixturevalue("postgres")
-        dsn = asyncio.run(server.create_database("bruteforce"))
-        config.write_text(config.read_text().replace('database = "sqlite:///data/gateway.db"', f'database = "{dsn}"'))
     # The ban's defaults (30 failures in 180 s) except its length; loopback is not exempt.
-    config.write_text(
-        config.read_text() + f'[server]\ntrusted_proxies = ["127.0.0.1"]\n[bruteforce]\nban_time = {BAN_TIME}\n'
-    )
-    root_token = init(config)
-    started: list[Replica] = []
-    try:
-        for name in ("a", "b"):
-            started.append(start_replica(name, config, workers=WORKERS))
-        yield Cluster(started[0], started[1], root_token)
-    finally:
-        for replica in started:
-            replica.stop()
+    with two_replicas(
+        tmp_path_factory.mktemp(f"bruteforce-{request.param}"),
+        database=request.param,
+        workers=WORKERS,
+        postgres=lambda: request.getfixturevalue("postgres"),
+        sections={"server": {"trusted_proxies": ["127.0.0.1"]}, "bruteforce": {"ban_time": BAN_TIME}},
+    ) as started:
+        yield started
 
 
 def test_thirty_failed_git_logins_ban_the_address_on_every_worker(cluster: Cluster, tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,15 @@ import aiohttp
 import pytest
 
 from gateway import config as config_module
-from gateway import repositories, secretbox
-from gateway.clock import FixedClock
+from gateway import repositories
 from gateway.middleware import STORE_UNAVAILABLE
-from gateway.store import open_store
 from gateway.store.cache import DEFAULT_TTL
-from gateway.users import AccessLevel, PasswordHasher
+from gateway.users import AccessLevel
 from tests import pg
 from tests.gitcli import GIT, agit, bare_head, git_env, make_random_repo, push_direct, with_credentials
 from tests.procs import children, wait_until
 from tests.servers import Gateway, init_gateway, start_gateway, write_config
-from tests.world import World
+from tests.world import installed_world
 
 SIZE = 64 * 1024 * 1024  # more than every buffer between the gateway and a client that stopped reading
 BLOCK = os.urandom(1024 * 1024)
@@ -53,24 +50,13 @@ class Site:
 
 async def populate(config_file: Path, *, repo_megabytes: int = 0, home: Path | None = None) -> Site:
     """Users, a project and tokens written straight into the gateway's database (SQLite or PostgreSQL)."""
-    config = config_module.load(config_file)
-    store = await open_store(config)
-    try:
-        await store.migrate()
-        world = World(
-            store,
-            FixedClock(datetime.now(UTC)),
-            secretbox.load(Path(config.storage.encryption_key)),
-            PasswordHasher(64, 1),
-            config,
-        )
+    async with installed_world(config_file) as world:
+        config = world.config
         group = await world.group("tanuki")
         project = await world.project("awesome", group)
         token = await world.deploy_token(project, SCOPES)
         admin = await world.user("boss", admin=True)
         await world.member(admin, group, AccessLevel.OWNER)
-    finally:
-        await store.close()
     if repo_megabytes:
         assert home is not None
         env = git_env(home)
@@ -297,9 +283,7 @@ def calls(site: Site, *, writes: bool) -> dict[str, Call]:
         "registry_auth": Call(
             "GET", f"/jwt/auth?service=container_registry&scope=repository:{site.project_path}:pull", basic(site)
         ),
-        "packages": Call(
-            "GET", f"/api/v4/projects/{site.project_id}/packages/generic/pkg/1.0.0/none.bin", basic(site)
-        ),
+        "packages": Call("GET", f"/api/v4/projects/{site.project_id}/packages/generic/pkg/1.0.0/none.bin", basic(site)),
     }
 
 

@@ -6,17 +6,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from gateway import config as config_module
-from gateway import repositories, secretbox
-from gateway.clock import FixedClock
-from gateway.config import sqlite_path
-from gateway.store.sqlite import SQLiteStore
-from gateway.users import AccessLevel, PasswordHasher
+from gateway import repositories
+from gateway.users import AccessLevel
 from tests.e2e.conftest import UPSTREAM_PASSWORD, UPSTREAM_USER, GatewayFactory
 from tests.gitcli import (
     FAST_PACK,
@@ -32,7 +27,7 @@ from tests.gitcli import (
     with_credentials,
 )
 from tests.servers import Gateway, GitUpstream
-from tests.world import World
+from tests.world import installed_world
 
 NOT_FOUND = "The project you were looking for could not be found or you don't have permission to view it."
 
@@ -54,17 +49,8 @@ async def populate(
     config_file: Path, upstream: GitUpstream | None
 ) -> tuple[dict[str, tuple[str, str]], dict[str, Path]]:
     """Users, groups, projects and tokens written straight into the gateway's database before it starts."""
-    config = config_module.load(config_file)
-    store = await SQLiteStore(sqlite_path(config)).open()
-    try:
-        await store.migrate()
-        world = World(
-            store,
-            FixedClock(datetime.now(UTC)),
-            secretbox.load(Path(config.storage.encryption_key)),
-            PasswordHasher(64, 1),
-            config,
-        )
+    async with installed_world(config_file) as world:
+        config = world.config
         tanuki = await world.group("tanuki")
         sub = await world.group("sub", tanuki)
         small = await world.project("small", sub)
@@ -88,8 +74,6 @@ async def populate(
                 bare = upstream.create_bare(project.full_path)
             bares[project.full_path] = bare
         return secrets, bares
-    finally:
-        await store.close()
 
 
 @pytest.fixture(scope="module")

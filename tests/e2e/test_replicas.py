@@ -7,7 +7,6 @@ made. It is printed (pytest -s) and asserted ≤ 1 s (issue 7).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,43 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from tests import pg
 from tests.replicas import (
+    Cluster,
     Probe,
-    Replica,
     api,
     basic,
     deploy_token,
     git_probe,
-    init,
     jwt_probe,
     new_project,
-    start_replica,
     statuses,
+    two_replicas,
     wait_all,
 )
-from tests.servers import write_config
 
 LIMIT = 1.0  # seconds (issue 7: "revocation visible on the other replica in ≤ 1 s")
-
-
-@dataclass
-class Cluster:
-    a: Replica
-    b: Replica
-    root_token: str
-    database: str
-
-    @property
-    def replicas(self) -> tuple[Replica, Replica]:
-        return self.a, self.b
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[pg.Cluster]:
-    # Not under pytest's tmp dir: that is 0700 root-owned and the server runs as `postgres` when we are root.
-    with pg.running_cluster() as cluster:
-        yield cluster
 
 
 @pytest.fixture(
@@ -62,23 +39,16 @@ def postgres() -> Iterator[pg.Cluster]:
 )
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     database, workers = request.param
-    base = tmp_path_factory.mktemp(f"replicas-{database}-{workers}")
     # Polling a revoked token sends many more than 30 rejected secrets from one address: no ban here
-    # (tests/e2e/test_bruteforce.py is about it).
-    config = write_config(base, sections={"bruteforce": {"max_failures": 1_000_000}})
-    if database == "postgresql":
-        server: pg.Cluster = request.getfixturevalue("postgres")
-        dsn = asyncio.run(server.create_database(f"replicas_{workers}"))
-        config.write_text(config.read_text().replace('database = "sqlite:///data/gateway.db"', f'database = "{dsn}"'))
-    root_token = init(config)
-    started: list[Replica] = []
-    try:
-        for name in ("a", "b"):
-            started.append(start_replica(name, config, workers=workers))
-        yield Cluster(started[0], started[1], root_token, database)
-    finally:
-        for replica in started:
-            replica.stop()
+    # (tests/e2e/test_bruteforce_git.py is about it).
+    with two_replicas(
+        tmp_path_factory.mktemp(f"replicas-{database}-{workers}"),
+        database=database,
+        workers=workers,
+        postgres=lambda: request.getfixturevalue("postgres"),
+        sections={"bruteforce": {"max_failures": 1_000_000}},
+    ) as started:
+        yield started
 
 
 # --- the changes ------------------------------------------------------------------------------------------------

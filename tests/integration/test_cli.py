@@ -226,6 +226,33 @@ def test_migrate_prints_the_schema_version(fresh: Gateway) -> None:
     assert fresh.run("migrate").stdout == first.stdout
 
 
+# --- bans ------------------------------------------------------------------------------------------------------
+
+
+async def test_bans_list_and_lift(gw: Gateway) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    store: Store = await open_store(gw.config())
+    try:
+        await store.migrate()
+        await store.ban_address("192.0.2.9", until=now + timedelta(hours=1), now=now)
+        await store.ban_address("2001:db8:1:2::/64", until=now + timedelta(hours=1), now=now)
+    finally:
+        await store.close()
+    listed = gw.run("bans", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(line.split("\t")[0] for line in listed.stdout.splitlines()) == ["192.0.2.9", "2001:db8:1:2::/64"]
+    assert all("banned until" in line for line in listed.stdout.splitlines())
+    # An IPv6 address names its /64, as bruteforce.ban_key counts it.
+    lifted = gw.run("bans", "lift", "2001:db8:1:2::abcd")
+    assert (lifted.returncode, lifted.stdout.strip()) == (0, "2001:db8:1:2::/64: lifted"), lifted.stderr
+    assert [line.split("\t")[0] for line in gw.run("bans", "list").stdout.splitlines()] == ["192.0.2.9"]
+    assert gw.run("bans", "lift", "2001:db8:1:2::abcd").stdout.strip() == "2001:db8:1:2::/64: nothing on record"
+    bad = gw.run("bans", "lift", "not-an-address")
+    assert bad.returncode != 0 and "not an IP address" in bad.stderr and "Traceback" not in bad.stderr
+
+
 # --- users -----------------------------------------------------------------------------------------------------
 
 

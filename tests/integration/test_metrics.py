@@ -316,7 +316,7 @@ async def test_embedded_git_bytes_and_request_id(make_client: MakeClient, world:
 
 VOCABULARY = {
     "family": {route.name.split(".", 1)[0] for route in ROUTES},
-    "mode": {"login", "packages", "api"},
+    "mode": {"login", "packages", "api", "web"},
     "outcome": {"anonymous", "deploy_token", "pat", "password", "session", "failed"},
     "backend": {"git", "registry", "pypi_package", "npm_package", "maven_package", "generic_package"},
     "direction": {"upload", "download"},

@@ -73,7 +73,7 @@ async def test_relay_moves_exactly_the_announced_bytes(
 async def test_backend_closing_early_is_an_error_not_a_short_success(sockets: dict[str, socket.socket]) -> None:
     sender = asyncio.create_task(send_all(sockets["backend"], os.urandom(2 * 1024 * 1024), close=True))
     reader = asyncio.create_task(receive(sockets["client"]))
-    with pytest.raises(splice.BackendClosed):
+    with pytest.raises(splice.SourceEnded):
         await splice.relay(sockets["src"], sockets["dst"], 3 * 1024 * 1024, read_timeout=5)
     await sender
     sockets["dst"].shutdown(socket.SHUT_WR)
@@ -82,13 +82,13 @@ async def test_backend_closing_early_is_an_error_not_a_short_success(sockets: di
 
 async def test_silent_backend_times_out(sockets: dict[str, socket.socket]) -> None:
     await send_all(sockets["backend"], b"x" * 1000, close=False)
-    with pytest.raises(splice.BackendTimeout):
+    with pytest.raises(splice.SourceTimeout):
         await splice.relay(sockets["src"], sockets["dst"], 2000, read_timeout=0.2)
 
 
 async def test_client_gone(sockets: dict[str, socket.socket]) -> None:
     sockets["client"].close()
     sender = asyncio.create_task(send_all(sockets["backend"], os.urandom(8 * 1024 * 1024), close=False))
-    with pytest.raises(splice.ClientGone):
+    with pytest.raises(splice.SinkGone):
         await splice.relay(sockets["src"], sockets["dst"], 8 * 1024 * 1024, read_timeout=5)
     sender.cancel()

@@ -80,3 +80,11 @@ async def test_stale_rows_are_pruned_but_never_a_ban(any_store: Store) -> None:
 async def test_concurrent_failures_are_all_counted(any_store: Store) -> None:
     counts = await asyncio.gather(*(fail(any_store, "192.0.2.1", 1) for _ in range(20)))
     assert sorted(counts) == list(range(1, 21))  # atomic: no two failures read the same count
+
+
+async def test_an_operator_lifts_a_ban(any_store: Store) -> None:
+    await any_store.ban_address("192.0.2.7", until=at(3600), now=at(1))
+    await any_store.ban_address("192.0.2.8", until=at(3600), now=at(1))
+    assert await any_store.clear_auth_failures("192.0.2.7", now=at(2), lift_ban=True) is True
+    rows = await any_store.list_auth_failures(now=at(3), updated_since=at(1000), limit=10)
+    assert [r.address for r in rows] == ["192.0.2.8"]  # only the one lifted
