@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 import signal
@@ -184,14 +185,20 @@ async def start_clone(env: dict[str, str], url: str, dest: Path) -> asyncio.subp
 
 
 async def wait_for_pack(gateway: Gateway) -> int:
-    """The pid of the http-backend child serving git-upload-pack, once upload-pack runs under it."""
-    found = await asyncio.to_thread(
-        wait_until, lambda: any("upload-pack" in p.cmdline for p in git_children(gateway)), 30.0, 0.005
-    )
-    assert found, "no git-upload-pack under the gateway"
-    backends = [p for p in git_children(gateway) if p.ppid == gateway.pid and "git-http-backend" in p.cmdline]
-    assert len(backends) == 1, backends
-    return backends[0].pid
+    """The pid of the http-backend child streaming the pack, seen in one snapshot with pack-objects under it: the
+    ref advertisement before it runs upload-pack too, briefly, and is gone by a second look."""
+    found: list[int] = []
+
+    def packing() -> bool:
+        procs = git_children(gateway)
+        backends = [p.pid for p in procs if p.ppid == gateway.pid and "git-http-backend" in p.cmdline]
+        if len(backends) == 1 and any("pack-objects" in p.cmdline for p in procs):
+            found[:] = backends
+            return True
+        return False
+
+    assert await asyncio.to_thread(wait_until, packing, 30.0, 0.005), "no pack being made under the gateway"
+    return found[0]
 
 
 @pytest.mark.parametrize(
@@ -208,7 +215,13 @@ async def test_git_backend_killed_mid_clone_never_leaves_a_broken_clone(
 ) -> None:
     gateway, site, env, head = git_site
     clone = await start_clone(env, clone_url(gateway, site), tmp_path / "cut.git")
-    backend = await wait_for_pack(gateway)
+    try:
+        backend = await wait_for_pack(gateway)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(clone.pid, signal.SIGKILL)
+        await clone.communicate()  # its pipes closed here, not by the garbage collector in a later test
+        raise
     if victim == "group":
         os.killpg(backend, signal.SIGKILL)
     elif victim == "pack-objects":
