@@ -17,7 +17,7 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from gateway import access, authn, credentials, metrics, namespaces, principals, tokens
+from gateway import access, authn, credentials, metrics, namespaces, principals, signing_keys, tokens
 from gateway.app import CLOCK, CONFIG, SIGNED_TOKENS, SIGNING_KEY, STORE
 from gateway.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from gateway.middleware import GIT_UNAUTHORIZED, PRINCIPAL, read_form
@@ -300,15 +300,17 @@ async def _issue(request: web.Request, principal: Principal, scopes: Sequence[Sc
     if hit is not None:
         token, iat = hit
     else:
-        token = mint(
-            key,
-            issuer=config.issuer,
-            audience=config.service,
-            principal=principal,
-            granted=granted,
-            now=now,
-            ttl=config.token_ttl,
-            include_x5c=config.include_x5c,
+        token = await signing_keys.in_signer_thread(
+            lambda: mint(
+                key,
+                issuer=config.issuer,
+                audience=config.service,
+                principal=principal,
+                granted=granted,
+                now=now,
+                ttl=config.token_ttl,
+                include_x5c=config.include_x5c,
+            )
         )
         iat = int(now.timestamp())
         cache.put(cache_key, token, iat)
