@@ -82,6 +82,13 @@ def world(store: SQLiteStore, clock: FixedClock, box: SecretBox, hasher: Passwor
     return World(store, clock, box, hasher, config)
 
 
+@pytest.fixture
+def aiohttp_client(store: SQLiteStore, aiohttp_client: Any) -> Any:
+    """pytest-aiohttp's client factory, set up after the store and so torn down before it: every app a test
+    starts stops, and writes its last audit batch, while the store is still open."""
+    return aiohttp_client
+
+
 class GatewayServer(TestServer):
     """aiohttp's TestServer on the gateway's own server (gateway/server.py), as `gateway serve` runs the app."""
 
