@@ -6,15 +6,30 @@ replicas see them when an entry ages out (`ttl`, 0.5 s by default, inside the 1 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, Generic, TypeVar
+
+from gateway.store.base import Project
 
 V = TypeVar("V")
 
 DEFAULT_TTL = 0.5  # half the 1 s revocation bound (issue 7): room for scheduling and polling
 DEFAULT_SIZE = 10_000
+
+
+def _is_not_none(value: object) -> bool:
+    return value is not None
+
+
+def always(value: object) -> bool:
+    return True
+
+
+def never(value: object) -> bool:
+    return False
 
 
 class TTLCache(Generic[V]):
@@ -25,6 +40,9 @@ class TTLCache(Generic[V]):
     ) -> None:
         self.ttl, self.size, self._clock = ttl, size, clock
         self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
+        # Loads in progress (single flight) and the write generation they started in (see `load`).
+        self._loading: dict[Hashable, asyncio.Future[V]] = {}
+        self._generation = 0
 
     def get(self, key: Hashable) -> V | None:
         entry = self._entries.get(key)
@@ -36,16 +54,77 @@ class TTLCache(Generic[V]):
         self._entries.move_to_end(key)
         return entry[1]
 
-    def put(self, key: Hashable, value: V) -> None:
-        if self.ttl <= 0:
+    @property
+    def generation(self) -> int:
+        """Changes with every clear: a read that started in an older generation may predate a write."""
+        return self._generation
+
+    def put(self, key: Hashable, value: V, *, generation: int | None = None) -> None:
+        if self.ttl <= 0 or (generation is not None and generation != self._generation):
             return
         self._entries[key] = (self._clock(), value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
+    async def load(
+        self, key: Hashable, loader: Callable[[], Awaitable[V]], *, keep: Callable[[V], bool] = _is_not_none
+    ) -> V:
+        """A hit, or one read shared by every concurrent miss of `key` (single flight); kept if `keep(value)`.
+
+        Without it, an entry that ages out under load sends every request in flight to the database at once
+        (64 connections: 64 identical queries queued behind each other every `ttl`), the latency tail of
+        /jwt/auth. The read runs as its own task: a requester that goes away does not cancel it for the others.
+        """
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(loader())
+            self._loading[key] = pending
+            generation = self._generation
+            pending.add_done_callback(lambda done: self._loaded(key, done, generation, keep))
+        return await asyncio.shield(pending)
+
+    def _loaded(self, key: Hashable, done: asyncio.Future[V], generation: int, keep: Callable[[V], bool]) -> None:
+        if self._loading.get(key) is done:
+            del self._loading[key]
+        if done.cancelled() or done.exception() is not None:  # exception() also marks it retrieved
+            return
+        # A write cleared the cache while this read ran: its answer may predate the write, so it is not kept.
+        if keep(done.result()):
+            self.put(key, done.result(), generation=generation)
+
     def clear(self) -> None:
         self._entries.clear()
+        self._loading.clear()  # later misses read afresh, after the write that cleared
+        self._generation += 1
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def project_key(full_path: str) -> tuple[str, str]:
+    return ("project_path", full_path.lower())
+
+
+def known_projects(cache: TTLCache[Any], full_paths: Sequence[str]) -> tuple[list[Project], list[str]]:
+    """The projects among `full_paths` that the cache answers, and the paths it leaves to the database.
+
+    Every path is one route (the `routes` table, GitLab's rule): a project is never also a namespace, so no path
+    below a known project is a project. The candidates of an image name (`g/p/img`, `g/p`) then need no read once
+    `g/p` is known, whatever the image is called (registry_auth.grant: a new name must not cost a query).
+    """
+    found: dict[str, Project] = {}
+    unknown: list[str] = []
+    for path in full_paths:
+        hit = cache.get(project_key(path))
+        if hit is not None:
+            found[path.lower()] = hit
+        else:
+            unknown.append(path)
+    if unknown and found:
+        below = tuple(p + "/" for p in found)
+        unknown = [p for p in unknown if not p.lower().startswith(below)]
+    return list(found.values()), unknown

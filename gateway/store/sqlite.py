@@ -35,7 +35,7 @@ from gateway.store.base import (
     Visibility,
     WebSession,
 )
-from gateway.store.cache import DEFAULT_TTL, TTLCache
+from gateway.store.cache import DEFAULT_TTL, TTLCache, always, known_projects, never, project_key
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -325,11 +325,12 @@ class SQLiteStore:
         key = ("user", user_id)
         if (hit := self._cache.get(key)) is not None:
             return hit  # type: ignore[no-any-return]
-        row = await self._one(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.id = ?", (user_id,))
-        user = _user(row) if row else None
-        if user is not None:
-            self._cache.put(key, user)
-        return user
+
+        async def read() -> User | None:
+            row = await self._one(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.id = ?", (user_id,))
+            return _user(row) if row else None
+
+        return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
     async def get_user_by_username(self, username: str) -> User | None:
         row = await self._one(f"SELECT {_USER_COLUMNS} FROM users u WHERE lower(u.username) = lower(?)", (username,))
@@ -385,13 +386,15 @@ class SQLiteStore:
         key = ("pat", token_digest)
         if (hit := self._cache.get(key)) is not None:
             return hit  # type: ignore[no-any-return]
-        row = await self._one(
-            f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE token_digest = ?", (token_digest,)
-        )
-        pat = _pat(row) if row else None
-        if pat is not None:  # misses are not cached: a token made elsewhere works at once
-            self._cache.put(key, pat)
-        return pat
+
+        async def read() -> PersonalAccessToken | None:
+            row = await self._one(
+                f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE token_digest = ?", (token_digest,)
+            )
+            return _pat(row) if row else None
+
+        # Misses are not kept: a token made elsewhere works at once.
+        return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
     async def list_personal_access_tokens(self, user_id: int) -> list[PersonalAccessToken]:
         rows = await self._all(
@@ -536,27 +539,33 @@ class SQLiteStore:
         return _project(row) if row else None
 
     async def get_project_by_path(self, full_path: str) -> Project | None:
-        key = ("project_path", full_path.lower())
+        key = project_key(full_path)
         if (hit := self._cache.get(key)) is not None:
             return hit  # type: ignore[no-any-return]
-        row = await self._one(f"{self._PROJECT_FROM} WHERE lower(p.full_path) = lower(?)", (full_path,))
-        project = _project(row) if row else None
-        if project is not None:
-            self._cache.put(key, project)
-        return project
+
+        async def read() -> Project | None:
+            row = await self._one(f"{self._PROJECT_FROM} WHERE lower(p.full_path) = lower(?)", (full_path,))
+            return _project(row) if row else None
+
+        return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
     async def find_projects_by_paths(self, full_paths: Sequence[str]) -> list[Project]:
         if not full_paths:
             return []
-        key = ("project_paths", tuple(p.lower() for p in full_paths))
-        if (hit := self._cache.get(key)) is not None:
-            return list(hit)
-        marks = ", ".join("lower(?)" for _ in full_paths)
-        rows = await self._all(f"{self._PROJECT_FROM} WHERE lower(p.full_path) IN ({marks})", list(full_paths))
-        projects = [_project(r) for r in rows]
-        if projects:
-            self._cache.put(key, tuple(projects))
-        return projects
+        found, unknown = known_projects(self._cache, full_paths)
+        if not unknown:
+            return found
+        generation = self._cache.generation
+
+        async def read() -> tuple[Project, ...]:
+            marks = ", ".join("lower(?)" for _ in unknown)
+            rows = await self._all(f"{self._PROJECT_FROM} WHERE lower(p.full_path) IN ({marks})", unknown)
+            return tuple(_project(r) for r in rows)
+
+        read_now = await self._cache.load(("project_paths", tuple(p.lower() for p in unknown)), read, keep=never)
+        for project in read_now:
+            self._cache.put(project_key(project.full_path), project, generation=generation)
+        return found + list(read_now)
 
     async def list_projects(self) -> list[Project]:
         rows = await self._all(f"{self._PROJECT_FROM} ORDER BY p.id")
@@ -622,12 +631,15 @@ class SQLiteStore:
         key = ("levels", user_id, project_id, tuple(namespace_ids))
         if (hit := self._cache.get(key)) is not None:
             return list(hit)
-        rows = await self._all(
-            f"SELECT access_level FROM members WHERE user_id = ? AND ({' OR '.join(clauses)})", params
-        )
-        levels = [int(r[0]) for r in rows]
-        self._cache.put(key, tuple(levels))  # "no membership" is cached too: it ages out like the rest
-        return levels
+
+        async def read() -> tuple[int, ...]:
+            rows = await self._all(
+                f"SELECT access_level FROM members WHERE user_id = ? AND ({' OR '.join(clauses)})", params
+            )
+            return tuple(int(r[0]) for r in rows)
+
+        # "No membership" is kept too: it ages out like the rest.
+        return list(await self._cache.load(key, read, keep=always))
 
     # --- deploy tokens ----------------------------------------------------------------------------------------
 
@@ -665,11 +677,13 @@ class SQLiteStore:
         key = ("deploy_token", token_digest)
         if (hit := self._cache.get(key)) is not None:
             return hit  # type: ignore[no-any-return]
-        row = await self._one(f"SELECT {_DT_COLUMNS} FROM deploy_tokens WHERE token_digest = ?", (token_digest,))
-        token = _deploy_token(row) if row else None
-        if token is not None:  # misses are not cached: a token made elsewhere works at once
-            self._cache.put(key, token)
-        return token
+
+        async def read() -> DeployToken | None:
+            row = await self._one(f"SELECT {_DT_COLUMNS} FROM deploy_tokens WHERE token_digest = ?", (token_digest,))
+            return _deploy_token(row) if row else None
+
+        # Misses are not kept: a token made elsewhere works at once.
+        return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
     @staticmethod
     def _holder_filter(

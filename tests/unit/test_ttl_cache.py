@@ -1,8 +1,15 @@
-"""The hot-path read cache: bounded, aged by a monotonic clock, cleared by writes."""
+"""The hot-path read cache: bounded, aged by a monotonic clock, cleared by writes, one read per concurrent miss."""
 
 from __future__ import annotations
 
-from gateway.store.cache import TTLCache
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from gateway.store.base import Namespace, Project
+from gateway.store.cache import TTLCache, always, known_projects, never, project_key
 
 
 class Ticks:
@@ -32,3 +39,116 @@ def test_zero_ttl_disables_caching() -> None:
     cache: TTLCache[str] = TTLCache(ttl=0)
     cache.put("a", "A")
     assert cache.get("a") is None
+
+
+class Reads:
+    """A loader that counts its calls and finishes when the test says so."""
+
+    def __init__(self, value: str | None = "v") -> None:
+        self.calls, self.value = 0, value
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> str | None:
+        self.calls += 1
+        await self.release.wait()
+        if self.value == "boom":
+            raise RuntimeError("database down")
+        return self.value
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_concurrent_misses_share_one_read_and_it_is_kept() -> None:
+    cache: TTLCache[str | None] = TTLCache(ttl=60)
+    reads = Reads()
+    waiters = [asyncio.ensure_future(cache.load("k", reads)) for _ in range(64)]
+    await _settle()
+    reads.release.set()
+    assert await asyncio.gather(*waiters) == ["v"] * 64
+    assert reads.calls == 1
+    assert cache.get("k") == "v"
+    assert await cache.load("k", reads) == "v" and reads.calls == 1  # a hit: no read
+
+
+@pytest.mark.parametrize(
+    ("value", "keep", "kept"),
+    [("v", None, "v"), (None, None, None), ("v", never, None), ((), always, ())],
+    ids=["value kept", "miss not kept", "never keeps", "empty kept with always"],
+)
+async def test_what_a_read_leaves_in_the_cache(value: Any, keep: Any, kept: Any) -> None:
+    cache: TTLCache[Any] = TTLCache(ttl=60)
+    reads = Reads(value)
+    reads.release.set()
+    loaded = await (cache.load("k", reads) if keep is None else cache.load("k", reads, keep=keep))
+    assert loaded == value
+    assert cache.get("k") == kept
+
+
+async def test_a_write_during_a_read_keeps_its_answer_out_and_later_misses_read_again() -> None:
+    cache: TTLCache[str | None] = TTLCache(ttl=60)
+    first = Reads("before the write")
+    pending = asyncio.ensure_future(cache.load("k", first))
+    await _settle()
+    cache.clear()  # a write commits while the read runs
+    second = Reads("after the write")
+    second.release.set()
+    assert await cache.load("k", second) == "after the write"  # not joined to the older read
+    first.release.set()
+    assert await pending == "before the write"
+    assert cache.get("k") == "after the write"
+
+
+async def test_a_failed_read_reaches_every_waiter_and_is_not_kept() -> None:
+    cache: TTLCache[str | None] = TTLCache(ttl=60)
+    reads = Reads("boom")
+    waiters = [asyncio.ensure_future(cache.load("k", reads)) for _ in range(3)]
+    await _settle()
+    reads.release.set()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert cache.get("k") is None and reads.calls == 1
+
+
+async def test_a_requester_that_goes_away_does_not_cancel_the_read_for_the_others() -> None:
+    cache: TTLCache[str | None] = TTLCache(ttl=60)
+    reads = Reads()
+    leaver = asyncio.ensure_future(cache.load("k", reads))
+    stayer = asyncio.ensure_future(cache.load("k", reads))
+    await _settle()
+    leaver.cancel()
+    await _settle()
+    reads.release.set()
+    assert await stayer == "v" and leaver.cancelled()
+    assert cache.get("k") == "v"
+
+
+def _project(full_path: str, project_id: int = 1) -> Project:
+    namespace = Namespace(1, "group", "g", "g", "g", None, (1,), "private", "", datetime(2026, 1, 1, tzinfo=UTC), None)
+    return Project(
+        project_id, "p", full_path.rsplit("/", 1)[-1], full_path, namespace, "private", "", namespace.created_at, None
+    )
+
+
+@pytest.mark.parametrize(
+    ("cached", "asked", "found", "unknown"),
+    [
+        ([], ["g/p/img", "g/p"], [], ["g/p/img", "g/p"]),
+        (["g/p"], ["g/p/img", "g/p"], ["g/p"], []),  # below a project: no read, whatever the image name
+        (["g/p"], ["G/P/a/b", "G/P/a", "G/P"], ["g/p"], []),  # case-insensitive, two segments below
+        (["g/p"], ["g/px/img", "g/px"], [], ["g/px/img", "g/px"]),  # a sibling sharing a prefix is not below
+        (["g/sub/p"], ["g/sub/img", "g/sub"], [], ["g/sub/img", "g/sub"]),  # not asked: it settles nothing
+    ],
+    ids=["cold", "image below a project", "case and depth", "prefix sibling", "unasked project"],
+)
+def test_known_projects_follow_the_one_route_per_path_rule(
+    cached: list[str], asked: list[str], found: list[str], unknown: list[str]
+) -> None:
+    cache: TTLCache[Any] = TTLCache(ttl=60)
+    for i, path in enumerate(cached):
+        cache.put(project_key(path), _project(path, i + 1))
+    hits, rest = known_projects(cache, asked)
+    assert [p.full_path for p in hits] == found
+    assert rest == unknown
