@@ -64,6 +64,12 @@ class _Child:
         code = await self.proc.wait()
         # killpg also reaps grandchildren that kept stderr open; the drain ends at their exit.
         await self.drainer
+        # Output left unread (an aborted answer) keeps stdout's pipe paused and open, and with it the subprocess
+        # transport (asyncio closes it once every pipe has ended): read to the end, at most a pipe's buffer.
+        assert self.proc.stdout is not None
+        with suppress(ConnectionError):
+            while await self.proc.stdout.read(CHUNK):
+                pass
         return code
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway import config as config_module
-from gateway import secretbox, signing_keys, tokens, users
+from gateway import log_output, secretbox, signing_keys, tokens, users
 from gateway.config import Config
 from gateway.errors import ConfigError, GatewayError, HTTPFailure
 from gateway.store import open_store
@@ -193,10 +193,16 @@ class JSONFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, fields: Mapping[str, Any] | None = None) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = log_output.LineBuffer()
     handler.setFormatter(JSONFormatter(fields))
     root = logging.getLogger()
+    for old in root.handlers:
+        old.close()  # writes what a previous configuration still holds (a worker reconfigures after its fork)
     root.handlers[:] = [handler]
+    # The JSON lines carry none of these record fields: skip computing them on every record (logging docs,
+    # "Optimization"); _srcfile = None skips walking the stack for the caller's file and line.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
     root.setLevel(level.upper())
     # aiohttp's own access log would duplicate ours (middleware.py) and its format may include query strings.
     logging.getLogger("aiohttp.access").disabled = True

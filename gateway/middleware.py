@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -13,7 +12,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader
 from multidict import MultiDictProxy
 
-from gateway import metrics
+from gateway import metrics, random_ids
 from gateway.errors import BadRequest, HTTPFailure, ParamError, StoreUnavailable
 
 access_log = logging.getLogger("gateway.access")
@@ -159,7 +158,7 @@ class AccessEntry(dict[str, object]):
 async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id", "")
     if not (0 < len(request_id) <= 64 and request_id.isascii() and request_id.replace("-", "").isalnum()):
-        request_id = secrets.token_hex(8)
+        request_id = random_ids.hex_id(8)
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     status = 500

@@ -5,6 +5,7 @@ Rules from GitLab's lib/gitlab/path_regex.rb and lib/container_registry/path.rb.
 
 from __future__ import annotations
 
+import functools
 import re
 
 # Groups nest up to 20 levels (GitLab's Namespace::NUMBER_OF_ANCESTORS_ALLOWED).
@@ -109,7 +110,8 @@ def parse_ref(raw: str, *, project: bool) -> int | str | None:
 _IMAGE_NAME_RE = re.compile(r"\A[a-z0-9]+(?:(?:[._/]|__|-*)[a-z0-9]+)*\Z")
 
 
-def image_project_candidates(name: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)  # a busy registry asks for the same few names over and over
+def image_project_candidates(name: str) -> tuple[str, ...]:
     """Project paths an image name may belong to, longest first: the name, minus 1, minus 2 trailing segments.
 
     GitLab's ContainerRegistry::Path: lower-cased, at least 2 and fewer than 20 components, and only
@@ -117,8 +119,8 @@ def image_project_candidates(name: str) -> list[str]:
     """
     lowered = name.lower()
     if not _IMAGE_NAME_RE.match(lowered):
-        return []
+        return ()
     parts = lowered.split("/")
     if not 2 <= len(parts) < 20:
-        return []
-    return ["/".join(parts[: len(parts) - drop]) for drop in range(3) if len(parts) - drop >= 2]
+        return ()
+    return tuple("/".join(parts[: len(parts) - drop]) for drop in range(3) if len(parts) - drop >= 2)

@@ -6,9 +6,9 @@ registry accepts in a JWT is in shared/notes/registry.md §1, what clients parse
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +17,7 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from gateway import access, authn, credentials, metrics, namespaces, principals, signing_keys, tokens
+from gateway import access, authn, credentials, metrics, namespaces, principals, random_ids, signing_keys, tokens
 from gateway.app import CLOCK, CONFIG, SIGNED_TOKENS, SIGNING_KEY, STORE
 from gateway.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from gateway.middleware import GIT_UNAUTHORIZED, PRINCIPAL, read_form
@@ -173,6 +173,13 @@ def mint(
     include_x5c: bool,
 ) -> str:
     """A registry bearer token: integer times, string `aud`, libtrust `kid` (+ `x5c` for registry 3.x)."""
+    claims = token_claims(issuer=issuer, audience=audience, principal=principal, granted=granted, now=now, ttl=ttl)
+    return key.sign(claims, include_x5c=include_x5c)
+
+
+def token_claims(
+    *, issuer: str, audience: str, principal: Principal, granted: Sequence[Access], now: datetime, ttl: int
+) -> dict[str, Any]:
     iat = int(now.timestamp())
     claims: dict[str, Any] = {
         "iss": issuer,
@@ -180,21 +187,20 @@ def mint(
         "iat": iat,
         "nbf": iat - NOT_BEFORE_SKEW,
         "exp": iat + ttl,
-        "jti": str(uuid.uuid4()),
+        "jti": random_ids.uuid4(),
         "access": [a.claim() for a in granted],
         "auth_type": auth_type(principal),
     }
     sub = subject(principal)
     if sub:
         claims["sub"] = sub
-    headers: dict[str, Any] = {"kid": key.kid}
-    if include_x5c:
-        headers["x5c"] = key.x5c
-    return jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers=headers)
+    return claims
 
 
-def rfc3339(now: datetime) -> str:
-    return now.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+@functools.lru_cache(maxsize=64)
+def rfc3339(epoch_seconds: int) -> str:
+    """`issued_at`: every token of one second shares it, and strftime is the costliest step of a reused token."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def refresh_token(key: SigningKey, *, issuer: str, principal: Principal, now: datetime) -> str:
@@ -219,7 +225,7 @@ def refresh_token(key: SigningKey, *, issuer: str, principal: Principal, now: da
         "jti": secrets.token_hex(16),
         "bound": bound,
     }
-    return jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
+    return key.sign(claims)
 
 
 async def principal_of_refresh_token(
@@ -300,24 +306,23 @@ async def _issue(request: web.Request, principal: Principal, scopes: Sequence[Sc
     if hit is not None:
         token, iat = hit
     else:
-        token = await signing_keys.in_signer_thread(
-            lambda: mint(
-                key,
-                issuer=config.issuer,
-                audience=config.service,
-                principal=principal,
-                granted=granted,
-                now=now,
-                ttl=config.token_ttl,
-                include_x5c=config.include_x5c,
-            )
+        claims = token_claims(
+            issuer=config.issuer,
+            audience=config.service,
+            principal=principal,
+            granted=granted,
+            now=now,
+            ttl=config.token_ttl,
         )
+        signing_input = key.signing_input(claims, include_x5c=config.include_x5c)
+        # Only the private-key operation leaves the event loop: the signing thread then holds the GIL for next
+        # to nothing, so the loop does not queue behind it for the interpreter (measured: bench/auth.py).
+        token = key.compact(signing_input, await signing_keys.in_signer_thread(lambda: key.signature(signing_input)))
         iat = int(now.timestamp())
         cache.put(cache_key, token, iat)
     # containers/image caches issued_at + expires_in; expires_in must be an integer (registry.md §3), and
     # issued_at + expires_in must not pass the JWT's exp.
-    issued = datetime.fromtimestamp(iat, UTC)
-    return {"token": token, "access_token": token, "expires_in": config.token_ttl, "issued_at": rfc3339(issued)}
+    return {"token": token, "access_token": token, "expires_in": config.token_ttl, "issued_at": rfc3339(iat)}
 
 
 def _check_service(request: web.Request, service: str | None) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
+import json
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -15,8 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+import jwt
+import jwt.algorithms
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -25,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from gateway.errors import ConfigError
 
 Algorithm = Literal["RS256", "ES256"]
+T = TypeVar("T")
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
@@ -51,25 +56,59 @@ def algorithm_of(key: PrivateKey | PublicKey) -> Algorithm:
     raise ConfigError(f"registry.signing_key: unsupported key type (EC curve {key.curve.name}); use RSA or P-256")
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
 @dataclass(frozen=True)
 class SigningKey:
-    """A loaded key pair: what a JWT header needs (alg, kid, x5c) and the key to sign with."""
+    """A loaded key pair: what a JWT header needs (alg, kid, x5c) and the key to sign with; all derived once."""
 
     private_key: PrivateKey
     certificate: x509.Certificate
 
-    @property
+    @functools.cached_property
     def algorithm(self) -> Algorithm:
         return algorithm_of(self.private_key)
 
-    @property
+    @functools.cached_property
     def kid(self) -> str:
         return libtrust_kid(self.private_key.public_key())
 
-    @property
+    @functools.cached_property
     def x5c(self) -> list[str]:
         """The certificate chain for the JWT `x5c` header: the leaf, base64 DER (RFC 7515 §4.1.6)."""
         return [base64.b64encode(self.certificate.public_bytes(serialization.Encoding.DER)).decode("ascii")]
+
+    @functools.cached_property
+    def _signer(self) -> jwt.algorithms.Algorithm:
+        # PyJWT's algorithm, for what it does beyond the private-key operation (ES256: DER to r||s, RFC 7518 §3.4).
+        return jwt.algorithms.get_default_algorithms()[self.algorithm]
+
+    @functools.lru_cache(maxsize=2)  # noqa: B019 — one key per process, two header variants
+    def header(self, include_x5c: bool) -> str:
+        """The JWS protected header, encoded (RFC 7515 §5.1 steps 1-2): the same for every token of this key."""
+        fields: dict[str, Any] = {"alg": self.algorithm, "kid": self.kid, "typ": "JWT"}
+        if include_x5c:
+            fields["x5c"] = self.x5c
+        return _b64url(json.dumps(fields, separators=(",", ":"), sort_keys=True).encode())
+
+    def signing_input(self, claims: dict[str, Any], *, include_x5c: bool) -> bytes:
+        payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
+        return f"{self.header(include_x5c)}.{payload}".encode("ascii")
+
+    def signature(self, signing_input: bytes) -> bytes:
+        """The private-key operation alone: what a signing thread runs (OpenSSL releases the GIL meanwhile)."""
+        return self._signer.sign(signing_input, self.private_key)
+
+    @staticmethod
+    def compact(signing_input: bytes, signature: bytes) -> str:
+        """The JWS compact serialization (RFC 7515 §7.1)."""
+        return f"{signing_input.decode('ascii')}.{_b64url(signature)}"
+
+    def sign(self, claims: dict[str, Any], *, include_x5c: bool = False) -> str:
+        signing_input = self.signing_input(claims, include_x5c=include_x5c)
+        return self.compact(signing_input, self.signature(signing_input))
 
     def __repr__(self) -> str:
         return f"SigningKey(alg={self.algorithm}, kid={self.kid})"
@@ -228,7 +267,7 @@ class SignedTokens:
 _signer: ThreadPoolExecutor | None = None
 
 
-async def in_signer_thread(sign: Callable[[], str]) -> str:
+async def in_signer_thread(sign: Callable[[], T]) -> T:
     """Run `sign` (a JWT signature) on a signing thread: OpenSSL releases the GIL while it signs (RSA-2048: ~0.7 ms),
     so the event loop goes on serving while another core signs. Created on first use, in each worker after the
     fork; sized to the cores, apart from the default executor that password hashing (Argon2id) may fill."""

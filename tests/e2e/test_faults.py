@@ -388,6 +388,7 @@ async def test_postgres_stopped_is_503_on_every_family_and_the_gateway_recovers_
     reads, writes = calls(site, writes=False), calls(site, writes=True)
     async with aiohttp.ClientSession() as session:
         await assert_served(session, gateway, reads)
+        await cluster.checkpoint()  # the site just made must survive the crash (a durable server's commits do)
         cluster.halt_server()
         await asyncio.sleep(DEFAULT_TTL + 0.1)  # past the hot-read cache: every request asks the database
         await assert_unavailable(session, gateway, reads | writes)

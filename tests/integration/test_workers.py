@@ -68,10 +68,13 @@ def test_workers_share_one_port_and_all_serve(
     assert server.url.startswith("http://127.0.0.1:") and not server.url.endswith(":0")
     # New connections are spread over the workers by the kernel (SO_REUSEPORT): both answer.
     assert [request(f"{server.url}/-/ready") for _ in range(24)] == [200] * 24
-    by_worker = {e.get("worker") for e in server.entries() if e.get("logger") == "gateway.access"}
-    assert by_worker == {0, 1}
+
+    def logged() -> bool:  # lines reach the file within log_output.FLUSH_INTERVAL
+        by_worker = {e.get("worker") for e in server.entries() if e.get("logger") == "gateway.access"}
+        return by_worker == {0, 1} and all(f"worker ready (pid {pid})" in server.messages() for pid in pids)
+
+    assert wait_until(logged, START_TIMEOUT), server.proc.log_tail()
     assert server.messages().count(f"listening on {server.url}") == 1
-    assert all(f"worker ready (pid {pid})" in server.messages() for pid in pids)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -74,4 +74,4 @@ def test_parse_ref(raw: str, project: bool, expected: int | str | None) -> None:
     ],
 )
 def test_image_project_candidates(name: str, expected: list[str]) -> None:
-    assert namespaces.image_project_candidates(name) == expected
+    assert list(namespaces.image_project_candidates(name)) == expected

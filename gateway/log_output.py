@@ -1,0 +1,89 @@
+"""Where log lines go: buffered in memory and written to stderr in whole-line chunks, a few times a second.
+
+A write per line (Python's stderr is line-buffered) made the access log the costliest step of a /jwt/auth answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+import time
+
+# Writes of at most PIPE_BUF bytes to a pipe are atomic (POSIX write(2)): workers that share a pipe to a log
+# collector never interleave inside a line, as they would with larger chunks.
+CHUNK = select.PIPE_BUF
+FLUSH_INTERVAL = 0.2  # seconds a line may wait; `tail -f` stays live (nginx: access_log ... flush=)
+FLUSH_SIZE = 64 * 1024  # bytes pending that force a write at once
+
+
+class LineBuffer(logging.Handler):
+    """Lines kept until FLUSH_INTERVAL has passed or FLUSH_SIZE is pending; a warning or worse goes out at once."""
+
+    def __init__(self, fd: int = 2, interval: float = FLUSH_INTERVAL) -> None:
+        super().__init__()
+        self.fd, self.interval = fd, interval
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._last = time.monotonic()
+        self._flusher_pid = 0  # the process whose flusher thread runs (threads do not survive a fork)
+        self._stopped = threading.Event()
+        # A line buffered before a fork would be written by the parent and by every child.
+        os.register_at_fork(before=self.flush)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        self._size += len(line)
+        if self._flusher_pid != os.getpid():
+            self._start_flusher()
+        if (
+            record.levelno >= logging.WARNING
+            or self._size >= FLUSH_SIZE
+            or time.monotonic() - self._last >= self.interval
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # Handler.createLock always sets it
+            pending, self._pending, self._size = self._pending, [], 0
+            self._last = time.monotonic()
+            chunk = bytearray()
+            for line in pending:
+                if chunk and len(chunk) + len(line) > CHUNK:
+                    self._write(chunk)
+                    chunk = bytearray()
+                chunk += line
+            if chunk:
+                self._write(chunk)
+
+    def close(self) -> None:
+        self._stopped.set()
+        self.flush()
+        super().close()
+
+    def _write(self, data: bytearray) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.fd, view)
+            except InterruptedError:
+                continue
+            except OSError:
+                return  # stderr is gone: losing log lines must not fail the request that logged
+            view = view[written:]
+
+    def _start_flusher(self) -> None:
+        self._flusher_pid = os.getpid()
+        threading.Thread(target=self._flush_idle, name="log-flush", daemon=True).start()
+
+    def _flush_idle(self) -> None:
+        """Lines logged just before a quiet spell are written within `interval` all the same."""
+        while not self._stopped.wait(self.interval):
+            if self._pending and time.monotonic() - self._last >= self.interval:
+                self.flush()

@@ -1,0 +1,106 @@
+"""Log lines are buffered and written in whole lines, never more than PIPE_BUF at once, and never lost at close."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import pytest
+
+from gateway import log_output
+from gateway.log_output import CHUNK, LineBuffer
+
+
+@pytest.fixture
+def pipe() -> tuple[int, int]:
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    yield read, write
+    os.close(read)
+    os.close(write)
+
+
+def _logger(handler: logging.Handler) -> logging.Logger:
+    log = logging.getLogger(f"test-log-output-{id(handler)}")
+    log.propagate, log.handlers = False, [handler]
+    log.setLevel(logging.INFO)
+    return log
+
+
+def _reads(fd: int) -> list[bytes]:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            return chunks
+        chunks.append(chunk)
+
+
+def test_info_lines_wait_a_warning_goes_out_at_once_with_them(pipe: tuple[int, int]) -> None:
+    read, write = pipe
+    handler = LineBuffer(write, interval=60)
+    log = _logger(handler)
+    log.info("first")
+    log.info("second")
+    assert _reads(read) == []  # buffered: no write per line
+    log.warning("now")
+    assert b"".join(_reads(read)) == b"first\nsecond\nnow\n"
+    handler.close()
+
+
+def test_writes_are_whole_lines_of_at_most_pipe_buf(pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    read, write = pipe
+    handler = LineBuffer(write, interval=60)
+    log = _logger(handler)
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def spy(fd: int, data: bytes) -> int:
+        if fd == write:
+            writes.append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(log_output.os, "write", spy)
+    lines = [f"{i:04d}" + "x" * (100 + i % 300) for i in range(200)]
+    for line in lines:
+        log.info(line)
+    handler.flush()
+    monkeypatch.undo()
+    assert 1 < len(writes) < len(lines)  # batched, and split
+    assert all(len(w) <= CHUNK and w.endswith(b"\n") for w in writes)
+    assert b"".join(_reads(read)).decode().splitlines() == lines
+    handler.close()
+
+
+def test_a_quiet_spell_still_writes_within_the_interval(pipe: tuple[int, int]) -> None:
+    read, write = pipe
+    handler = LineBuffer(write, interval=0.05)
+    _logger(handler).info("lonely")
+    deadline = time.monotonic() + 5
+    seen = b""
+    while time.monotonic() < deadline and not seen:
+        time.sleep(0.02)
+        seen = b"".join(_reads(read))
+    assert seen == b"lonely\n"
+    handler.close()
+
+
+def test_close_writes_what_is_pending(pipe: tuple[int, int]) -> None:
+    read, write = pipe
+    handler = LineBuffer(write, interval=60)
+    _logger(handler).info("last words")
+    handler.close()
+    assert b"".join(_reads(read)) == b"last words\n"
+
+
+def test_a_closed_output_loses_lines_but_not_the_request(pipe: tuple[int, int]) -> None:
+    read, write = os.pipe()
+    os.close(read)  # the collector went away: EPIPE
+    handler = LineBuffer(write, interval=60)
+    log = _logger(handler)
+    log.info("into the void")
+    log.warning("still no exception")
+    handler.close()
+    os.close(write)
