@@ -9,7 +9,9 @@ from __future__ import annotations
 import shutil
 import statistics
 import time
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bench.common import Context, Gateway, LoadResult, Row, family, ratio_row, status_kib, tempdir, wrk
 from bench.servers import launch
@@ -20,14 +22,22 @@ from tests.procs import Proc, free_port, stop
 
 CONNECTIONS = 64  # issue 4: "/jwt/auth requests per second and p50/p99 latency at 64 concurrent connections"
 P99_TARGET_MS = 25.0
-# Every request a different image name: no signature can be reused, each token is signed (SignedTokens).
+# Every request a different image name: no signature can be reused, each token is signed (SignedTokens). RUN is
+# replaced before every run: a name asked in an earlier run (within SignedTokens' window) would be a reuse.
 DISTINCT_SCRIPT = """
 local n = 0
 request = function()
   n = n + 1
-  return wrk.format(nil, "/jwt/auth?service=container_registry&scope=repository:bench/app/i" .. n .. ":pull")
+  return wrk.format(nil, "/jwt/auth?service=container_registry&scope=repository:bench/app/RUN-" .. n .. ":pull")
 end
 """
+
+
+def fresh(script: Path | None) -> Path | None:
+    """The distinct-names script with names no earlier run asked for."""
+    if script is not None:
+        script.write_text(DISTINCT_SCRIPT.replace("RUN", uuid.uuid4().hex[:12]))
+    return script
 
 
 def signing_rate(key: signing_keys.SigningKey, seconds: float) -> float:
@@ -71,7 +81,6 @@ def run(ctx: Context) -> list[Row]:
         header = f"Authorization: {basic(token['username'], token['token'])['Authorization']}"
         query = "/jwt/auth?service=container_registry&scope=repository:bench/app:pull,push"
         script = tmp / "distinct.lua"
-        script.write_text(DISTINCT_SCRIPT)
         targets = {
             ("gateway", 1, "same"): (urls[1] + query, [header], None),
             ("gateway", n, "same"): (urls[n] + query, [header], None),
@@ -82,11 +91,13 @@ def run(ctx: Context) -> list[Row]:
         }
         seconds, runs = ctx.pick(8, 2), ctx.pick(3, 1)
         for url, headers, lua in targets.values():  # warm-up: imports, caches, connections
-            wrk(url, connections=CONNECTIONS, seconds=1, headers=headers, script=lua)
+            wrk(url, connections=CONNECTIONS, seconds=1, headers=headers, script=fresh(lua))
         samples: dict[tuple[str, int, str], list[LoadResult]] = {key: [] for key in targets}
         for _ in range(runs):  # interleaved, so that drift of the machine hits every target alike
             for key, (url, headers, lua) in targets.items():
-                samples[key].append(wrk(url, connections=CONNECTIONS, seconds=seconds, headers=headers, script=lua))
+                samples[key].append(
+                    wrk(url, connections=CONNECTIONS, seconds=seconds, headers=headers, script=fresh(lua))
+                )
         load = {key: median_load(values) for key, values in samples.items()}
         key = signing_keys.load(tmp / "data" / "registry.key", tmp / "data" / "registry.crt")
         sign = signing_rate(key, ctx.pick(3.0, 1.0))
