@@ -57,20 +57,22 @@ class _Child:
     async def finish(self) -> int:
         """Wait for the child and both helper tasks. A feeder still running means the child ended its answer
         without reading the whole body (an error answer): the rest is not fed."""
-        if not self.feeder.done():
-            self.feeder.cancel()
-        with suppress(asyncio.CancelledError):
-            await self.feeder  # _feed itself never raises
-        code = await self.proc.wait()
-        # killpg also reaps grandchildren that kept stderr open; the drain ends at their exit.
-        await self.drainer
-        # Output left unread (an aborted answer) keeps stdout's pipe paused and open, and with it the subprocess
-        # transport (asyncio closes it once every pipe has ended): read to the end, at most a pipe's buffer.
-        assert self.proc.stdout is not None
-        with suppress(ConnectionError):
-            while await self.proc.stdout.read(CHUNK):
-                pass
-        return code
+        try:
+            if not self.feeder.done():
+                self.feeder.cancel()
+            with suppress(asyncio.CancelledError):
+                await self.feeder  # _feed itself never raises
+            code = await self.proc.wait()
+            # killpg also reaps grandchildren that kept stderr open; the drain ends at their exit.
+            await self.drainer
+            return code
+        finally:
+            # asyncio closes a subprocess transport only once every pipe has ended, and an aborted answer leaves
+            # stdout unread (its pipe paused, open): close it here, also when this wait is cancelled (shutdown).
+            # asyncio.subprocess.Process has no public close(); the transport's close() kills a child still alive.
+            transport = getattr(self.proc, "_transport", None)
+            if transport is not None:
+                transport.close()
 
 
 async def _feed(request: web.Request, first: bytes, child: _Child) -> None:
