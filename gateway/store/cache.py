@@ -109,6 +109,21 @@ def project_key(full_path: str) -> tuple[str, str]:
     return ("project_path", full_path.lower())
 
 
+async def projects_by_paths(
+    cache: TTLCache[Any], full_paths: Sequence[str], read: Callable[[list[str]], Awaitable[Sequence[Project]]]
+) -> list[Project]:
+    """The projects at `full_paths`: what the cache knows (known_projects), the rest from `read(paths)`, one read
+    for concurrent identical misses; what was read is kept per path unless a write overtook the read."""
+    found, unknown = known_projects(cache, full_paths)
+    if not unknown:
+        return found
+    generation = cache.generation
+    read_now = await cache.load(("project_paths", tuple(p.lower() for p in unknown)), lambda: read(unknown), keep=never)
+    for project in read_now:
+        cache.put(project_key(project.full_path), project, generation=generation)
+    return found + list(read_now)
+
+
 def known_projects(cache: TTLCache[Any], full_paths: Sequence[str]) -> tuple[list[Project], list[str]]:
     """The projects among `full_paths` that the cache answers, and the paths it leaves to the database.
 

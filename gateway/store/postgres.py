@@ -35,7 +35,7 @@ from gateway.store.base import (
     Visibility,
     WebSession,
 )
-from gateway.store.cache import DEFAULT_TTL, TTLCache, always, known_projects, never, project_key
+from gateway.store.cache import DEFAULT_TTL, TTLCache, always, project_key, projects_by_paths
 
 DEFAULT_POOL_SIZE = 10
 CONNECT_TIMEOUT = 10.0  # seconds to open one connection before the store reports itself unavailable
@@ -642,23 +642,16 @@ class PostgresStore:
     async def find_projects_by_paths(self, full_paths: Sequence[str]) -> list[Project]:
         if not full_paths:
             return []
-        found, unknown = known_projects(self._cache, full_paths)
-        if not unknown:
-            return found
-        generation = self._cache.generation
 
-        async def read() -> tuple[Project, ...]:
+        async def read(paths: list[str]) -> list[Project]:
             # The array is lowered once (an init plan); each element is then an index probe on lower(full_path).
             rows = await self._fetch(
                 f"{_PROJECT_FROM} WHERE lower(p.full_path) = ANY(ARRAY(SELECT lower(x) FROM unnest($1::text[]) x))",
-                unknown,
+                paths,
             )
-            return tuple(_project(r) for r in rows)
+            return [_project(r) for r in rows]
 
-        read_now = await self._cache.load(("project_paths", tuple(p.lower() for p in unknown)), read, keep=never)
-        for project in read_now:
-            self._cache.put(project_key(project.full_path), project, generation=generation)
-        return found + list(read_now)
+        return await projects_by_paths(self._cache, full_paths, read)
 
     async def list_projects(self) -> list[Project]:
         rows = await self._fetch(f"{_PROJECT_FROM} ORDER BY p.id")

@@ -35,7 +35,7 @@ from gateway.store.base import (
     Visibility,
     WebSession,
 )
-from gateway.store.cache import DEFAULT_TTL, TTLCache, always, known_projects, never, project_key
+from gateway.store.cache import DEFAULT_TTL, TTLCache, always, project_key, projects_by_paths
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -552,20 +552,13 @@ class SQLiteStore:
     async def find_projects_by_paths(self, full_paths: Sequence[str]) -> list[Project]:
         if not full_paths:
             return []
-        found, unknown = known_projects(self._cache, full_paths)
-        if not unknown:
-            return found
-        generation = self._cache.generation
 
-        async def read() -> tuple[Project, ...]:
-            marks = ", ".join("lower(?)" for _ in unknown)
-            rows = await self._all(f"{self._PROJECT_FROM} WHERE lower(p.full_path) IN ({marks})", unknown)
-            return tuple(_project(r) for r in rows)
+        async def read(paths: list[str]) -> list[Project]:
+            marks = ", ".join("lower(?)" for _ in paths)
+            rows = await self._all(f"{self._PROJECT_FROM} WHERE lower(p.full_path) IN ({marks})", paths)
+            return [_project(r) for r in rows]
 
-        read_now = await self._cache.load(("project_paths", tuple(p.lower() for p in unknown)), read, keep=never)
-        for project in read_now:
-            self._cache.put(project_key(project.full_path), project, generation=generation)
-        return found + list(read_now)
+        return await projects_by_paths(self._cache, full_paths, read)
 
     async def list_projects(self) -> list[Project]:
         rows = await self._all(f"{self._PROJECT_FROM} ORDER BY p.id")
