@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.store.base import Namespace, Project
-from gateway.store.cache import TTLCache, always, known_projects, never, project_key
+from gateway.store.cache import TTLCache, always, known_projects, never, project_key, projects_by_paths
 
 
 class Ticks:
@@ -152,3 +152,20 @@ def test_known_projects_follow_the_one_route_per_path_rule(
     hits, rest = known_projects(cache, asked)
     assert [p.full_path for p in hits] == found
     assert rest == unknown
+
+
+async def test_projects_by_paths_reads_once_then_resolves_new_image_names_from_the_cache() -> None:
+    cache: TTLCache[Any] = TTLCache(ttl=60)
+    asked: list[list[str]] = []
+
+    async def read(paths: list[str]) -> list[Project]:
+        asked.append(paths)
+        return [_project("g/p")] if "g/p" in paths else []
+
+    first = await projects_by_paths(cache, ["g/p/img-1", "g/p"], read)
+    second = await projects_by_paths(cache, ["g/p/img-2", "g/p"], read)  # a new name: known to be below g/p
+    assert [p.full_path for p in first] == [p.full_path for p in second] == ["g/p"]
+    assert asked == [["g/p/img-1", "g/p"]]
+    cache.clear()  # a write: what the cache knew is gone
+    await projects_by_paths(cache, ["g/p/img-3", "g/p"], read)
+    assert asked[-1] == ["g/p/img-3", "g/p"]
