@@ -28,7 +28,10 @@ class LineBuffer(logging.Handler):
         self._size = 0
         self._last = time.monotonic()
         self._flusher_pid = 0  # the process whose flusher thread runs (threads do not survive a fork)
-        self._stopped = threading.Event()
+        # A plain flag, not a threading.Event: a fork while the flusher holds the Event's lock would leave the child
+        # a lock nobody releases, and the child's first close() (configure_logging in a worker) would hang on it.
+        # The handler's own lock is safe: logging re-creates it in a forked child.
+        self._closed = False
         # A line buffered before a fork would be written by the parent and by every child.
         os.register_at_fork(before=self.flush)
 
@@ -63,7 +66,7 @@ class LineBuffer(logging.Handler):
                 self._write(chunk)
 
     def close(self) -> None:
-        self._stopped.set()
+        self._closed = True
         self.flush()
         super().close()
 
@@ -84,6 +87,7 @@ class LineBuffer(logging.Handler):
 
     def _flush_idle(self) -> None:
         """Lines logged just before a quiet spell are written within `interval` all the same."""
-        while not self._stopped.wait(self.interval):
+        while not self._closed:
+            time.sleep(self.interval)
             if self._pending and time.monotonic() - self._last >= self.interval:
                 self.flush()
