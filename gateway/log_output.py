@@ -27,13 +27,13 @@ class LineBuffer(logging.Handler):
         self._pending: list[bytes] = []
         self._size = 0
         self._last = time.monotonic()
-        self._flusher_pid = 0  # the process whose flusher thread runs (threads do not survive a fork)
+        self._flusher_running = False  # in this process: threads do not survive a fork (reset below)
         # A plain flag, not a threading.Event: a fork while the flusher holds the Event's lock would leave the child
         # a lock nobody releases, and the child's first close() (configure_logging in a worker) would hang on it.
         # The handler's own lock is safe: logging re-creates it in a forked child.
         self._closed = False
         # A line buffered before a fork would be written by the parent and by every child.
-        os.register_at_fork(before=self.flush)
+        os.register_at_fork(before=self.flush, after_in_child=self._forked)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -43,7 +43,7 @@ class LineBuffer(logging.Handler):
             return
         self._pending.append(line)
         self._size += len(line)
-        if self._flusher_pid != os.getpid():
+        if not self._flusher_running:
             self._start_flusher()
         if (
             record.levelno >= logging.WARNING
@@ -81,8 +81,11 @@ class LineBuffer(logging.Handler):
                 return  # stderr is gone: losing log lines must not fail the request that logged
             view = view[written:]
 
+    def _forked(self) -> None:
+        self._flusher_running = False  # a flag, not os.getpid() on every record: that is a system call each
+
     def _start_flusher(self) -> None:
-        self._flusher_pid = os.getpid()
+        self._flusher_running = True
         threading.Thread(target=self._flush_idle, name="log-flush", daemon=True).start()
 
     def _flush_idle(self) -> None:
