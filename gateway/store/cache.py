@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from gateway.store.base import Project
 
 V = TypeVar("V")
+T = TypeVar("T")
 
 DEFAULT_TTL = 0.5  # half the 1 s revocation bound (issue 7): room for scheduling and polling
 DEFAULT_SIZE = 10_000
@@ -87,6 +88,27 @@ class TTLCache(Generic[V]):
             pending.add_done_callback(lambda done: self._loaded(key, done, generation, keep))
         return await asyncio.shield(pending)
 
+    def pending(self, keys: Iterable[Hashable]) -> set[asyncio.Future[Any]]:
+        """The reads in progress (load, load_covering) for any of `keys`."""
+        loading = self._loading
+        return {future for key in keys if (future := loading.get(key)) is not None}
+
+    async def load_covering(self, keys: Sequence[Hashable], loader: Callable[[], Awaitable[T]]) -> T:
+        """Run one read that answers every key of `keys`; meanwhile it is `pending` under each of them, so that a
+        request missing any of them can wait for it. Its result is the caller's to keep (put), key by key."""
+        task: asyncio.Future[T] = asyncio.ensure_future(loader())
+        for key in keys:
+            self._loading[key] = task  # type: ignore[assignment]
+        task.add_done_callback(lambda done: self._forget(keys, done))
+        return await asyncio.shield(task)
+
+    def _forget(self, keys: Sequence[Hashable], done: asyncio.Future[Any]) -> None:
+        for key in keys:
+            if self._loading.get(key) is done:
+                del self._loading[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: a failure is its requesters' to report, not the loop's
+
     def _loaded(self, key: Hashable, done: asyncio.Future[V], generation: int, keep: Callable[[V], bool]) -> None:
         if self._loading.get(key) is done:
             del self._loading[key]
@@ -112,16 +134,47 @@ def project_key(full_path: str) -> tuple[str, str]:
 async def projects_by_paths(
     cache: TTLCache[Any], full_paths: Sequence[str], read: Callable[[list[str]], Awaitable[Sequence[Project]]]
 ) -> list[Project]:
-    """The projects at `full_paths`: what the cache knows (known_projects), the rest from `read(paths)`, one read
-    for concurrent identical misses; what was read is kept per path unless a write overtook the read."""
+    """The projects at `full_paths`: what the cache knows (known_projects), then what reads in flight for some of
+    them answer, the rest from `read(paths)`; what was read is kept per path unless a write overtook the read."""
     found, unknown = known_projects(cache, full_paths)
+    if unknown:
+        # A burst of new image names below one project whose entry just aged out (g/p/a, g/p/b, ... each missing
+        # g/p): distinct paths, so per-request single flight shares nothing and 64 reads queue up (a 100 ms tail
+        # every `ttl`). Waiting for the read already asking g/p settles the names below it too (one route per path).
+        waiting = cache.pending(project_key(p) for p in unknown)
+        if waiting:
+            await asyncio.wait(waiting)
+            found, unknown = _answered_by(waiting, found, unknown)
     if not unknown:
         return found
     generation = cache.generation
-    read_now = await cache.load(("project_paths", tuple(p.lower() for p in unknown)), lambda: read(unknown), keep=never)
+    asked = tuple(p.lower() for p in unknown)
+
+    async def read_unknown() -> tuple[tuple[str, ...], Sequence[Project]]:
+        return asked, await read(unknown)
+
+    _, read_now = await cache.load_covering([project_key(p) for p in asked], read_unknown)
     for project in read_now:
         cache.put(project_key(project.full_path), project, generation=generation)
     return found + list(read_now)
+
+
+def _answered_by(
+    reads: set[asyncio.Future[Any]], found: list[Project], unknown: list[str]
+) -> tuple[list[Project], list[str]]:
+    """`found` and `unknown` after the finished reads of other requests (`(asked, projects)` each): a path they
+    asked is settled, found or not, and so is every path below a project found (known_projects' rule)."""
+    settled: set[str] = set()
+    projects = {p.full_path.lower(): p for p in found}
+    for done in reads:
+        if done.cancelled() or done.exception() is not None:
+            continue  # that request's failure is its own: ours reads again, and reports its own failure
+        asked, read_now = done.result()
+        settled.update(asked)
+        projects.update((p.full_path.lower(), p) for p in read_now)
+    wanted = {p.lower() for p in unknown} | {p.full_path.lower() for p in found}
+    kept = [p for path, p in projects.items() if path in wanted]
+    return kept, _not_below([p for p in unknown if p.lower() not in settled], [p.full_path for p in kept])
 
 
 def known_projects(cache: TTLCache[Any], full_paths: Sequence[str]) -> tuple[list[Project], list[str]]:
@@ -139,7 +192,12 @@ def known_projects(cache: TTLCache[Any], full_paths: Sequence[str]) -> tuple[lis
             found[path.lower()] = hit
         else:
             unknown.append(path)
-    if unknown and found:
-        below = tuple(p + "/" for p in found)
-        unknown = [p for p in unknown if not p.lower().startswith(below)]
-    return list(found.values()), unknown
+    return list(found.values()), _not_below(unknown, list(found))
+
+
+def _not_below(paths: list[str], projects: Sequence[str]) -> list[str]:
+    """`paths` less those below one of `projects` (lowercase full paths): no path below a project is a project."""
+    if not paths or not projects:
+        return paths
+    below = tuple(p.lower() + "/" for p in projects)
+    return [p for p in paths if not p.lower().startswith(below)]

@@ -169,3 +169,43 @@ async def test_projects_by_paths_reads_once_then_resolves_new_image_names_from_t
     cache.clear()  # a write: what the cache knew is gone
     await projects_by_paths(cache, ["g/p/img-3", "g/p"], read)
     assert asked[-1] == ["g/p/img-3", "g/p"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "fails", "reads", "answer"),
+    [
+        # New image names below one project, asked while g/p is being read: the second waits for that read.
+        (["g/p/img-1", "g/p"], ["g/p/img-2", "g/p"], False, [["g/p/img-1", "g/p"]], ["g/p"]),
+        # A path that is no project, asked twice at once: the first read settles it for both.
+        (["nope/nope"], ["nope/nope"], False, [["nope/nope"]], []),
+        # Only a path the first read does not settle is read again, on its own.
+        (["g/p/img-1", "g/p"], ["h/q/img", "h/q", "g/p"], False, [["g/p/img-1", "g/p"], ["h/q/img", "h/q"]], ["g/p"]),
+        # The first read fails: the second reads for itself.
+        (["g/p/img-1", "g/p"], ["g/p/img-2", "g/p"], True, [["g/p/img-1", "g/p"], ["g/p/img-2", "g/p"]], ["g/p"]),
+    ],
+    ids=["below the project read", "no such project", "unsettled path", "failed read"],
+)
+async def test_a_request_waits_for_the_read_in_flight_that_settles_its_paths(
+    first: list[str], second: list[str], fails: bool, reads: list[list[str]], answer: list[str]
+) -> None:
+    cache: TTLCache[Any] = TTLCache(ttl=60)
+    asked: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def read(paths: list[str]) -> list[Project]:
+        asked.append(paths)
+        if len(asked) == 1:
+            await release.wait()
+            if fails:
+                raise ConnectionError("database gone")
+        return [_project("g/p")] if "g/p" in paths else []
+
+    one = asyncio.ensure_future(projects_by_paths(cache, first, read))
+    await asyncio.sleep(0)  # the first read is in flight
+    two = asyncio.ensure_future(projects_by_paths(cache, second, read))
+    await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(one, two, return_exceptions=True)
+    assert isinstance(results[0], ConnectionError) == fails
+    assert [p.full_path for p in results[1]] == answer  # type: ignore[union-attr]
+    assert asked == reads
