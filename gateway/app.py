@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
@@ -25,6 +26,7 @@ from gateway.middleware import (
 from gateway.proxy import Forwarder
 from gateway.secretbox import SecretBox
 from gateway.signing_keys import SignedTokens, SigningKey
+from gateway.signing_processes import SigningProcesses
 from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.users import PasswordHasher
@@ -39,6 +41,8 @@ BOX = web.AppKey("secretbox", SecretBox)
 SIGNING_KEY: web.AppKey[SigningKey | None] = web.AppKey("signing_key")
 # Registry JWTs minted moments ago, reused for identical claims (signing_keys.SignedTokens).
 SIGNED_TOKENS = web.AppKey("signed_tokens", SignedTokens)
+# The child processes that sign registry JWTs (signing_processes.py); started on first use, stopped with the app.
+SIGNERS = web.AppKey("signers", SigningProcesses)
 # The one streaming forwarder to backends (git upstream, registry, packages): one client session per process.
 PROXY = web.AppKey("proxy", Forwarder)
 # Bounds concurrent `git http-backend` children of the embedded git backend (git.max_processes).
@@ -85,6 +89,10 @@ def create_app(
     app[SIGNING_KEY] = signing_key or load_signing_key(config)
     # A tenth of the token lifetime: a reused token still has at least 90 % of its life left.
     app[SIGNED_TOKENS] = SignedTokens(window=max(1, config.registry.token_ttl // 10))
+    if (key := app[SIGNING_KEY]) is not None:
+        wanted = config.registry.signing_processes
+        app[SIGNERS] = SigningProcesses(key, (os.cpu_count() or 1) if wanted < 0 else wanted)
+        app.on_cleanup.append(lambda app: app[SIGNERS].close())
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         if store is not None:

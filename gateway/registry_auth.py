@@ -17,8 +17,8 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from gateway import access, authn, credentials, metrics, namespaces, principals, random_ids, signing_keys, tokens
-from gateway.app import CLOCK, CONFIG, SIGNED_TOKENS, SIGNING_KEY, STORE
+from gateway import access, authn, credentials, metrics, namespaces, principals, random_ids, tokens
+from gateway.app import CLOCK, CONFIG, SIGNED_TOKENS, SIGNERS, SIGNING_KEY, STORE
 from gateway.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from gateway.middleware import GIT_UNAUTHORIZED, PRINCIPAL, read_form
 from gateway.policy import INSTANCE, Allowed, Operation, Target
@@ -315,9 +315,8 @@ async def _issue(request: web.Request, principal: Principal, scopes: Sequence[Sc
             ttl=config.token_ttl,
         )
         signing_input = key.signing_input(claims, include_x5c=config.include_x5c)
-        # Only the private-key operation leaves the event loop: the signing thread then holds the GIL for next
-        # to nothing, so the loop does not queue behind it for the interpreter (measured: bench/auth.py).
-        token = key.compact(signing_input, await signing_keys.in_signer_thread(lambda: key.signature(signing_input)))
+        # Only the private-key operation leaves the worker: a signing process (signing_processes.py).
+        token = key.compact(signing_input, await request.app[SIGNERS].signature(signing_input))
         iat = int(now.timestamp())
         cache.put(cache_key, token, iat)
     # containers/image caches issued_at + expires_in; expires_in must be an integer (registry.md §3), and

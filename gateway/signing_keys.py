@@ -5,16 +5,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import hashlib
 import json
 import os
-import queue
-import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,7 +95,7 @@ class SigningKey:
         return f"{self.header(include_x5c)}.{payload}".encode("ascii")
 
     def signature(self, signing_input: bytes) -> bytes:
-        """The private-key operation alone: what a signing thread runs (OpenSSL releases the GIL meanwhile)."""
+        """The private-key operation alone: what a signing process runs (signing_processes.py)."""
         return self._signer.sign(signing_input, self.private_key)
 
     @staticmethod
@@ -263,81 +259,3 @@ class SignedTokens:
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
-
-
-class _Signers:
-    """Signing threads that hand their results back to the event loop in batches.
-
-    OpenSSL releases the GIL while it signs, so the loop goes on serving while another core signs. An executor wakes
-    the loop once per result (a self-pipe write from the thread, each a GIL hand-off with the busy loop); here a
-    thread wakes it only when no delivery is already pending, and one loop callback settles every finished job.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, threads: int) -> None:
-        self.loop = loop
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = queue.SimpleQueue()
-        self._done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        self._lock = threading.Lock()
-        self._wake_pending = False
-        self.threads = [threading.Thread(target=self._work, name=f"jwt-sign_{n}", daemon=True) for n in range(threads)]
-        for thread in self.threads:
-            thread.start()
-
-    def close(self) -> None:
-        """Let the threads end once the jobs queued before have run (one stop mark each)."""
-        for _ in self.threads:
-            self._jobs.put(None)
-
-    async def run(self, job: Callable[[], T]) -> T:
-        future: asyncio.Future[T] = self.loop.create_future()
-        self._jobs.put((job, future))
-        return await future
-
-    def _work(self) -> None:
-        while True:
-            queued = self._jobs.get()
-            if queued is None:
-                return
-            job, future = queued
-            result: Any = None
-            error: BaseException | None = None
-            try:
-                result = job()
-            except BaseException as exc:  # handed to the awaiting request, as an executor would
-                error = exc
-            with self._lock:
-                self._done.append((future, result, error))
-                if self._wake_pending:
-                    continue
-                self._wake_pending = True
-            try:
-                self.loop.call_soon_threadsafe(self._deliver)
-            except RuntimeError:  # the loop is closed (shutdown): nobody awaits these any more
-                return
-
-    def _deliver(self) -> None:
-        with self._lock:
-            done, self._done = self._done, []
-            self._wake_pending = False
-        for future, result, error in done:
-            if future.cancelled():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
-
-_signers: _Signers | None = None
-
-
-async def in_signer_thread(sign: Callable[[], T]) -> T:
-    """Run `sign` (a JWT signature) on a signing thread (_Signers). Created on first use, in each worker after the
-    fork and for its loop; sized to the cores, apart from the default executor that password hashing may fill."""
-    global _signers
-    loop = asyncio.get_running_loop()
-    if _signers is None or _signers.loop is not loop:  # a new loop (tests run one per test): new threads
-        if _signers is not None:
-            _signers.close()
-        _signers = _Signers(loop, os.cpu_count() or 2)
-    return await _signers.run(sign)

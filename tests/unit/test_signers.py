@@ -1,76 +1,155 @@
-"""The signing threads: every job's result or exception reaches its awaiting request, results come back in batches,
-a request that goes away does not disturb the others, and a new event loop replaces the threads of the old one."""
+"""The signing processes: real children sign what the worker would (RS256, ES256), answers reach the request that
+asked, a child that dies costs no request (the worker signs; a new child later), 0 processes signs in the worker,
+closing stops every child, and the pipe framing survives partial reads and refuses a broken stream."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import os
+import signal
 import time
+from datetime import UTC, datetime
+from typing import Any
 
+import jwt
 import pytest
 
-from gateway import signing_keys
+from gateway import signing_keys, signing_processes
+from gateway.signing_processes import FAILED, OK, SigningProcesses, _frame, _frames
 
 
-def _sign_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("jwt-sign_")]
+def _key(algorithm: signing_keys.Algorithm) -> signing_keys.SigningKey:
+    private = signing_keys.generate_key(algorithm)
+    cert = signing_keys.self_signed_certificate(private, "test", datetime.now(UTC))
+    return signing_keys.SigningKey(private, cert)
 
 
-async def test_every_job_gets_its_own_result_or_exception() -> None:
-    def job(n: int) -> int:
-        time.sleep(0.001)  # releases the GIL, as OpenSSL does while it signs
-        if n % 7 == 0:
-            raise ValueError(f"job {n}")
-        return n * n
-
-    results = await asyncio.gather(
-        *(signing_keys.in_signer_thread(lambda n=n: job(n)) for n in range(1, 200)), return_exceptions=True
-    )
-    for n, result in enumerate(results, start=1):
-        if n % 7 == 0:
-            assert isinstance(result, ValueError) and str(result) == f"job {n}"
-        else:
-            assert result == n * n
+def _verify(key: signing_keys.SigningKey, signing_input: bytes, signature: bytes) -> dict[str, Any]:
+    token = key.compact(signing_input, signature)
+    return jwt.decode(token, key.private_key.public_key(), algorithms=[key.algorithm])  # type: ignore[arg-type]
 
 
-async def test_results_are_delivered_in_batches() -> None:
-    loop = asyncio.get_running_loop()
-    signers = signing_keys._Signers(loop, 2)
-    deliveries = 0
-    deliver = signers._deliver
+def _input(key: signing_keys.SigningKey, n: int) -> bytes:
+    return key.signing_input({"sub": f"job-{n}"}, include_x5c=False)
 
-    def counting() -> None:
-        nonlocal deliveries
-        deliveries += 1
-        deliver()
 
-    signers._deliver = counting  # type: ignore[method-assign]
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+async def test_children_sign_every_job_for_the_request_that_asked(algorithm: signing_keys.Algorithm) -> None:
+    key = _key(algorithm)
+    pool = SigningProcesses(key, 2)
     try:
-        jobs = [signers.run(lambda: time.sleep(0.0005)) for _ in range(300)]
-        await asyncio.gather(*jobs)
+        inputs = [_input(key, n) for n in range(200)]
+        signatures = await asyncio.gather(*(pool.signature(i) for i in inputs))
+        assert len(pool.children) == 2
+        for n, (signing_input, signature) in enumerate(zip(inputs, signatures, strict=True)):
+            assert _verify(key, signing_input, signature)["sub"] == f"job-{n}"
+        assert {c.proc.pid for c in pool.children}.isdisjoint({os.getpid()})
     finally:
-        signers.close()
-    assert 0 < deliveries < 300  # one loop wake-up settles every job finished meanwhile
+        await pool.close()
 
 
-async def test_a_request_that_goes_away_does_not_disturb_the_others() -> None:
-    gate = threading.Event()
-    leaver = asyncio.ensure_future(signing_keys.in_signer_thread(lambda: gate.wait(5)))
-    stayer = asyncio.ensure_future(signing_keys.in_signer_thread(lambda: gate.wait(5) and "signed"))
-    await asyncio.sleep(0.01)
-    leaver.cancel()
-    gate.set()
-    assert await stayer == "signed"
-    with pytest.raises(asyncio.CancelledError):
-        await leaver
+async def test_a_child_that_dies_costs_no_request_and_is_replaced_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signing_processes, "RESPAWN_DELAY", 0.2)
+    key = _key("ES256")
+    pool = SigningProcesses(key, 1)
+    try:
+        await pool.signature(_input(key, 0))
+        (child,) = pool.children
+        jobs = [asyncio.ensure_future(pool.signature(_input(key, n))) for n in range(50)]
+        os.kill(child.proc.pid, signal.SIGKILL)
+        signatures = await asyncio.gather(*jobs)
+        for n, signature in enumerate(signatures):  # answered by the child before it died, or by the worker
+            assert _verify(key, _input(key, n), signature)["sub"] == f"job-{n}"
+        assert child not in pool.children and child.proc.poll() is not None
+        await pool.signature(_input(key, 0))  # within the respawn delay: signed in the worker
+        assert pool.children == []
+        await asyncio.sleep(0.25)
+        assert _verify(key, _input(key, 1), await pool.signature(_input(key, 1)))["sub"] == "job-1"
+        assert len(pool.children) == 1 and pool.children[0] is not child
+    finally:
+        await pool.close()
 
 
-def test_a_new_event_loop_replaces_the_threads_of_the_old_one() -> None:
-    asyncio.run(signing_keys.in_signer_thread(lambda: 1))
-    first = set(_sign_threads())
-    asyncio.run(signing_keys.in_signer_thread(lambda: 2))
-    deadline = time.monotonic() + 5
-    while any(t.is_alive() for t in first) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not any(t.is_alive() for t in first)
-    assert _sign_threads()  # the new loop's threads
+async def test_zero_processes_sign_in_the_worker() -> None:
+    key = _key("ES256")
+    pool = SigningProcesses(key, 0)
+    assert _verify(key, _input(key, 3), await pool.signature(_input(key, 3)))["sub"] == "job-3"
+    assert pool.children == []
+
+
+async def test_close_stops_every_child() -> None:
+    key = _key("ES256")
+    pool = SigningProcesses(key, 2)
+    await asyncio.gather(*(pool.signature(_input(key, n)) for n in range(20)))
+    procs = [c.proc for c in pool.children]
+    assert len(procs) == 2
+    started = time.monotonic()
+    await pool.close()
+    assert all(p.poll() is not None for p in procs)
+    assert time.monotonic() - started < 2  # they exit when their input closes, not by the kill deadline
+    assert _verify(key, _input(key, 4), await pool.signature(_input(key, 4)))["sub"] == "job-4"  # then in the worker
+
+
+def test_a_child_refusing_a_job_answers_failed_for_that_job_alone() -> None:
+    key = _key("ES256")
+    pem = key.private_key.private_bytes(
+        signing_keys.serialization.Encoding.PEM,
+        signing_keys.serialization.PrivateFormat.PKCS8,
+        signing_keys.serialization.NoEncryption(),
+    )
+    stream = bytearray(_frame(0, pem) + _frame(7, _input(key, 7)) + _frame(8, b"no bytes"))
+    written = bytearray()
+
+    class Refusing:
+        def sign(self, msg: bytes, k: object) -> bytes:
+            if msg == b"no bytes":
+                raise ValueError("refused")
+            return key.signature(msg)
+
+    def read(n: int) -> bytes:
+        chunk = bytes(stream[:5])  # a few bytes at a time: frames arrive split across reads
+        del stream[:5]
+        return chunk
+
+    def write(view: memoryview) -> int:
+        written.extend(view[:100])
+        return min(100, len(view))
+
+    original = signing_processes._signer_for
+    signing_processes._signer_for = lambda k: Refusing()  # type: ignore[assignment,return-value]
+    try:
+        signing_processes._serve(read, write)
+    finally:
+        signing_processes._signer_for = original
+    answers = _frames(written)
+    assert [(job, status) for job, status, _ in answers] == [(7, OK), (8, FAILED)]
+    assert _verify(key, _input(key, 7), answers[0][2])["sub"] == "job-7"
+    assert answers[1][2] == b"ValueError: refused"
+
+
+@pytest.mark.parametrize(
+    ("stream", "frames", "left"),
+    [
+        (_frame(1, b"abc") + _frame(2, b""), [(1, OK, b"abc"), (2, OK, b"")], b""),
+        (_frame(1, b"abc") + _frame(2, b"xyz")[:5], [(1, OK, b"abc")], _frame(2, b"xyz")[:5]),
+        (_frame(9, b"why", FAILED)[:-1], [], _frame(9, b"why", FAILED)[:-1]),
+    ],
+    ids=["whole frames", "partial head", "partial body"],
+)
+def test_frames_are_cut_at_their_lengths(stream: bytes, frames: list[tuple[int, int, bytes]], left: bytes) -> None:
+    buffer = bytearray(stream)
+    assert _frames(buffer) == frames
+    assert buffer == left
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        signing_processes._HEAD.pack(1, OK, signing_processes.MAX_FRAME + 1),
+        signing_processes._HEAD.pack(1, 7, 3) + b"abc",
+    ],
+    ids=["too long", "unknown status"],
+)
+def test_a_broken_stream_is_refused(stream: bytes) -> None:
+    with pytest.raises(ValueError):
+        _frames(bytearray(stream))

@@ -1,0 +1,265 @@
+"""Signing processes: the private-key operation of registry JWTs runs in child processes fed through pipes, so a worker
+signs on the other cores without sharing its GIL (signing threads did: each hand-off between the busy event loop and
+a thread cost more CPU than the signature it moved away; bench/auth.py). `python -m gateway.signing_processes` runs one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import jwt.algorithms
+from cryptography.hazmat.primitives import serialization
+
+from gateway.signing_keys import SigningKey, algorithm_of
+
+log = logging.getLogger("gateway.signing")
+
+# A frame: job id, status (OK, or FAILED and the reason as the body), length, then that many bytes. The first frame to
+# a child is its key (PKCS#8 PEM); every later one a JWS signing input, answered by a frame of the same id.
+_HEAD = struct.Struct("!IBI")
+OK, FAILED = 0, 1
+MAX_FRAME = 1 << 20  # a signing input is a few hundred bytes: a longer frame means a broken stream
+RESPAWN_DELAY = 1.0  # seconds between two starts after a child died (a crash loop must not fork per request)
+
+
+class SigningFailed(Exception):
+    """A child could not sign (it died, or its key refused): the caller signs in-process instead."""
+
+
+def _frame(job: int, data: bytes, status: int = OK) -> bytes:
+    return _HEAD.pack(job, status, len(data)) + data
+
+
+def _frames(buffer: bytearray) -> list[tuple[int, int, bytes]]:
+    """The complete frames (job, status, body) at the start of `buffer`, removed from it; a partial one stays."""
+    out: list[tuple[int, int, bytes]] = []
+    offset, size = 0, _HEAD.size
+    while len(buffer) - offset >= size:
+        job, status, length = _HEAD.unpack_from(buffer, offset)
+        if length > MAX_FRAME or status not in (OK, FAILED):
+            raise ValueError(f"a frame of {length} bytes, status {status}")
+        if len(buffer) - offset - size < length:
+            break
+        out.append((job, status, bytes(buffer[offset + size : offset + size + length])))
+        offset += size + length
+    del buffer[:offset]
+    return out
+
+
+class _Child:
+    """One signing process and the requests waiting for its answers."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, key: SigningKey, on_exit: Callable[[_Child], None]) -> None:
+        self.loop, self.on_exit = loop, on_exit
+        pem = key.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        # stderr is inherited: a child's crash report lands in the gateway's own log output.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.signing_processes"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in, self._out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        os.set_blocking(self._in, False)
+        os.set_blocking(self._out, False)
+        self.waiting: dict[int, asyncio.Future[bytes]] = {}
+        self._next = 0
+        self._unsent = bytearray(_frame(0, pem))  # the key first: the child reads it before any job
+        self._received = bytearray()
+        self.alive = True
+        loop.add_reader(self._out, self._readable)
+        self._flush()
+
+    def submit(self, signing_input: bytes) -> asyncio.Future[bytes]:
+        self._next = self._next % 0xFFFFFFFF + 1
+        future: asyncio.Future[bytes] = self.loop.create_future()
+        self.waiting[self._next] = future
+        idle = not self._unsent  # else a writer callback is registered and sends this too
+        self._unsent += _frame(self._next, signing_input)
+        if idle:
+            self._flush()
+        return future
+
+    def _flush(self) -> None:
+        try:
+            sent = os.write(self._in, self._unsent)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the child is gone: its reader sees the end and fails the waiting requests
+            self._unsent.clear()
+            self.loop.remove_writer(self._in)
+            return
+        del self._unsent[:sent]
+        if self._unsent:
+            self.loop.add_writer(self._in, self._flush)
+        else:
+            self.loop.remove_writer(self._in)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._out, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._ended("the signing process exited")
+            return
+        self._received += data
+        try:
+            frames = _frames(self._received)
+        except ValueError as exc:
+            self._ended(f"the signing process sent a broken answer ({exc})")
+            return
+        for job, status, body in frames:
+            future = self.waiting.pop(job, None)
+            if future is None or future.done():  # its request went away
+                continue
+            if status == FAILED:
+                future.set_exception(SigningFailed(body.decode("utf-8", "replace")))
+            else:
+                future.set_result(body)
+
+    def _ended(self, reason: str) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        self.loop.remove_reader(self._out)
+        self.loop.remove_writer(self._in)
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_exception(SigningFailed(reason))
+        self.waiting.clear()
+        self.on_exit(self)
+        self._close()
+
+    def _close(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                assert pipe is not None
+                pipe.close()
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """End the child: its input closes, so it exits after the jobs it holds; killed if it does not."""
+        if self.alive:
+            self.alive = False
+            self.loop.remove_reader(self._out)
+            self.loop.remove_writer(self._in)
+            for future in self.waiting.values():
+                future.cancel()
+            self.waiting.clear()
+            self._close()
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                await asyncio.sleep(0)
+                self.proc.wait()
+                break
+            await asyncio.sleep(0.01)
+
+
+class SigningProcesses:
+    """A pool of `count` signing processes for one key and one event loop, started on first use; 0 signs here."""
+
+    def __init__(self, key: SigningKey, count: int) -> None:
+        self.key, self.count = key, count
+        self.children: list[_Child] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failed_at = -RESPAWN_DELAY
+        self._closed = False
+
+    async def signature(self, signing_input: bytes) -> bytes:
+        """The signature of `signing_input`, from the least busy child; in this process when none can sign."""
+        child = self._child()
+        if child is not None:
+            try:
+                return await child.submit(signing_input)
+            except SigningFailed as exc:
+                log.warning("signing process failed (%s): signing in the worker", exc)
+        return self.key.signature(signing_input)
+
+    def _child(self) -> _Child | None:
+        if self.count <= 0 or self._closed:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:  # children belong to the loop that watches their pipes
+            return None
+        if len(self.children) < self.count and time.monotonic() - self._failed_at >= RESPAWN_DELAY:
+            try:
+                self.children.append(_Child(loop, self.key, self._exited))
+            except OSError as exc:
+                self._failed_at = time.monotonic()
+                log.warning("cannot start a signing process (%s): signing in the worker", exc)
+        if not self.children:
+            return None
+        return min(self.children, key=lambda c: len(c.waiting))
+
+    def _exited(self, child: _Child) -> None:
+        self._failed_at = time.monotonic()
+        with contextlib.suppress(ValueError):
+            self.children.remove(child)
+
+    async def close(self) -> None:
+        self._closed = True
+        children, self.children = self.children, []
+        await asyncio.gather(*(c.stop() for c in children))
+
+
+class _Signer(Protocol):
+    def sign(self, msg: bytes, key: Any) -> bytes: ...
+
+
+def _signer_for(key: Any) -> _Signer:
+    """PyJWT's algorithm for the key, as SigningKey uses it (ES256: DER to r||s, RFC 7518 §3.4)."""
+    return jwt.algorithms.get_default_algorithms()[algorithm_of(key)]
+
+
+def _serve(read: Callable[[int], bytes], write: Callable[[memoryview], int]) -> None:
+    """The child's loop: the key, then signing inputs; answers go out once every complete job read has run."""
+    received = bytearray()
+    key: Any = None
+    signer: _Signer | None = None
+    while True:
+        data = read(1 << 16)
+        if not data:
+            return
+        received += data
+        answers = bytearray()
+        for job, _, body in _frames(received):
+            if signer is None:
+                key = serialization.load_pem_private_key(body, password=None)
+                signer = _signer_for(key)
+                continue
+            try:
+                answers += _frame(job, signer.sign(body, key))
+            except Exception as exc:  # reported to the waiting request, which signs in its worker instead
+                answers += _frame(job, f"{type(exc).__name__}: {exc}".encode(), FAILED)
+        view = memoryview(answers)
+        while view:
+            view = view[write(view) :]
+
+
+def main() -> None:
+    # The terminal's Ctrl-C reaches the whole process group: the gateway shuts down, and closes our input.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _serve(lambda n: os.read(0, n), lambda b: os.write(1, b))
+
+
+if __name__ == "__main__":
+    main()
