@@ -16,7 +16,7 @@ from gateway.store.base import Store
 
 async def levels(store: Store, principal: Principal, target: Target) -> list[int]:
     """The user's membership levels on the target and every group above it (one query; none for tokens)."""
-    if not isinstance(principal, UserPrincipal) or target.kind == "instance" or principal.user.is_admin:
+    if not isinstance(principal, UserPrincipal) or target.kind in ("instance", "user") or principal.user.is_admin:
         return []
     return await store.access_levels(
         principal.user.id,

@@ -82,6 +82,8 @@ def entity_of(target: Target) -> tuple[str, int]:
         return "Project", target.id
     if target.kind == "group":
         return "Group", target.id
+    if target.kind == "user":
+        return "User", target.id
     return INSTANCE_SCOPE, 1
 
 

@@ -434,6 +434,42 @@ def cmd_users_token(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_tokens(config: Config, args: argparse.Namespace) -> int:
+    """The user's personal access tokens, one per line: id, state, name, scopes, expiry, last use (never a secret)."""
+    now = _now()
+
+    async def work(store: Store) -> list[str]:
+        user = await store.get_user_by_username(args.username)
+        if user is None:
+            raise CommandError(f"no such user: {args.username}")
+        lines = []
+        for pat in await store.list_personal_access_tokens(user.id):
+            state = "revoked" if pat.revoked else "active" if users.pat_is_active(pat, now) else "expired"
+            expires = pat.expires_at.date().isoformat() if pat.expires_at else "never"
+            used = pat.last_used_at.isoformat(timespec="seconds") if pat.last_used_at else "never"
+            lines.append(f"{pat.id}\t{state}\t{pat.name}\t{','.join(pat.scopes)}\texpires {expires}\tlast used {used}")
+        return lines
+
+    for line in asyncio.run(_with_store(config, work)):
+        _say(line)
+    return 0
+
+
+def cmd_users_revoke_token(config: Config, args: argparse.Namespace) -> int:
+    """Revoke a personal access token by id (from `users tokens`): the way back when an admin's only token leaked."""
+
+    async def work(store: Store) -> str:
+        pat = await store.get_personal_access_token(args.token_id)
+        if pat is None:
+            raise CommandError(f"no personal access token with id {args.token_id}")
+        await store.revoke_personal_access_token(pat.id)
+        owner = await store.get_user(pat.user_id)
+        return f"revoked personal access token {pat.id} ({pat.name}) of {owner.username if owner else pat.user_id}"
+
+    _say(asyncio.run(_with_store(config, work)))
+    return 0
+
+
 # --- ci-variables ----------------------------------------------------------------------------------------------
 
 
@@ -562,6 +598,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--expires-at", metavar="DATE", help="YYYY-MM-DD (midnight UTC) or ISO 8601 datetime")
     u.add_argument("--name", default=CLI_TOKEN_NAME, metavar="N", help=f"token name (default: {CLI_TOKEN_NAME!r})")
     u.set_defaults(func=cmd_users_token)
+    u = user_commands.add_parser("tokens", help="list a user's personal access tokens (ids, state, never secrets)")
+    u.add_argument("username", metavar="NAME")
+    u.set_defaults(func=cmd_users_tokens)
+    u = user_commands.add_parser("revoke-token", help="revoke a personal access token by its id")
+    u.add_argument("token_id", type=int, metavar="ID")
+    u.set_defaults(func=cmd_users_revoke_token)
 
     p = commands.add_parser("bans", help="failed-authentication bans (brute-force protection)")
     ban_commands = p.add_subparsers(dest="bans_command", metavar="COMMAND", required=True)

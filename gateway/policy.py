@@ -46,6 +46,8 @@ class Operation(Enum):
     READ_GROUP_AUDIT_EVENTS = "read_group_audit_events"
     READ_OWN_AUDIT_EVENTS = "read_own_audit_events"
     READ_USERS = "read_users"
+    # Revoking a personal access token: its owner's, or an administrator's (GitLab's :revoke_token).
+    REVOKE_PERSONAL_ACCESS_TOKEN = "revoke_personal_access_token"  # noqa: S105 - an operation name
     ADMIN = "admin"
 
 
@@ -82,7 +84,7 @@ class Target:
     """What an operation acts on. `groups` are the ids of every group above the target, root first,
     including the target's own group (a project's namespace group, or the group itself)."""
 
-    kind: Literal["project", "group", "instance"]
+    kind: Literal["project", "group", "instance", "user"]
     id: int = 0
     visibility: Visibility = "private"
     groups: tuple[int, ...] = ()
@@ -111,6 +113,11 @@ class Target:
 
 
 INSTANCE = Target("instance")
+
+
+def user_target(user_id: int) -> Target:
+    """A user as the target of an operation on what belongs to them (their personal access tokens)."""
+    return Target("user", user_id)
 
 # The reason of a denial caused by the PAT's scopes rather than the user's role (GitLab: InsufficientScopeError);
 # handlers that render role denials specially (e.g. project creation) still answer 403 for it.
@@ -285,6 +292,12 @@ def _decide_user(principal: UserPrincipal, target: Target, op: Operation, levels
         if user.is_admin and op in (Operation.ADMIN, Operation.LIST_ALL_DEPLOY_TOKENS, Operation.REGISTRY_CATALOG):
             return Allowed("admin")
         return Denied(Deny.FORBIDDEN, "administrator only")
+    if target.kind == "user":
+        if op is Operation.REVOKE_PERSONAL_ACCESS_TOKEN and target.id == user.id:
+            return Allowed("own token")
+        if user.is_admin:
+            return Allowed("admin")
+        return Denied(Deny.FORBIDDEN, "another user's")
     if user.is_admin:
         return Allowed("admin")
     level = effective_level(levels)

@@ -138,6 +138,19 @@ ROUTES: tuple[Route, ...] = (
     Route("api.users.create_pat", "POST", f"{API}/users/{{user_id}}/personal_access_tokens", users.create_pat),
     Route("api.personal_access_tokens.list", "GET", f"{API}/personal_access_tokens", users.list_pats),
     Route("api.personal_access_tokens.self", "GET", f"{API}/personal_access_tokens/self", users.current_pat),
+    # Before the {token_id} route: "self" is not an id.
+    Route(
+        "api.personal_access_tokens.revoke_self",
+        "DELETE",
+        f"{API}/personal_access_tokens/self",
+        users.revoke_current_pat,
+    ),
+    Route(
+        "api.personal_access_tokens.revoke",
+        "DELETE",
+        f"{API}/personal_access_tokens/{{token_id}}",
+        users.revoke_pat,
+    ),
     Route("api.groups.list", "GET", f"{API}/groups", groups.list_groups),
     Route("api.groups.create", "POST", f"{API}/groups", groups.create),
     Route("api.groups.get", "GET", f"{API}/groups/{{id}}", groups.get),

@@ -1,5 +1,5 @@
-"""Users API (GitLab's lib/api/users.rb): the caller, the user list, admin-only creation of users and of their
-personal access tokens."""
+"""Users API (GitLab's lib/api/users.rb, personal_access_tokens.rb): the caller, the user list, admin-only creation
+of users and of their personal access tokens, and revoking a token (its owner or an administrator)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from gateway.api.common import (
     string_param,
 )
 from gateway.app import AUDIT, CLOCK, HASHER, STORE
-from gateway.errors import NotFound, ParamError
-from gateway.policy import INSTANCE, Denied, Operation
+from gateway.errors import BadRequest, NotFound, ParamError
+from gateway.policy import INSTANCE, INSUFFICIENT_SCOPE, Denied, Operation, user_target
 from gateway.principals import UserPrincipal
-from gateway.store.base import Store, User
+from gateway.store.base import PersonalAccessToken, Store, User
 
 MAX_NAME = 255
 MAX_EMAIL = 255
@@ -268,3 +268,50 @@ async def current_pat(request: web.Request) -> web.Response:
     if pat is None:
         raise NotFound("404 Not Found")
     return web.json_response(entities.personal_access_token(pat, request.app[CLOCK].now()))
+
+
+async def revoke_pat(request: web.Request) -> web.Response:
+    """DELETE /personal_access_tokens/:id: its owner or an administrator revokes it → 204; another user's → 400
+    (GitLab's RevokeService answers "not permitted" with bad_request!); an unknown id → 404."""
+    principal = await caller(request)
+    raw = request.match_info["token_id"]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise ParamError("id is invalid")
+    pat = await request.app[STORE].get_personal_access_token(int(raw))
+    if pat is None:
+        raise NotFound("404 Not Found")
+    return await _revoke(request, principal, pat)
+
+
+async def revoke_current_pat(request: web.Request) -> web.Response:
+    """DELETE /personal_access_tokens/self: the token this request authenticated with (a leaked token revokes
+    itself in one request); a password or session is no token → 400."""
+    principal = await caller(request)
+    pat = None
+    if principal.token_id is not None:
+        pat = await request.app[STORE].get_personal_access_token(principal.token_id)
+    if pat is None:
+        raise BadRequest("400 Bad request")
+    return await _revoke(request, principal, pat)
+
+
+async def _revoke(request: web.Request, principal: UserPrincipal, pat: PersonalAccessToken) -> web.Response:
+    decision = access.decide(principal, user_target(pat.user_id), Operation.REVOKE_PERSONAL_ACCESS_TOKEN)
+    if isinstance(decision, Denied):
+        if decision.reason == INSUFFICIENT_SCOPE:  # the caller's token lacks `api`: 403, as every API write
+            raise_denied(decision, "404 Not Found")
+        raise BadRequest("400 Bad request")
+    store = request.app[STORE]
+    await store.revoke_personal_access_token(pat.id)
+    owner = await store.get_user(pat.user_id)
+    # GitLab's personal_access_token_revoked, on the owner's User entity (PersonalAccessTokens::RevokeService).
+    await request.app[AUDIT].record_change(
+        request,
+        principal,
+        event_name="personal_access_token_revoked",
+        entity=("User", pat.user_id),
+        entity_path=owner.username if owner else "",
+        target=("PersonalAccessToken", pat.id, pat.name),
+        message=f"Revoked personal access token with id {pat.id}",
+    )
+    return web.Response(status=204)

@@ -481,6 +481,10 @@ class PostgresStore:
         )
         return [_pat(r) for r in rows]
 
+    async def get_personal_access_token(self, token_id: int) -> PersonalAccessToken | None:
+        row = await self._fetchrow(f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE id = $1", token_id)
+        return _pat(row) if row else None
+
     async def revoke_personal_access_token(self, token_id: int) -> bool:
         async with self._tx() as conn:
             status = await conn.execute("UPDATE personal_access_tokens SET revoked = true WHERE id = $1", token_id)

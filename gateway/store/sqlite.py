@@ -402,6 +402,10 @@ class SQLiteStore:
         )
         return [_pat(r) for r in rows]
 
+    async def get_personal_access_token(self, token_id: int) -> PersonalAccessToken | None:
+        row = await self._one(f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE id = ?", (token_id,))
+        return _pat(row) if row else None
+
     async def revoke_personal_access_token(self, token_id: int) -> bool:
         async with self._tx() as db:
             cur = await db.execute("UPDATE personal_access_tokens SET revoked = 1 WHERE id = ?", (token_id,))

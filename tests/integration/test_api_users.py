@@ -360,3 +360,49 @@ async def test_only_admins_create_personal_access_tokens(client: TestClient, wor
         )
         assert (r.status, await r.json()) == (403, {"message": "403 Forbidden"})
     assert len(await world.store.list_personal_access_tokens(bob.user.id)) == 1
+
+
+# Who revokes whose token: GitLab's PersonalAccessTokensFinder + RevokeService (owner or admin; else 400).
+REVOCATIONS = [
+    ("own token by id", "alice", "alice", 204, None, True),
+    ("own token as self", "alice", "self", 204, None, True),
+    ("another user's token", "bob", "alice", 400, {"message": "400 Bad request"}, False),
+    ("administrator, another user's token", "root", "alice", 204, None, True),
+    ("unknown id", "alice", "999999", 404, {"message": "404 Not Found"}, False),
+    ("not an id", "alice", "1x", 400, {"error": "id is invalid"}, False),
+    ("a read_api token may not revoke", "reader", "alice", 403, {"message": "403 Forbidden"}, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "who", "ref", "status", "error", "revoked"), REVOCATIONS, ids=[c[0] for c in REVOCATIONS]
+)
+async def test_revoke_personal_access_token(
+    client: TestClient,
+    world: World,
+    case: str,
+    who: str,
+    ref: str,
+    status: int,
+    error: dict[str, Any] | None,
+    revoked: bool,
+) -> None:
+    actors = {
+        "alice": await world.user("alice"),
+        "bob": await world.user("bob"),
+        "root": await world.user("root", admin=True),
+        "reader": await world.user("reader", admin=True, scopes=("read_api",)),
+    }
+    alice = actors["alice"]
+    (alice_pat,) = await world.store.list_personal_access_tokens(alice.user.id)
+    path = {"alice": str(alice_pat.id)}.get(ref, ref)
+    r = await client.delete(f"/api/v4/personal_access_tokens/{path}", headers=actors[who].headers)
+    assert r.status == status, await r.text()
+    if error is not None:
+        assert await r.json() == error
+    after = await world.store.get_personal_access_token(alice_pat.id)
+    assert after is not None and after.revoked == revoked
+    # The revoked token is refused from then on; a refused revocation leaves it working.
+    me = await client.get("/api/v4/user", headers=alice.headers)
+    assert me.status == (401 if revoked else 200)
+

@@ -168,12 +168,19 @@ async def test_member_and_pat_changes_are_recorded(gw: TestClient, scene: Scene)
         headers=scene.admin.headers,
     )
     assert r.status == 201
-    scene.secrets.append((await r.json())["token"])
-    changes = [e for e in await events(gw) if e.event_name in ("member_created", "personal_access_token_created")]
+    pat = await r.json()
+    scene.secrets.append(pat["token"])
+    r = await gw.delete("/api/v4/personal_access_tokens/self", headers={"PRIVATE-TOKEN": pat["token"]})
+    assert r.status == 403  # its only scope is read_api: refused (a denied decision, not a change)
+    r = await gw.delete(f"/api/v4/personal_access_tokens/{pat['id']}", headers=scene.developer.headers)
+    assert r.status == 204
+    names = ("member_created", "personal_access_token_created", "personal_access_token_revoked")
+    changes = [e for e in await events(gw) if e.event_name in names]
     assert [(e.event_name, e.author_id, e.entity_type, e.entity_id, e.details["target_id"]) for e in changes] == [
         ("member_created", scene.maintainer.user.id, "Project", scene.project.id, scene.stranger.user.id),
         ("member_created", scene.owner.user.id, "Group", scene.group.id, scene.stranger.user.id),
-        ("personal_access_token_created", scene.admin.user.id, "User", scene.developer.user.id, (await r.json())["id"]),
+        ("personal_access_token_created", scene.admin.user.id, "User", scene.developer.user.id, pat["id"]),
+        ("personal_access_token_revoked", scene.developer.user.id, "User", scene.developer.user.id, pat["id"]),
     ]
     assert [e.details.get("access_level") for e in changes[:2]] == [30, 20]
 

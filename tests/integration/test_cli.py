@@ -27,6 +27,7 @@ from gateway.store import open_store
 from gateway.store.base import Namespace, Project, Store
 from gateway.tokens import Holder
 from tests.conftest import FAST_KDF
+from tests.procs import wait_until
 
 START_TIMEOUT = 20.0
 
@@ -277,6 +278,18 @@ def test_users_create_and_token(gw: Gateway, serve: list[Server]) -> None:
     assert json.loads(body)["username"] == "alice"
     assert json.loads(body)["email"] == "alice@example.com"
 
+    # The operator's way back from a leaked token: list (never a secret), revoke by id, refused at once.
+    listed = gw.run("users", "tokens", "alice")
+    assert listed.returncode == 0, listed.stderr
+    (line,) = listed.stdout.splitlines()
+    token_id, state, name, scopes, *_ = line.split("\t")
+    assert (state, scopes) == ("active", "read_api,read_repository") and token not in listed.stdout
+    revoked = gw.run("users", "revoke-token", token_id)
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.stdout == f"revoked personal access token {token_id} ({name}) of alice\n"
+    assert gw.run("users", "tokens", "alice").stdout.split("\t")[1] == "revoked"
+    assert wait_until(lambda: server.get("/api/v4/user", {"PRIVATE-TOKEN": token})[0] == 401, timeout=5)
+
 
 @pytest.mark.parametrize(
     ("args", "stdin", "message"),
@@ -291,6 +304,8 @@ def test_users_create_and_token(gw: Gateway, serve: list[Server]) -> None:
         (["users", "token", "root", "--scopes", ","], None, "at least one scope"),
         (["users", "token", "root", "--expires-at", "2021-02-30"], None, "--expires-at: not a date"),
         (["users", "token", "root", "--expires-at", "2001-01-01"], None, "--expires-at: must be in the future"),
+        (["users", "tokens", "nobody"], None, "no such user: nobody"),
+        (["users", "revoke-token", "424242"], None, "no personal access token with id 424242"),
     ],
 )
 def test_users_mistakes(gw: Gateway, args: list[str], stdin: str | None, message: str) -> None:

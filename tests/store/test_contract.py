@@ -148,6 +148,9 @@ async def test_personal_access_tokens(any_store: Store) -> None:
     found = await any_store.find_personal_access_token(b"d" * 32)
     assert found is not None and found.revoked
     assert [t.id for t in await any_store.list_personal_access_tokens(uid)] == [pat.id]
+    got = await any_store.get_personal_access_token(pat.id)
+    assert got is not None and got.id == pat.id and got.user_id == uid and got.revoked
+    assert await any_store.get_personal_access_token(pat.id + 1000) is None
 
 
 async def test_deploy_tokens(any_store: Store) -> None:

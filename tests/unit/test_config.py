@@ -76,6 +76,8 @@ def test_fixed_key_names_and_defaults(tmp_path: Path, key: str, default: Any) ->
         ({"registry": {"token_ttl": True}}, "registry.token_ttl: must be an integer, got a boolean"),
         ({"registry": {"token_ttl": 30}}, "registry.token_ttl: must be between 60 and 86400"),
         ({"registry": {"algorithm": "PS256"}}, "registry.algorithm: must be one of 'RS256', 'ES256'"),
+        ({"registry": {"signing_processes": -2}}, "registry.signing_processes: must be -1 (one per core), 0"),
+        ({"registry": {"signing_processes": 65}}, "registry.signing_processes: must be -1 (one per core), 0"),
         ({"metrics": {"allowed_ips": ["10.0.0.0/33"]}}, "metrics.allowed_ips: '10.0.0.0/33' is not an IP address"),
         ({"metrics": {"allowed_ips": "127.0.0.1"}}, "metrics.allowed_ips: must be a list of strings"),
         ({"metrics": {"enabled": "yes"}}, "metrics.enabled: must be bool, got str"),
