@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.policy import INSTANCE, Allowed, Denied, Deny, Operation, Target, decide, effective_level
+from gateway.policy import INSTANCE, Allowed, Denied, Deny, Operation, Target, decide, effective_level, user_target
 from gateway.principals import ANONYMOUS, DeployTokenPrincipal, Principal, UserPrincipal
 from gateway.store.base import DeployToken, User
 from gateway.users import AccessLevel as L
@@ -114,6 +114,13 @@ USER_CASES = [
     (person(admin=True), P_DEEP, O.MANAGE_PROJECT_DEPLOY_TOKENS, [], "allow"),
     (person(state="blocked"), P_PUBLIC, O.GIT_READ, [], "unauthenticated"),
     (person(), P_DEEP, O.ADMIN, [L.OWNER], "forbidden"),  # not a project operation
+    # Personal access tokens: the owner's (user 7) or an administrator's to revoke; the `api` scope is needed.
+    (person(), user_target(7), O.REVOKE_PERSONAL_ACCESS_TOKEN, [], "allow"),
+    (person(uid=8), user_target(7), O.REVOKE_PERSONAL_ACCESS_TOKEN, [], "forbidden"),
+    (person(uid=8, admin=True), user_target(7), O.REVOKE_PERSONAL_ACCESS_TOKEN, [], "allow"),
+    (person(("read_api",)), user_target(7), O.REVOKE_PERSONAL_ACCESS_TOKEN, [], "forbidden"),
+    (person(state="blocked"), user_target(7), O.REVOKE_PERSONAL_ACCESS_TOKEN, [], "unauthenticated"),
+    (token("read_repository", project=10), user_target(7), O.REVOKE_PERSONAL_ACCESS_TOKEN, [], "not_found"),
 ]
 
 
@@ -132,6 +139,7 @@ def test_users(principal: Principal, target: Target, op: Operation, levels: list
         (P_INTERNAL, O.GIT_READ, "unauthenticated"),
         (P_DEEP, O.GIT_READ, "unauthenticated"),
         (INSTANCE, O.LIST_ALL_DEPLOY_TOKENS, "unauthenticated"),
+        (user_target(7), O.REVOKE_PERSONAL_ACCESS_TOKEN, "unauthenticated"),
     ],
 )
 def test_anonymous(target: Target, op: Operation, expected: str) -> None:
