@@ -42,6 +42,7 @@ PURGE_EVERY = 3600.0  # seconds between two retention purges
 AUTHENTICATION_FAILED = "authentication_failed"
 ACCESS_ALLOWED = "access_allowed"
 ACCESS_DENIED = "access_denied"
+BANNED_REASON = "client address banned after too many failed authentications"
 _DEPLOY_TOKEN_EVENTS = {
     "created": "deploy_token_created",
     "revoked": "deploy_token_revoked",
@@ -54,6 +55,7 @@ class Trail:
     """What one request authenticated and decided; recorded once, when its answer is known (AuditLog.middleware)."""
 
     presented: bool = False  # credentials were checked (authn.authenticate)
+    banned: bool = False  # refused before its credentials were read: the client address is banned (bruteforce.py)
     principal: Principal | None = None  # None with `presented`: bad credentials
     decisions: list[tuple[Principal, Target, Operation, Decision]] = field(default_factory=list)
 
@@ -68,6 +70,13 @@ def authenticated(principal: Principal | None) -> None:
     trail = _trail.get()
     if trail is not None:
         trail.presented, trail.principal = True, principal
+
+
+def banned() -> None:
+    """authn.py: the client address is banned; the request is refused without reading its credentials."""
+    trail = _trail.get()
+    if trail is not None:
+        trail.banned = True
 
 
 def decided(principal: Principal, target: Target, op: Operation, decision: Decision) -> None:
@@ -154,7 +163,7 @@ class AuditLog:
         finally:
             _trail.reset(token)
             self.in_flight -= 1
-            if trail.presented or trail.decisions:
+            if trail.presented or trail.decisions or trail.banned:
                 try:
                     self._finish(request, trail, status)
                 except Exception:  # the audit trail must never turn an answer into a failure
@@ -175,6 +184,9 @@ class AuditLog:
             return
         route = request.match_info.route.name or "" if request.match_info.route else ""
         common = (ip, agent, route)
+        if trail.banned:  # a spray from a banned address: one event per client and route per flush, with a count
+            self._note(now, None, None, None, Denied(Deny.FORBIDDEN, BANNED_REASON), common, name=ACCESS_DENIED)
+            return
         if trail.presented and trail.principal is None:
             self._note(now, None, None, None, Denied(Deny.UNAUTHENTICATED, "invalid credentials"), common)
             return
@@ -202,6 +214,8 @@ class AuditLog:
         op: Operation | None,
         decision: Decision,
         common: tuple[str, str, str],
+        *,
+        name: str | None = None,
     ) -> None:
         who = describe(principal) if principal is not None else "unknown"
         # What makes two decisions the same event (the principal names the token; the rest follows from these).
@@ -217,7 +231,8 @@ class AuditLog:
         token_type, token_id = token_of(principal)
         entity_type, entity_id = entity_of(target) if target else (INSTANCE_SCOPE, 1)
         outcome = "allowed" if decision else "denied"
-        name = AUTHENTICATION_FAILED if principal is None else ACCESS_ALLOWED if decision else ACCESS_DENIED
+        if name is None:
+            name = AUTHENTICATION_FAILED if principal is None else ACCESS_ALLOWED if decision else ACCESS_DENIED
         operation = op.value if op else None
         details: dict[str, Any] = {
             **author,

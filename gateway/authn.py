@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway import audit, credentials, metrics, principals
 from gateway.app import BRUTE_FORCE, CLOCK, HASHER, STORE
+from gateway.bruteforce import Banned
 from gateway.credentials import Credentials, Malformed
 from gateway.principals import Mode, Principal
 
@@ -28,7 +29,7 @@ async def authenticate(
     """The principal behind the request's credentials (or `creds` when given): ANONYMOUS when none were sent,
     None when they are bad. Raises bruteforce.Banned for a banned client address."""
     app = request.app
-    client = app[BRUTE_FORCE].admit(request)
+    client = _admit(request)
     if creds is _FROM_HEADERS:
         creds = credentials.from_headers(request.headers)
     assert creds is None or isinstance(creds, Credentials | Malformed)
@@ -46,10 +47,18 @@ async def authenticate_with(
 ) -> Principal | None:
     """A secret that is not a credentials header (the OAuth2 refresh token of /jwt/auth): the same ban check
     first, then `verify()`, then the same accounting."""
-    client = request.app[BRUTE_FORCE].admit(request)
+    client = _admit(request)
     principal = await verify()
     await _settled(request, client, principal)
     return principal
+
+
+def _admit(request: web.Request) -> str | None:
+    try:
+        return request.app[BRUTE_FORCE].admit(request)
+    except Banned:
+        audit.banned()  # a refusal of its own in the audit trail: no credentials were read, none is recorded
+        raise
 
 
 async def _settled(request: web.Request, client: str | None, principal: Principal | None) -> None:

@@ -76,7 +76,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     client = guard.client(request)
     # Refused before the password is even checked: a blocked guesser learns nothing more. The address ban is the
     # one every secret check shares (bruteforce.py); the username limit is the sign-in's own (throttle.py).
-    wait = guard.retry_after(client) or limiter.retry_after(username, now)
+    banned = guard.retry_after(client)
+    if banned:
+        audit.banned()
+    wait = banned or limiter.retry_after(username, now)
     if wait:
         raise RetryLater(TOO_MANY, wait)
 

@@ -15,13 +15,15 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-from gateway.app import BRUTE_FORCE, create_app
+from gateway.app import AUDIT, BRUTE_FORCE, create_app
+from gateway.audit import BANNED_REASON
 from gateway.bruteforce import MESSAGE, Guard
 from gateway.clients import Clients
 from gateway.clock import FixedClock
 from gateway.config import BruteForceConfig
 from gateway.secretbox import SecretBox
 from gateway.signing_keys import SigningKey, generate_key, self_signed_certificate
+from gateway.store.base import AuditQuery
 from gateway.store.sqlite import SQLiteStore
 from tests.conftest import make_config
 from tests.webui import csrf_of
@@ -224,6 +226,16 @@ async def test_every_family_shares_one_count_and_one_ban(make_client: MakeClient
         assert (await family.send(client, scene, False, ATTACKER)).status == family.bad
     for family in FAMILIES.values():
         await assert_banned(await family.send(client, scene, True, ATTACKER), family)
+        await assert_banned(await family.send(client, scene, True, ATTACKER), family)
+    # Each refusal is in the audit trail: one event per route with its count, no credentials recorded.
+    audit = client.server.app[AUDIT]
+    await audit.flush()
+    page = await scene.world.store.list_audit_events(AuditQuery(), offset=0, limit=1000)
+    refused = [e for e in page.items if e.details.get("reason") == BANNED_REASON]
+    assert {e.event_name for e in refused} == {"access_denied"}
+    assert {e.details["ip_address"] for e in refused} == {ATTACKER}
+    assert {e.details["principal"] for e in refused} == {"unknown"}
+    assert sum(e.details["count"] for e in refused) == 2 * len(FAMILIES)
 
 
 async def test_anonymous_requests_are_not_failures(make_client: MakeClient, scene: Scene) -> None:
