@@ -26,7 +26,7 @@ from gateway.middleware import (
 from gateway.proxy import Forwarder
 from gateway.secretbox import SecretBox
 from gateway.signing_keys import SignedTokens, SigningKey
-from gateway.signing_processes import SigningProcesses
+from gateway.signing_processes import SigningProcesses, per_worker
 from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.users import PasswordHasher
@@ -90,8 +90,8 @@ def create_app(
     # A tenth of the token lifetime: a reused token still has at least 90 % of its life left.
     app[SIGNED_TOKENS] = SignedTokens(window=max(1, config.registry.token_ttl // 10))
     if (key := app[SIGNING_KEY]) is not None:
-        wanted = config.registry.signing_processes
-        app[SIGNERS] = SigningProcesses(key, (os.cpu_count() or 1) if wanted < 0 else wanted)
+        count = per_worker(config.registry.signing_processes, os.cpu_count() or 1, config.server.workers)
+        app[SIGNERS] = SigningProcesses(key, count)
         app.on_cleanup.append(lambda app: app[SIGNERS].close())
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:

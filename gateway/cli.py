@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -298,6 +299,8 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     count = args.workers if args.workers is not None else config.server.workers
     if count < 1:
         raise ConfigError(f"--workers: must be at least 1, got {count}")
+    # Every worker sizes what it shares the machine with by the real count (its signing processes: app.py).
+    config = dataclasses.replace(config, server=dataclasses.replace(config.server, workers=count))
     configure_logging(config.log.level)
     # Refuse to run on a data dir that `gateway init` has not prepared (create_app also needs the key file),
     # so a wrong --config or data_dir does not silently start an empty gateway.

@@ -75,8 +75,8 @@ class RegistryConfig:
     include_x5c: bool = False
     # Longest silence (seconds) from the registry: before its response headers or between two body chunks.
     timeout: float = 600.0
-    # Child processes per worker that sign JWTs (gateway/signing_processes.py): -1 = one per core, 0 = none (the
-    # worker signs on its event loop).
+    # Child processes per worker that sign JWTs (gateway/signing_processes.py): -1 = the cores shared among the
+    # workers, 0 = none (the worker signs on its event loop).
     signing_processes: int = -1
 
 
@@ -279,7 +279,7 @@ def _validate(config: Config) -> None:
     if config.git.max_processes < 1:
         raise ConfigError("git.max_processes: must be at least 1")
     if not -1 <= config.registry.signing_processes <= 64:
-        raise ConfigError("registry.signing_processes: must be -1 (one per core), 0 (none) or up to 64")
+        raise ConfigError("registry.signing_processes: must be -1 (the cores), 0 (none) or up to 64")
     if config.storage.pool_size < 1:
         raise ConfigError("storage.pool_size: must be at least 1")
     if config.server.workers < 1:

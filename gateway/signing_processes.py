@@ -32,6 +32,12 @@ MAX_FRAME = 1 << 20  # a signing input is a few hundred bytes: a longer frame me
 RESPAWN_DELAY = 1.0  # seconds between two starts after a child died (a crash loop must not fork per request)
 
 
+def per_worker(setting: int, cores: int, workers: int) -> int:
+    """registry.signing_processes for one worker: -1 shares the cores among the workers, rounded up (8 workers on
+    8 cores: one each, not 64 processes of ~35 MB); 0 or more as configured."""
+    return -(-max(1, cores) // max(1, workers)) if setting < 0 else setting
+
+
 class SigningFailed(Exception):
     """A child could not sign (it died, or its key refused): the caller signs in-process instead."""
 

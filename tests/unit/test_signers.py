@@ -153,3 +153,11 @@ def test_frames_are_cut_at_their_lengths(stream: bytes, frames: list[tuple[int, 
 def test_a_broken_stream_is_refused(stream: bytes) -> None:
     with pytest.raises(ValueError):
         _frames(bytearray(stream))
+
+
+@pytest.mark.parametrize(
+    ("setting", "cores", "workers", "count"),
+    [(-1, 2, 1, 2), (-1, 2, 2, 1), (-1, 8, 8, 1), (-1, 8, 3, 3), (-1, 1, 4, 1), (0, 8, 1, 0), (3, 2, 2, 3)],
+)
+def test_processes_per_worker(setting: int, cores: int, workers: int, count: int) -> None:
+    assert signing_processes.per_worker(setting, cores, workers) == count
