@@ -151,6 +151,7 @@ class _Child:
         self.waiting.clear()
         self.on_exit(self)
         self._close()
+        self.proc.poll()  # reaped now if it has exited (it closed its output); else by subprocess's own cleanup
 
     def _close(self) -> None:
         for pipe in (self.proc.stdin, self.proc.stdout):

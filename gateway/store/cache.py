@@ -43,6 +43,9 @@ class TTLCache(Generic[V]):
         self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
         # Loads in progress (single flight) and the write generation they started in (see `load`).
         self._loading: dict[Hashable, asyncio.Future[V]] = {}
+        # Reads answering several keys at once (load_covering), apart: their result is not a value of one key, and a
+        # `load` of the same key must never receive it.
+        self._covering: dict[Hashable, asyncio.Future[Any]] = {}
         self._generation = 0
 
     def get(self, key: Hashable) -> V | None:
@@ -89,23 +92,23 @@ class TTLCache(Generic[V]):
         return await asyncio.shield(pending)
 
     def pending(self, keys: Iterable[Hashable]) -> set[asyncio.Future[Any]]:
-        """The reads in progress (load, load_covering) for any of `keys`."""
-        loading = self._loading
-        return {future for key in keys if (future := loading.get(key)) is not None}
+        """The reads in progress (load_covering) that answer any of `keys`."""
+        covering = self._covering
+        return {future for key in keys if (future := covering.get(key)) is not None}
 
     async def load_covering(self, keys: Sequence[Hashable], loader: Callable[[], Awaitable[T]]) -> T:
         """Run one read that answers every key of `keys`; meanwhile it is `pending` under each of them, so that a
         request missing any of them can wait for it. Its result is the caller's to keep (put), key by key."""
         task: asyncio.Future[T] = asyncio.ensure_future(loader())
         for key in keys:
-            self._loading[key] = task  # type: ignore[assignment]
+            self._covering[key] = task
         task.add_done_callback(lambda done: self._forget(keys, done))
         return await asyncio.shield(task)
 
     def _forget(self, keys: Sequence[Hashable], done: asyncio.Future[Any]) -> None:
         for key in keys:
-            if self._loading.get(key) is done:
-                del self._loading[key]
+            if self._covering.get(key) is done:
+                del self._covering[key]
         if not done.cancelled():
             done.exception()  # retrieved: a failure is its requesters' to report, not the loop's
 
@@ -121,6 +124,7 @@ class TTLCache(Generic[V]):
     def clear(self) -> None:
         self._entries.clear()
         self._loading.clear()  # later misses read afresh, after the write that cleared
+        self._covering.clear()
         self._generation += 1
 
     def __len__(self) -> int:

@@ -209,3 +209,26 @@ async def test_a_request_waits_for_the_read_in_flight_that_settles_its_paths(
     assert isinstance(results[0], ConnectionError) == fails
     assert [p.full_path for p in results[1]] == answer  # type: ignore[union-attr]
     assert asked == reads
+
+
+async def test_a_single_path_load_never_receives_a_covering_read() -> None:
+    # get_project_by_path loads project_key(path) on its own while projects_by_paths reads the same path with others
+    # (registry and git at once, the soak found it): each gets its own kind of answer.
+    cache: TTLCache[Any] = TTLCache(ttl=60)
+    release = asyncio.Event()
+
+    async def read(paths: list[str]) -> list[Project]:
+        await release.wait()
+        return [_project("g/p")]
+
+    async def read_one() -> Project:
+        await release.wait()
+        return _project("g/p")
+
+    many = asyncio.ensure_future(projects_by_paths(cache, ["g/p/img", "g/p"], read))
+    await asyncio.sleep(0)
+    one = asyncio.ensure_future(cache.load(project_key("g/p"), read_one))
+    await asyncio.sleep(0)
+    release.set()
+    assert isinstance(await one, Project) and (await one).full_path == "g/p"
+    assert [p.full_path for p in await many] == ["g/p"]
