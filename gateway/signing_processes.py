@@ -151,7 +151,8 @@ class _Child:
         self.waiting.clear()
         self.on_exit(self)
         self._close()
-        self.proc.poll()  # reaped now if it has exited (it closed its output); else by subprocess's own cleanup
+        code = self.proc.poll()  # reaped now if it has exited (it closed its output); else by subprocess's cleanup
+        log.warning("signing process %d ended (%s, status %s); a new one on demand", self.proc.pid, reason, code)
 
     def _close(self) -> None:
         for pipe in (self.proc.stdin, self.proc.stdout):

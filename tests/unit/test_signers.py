@@ -48,7 +48,9 @@ async def test_children_sign_every_job_for_the_request_that_asked(algorithm: sig
         await pool.close()
 
 
-async def test_a_child_that_dies_costs_no_request_and_is_replaced_later(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_child_that_dies_costs_no_request_and_is_replaced_later(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(signing_processes, "RESPAWN_DELAY", 0.2)
     key = _key("ES256")
     pool = SigningProcesses(key, 1)
@@ -61,6 +63,7 @@ async def test_a_child_that_dies_costs_no_request_and_is_replaced_later(monkeypa
         for n, signature in enumerate(signatures):  # answered by the child before it died, or by the worker
             assert _verify(key, _input(key, n), signature)["sub"] == f"job-{n}"
         assert child not in pool.children and child.proc.poll() is not None
+        assert f"signing process {child.proc.pid} ended" in caplog.text  # the operator learns of it
         await pool.signature(_input(key, 0))  # within the respawn delay: signed in the worker
         assert pool.children == []
         await asyncio.sleep(0.25)
