@@ -151,25 +151,18 @@ def run(ctx: Context) -> list[Row]:
                     result.p99_ms <= P99_TARGET_MS if judged else None,
                 )
             )
-    scaling = ratio_row(
-        f"/jwt/auth {n} workers vs 1 worker, same request",
-        load[("gateway", n, "same")].rps,
-        load[("gateway", 1, "same")].rps,
-        "/s",
-        "1 worker",
-        1.6,
-    )
-    signed = ratio_row(
-        f"/jwt/auth {n} workers vs 1 worker, every request signed",
-        load[("gateway", n, "signed")].rps,
-        load[("gateway", 1, "signed")].rps,
-        "/s",
-        "1 worker",
-        1.6,
-    )
-    # Workers scale the request path; signatures run in signing processes (one per core for every worker), so
-    # one worker already signs on every core and more workers cannot multiply that part: reported, not judged.
-    rows += [scaling, replace(signed, target="(1 worker signs on every core)", ok=None)]
+    for kind, label in (("same", "same request"), ("signed", "every request signed")):
+        row = ratio_row(
+            f"/jwt/auth {n} workers vs 1 worker, {label}",
+            load[("gateway", n, kind)].rps,
+            load[("gateway", 1, kind)].rps,
+            "/s",
+            "1 worker",
+            1.6,
+        )
+        # Workers scale the request path; signatures run in signing processes shared over the cores, so one worker
+        # already signs on every core and more workers cannot multiply that part: reported, not judged.
+        rows.append(row if kind == "same" else replace(row, target="(1 worker signs on every core)", ok=None))
     errors = sum(r.errors for k, r in load.items() if k[0] == "gateway")
     rows.append(Row("/jwt/auth errors (non-2xx, socket)", str(errors), "", "", "0", errors == 0))
     for count in (1, n):
