@@ -30,6 +30,7 @@ _HEAD = struct.Struct("!IBI")
 OK, FAILED = 0, 1
 MAX_FRAME = 1 << 20  # a signing input is a few hundred bytes: a longer frame means a broken stream
 RESPAWN_DELAY = 1.0  # seconds between two starts after a child died (a crash loop must not fork per request)
+ANSWER_TIMEOUT = 5.0  # seconds: a signature takes about a millisecond; a child silent this long is wedged
 
 
 def per_worker(setting: int, cores: int, workers: int) -> int:
@@ -195,9 +196,14 @@ class SigningProcesses:
         child = self._child()
         if child is not None:
             try:
-                return await child.submit(signing_input)
+                return await asyncio.wait_for(child.submit(signing_input), ANSWER_TIMEOUT)
             except SigningFailed as exc:
                 log.warning("signing process failed (%s): signing in the worker", exc)
+            except TimeoutError:
+                # A child that stopped answering (stopped, starved, wedged) must not hold requests: it is ended, and
+                # what it held is signed by the worker (its reader sees the end).
+                log.warning("signing process %d gave no answer in %s s: ending it", child.proc.pid, ANSWER_TIMEOUT)
+                child.proc.kill()
         return self.key.signature(signing_input)
 
     def _child(self) -> _Child | None:

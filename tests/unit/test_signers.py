@@ -73,6 +73,29 @@ async def test_a_child_that_dies_costs_no_request_and_is_replaced_later(
         await pool.close()
 
 
+async def test_a_child_that_stops_answering_is_ended_and_its_requests_signed_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(signing_processes, "ANSWER_TIMEOUT", 0.3)
+    key = _key("ES256")
+    pool = SigningProcesses(key, 1)
+    try:
+        await pool.signature(_input(key, 0))
+        (child,) = pool.children
+        os.kill(child.proc.pid, signal.SIGSTOP)  # alive, but silent
+        started = time.monotonic()
+        signatures = await asyncio.gather(*(pool.signature(_input(key, n)) for n in range(5)))
+        assert time.monotonic() - started < 3
+        for n, signature in enumerate(signatures):
+            assert _verify(key, _input(key, n), signature)["sub"] == f"job-{n}"
+        deadline = time.monotonic() + 5
+        while child.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert child.proc.poll() is not None  # killed, not left stopped
+    finally:
+        await pool.close()
+
+
 async def test_zero_processes_sign_in_the_worker() -> None:
     key = _key("ES256")
     pool = SigningProcesses(key, 0)
