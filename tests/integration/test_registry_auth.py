@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -323,3 +324,33 @@ def test_signed_tokens_are_bounded() -> None:
     assert [cache.get((i,), 105) for i in range(5)] == [None, None, ("t2", 100), ("t3", 100), ("t4", 100)]
     assert cache.get((4,), 110) is None  # out of the window
     assert cache.get((4,), 99) is None  # a clock that went backwards never serves a token from the future
+
+
+async def test_git_and_new_image_names_at_once_on_a_cold_cache(
+    registry_client: TestClient, world: World, store: SQLiteStore
+) -> None:
+    # New image names below a project (one read of several paths) and git (one read of that project's path) racing on
+    # a cold cache: each request gets its own kind of answer (the soak once found git answering 500 here).
+    g = await world.group("g")
+    p = await world.project("proj", g)
+    made = await world.deploy_token(p, ("read_repository", "read_registry"))
+    headers = basic(made.token.username, made.secret)
+    for round_ in range(5):
+        store._cache.clear()  # every request of the round misses the project at first
+        registry = [
+            registry_client.get(
+                "/jwt/auth",
+                params={"service": SERVICE, "scope": f"repository:g/proj/img-{round_}-{i}:pull"},
+                headers=headers,
+            )
+            for i in range(8)
+        ]
+        git = [
+            registry_client.get("/g/proj.git/info/refs", params={"service": "git-upload-pack"}, headers=headers)
+            for _ in range(8)
+        ]
+        answers = await asyncio.gather(*registry, *git)
+        assert [r.status for r in answers[:8]] == [200] * 8
+        assert all(r.status < 500 for r in answers[8:]), [r.status for r in answers[8:]]
+        for r in answers[:8]:
+            assert (await r.json())["token"]
