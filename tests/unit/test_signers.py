@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ import jwt
 import pytest
 
 from gateway import signing_keys, signing_processes
-from gateway.signing_processes import FAILED, OK, SigningProcesses, _frame, _frames
+from gateway.signing_processes import FAILED, OK, SigningProcesses, _Child, _frame, _frames
 
 
 def _key(algorithm: signing_keys.Algorithm) -> signing_keys.SigningKey:
@@ -48,52 +49,56 @@ async def test_children_sign_every_job_for_the_request_that_asked(algorithm: sig
         await pool.close()
 
 
-async def test_a_child_that_dies_costs_no_request_and_is_replaced_later(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(signing_processes, "RESPAWN_DELAY", 0.2)
+@pytest.fixture
+async def one_child() -> AsyncIterator[tuple[signing_keys.SigningKey, SigningProcesses, _Child]]:
+    """A pool of one ES256 child, started by a first signature; closed afterwards."""
     key = _key("ES256")
     pool = SigningProcesses(key, 1)
     try:
         await pool.signature(_input(key, 0))
         (child,) = pool.children
-        jobs = [asyncio.ensure_future(pool.signature(_input(key, n))) for n in range(50)]
-        os.kill(child.proc.pid, signal.SIGKILL)
-        signatures = await asyncio.gather(*jobs)
-        for n, signature in enumerate(signatures):  # answered by the child before it died, or by the worker
-            assert _verify(key, _input(key, n), signature)["sub"] == f"job-{n}"
-        assert child not in pool.children and child.proc.poll() is not None
-        assert f"signing process {child.proc.pid} ended" in caplog.text  # the operator learns of it
-        await pool.signature(_input(key, 0))  # within the respawn delay: signed in the worker
-        assert pool.children == []
-        await asyncio.sleep(0.25)
-        assert _verify(key, _input(key, 1), await pool.signature(_input(key, 1)))["sub"] == "job-1"
-        assert len(pool.children) == 1 and pool.children[0] is not child
+        yield key, pool, child
     finally:
         await pool.close()
+
+
+def _all_signed(key: signing_keys.SigningKey, signatures: list[bytes]) -> None:
+    for n, signature in enumerate(signatures):
+        assert _verify(key, _input(key, n), signature)["sub"] == f"job-{n}"
+
+
+async def test_a_child_that_dies_costs_no_request_and_is_replaced_later(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    one_child: tuple[signing_keys.SigningKey, SigningProcesses, _Child],
+) -> None:
+    monkeypatch.setattr(signing_processes, "RESPAWN_DELAY", 0.2)
+    key, pool, child = one_child
+    jobs = [asyncio.ensure_future(pool.signature(_input(key, n))) for n in range(50)]
+    os.kill(child.proc.pid, signal.SIGKILL)
+    _all_signed(key, await asyncio.gather(*jobs))  # answered by the child before it died, or by the worker
+    assert child not in pool.children and child.proc.poll() is not None
+    assert f"signing process {child.proc.pid} ended" in caplog.text  # the operator learns of it
+    await pool.signature(_input(key, 0))  # within the respawn delay: signed in the worker
+    assert pool.children == []
+    await asyncio.sleep(0.25)
+    assert _verify(key, _input(key, 1), await pool.signature(_input(key, 1)))["sub"] == "job-1"
+    assert len(pool.children) == 1 and pool.children[0] is not child
 
 
 async def test_a_child_that_stops_answering_is_ended_and_its_requests_signed_here(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, one_child: tuple[signing_keys.SigningKey, SigningProcesses, _Child]
 ) -> None:
     monkeypatch.setattr(signing_processes, "ANSWER_TIMEOUT", 0.3)
-    key = _key("ES256")
-    pool = SigningProcesses(key, 1)
-    try:
-        await pool.signature(_input(key, 0))
-        (child,) = pool.children
-        os.kill(child.proc.pid, signal.SIGSTOP)  # alive, but silent
-        started = time.monotonic()
-        signatures = await asyncio.gather(*(pool.signature(_input(key, n)) for n in range(5)))
-        assert time.monotonic() - started < 3
-        for n, signature in enumerate(signatures):
-            assert _verify(key, _input(key, n), signature)["sub"] == f"job-{n}"
-        deadline = time.monotonic() + 5
-        while child.proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert child.proc.poll() is not None  # killed, not left stopped
-    finally:
-        await pool.close()
+    key, pool, child = one_child
+    os.kill(child.proc.pid, signal.SIGSTOP)  # alive, but silent
+    started = time.monotonic()
+    _all_signed(key, await asyncio.gather(*(pool.signature(_input(key, n)) for n in range(5))))
+    assert time.monotonic() - started < 3
+    deadline = time.monotonic() + 5
+    while child.proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert child.proc.poll() is not None  # killed, not left stopped
 
 
 async def test_zero_processes_sign_in_the_worker() -> None:
