@@ -86,6 +86,9 @@ class _Child:
         self._next = 0
         self._unsent = bytearray(_frame(0, pem))  # the key first: the child reads it before any job
         self._received = bytearray()
+        self._progress = loop.time()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._writer = False  # a writer callback is registered for the child's input (a full pipe)
         self.alive = True
         loop.add_reader(self._out, self._readable)
         self._flush()
@@ -93,27 +96,49 @@ class _Child:
     def submit(self, signing_input: bytes) -> asyncio.Future[bytes]:
         self._next = self._next % 0xFFFFFFFF + 1
         future: asyncio.Future[bytes] = self.loop.create_future()
+        if not self.waiting:  # the watchdog measures silence from the first job still unanswered
+            self._progress = self.loop.time()
         self.waiting[self._next] = future
-        idle = not self._unsent  # else a writer callback is registered and sends this too
+        if not self._unsent:
+            # One write per event-loop turn for every request handled in it, not one per request: each write is a
+            # system call and a wake-up of the child (measured: bench/auth.py, every request signed).
+            self.loop.call_soon(self._flush)
         self._unsent += _frame(self._next, signing_input)
-        if idle:
-            self._flush()
+        if self._watchdog is None:
+            self._watchdog = self.loop.call_later(ANSWER_TIMEOUT, self._check_silence)
         return future
 
+    def _check_silence(self) -> None:
+        """A child silent for ANSWER_TIMEOUT with jobs waiting (stopped, starved, wedged) is killed, and the requests
+        it held are signed by their worker: one timer per child, not one per request."""
+        self._watchdog = None
+        if not self.alive or not self.waiting:
+            return
+        silent = self.loop.time() - self._progress
+        if silent < ANSWER_TIMEOUT:
+            self._watchdog = self.loop.call_later(ANSWER_TIMEOUT - silent, self._check_silence)
+            return
+        log.warning("signing process %d gave no answer in %s s: ending it", self.proc.pid, ANSWER_TIMEOUT)
+        self.proc.kill()
+        self._ended("no answer in time")
+
     def _flush(self) -> None:
+        if not self.alive or not self._unsent:  # ended since it was scheduled: its descriptors may be reused
+            return
         try:
             sent = os.write(self._in, self._unsent)
         except BlockingIOError:
             sent = 0
         except OSError:  # the child is gone: its reader sees the end and fails the waiting requests
             self._unsent.clear()
-            self.loop.remove_writer(self._in)
-            return
+            sent = 0
         del self._unsent[:sent]
-        if self._unsent:
-            self.loop.add_writer(self._in, self._flush)
-        else:
-            self.loop.remove_writer(self._in)
+        if bool(self._unsent) != self._writer:  # (un)registered only on a change: each call costs a few µs
+            self._writer = bool(self._unsent)
+            if self._writer:
+                self.loop.add_writer(self._in, self._flush)
+            else:
+                self.loop.remove_writer(self._in)
 
     def _readable(self) -> None:
         try:
@@ -126,6 +151,7 @@ class _Child:
             self._ended("the signing process exited")
             return
         self._received += data
+        self._progress = self.loop.time()
         try:
             frames = _frames(self._received)
         except ValueError as exc:
@@ -139,13 +165,14 @@ class _Child:
                 future.set_exception(SigningFailed(body.decode("utf-8", "replace")))
             else:
                 future.set_result(body)
+        if not self.waiting and self._watchdog is not None:  # all answered: the next job starts a fresh timer
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def _ended(self, reason: str) -> None:
         if not self.alive:
             return
-        self.alive = False
-        self.loop.remove_reader(self._out)
-        self.loop.remove_writer(self._in)
+        self._retire()
         for future in self.waiting.values():
             if not future.done():
                 future.set_exception(SigningFailed(reason))
@@ -154,6 +181,15 @@ class _Child:
         self._close()
         code = self.proc.poll()  # reaped now if it has exited (it closed its output); else by subprocess's cleanup
         log.warning("signing process %d ended (%s, status %s); a new one on demand", self.proc.pid, reason, code)
+
+    def _retire(self) -> None:
+        self.alive = False
+        self.loop.remove_reader(self._out)
+        self.loop.remove_writer(self._in)
+        self._unsent.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def _close(self) -> None:
         for pipe in (self.proc.stdin, self.proc.stdout):
@@ -164,9 +200,7 @@ class _Child:
     async def stop(self, timeout: float = 2.0) -> None:
         """End the child: its input closes, so it exits after the jobs it holds; killed if it does not."""
         if self.alive:
-            self.alive = False
-            self.loop.remove_reader(self._out)
-            self.loop.remove_writer(self._in)
+            self._retire()
             for future in self.waiting.values():
                 future.cancel()
             self.waiting.clear()
@@ -196,14 +230,9 @@ class SigningProcesses:
         child = self._child()
         if child is not None:
             try:
-                return await asyncio.wait_for(child.submit(signing_input), ANSWER_TIMEOUT)
+                return await child.submit(signing_input)
             except SigningFailed as exc:
                 log.warning("signing process failed (%s): signing in the worker", exc)
-            except TimeoutError:
-                # A child that stopped answering (stopped, starved, wedged) must not hold requests: it is ended, and
-                # what it held is signed by the worker (its reader sees the end).
-                log.warning("signing process %d gave no answer in %s s: ending it", child.proc.pid, ANSWER_TIMEOUT)
-                child.proc.kill()
         return self.key.signature(signing_input)
 
     def _child(self) -> _Child | None:

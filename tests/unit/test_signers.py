@@ -67,6 +67,23 @@ def _all_signed(key: signing_keys.SigningKey, signatures: list[bytes]) -> None:
         assert _verify(key, _input(key, n), signature)["sub"] == f"job-{n}"
 
 
+async def test_jobs_beyond_the_pipe_capacity_wait_for_room_and_are_all_signed_by_the_child(
+    monkeypatch: pytest.MonkeyPatch, one_child: tuple[signing_keys.SigningKey, SigningProcesses, _Child]
+) -> None:
+    key, pool, _ = one_child
+
+    def not_here(self: signing_keys.SigningKey, signing_input: bytes) -> bytes:
+        raise AssertionError("signed in the worker, not by the child")
+
+    monkeypatch.setattr(signing_keys.SigningKey, "signature", not_here)
+    # ~300 KiB of signing inputs in one event-loop turn: more than a pipe holds (64 KiB), so the rest is written as
+    # the child reads.
+    inputs = [key.signing_input({"sub": f"job-{n}", "pad": "x" * 3000}, include_x5c=False) for n in range(100)]
+    signatures = await asyncio.gather(*(pool.signature(i) for i in inputs))
+    for n, (signing_input, signature) in enumerate(zip(inputs, signatures, strict=True)):
+        assert _verify(key, signing_input, signature)["sub"] == f"job-{n}"
+
+
 async def test_a_child_that_dies_costs_no_request_and_is_replaced_later(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
