@@ -93,6 +93,17 @@ class Outcome:
     idle_rss_kib: int
     connections: dict[str, int]
 
+    def errors(self) -> Counter[str]:
+        """Every failure by kind and reason; a worker that died and was replaced by the supervisor is one even if
+        every client got its answer."""
+        errors: Counter[str] = Counter()
+        for kind, s in self.stats.items():
+            errors.update({f"{kind}: {reason}": n for reason, n in s.errors.items()})
+        replaced = len(set().union(*(s.pids for s in self.samples)) - self.samples[0].pids)
+        if replaced:
+            errors["gateway process replaced"] = replaced
+        return errors
+
 
 # --- the gateway's processes ---------------------------------------------------------------------------------------
 
@@ -285,6 +296,14 @@ async def load(pid: int, probes: dict[str, Probe], settings: Settings, env: dict
 
 
 def soak(ctx: Context, settings: Settings) -> list[Row]:
+    outcome = run_soak(ctx, settings)
+    progress("soak: RSS over time (s: MB) " + ", ".join(f"{s.t:.0f}: {s.rss_kib / 1024:.1f}" for s in outcome.samples))
+    return report(outcome, settings, ctx.workers)
+
+
+def run_soak(ctx: Context, settings: Settings) -> Outcome:
+    """A gateway installed and seeded in a temporary directory, under load for `settings.duration`; then stopped
+    (tests/e2e/test_soak.py runs a short one)."""
     tmp = tempdir("bench-soak-")
     # info: the access log written per request, as operators run it.
     gw = Gateway(tmp, ctx, {"log": {"level": "info"}})
@@ -299,11 +318,10 @@ def soak(ctx: Context, settings: Settings) -> list[Row]:
         )
         outcome = asyncio.run(load(pid, probes, settings, git_env(tmp / "home")))
         gw.proc(url).assert_running()
+        return outcome
     finally:
         gw.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    progress("soak: RSS over time (s: MB) " + ", ".join(f"{s.t:.0f}: {s.rss_kib / 1024:.1f}" for s in outcome.samples))
-    return report(outcome, settings, ctx.workers)
 
 
 def slope_per_minute(points: Sequence[tuple[float, float]]) -> float:
@@ -337,13 +355,7 @@ def report(o: Outcome, settings: Settings, workers: int) -> list[Row]:
                 "",
             )
         )
-    # A worker that died and was replaced by the supervisor is an error even if every client got its answer.
-    replaced = len(set().union(*(s.pids for s in o.samples)) - o.samples[0].pids)
-    errors: Counter[str] = Counter()
-    for kind, s in o.stats.items():
-        errors.update({f"{kind}: {reason}": n for reason, n in s.errors.items()})
-    if replaced:
-        errors["gateway process replaced"] = replaced
+    errors = o.errors()
     n_errors = sum(errors.values())
     cores = os.cpu_count() or 1
     rows.append(
