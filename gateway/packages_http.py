@@ -236,8 +236,8 @@ async def _forward(request: web.Request, backend: Backend, url: str, *, upload: 
     check_length(request.content_length, maximum)
     limit = Limit(maximum)
     if request.content_length is not None:
-        # Announced and within the limit (checked above): the forwarder moves exactly that many bytes, by splice
-        # when large (proxy.SplicedUpload), and a body that ends early fails the backend request.
+        # Announced and within the limit (checked above): the forwarder moves exactly that many bytes, socket to
+        # socket when large (proxy.RelayedUpload), and a body that ends early fails the backend request.
         return await _forward_upload(request, backend, url, None, limit)
     body = limited(request.content, limit, expected=request.content_length)
     return await _forward_upload(request, backend, url, body, limit)

@@ -20,7 +20,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 from multidict import CIMultiDict
 
-from gateway import metrics, splice
+from gateway import metrics, socket_relay
 from gateway.errors import BadGateway, GatewayTimeout
 
 log = logging.getLogger("gateway.proxy")
@@ -194,13 +194,13 @@ class Forwarder:
         headers = request_headers(request, keep_host=keep_host, keep_authorization=keep_authorization)
         if authorization is not None:
             headers[hdrs.AUTHORIZATION] = authorization  # the gateway's own credentials replace the client's
-        data: AsyncIterator[bytes] | SplicedUpload | None = None
-        spliced = SplicedUpload.of(request, timeouts) if body is None else None
+        data: AsyncIterator[bytes] | RelayedUpload | None = None
+        relayed = RelayedUpload.of(request, timeouts) if body is None else None
         if body is not None:
             # The caller already consumes the client's body (packages: a size limit, a parsed multipart head).
             data = body
-        elif spliced is not None:
-            data = spliced
+        elif relayed is not None:
+            data = relayed
         elif request.body_exists:
             first = await request.content.read(CHUNK)
             if not body_is_raw(request.headers, first):
@@ -233,24 +233,24 @@ class Forwarder:
             log.warning("%s backend failed before answering: %s", backend, type(exc).__name__)
             raise BadGateway(f"502 Bad Gateway: the {backend} backend is unreachable or failed") from None
         metrics.backend_answered(backend, time.perf_counter() - started)
-        metrics.streamed(backend, upload=spliced.moved if spliced is not None else request.content.total_bytes)
+        metrics.streamed(backend, upload=relayed.moved if relayed is not None else request.content.total_bytes)
 
         async with upstream:
             out_headers = response_headers(upstream)
             if on_headers is not None:
                 on_headers(upstream.status, out_headers)
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
-            if spliced is not None:
-                response.force_close()  # `Connection: close`: the client must not reuse it (SplicedUpload)
+            if relayed is not None:
+                response.force_close()  # `Connection: close`: the client must not reuse it (RelayedUpload)
             try:
                 await response.prepare(request)
             except ConnectionResetError:
                 return response
             if request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200:
                 return response
-            sockets = _spliceable(request, upstream)
+            sockets = _relayable(request, upstream)
             if sockets is not None:
-                await _splice(request, response, upstream, sockets, backend, timeouts)
+                await _relay_body(request, response, upstream, sockets, backend, timeouts)
                 return response
             try:
                 while chunk := await upstream.content.read(CHUNK):
@@ -269,11 +269,11 @@ class Forwarder:
         return response
 
 
-class SplicedUpload(Payload):
-    """A client's request body handed to the backend by the kernel (splice.py) rather than copied through Python.
+class RelayedUpload(Payload):
+    """A client's request body relayed socket to socket (socket_relay.py) rather than through aiohttp's streams.
 
-    Only for a plain `Content-Length` body of at least splice.MIN_LENGTH on a plain TCP connection. What the server
-    already read of the body is sent first; afterwards the client's connection is closed with the response (its
+    Only for a plain `Content-Length` body of at least socket_relay.MIN_LENGTH on a plain TCP connection. What the
+    server already read of the body is sent first; afterwards the client's connection is closed with the response (its
     HTTP parser never saw the body, so it cannot read another request). A client that stops or stalls mid-body
     aborts the backend request: the backend never sees a complete-looking body.
     """
@@ -285,19 +285,19 @@ class SplicedUpload(Payload):
         self.moved = 0
 
     @classmethod
-    def of(cls, request: web.Request, timeouts: Timeouts) -> SplicedUpload | None:
+    def of(cls, request: web.Request, timeouts: Timeouts) -> RelayedUpload | None:
         length = request.content_length
-        if not splice.AVAILABLE or length is None or length < splice.MIN_LENGTH or not request.body_exists:
+        if not socket_relay.AVAILABLE or length is None or length < socket_relay.MIN_LENGTH or not request.body_exists:
             return None
         if hdrs.TRANSFER_ENCODING in request.headers or hdrs.CONTENT_ENCODING in request.headers:
             return None  # chunked framing to parse, or a body the server might inflate (body_is_raw)
-        src = splice.plain_socket(request.transport)
+        src = socket_relay.plain_socket(request.transport)
         if src is None or request.content.is_eof() or request.content.exception() is not None:
             return None
         return cls(request, src, length, timeouts.read)
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        raise TypeError("a spliced upload is never decoded")
+        raise TypeError("a relayed upload is never decoded")
 
     async def write(self, writer: AbstractStreamWriter) -> None:
         await self.write_with_length(writer, None)
@@ -319,7 +319,7 @@ class SplicedUpload(Payload):
 
     async def _relay(self, writer: AbstractStreamWriter, prefix: bytes) -> None:
         transport = writer.transport
-        dst = splice.plain_socket(transport)
+        dst = socket_relay.plain_socket(transport)
         if dst is None or transport is None:
             raise ConnectionResetError("the backend connection closed before the request body")
         writer.send_headers()
@@ -331,38 +331,38 @@ class SplicedUpload(Payload):
                 raise TimeoutError("the backend does not read the request")
             await asyncio.sleep(0.001)
         try:
-            self.moved = await splice.relay(
+            self.moved = await socket_relay.relay(
                 self._src, dst, self._length - len(prefix), prefix=prefix, read_timeout=self._read_timeout
             )
-        except (splice.SourceEnded, splice.SourceTimeout) as exc:
+        except (socket_relay.SourceEnded, socket_relay.SourceTimeout) as exc:
             # The client stopped mid-body: the backend request is aborted (aiohttp closes its connection).
             raise ConnectionResetError(f"the client's upload ended early ({type(exc).__name__})") from None
-        except splice.SinkGone as exc:
+        except socket_relay.SinkGone as exc:
             raise ConnectionResetError(f"the backend closed the connection during the upload: {exc}") from None
 
 
-def _spliceable(
+def _relayable(
     request: web.Request, upstream: aiohttp.ClientResponse
 ) -> tuple[socket.socket, socket.socket, int] | None:
-    """The two plain TCP sockets and the body length when the body can be spliced (gateway/splice.py): a
-    Content-Length body of at least splice.MIN_LENGTH, no TLS on either side, nothing waiting in the client's
+    """The two plain TCP sockets and the body length when the body can be relayed (gateway/socket_relay.py): a
+    Content-Length body of at least socket_relay.MIN_LENGTH, no TLS on either side, nothing waiting in the client's
     write buffer (the response head must be on the wire before the body bypasses the transport)."""
-    if not splice.AVAILABLE or hdrs.TRANSFER_ENCODING in upstream.headers or upstream.content.exception():
+    if not socket_relay.AVAILABLE or hdrs.TRANSFER_ENCODING in upstream.headers or upstream.content.exception():
         return None
     try:
         length = int(upstream.headers.get(hdrs.CONTENT_LENGTH, ""))
     except ValueError:
         return None
     connection = upstream.connection
-    if length < splice.MIN_LENGTH or connection is None or connection.transport is None:
+    if length < socket_relay.MIN_LENGTH or connection is None or connection.transport is None:
         return None
-    src, dst = splice.plain_socket(connection.transport), splice.plain_socket(request.transport)
+    src, dst = socket_relay.plain_socket(connection.transport), socket_relay.plain_socket(request.transport)
     if src is None or dst is None or request.transport is None or request.transport.get_write_buffer_size():
         return None
     return src, dst, length
 
 
-async def _splice(
+async def _relay_body(
     request: web.Request,
     response: web.StreamResponse,
     upstream: aiohttp.ClientResponse,
@@ -370,8 +370,8 @@ async def _splice(
     backend: str,
     timeouts: Timeouts,
 ) -> None:
-    """Relay the body in the kernel. What aiohttp already read is sent first; the backend connection is never
-    reused afterwards (its parser did not see the body), so it is closed."""
+    """Relay the body socket to socket (socket_relay.py). What aiohttp already read is sent first; the backend
+    connection is never reused afterwards (its parser did not see the body), so it is closed."""
     src, dst, length = sockets
     connection = upstream.connection
     assert connection is not None and connection.transport is not None
@@ -380,13 +380,13 @@ async def _splice(
     connection.transport.pause_reading()
     moved = 0
     try:
-        moved = await splice.relay(
+        moved = await socket_relay.relay(
             src, dst, max(0, length - len(prefix)), prefix=prefix[:length], read_timeout=timeouts.read
         )
         await response.write_eof()
-    except splice.SinkGone:
+    except socket_relay.SinkGone:
         log.info("client disconnected during %s %s", request.method, request.path)
-    except (splice.SourceEnded, splice.SourceTimeout) as exc:
+    except (socket_relay.SourceEnded, socket_relay.SourceTimeout) as exc:
         metrics.backend_failed(backend, "mid_response")
         log.warning("%s backend failed mid-response (%s): aborting the client connection", backend, type(exc).__name__)
         abort(request, response)

@@ -285,7 +285,7 @@ async def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
 async def test_client_cut_mid_upload_never_completes_the_backend_request(
     files: FileBackend, tmp_path: Path, world: World, store: SQLiteStore, clock: FixedClock, box: SecretBox
 ) -> None:
-    """A large announced upload is spliced socket to socket (proxy.SplicedUpload): a client that stops halfway
+    """A large announced upload is relayed socket to socket (proxy.RelayedUpload): a client that stops halfway
     leaves the backend with a short body it can tell from a complete one, and the gateway serves the next upload."""
     async with gateway(tmp_path, world, store, clock, box, files.url, 600) as s, aiohttp.ClientSession() as session:
         host, port = s.url.removeprefix("http://").split(":")
@@ -300,7 +300,7 @@ async def test_client_cut_mid_upload_never_completes_the_backend_request(
         stored = files.folder / f"{s.project_id}_pkg_1.0.0_cut.bin"
         assert await wait_for(lambda: established(files.port) == 0)
         assert not stored.exists() or stored.stat().st_size < SIZE
-        # A complete spliced upload: stored whole, and the client told not to reuse the connection.
+        # A complete relayed upload: stored whole, and the client told not to reuse the connection.
         headers = {"Deploy-Token": s.package_token, "Content-Length": str(SIZE)}
         async with session.put(package_url(s, "whole.bin"), data=payload(), headers=headers) as r:
             assert r.status == 201 and r.headers.get("Connection", "").lower() == "close"

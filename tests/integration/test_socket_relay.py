@@ -1,4 +1,4 @@
-"""gateway.splice.relay over real loopback TCP connections: exact bytes, early end, silent source, gone client."""
+"""gateway.socket_relay.relay over real loopback TCP connections: exact bytes, early end, silent source, gone client."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway import splice
+from gateway import socket_relay
 
-pytestmark = pytest.mark.skipif(not splice.AVAILABLE, reason="splice(2) is Linux-only")
+pytestmark = pytest.mark.skipif(not socket_relay.AVAILABLE, reason="needs os.readv (POSIX)")
 
 
 def tcp_pair() -> tuple[socket.socket, socket.socket]:
@@ -61,7 +61,7 @@ async def test_relay_moves_exactly_the_announced_bytes(
     # The backend sends more than the body: the relay must stop at the announced length.
     sender = asyncio.create_task(send_all(sockets["backend"], body + trailing, close=False))
     reader = asyncio.create_task(receive(sockets["client"]))
-    moved = await splice.relay(sockets["src"], sockets["dst"], body_size, prefix=prefix, read_timeout=5)
+    moved = await socket_relay.relay(sockets["src"], sockets["dst"], body_size, prefix=prefix, read_timeout=5)
     await sender
     sockets["dst"].shutdown(socket.SHUT_WR)
     got = await reader
@@ -73,8 +73,8 @@ async def test_relay_moves_exactly_the_announced_bytes(
 async def test_backend_closing_early_is_an_error_not_a_short_success(sockets: dict[str, socket.socket]) -> None:
     sender = asyncio.create_task(send_all(sockets["backend"], os.urandom(2 * 1024 * 1024), close=True))
     reader = asyncio.create_task(receive(sockets["client"]))
-    with pytest.raises(splice.SourceEnded):
-        await splice.relay(sockets["src"], sockets["dst"], 3 * 1024 * 1024, read_timeout=5)
+    with pytest.raises(socket_relay.SourceEnded):
+        await socket_relay.relay(sockets["src"], sockets["dst"], 3 * 1024 * 1024, read_timeout=5)
     await sender
     sockets["dst"].shutdown(socket.SHUT_WR)
     assert len(await reader) == 2 * 1024 * 1024
@@ -82,13 +82,13 @@ async def test_backend_closing_early_is_an_error_not_a_short_success(sockets: di
 
 async def test_silent_backend_times_out(sockets: dict[str, socket.socket]) -> None:
     await send_all(sockets["backend"], b"x" * 1000, close=False)
-    with pytest.raises(splice.SourceTimeout):
-        await splice.relay(sockets["src"], sockets["dst"], 2000, read_timeout=0.2)
+    with pytest.raises(socket_relay.SourceTimeout):
+        await socket_relay.relay(sockets["src"], sockets["dst"], 2000, read_timeout=0.2)
 
 
 async def test_client_gone(sockets: dict[str, socket.socket]) -> None:
     sockets["client"].close()
     sender = asyncio.create_task(send_all(sockets["backend"], os.urandom(8 * 1024 * 1024), close=False))
-    with pytest.raises(splice.SinkGone):
-        await splice.relay(sockets["src"], sockets["dst"], 8 * 1024 * 1024, read_timeout=5)
+    with pytest.raises(socket_relay.SinkGone):
+        await socket_relay.relay(sockets["src"], sockets["dst"], 8 * 1024 * 1024, read_timeout=5)
     sender.cancel()
