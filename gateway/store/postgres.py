@@ -8,7 +8,6 @@ import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -36,6 +35,21 @@ from gateway.store.base import (
     WebSession,
 )
 from gateway.store.cache import DEFAULT_TTL, TTLCache, always, project_key, projects_by_paths
+from gateway.store.migrations import bundled
+from gateway.store.rows import (
+    AUDIT_COLUMNS,
+    AUTH_FAILURE_COLUMNS,
+    DT_COLUMNS,
+    MEMBER_SELECT,
+    NS_COLUMNS,
+    PACKAGE_COLUMNS,
+    PAT_COLUMNS,
+    PROJECT_FROM,
+    TOKEN_TABLES,
+    USER_COLUMNS,
+    Decoding,
+    Rows,
+)
 
 DEFAULT_POOL_SIZE = 10
 CONNECT_TIMEOUT = 10.0  # seconds to open one connection before the store reports itself unavailable
@@ -63,36 +77,7 @@ _OUTAGES: tuple[type[BaseException], ...] = (
 
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every bundled PostgreSQL migration, in order (numbered like the SQLite ones)."""
-    folder = resources.files("gateway.store.migrations").joinpath("postgres")
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text(encoding="utf-8")))
-    return sorted(found)
-
-
-_NS_COLUMNS = (
-    "n.id, n.kind, n.name, n.path, n.full_path, n.parent_id, n.traversal_ids, n.visibility, n.description,"
-    " n.created_at, n.owner_id"
-)
-_USER_COLUMNS = "u.id, u.username, u.name, u.email, u.password_hash, u.is_admin, u.state, u.created_at, u.namespace_id"
-_PROJECT_COLUMNS = (
-    "p.id, p.name, p.path, p.full_path, p.visibility, p.description, p.created_at, p.creator_id, " + _NS_COLUMNS
-)
-_DT_COLUMNS = (
-    "id, name, username, scopes, expires_at, revoked, created_at, creator_id, project_id, group_id, token_encrypted,"
-    " last_used_at, last_used_ips"
-)
-_PAT_COLUMNS = "id, user_id, name, scopes, expires_at, revoked, created_at, last_used_at, last_used_ips"
-_AUDIT_COLUMNS = "id, created_at, author_id, entity_type, entity_id, event_name, details"
-# The table a kind of token lives in (record_token_use).
-_TOKEN_TABLES = {"deploy_token": "deploy_tokens", "personal_access_token": "personal_access_tokens"}
-_PACKAGE_COLUMNS = "format, name, project_id, created_at, updated_at"
-_PROJECT_FROM = f"SELECT {_PROJECT_COLUMNS} FROM projects p JOIN namespaces n ON n.id = p.namespace_id"
-_MEMBER_SELECT = (
-    f"SELECT m.source_kind, m.source_id, m.access_level, m.created_at, {_USER_COLUMNS}"
-    " FROM members m JOIN users u ON u.id = m.user_id"
-)
+    return bundled("postgres")
 
 
 def _ts(value: datetime | None) -> datetime | None:
@@ -101,110 +86,6 @@ def _ts(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
-
-
-def _must_ts(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _namespace(row: Sequence[Any]) -> Namespace:
-    return Namespace(
-        id=row[0],
-        kind=row[1],
-        name=row[2],
-        path=row[3],
-        full_path=row[4],
-        parent_id=row[5],
-        traversal_ids=tuple(row[6]),
-        visibility=row[7],
-        description=row[8],
-        created_at=_must_ts(row[9]),
-        owner_id=row[10],
-    )
-
-
-def _user(row: Sequence[Any]) -> User:
-    return User(
-        id=row[0],
-        username=row[1],
-        name=row[2],
-        email=row[3],
-        password_hash=row[4],
-        is_admin=row[5],
-        state=row[6],
-        created_at=_must_ts(row[7]),
-        namespace_id=row[8],
-    )
-
-
-def _project(row: Sequence[Any]) -> Project:
-    return Project(
-        id=row[0],
-        name=row[1],
-        path=row[2],
-        full_path=row[3],
-        visibility=row[4],
-        description=row[5],
-        created_at=_must_ts(row[6]),
-        creator_id=row[7],
-        namespace=_namespace(row[8:]),
-    )
-
-
-def _member(row: Sequence[Any]) -> Member:
-    return Member(
-        source_kind=row[0], source_id=row[1], access_level=row[2], created_at=_must_ts(row[3]), user=_user(row[4:])
-    )
-
-
-def _deploy_token(row: Sequence[Any]) -> DeployToken:
-    return DeployToken(
-        id=row[0],
-        name=row[1],
-        custom_username=row[2],
-        scopes=tuple(row[3]),
-        expires_at=_ts(row[4]),
-        revoked=row[5],
-        created_at=_must_ts(row[6]),
-        creator_id=row[7],
-        project_id=row[8],
-        group_id=row[9],
-        token_encrypted=row[10],
-        last_used_at=_ts(row[11]),
-        last_used_ips=tuple(row[12]),
-    )
-
-
-def _pat(row: Sequence[Any]) -> PersonalAccessToken:
-    return PersonalAccessToken(
-        id=row[0],
-        user_id=row[1],
-        name=row[2],
-        scopes=tuple(row[3]),
-        expires_at=_ts(row[4]),
-        revoked=row[5],
-        created_at=_must_ts(row[6]),
-        last_used_at=_ts(row[7]),
-        last_used_ips=tuple(row[8]),
-    )
-
-
-def _audit_event(row: Sequence[Any]) -> AuditEvent:
-    return AuditEvent(
-        id=row[0],
-        created_at=_must_ts(row[1]),
-        author_id=row[2],
-        entity_type=row[3],
-        entity_id=row[4],
-        event_name=row[5],
-        details=json.loads(row[6]),  # asyncpg hands jsonb over as text
-    )
-
-
-def _package_name(row: Sequence[Any]) -> PackageName:
-    return PackageName(
-        format=row[0], name=row[1], project_id=row[2], created_at=_must_ts(row[3]), updated_at=_must_ts(row[4])
-    )
 
 
 def _affected(status: str) -> int:
@@ -238,6 +119,9 @@ class _Params:
     def __call__(self, value: Any) -> str:
         self.values.append(value)
         return f"${len(self.values)}"
+
+
+_ROWS = Rows(Decoding(timestamp=_ts, ids=tuple, words=tuple))
 
 
 class PostgresStore:
@@ -398,14 +282,14 @@ class PostgresStore:
             return hit  # type: ignore[no-any-return]
 
         async def read() -> User | None:
-            row = await self._fetchrow(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.id = $1", user_id)
-            return _user(row) if row else None
+            row = await self._fetchrow(f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1", user_id)
+            return _ROWS.user(row) if row else None
 
         return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
     async def get_user_by_username(self, username: str) -> User | None:
-        row = await self._fetchrow(f"SELECT {_USER_COLUMNS} FROM users u WHERE lower(u.username) = lower($1)", username)
-        return _user(row) if row else None
+        row = await self._fetchrow(f"SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = lower($1)", username)
+        return _ROWS.user(row) if row else None
 
     async def list_users(self, *, offset: int, limit: int, search: str | None = None) -> Page[User]:
         where, args = "", []
@@ -420,12 +304,12 @@ class PostgresStore:
         total = await self._fetchval(f"SELECT count(*) FROM users u {where}", *args)
         n = len(args)
         rows = await self._fetch(
-            f"SELECT {_USER_COLUMNS} FROM users u {where} ORDER BY u.id LIMIT ${n + 1} OFFSET ${n + 2}",
+            f"SELECT {USER_COLUMNS} FROM users u {where} ORDER BY u.id LIMIT ${n + 1} OFFSET ${n + 2}",
             *args,
             limit,
             offset,
         )
-        return Page([_user(r) for r in rows], int(total))
+        return Page([_ROWS.user(r) for r in rows], int(total))
 
     async def count_users(self) -> int:
         return int(await self._fetchval("SELECT count(*) FROM users"))
@@ -451,7 +335,7 @@ class PostgresStore:
             with _conflict("token digest collision"):
                 row = await conn.fetchrow(
                     "INSERT INTO personal_access_tokens (user_id, name, token_digest, scopes, expires_at, created_at)"
-                    f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_PAT_COLUMNS}",
+                    f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {PAT_COLUMNS}",
                     user_id,
                     name,
                     token_digest,
@@ -459,7 +343,7 @@ class PostgresStore:
                     expires_at,
                     now,
                 )
-        return _pat(row)
+        return _ROWS.personal_access_token(row)
 
     async def find_personal_access_token(self, token_digest: bytes) -> PersonalAccessToken | None:
         key = ("pat", token_digest)
@@ -468,22 +352,22 @@ class PostgresStore:
 
         async def read() -> PersonalAccessToken | None:
             row = await self._fetchrow(
-                f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE token_digest = $1", token_digest
+                f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE token_digest = $1", token_digest
             )
-            return _pat(row) if row else None
+            return _ROWS.personal_access_token(row) if row else None
 
         # Misses are not kept: a token made elsewhere works at once.
         return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
     async def list_personal_access_tokens(self, user_id: int) -> list[PersonalAccessToken]:
         rows = await self._fetch(
-            f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE user_id = $1 ORDER BY id", user_id
+            f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE user_id = $1 ORDER BY id", user_id
         )
-        return [_pat(r) for r in rows]
+        return [_ROWS.personal_access_token(r) for r in rows]
 
     async def get_personal_access_token(self, token_id: int) -> PersonalAccessToken | None:
-        row = await self._fetchrow(f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE id = $1", token_id)
-        return _pat(row) if row else None
+        row = await self._fetchrow(f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE id = $1", token_id)
+        return _ROWS.personal_access_token(row) if row else None
 
     async def revoke_personal_access_token(self, token_id: int) -> bool:
         async with self._tx() as conn:
@@ -567,18 +451,18 @@ class PostgresStore:
         return ns
 
     async def get_namespace(self, namespace_id: int) -> Namespace | None:
-        row = await self._fetchrow(f"SELECT {_NS_COLUMNS} FROM namespaces n WHERE n.id = $1", namespace_id)
-        return _namespace(row) if row else None
+        row = await self._fetchrow(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.id = $1", namespace_id)
+        return _ROWS.namespace(row) if row else None
 
     async def get_namespace_by_path(self, full_path: str) -> Namespace | None:
         row = await self._fetchrow(
-            f"SELECT {_NS_COLUMNS} FROM namespaces n WHERE lower(n.full_path) = lower($1)", full_path
+            f"SELECT {NS_COLUMNS} FROM namespaces n WHERE lower(n.full_path) = lower($1)", full_path
         )
-        return _namespace(row) if row else None
+        return _ROWS.namespace(row) if row else None
 
     async def list_groups(self) -> list[Namespace]:
-        rows = await self._fetch(f"SELECT {_NS_COLUMNS} FROM namespaces n WHERE n.kind = 'group' ORDER BY n.id")
-        return [_namespace(r) for r in rows]
+        rows = await self._fetch(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.kind = 'group' ORDER BY n.id")
+        return [_ROWS.namespace(r) for r in rows]
 
     async def create_project(
         self,
@@ -629,8 +513,8 @@ class PostgresStore:
         return _affected(status) > 0
 
     async def get_project(self, project_id: int) -> Project | None:
-        row = await self._fetchrow(f"{_PROJECT_FROM} WHERE p.id = $1", project_id)
-        return _project(row) if row else None
+        row = await self._fetchrow(f"{PROJECT_FROM} WHERE p.id = $1", project_id)
+        return _ROWS.project(row) if row else None
 
     async def get_project_by_path(self, full_path: str) -> Project | None:
         key = project_key(full_path)
@@ -638,8 +522,8 @@ class PostgresStore:
             return hit  # type: ignore[no-any-return]
 
         async def read() -> Project | None:
-            row = await self._fetchrow(f"{_PROJECT_FROM} WHERE lower(p.full_path) = lower($1)", full_path)
-            return _project(row) if row else None
+            row = await self._fetchrow(f"{PROJECT_FROM} WHERE lower(p.full_path) = lower($1)", full_path)
+            return _ROWS.project(row) if row else None
 
         return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
@@ -650,16 +534,16 @@ class PostgresStore:
         async def read(paths: list[str]) -> list[Project]:
             # The array is lowered once (an init plan); each element is then an index probe on lower(full_path).
             rows = await self._fetch(
-                f"{_PROJECT_FROM} WHERE lower(p.full_path) = ANY(ARRAY(SELECT lower(x) FROM unnest($1::text[]) x))",
+                f"{PROJECT_FROM} WHERE lower(p.full_path) = ANY(ARRAY(SELECT lower(x) FROM unnest($1::text[]) x))",
                 paths,
             )
-            return [_project(r) for r in rows]
+            return [_ROWS.project(r) for r in rows]
 
         return await projects_by_paths(self._cache, full_paths, read)
 
     async def list_projects(self) -> list[Project]:
-        rows = await self._fetch(f"{_PROJECT_FROM} ORDER BY p.id")
-        return [_project(r) for r in rows]
+        rows = await self._fetch(f"{PROJECT_FROM} ORDER BY p.id")
+        return [_ROWS.project(r) for r in rows]
 
     # --- memberships ------------------------------------------------------------------------------------------
 
@@ -669,12 +553,12 @@ class PostgresStore:
         async with self._tx() as conn:
             await self._insert_member(conn, source_kind, source_id, user_id, access_level, now)
         row = await self._fetchrow(
-            f"{_MEMBER_SELECT} WHERE m.source_kind = $1 AND m.source_id = $2 AND m.user_id = $3",
+            f"{MEMBER_SELECT} WHERE m.source_kind = $1 AND m.source_id = $2 AND m.user_id = $3",
             source_kind,
             source_id,
             user_id,
         )
-        return _member(row)
+        return _ROWS.member(row)
 
     @staticmethod
     async def _insert_member(
@@ -693,13 +577,13 @@ class PostgresStore:
 
     async def list_members(self, source_kind: SourceKind, source_id: int) -> list[Member]:
         rows = await self._fetch(
-            f"{_MEMBER_SELECT} WHERE m.source_kind = $1 AND m.source_id = $2 ORDER BY u.id", source_kind, source_id
+            f"{MEMBER_SELECT} WHERE m.source_kind = $1 AND m.source_id = $2 ORDER BY u.id", source_kind, source_id
         )
-        return [_member(r) for r in rows]
+        return [_ROWS.member(r) for r in rows]
 
     async def list_user_memberships(self, user_id: int) -> list[Member]:
-        rows = await self._fetch(f"{_MEMBER_SELECT} WHERE m.user_id = $1 ORDER BY m.source_kind, m.source_id", user_id)
-        return [_member(r) for r in rows]
+        rows = await self._fetch(f"{MEMBER_SELECT} WHERE m.user_id = $1 ORDER BY m.source_kind, m.source_id", user_id)
+        return [_ROWS.member(r) for r in rows]
 
     async def access_levels(self, user_id: int, *, project_id: int | None, namespace_ids: Sequence[int]) -> list[int]:
         if project_id is None and not namespace_ids:
@@ -732,7 +616,7 @@ class PostgresStore:
                 row = await conn.fetchrow(
                     "INSERT INTO deploy_tokens (name, username, token_digest, token_encrypted, scopes, expires_at,"
                     " created_at, creator_id, project_id, group_id)"
-                    f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_DT_COLUMNS}",
+                    f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {DT_COLUMNS}",
                     new.name,
                     new.custom_username,
                     new.token_digest,
@@ -744,11 +628,11 @@ class PostgresStore:
                     new.project_id,
                     new.group_id,
                 )
-        return _deploy_token(row)
+        return _ROWS.deploy_token(row)
 
     async def get_deploy_token(self, token_id: int) -> DeployToken | None:
-        row = await self._fetchrow(f"SELECT {_DT_COLUMNS} FROM deploy_tokens WHERE id = $1", token_id)
-        return _deploy_token(row) if row else None
+        row = await self._fetchrow(f"SELECT {DT_COLUMNS} FROM deploy_tokens WHERE id = $1", token_id)
+        return _ROWS.deploy_token(row) if row else None
 
     async def find_deploy_token(self, token_digest: bytes) -> DeployToken | None:
         key = ("deploy_token", token_digest)
@@ -756,8 +640,8 @@ class PostgresStore:
             return hit  # type: ignore[no-any-return]
 
         async def read() -> DeployToken | None:
-            row = await self._fetchrow(f"SELECT {_DT_COLUMNS} FROM deploy_tokens WHERE token_digest = $1", token_digest)
-            return _deploy_token(row) if row else None
+            row = await self._fetchrow(f"SELECT {DT_COLUMNS} FROM deploy_tokens WHERE token_digest = $1", token_digest)
+            return _ROWS.deploy_token(row) if row else None
 
         # Misses are not kept: a token made elsewhere works at once.
         return await self._cache.load(key, read)  # type: ignore[no-any-return]
@@ -787,8 +671,8 @@ class PostgresStore:
         where = self._holder_filter(param, project_id, group_id, active_at)
         total = await self._fetchval(f"SELECT count(*) FROM deploy_tokens{where}", *param.values)
         page = f" ORDER BY id LIMIT {param(limit)} OFFSET {param(offset)}"
-        rows = await self._fetch(f"SELECT {_DT_COLUMNS} FROM deploy_tokens{where}{page}", *param.values)
-        return Page([_deploy_token(r) for r in rows], int(total))
+        rows = await self._fetch(f"SELECT {DT_COLUMNS} FROM deploy_tokens{where}{page}", *param.values)
+        return Page([_ROWS.deploy_token(r) for r in rows], int(total))
 
     async def find_named_deploy_token(
         self, name: str, *, project_id: int | None = None, group_id: int | None = None, active_at: datetime
@@ -796,10 +680,10 @@ class PostgresStore:
         param = _Params()
         where = self._holder_filter(param, project_id, group_id, active_at)
         row = await self._fetchrow(
-            f"SELECT {_DT_COLUMNS} FROM deploy_tokens{where} AND name = {param(name)} ORDER BY id DESC LIMIT 1",
+            f"SELECT {DT_COLUMNS} FROM deploy_tokens{where} AND name = {param(name)} ORDER BY id DESC LIMIT 1",
             *param.values,
         )
-        return _deploy_token(row) if row else None
+        return _ROWS.deploy_token(row) if row else None
 
     async def revoke_deploy_token(self, token_id: int) -> bool:
         async with self._tx() as conn:
@@ -831,7 +715,11 @@ class PostgresStore:
         row = await self._fetchrow(
             "SELECT user_id, created_at, expires_at FROM web_sessions WHERE session_digest = $1", session_digest
         )
-        return WebSession(user_id=row[0], created_at=_must_ts(row[1]), expires_at=_must_ts(row[2])) if row else None
+        return (
+            WebSession(user_id=row[0], created_at=_ROWS.must_ts(row[1]), expires_at=_ROWS.must_ts(row[2]))
+            if row
+            else None
+        )
 
     async def delete_web_session(self, session_digest: bytes) -> bool:
         async with self._tx() as conn:
@@ -888,22 +776,13 @@ class PostgresStore:
 
     async def list_auth_failures(self, *, now: datetime, updated_since: datetime, limit: int) -> list[AuthFailures]:
         rows = await self._fetch(
-            "SELECT address, failures, window_start, updated_at, banned_until FROM auth_failures"
+            f"SELECT {AUTH_FAILURE_COLUMNS} FROM auth_failures"
             " WHERE banned_until > $1 OR updated_at > $2 ORDER BY updated_at DESC LIMIT $3",
             now,
             updated_since,
             limit,
         )
-        return [
-            AuthFailures(
-                address=r[0],
-                failures=r[1],
-                window_start=_must_ts(r[2]),
-                updated_at=_must_ts(r[3]),
-                banned_until=_ts(r[4]),
-            )
-            for r in rows
-        ]
+        return [_ROWS.auth_failures(r) for r in rows]
 
     async def delete_stale_auth_failures(self, *, now: datetime, updated_before: datetime) -> int:
         async with self._tx(clears_cache=False) as conn:
@@ -951,23 +830,23 @@ class PostgresStore:
 
     async def package_name_owners(self, format: str, name: str) -> list[PackageName]:
         rows = await self._fetch(
-            f"SELECT {_PACKAGE_COLUMNS} FROM package_names WHERE format = $1 AND name = $2"
+            f"SELECT {PACKAGE_COLUMNS} FROM package_names WHERE format = $1 AND name = $2"
             " ORDER BY updated_at DESC, project_id DESC",
             format,
             name,
         )
-        return [_package_name(r) for r in rows]
+        return [_ROWS.package_name(r) for r in rows]
 
     async def list_package_names(self, format: str, project_ids: Sequence[int]) -> list[PackageName]:
         if not project_ids:
             return []
         rows = await self._fetch(
-            f"SELECT {_PACKAGE_COLUMNS} FROM package_names WHERE format = $1 AND project_id = ANY($2::bigint[])"
+            f"SELECT {PACKAGE_COLUMNS} FROM package_names WHERE format = $1 AND project_id = ANY($2::bigint[])"
             ' ORDER BY name COLLATE "C", project_id',  # byte order, as in SQLite, whatever the database's locale
             format,
             list(project_ids),
         )
-        return [_package_name(r) for r in rows]
+        return [_ROWS.package_name(r) for r in rows]
 
     # --- audit trail and last use ----------------------------------------------------------------------------
 
@@ -1001,15 +880,15 @@ class PostgresStore:
         total = await self._fetchval(f"SELECT count(*) FROM audit_events{where}", *param.values)
         page = f" ORDER BY id DESC LIMIT {param(limit)} OFFSET {param(offset)}"
         rows = await self._fetch(
-            f"SELECT {_AUDIT_COLUMNS.replace('details', 'details::text')} FROM audit_events{where}{page}", *param.values
+            f"SELECT {AUDIT_COLUMNS.replace('details', 'details::text')} FROM audit_events{where}{page}", *param.values
         )
-        return Page([_audit_event(r) for r in rows], int(total))
+        return Page([_ROWS.audit_event(r) for r in rows], int(total))
 
     async def get_audit_event(self, event_id: int) -> AuditEvent | None:
         row = await self._fetchrow(
-            f"SELECT {_AUDIT_COLUMNS.replace('details', 'details::text')} FROM audit_events WHERE id = $1", event_id
+            f"SELECT {AUDIT_COLUMNS.replace('details', 'details::text')} FROM audit_events WHERE id = $1", event_id
         )
-        return _audit_event(row) if row else None
+        return _ROWS.audit_event(row) if row else None
 
     async def purge_audit_events(self, before: datetime) -> int:
         async with self._tx(clears_cache=False) as conn:
@@ -1017,7 +896,7 @@ class PostgresStore:
         return _affected(status)
 
     async def record_token_use(self, use: TokenUse, *, min_interval: float, keep_ips: int) -> bool:
-        table = _TOKEN_TABLES[use.kind]
+        table = TOKEN_TABLES[use.kind]
         async with self._tx(clears_cache=False) as conn:
             # FOR UPDATE: two replicas flushing the same token merge their addresses one after the other.
             row = await conn.fetchrow(

@@ -8,7 +8,6 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,21 @@ from gateway.store.base import (
     WebSession,
 )
 from gateway.store.cache import DEFAULT_TTL, TTLCache, always, project_key, projects_by_paths
+from gateway.store.migrations import bundled
+from gateway.store.rows import (
+    AUDIT_COLUMNS,
+    AUTH_FAILURE_COLUMNS,
+    DT_COLUMNS,
+    MEMBER_SELECT,
+    NS_COLUMNS,
+    PACKAGE_COLUMNS,
+    PAT_COLUMNS,
+    PROJECT_FROM,
+    TOKEN_TABLES,
+    USER_COLUMNS,
+    Decoding,
+    Rows,
+)
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -55,131 +69,23 @@ def parse_ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value)
 
 
-def _must_ts(value: str) -> datetime:
-    parsed = parse_ts(value)
-    assert parsed is not None
-    return parsed
-
-
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every bundled migration, in order."""
-    folder = resources.files("gateway.store.migrations").joinpath("sqlite")
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text(encoding="utf-8")))
-    return sorted(found)
-
-
-_NS_COLUMNS = (
-    "n.id, n.kind, n.name, n.path, n.full_path, n.parent_id, n.traversal_ids, n.visibility, n.description,"
-    " n.created_at, n.owner_id"
-)
-_USER_COLUMNS = "u.id, u.username, u.name, u.email, u.password_hash, u.is_admin, u.state, u.created_at, u.namespace_id"
-_PROJECT_COLUMNS = (
-    "p.id, p.name, p.path, p.full_path, p.visibility, p.description, p.created_at, p.creator_id, " + _NS_COLUMNS
-)
-_DT_COLUMNS = (
-    "id, name, username, scopes, expires_at, revoked, created_at, creator_id, project_id, group_id, token_encrypted,"
-    " last_used_at, last_used_ips"
-)
-_PAT_COLUMNS = "id, user_id, name, scopes, expires_at, revoked, created_at, last_used_at, last_used_ips"
-_AUDIT_COLUMNS = "id, created_at, author_id, entity_type, entity_id, event_name, details"
-# The table a kind of token lives in (record_token_use).
-_TOKEN_TABLES = {"deploy_token": "deploy_tokens", "personal_access_token": "personal_access_tokens"}
-
-
-def _namespace(row: Sequence[Any]) -> Namespace:
-    return Namespace(
-        id=row[0],
-        kind=row[1],
-        name=row[2],
-        path=row[3],
-        full_path=row[4],
-        parent_id=row[5],
-        traversal_ids=tuple(int(x) for x in row[6].split("/")),
-        visibility=row[7],
-        description=row[8],
-        created_at=_must_ts(row[9]),
-        owner_id=row[10],
-    )
-
-
-def _user(row: Sequence[Any]) -> User:
-    return User(
-        id=row[0],
-        username=row[1],
-        name=row[2],
-        email=row[3],
-        password_hash=row[4],
-        is_admin=bool(row[5]),
-        state=row[6],
-        created_at=_must_ts(row[7]),
-        namespace_id=row[8],
-    )
-
-
-def _project(row: Sequence[Any]) -> Project:
-    return Project(
-        id=row[0],
-        name=row[1],
-        path=row[2],
-        full_path=row[3],
-        visibility=row[4],
-        description=row[5],
-        created_at=_must_ts(row[6]),
-        creator_id=row[7],
-        namespace=_namespace(row[8:]),
-    )
-
-
-def _deploy_token(row: Sequence[Any]) -> DeployToken:
-    return DeployToken(
-        id=row[0],
-        name=row[1],
-        custom_username=row[2],
-        scopes=tuple(row[3].split()),
-        expires_at=parse_ts(row[4]),
-        revoked=bool(row[5]),
-        created_at=_must_ts(row[6]),
-        creator_id=row[7],
-        project_id=row[8],
-        group_id=row[9],
-        token_encrypted=row[10],
-        last_used_at=parse_ts(row[11]),
-        last_used_ips=tuple(row[12].split()),
-    )
-
-
-def _pat(row: Sequence[Any]) -> PersonalAccessToken:
-    return PersonalAccessToken(
-        id=row[0],
-        user_id=row[1],
-        name=row[2],
-        scopes=tuple(row[3].split()),
-        expires_at=parse_ts(row[4]),
-        revoked=bool(row[5]),
-        created_at=_must_ts(row[6]),
-        last_used_at=parse_ts(row[7]),
-        last_used_ips=tuple(row[8].split()),
-    )
-
-
-def _audit_event(row: Sequence[Any]) -> AuditEvent:
-    return AuditEvent(
-        id=row[0],
-        created_at=_must_ts(row[1]),
-        author_id=row[2],
-        entity_type=row[3],
-        entity_id=row[4],
-        event_name=row[5],
-        details=json.loads(row[6]),
-    )
+    return bundled("sqlite")
 
 
 def merge_ips(new: Sequence[str], old: Sequence[str], keep: int) -> tuple[str, ...]:
     """The newest addresses first, then the stored ones not among them, `keep` at most (GitLab keeps five)."""
     return tuple(dict.fromkeys([*new, *old]))[:keep]
+
+
+_ROWS = Rows(
+    Decoding(
+        timestamp=parse_ts,
+        ids=lambda text: tuple(int(x) for x in text.split("/")),
+        words=lambda text: tuple(text.split()),
+    )
+)
 
 
 class SQLiteStore:
@@ -327,14 +233,14 @@ class SQLiteStore:
             return hit  # type: ignore[no-any-return]
 
         async def read() -> User | None:
-            row = await self._one(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.id = ?", (user_id,))
-            return _user(row) if row else None
+            row = await self._one(f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?", (user_id,))
+            return _ROWS.user(row) if row else None
 
         return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
     async def get_user_by_username(self, username: str) -> User | None:
-        row = await self._one(f"SELECT {_USER_COLUMNS} FROM users u WHERE lower(u.username) = lower(?)", (username,))
-        return _user(row) if row else None
+        row = await self._one(f"SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = lower(?)", (username,))
+        return _ROWS.user(row) if row else None
 
     async def list_users(self, *, offset: int, limit: int, search: str | None = None) -> Page[User]:
         where, params = "", []
@@ -345,9 +251,9 @@ class SQLiteStore:
             params = [like, like, like]
         total = (await self._one(f"SELECT count(*) FROM users u {where}", params))[0]
         rows = await self._all(
-            f"SELECT {_USER_COLUMNS} FROM users u {where} ORDER BY u.id LIMIT ? OFFSET ?", [*params, limit, offset]
+            f"SELECT {USER_COLUMNS} FROM users u {where} ORDER BY u.id LIMIT ? OFFSET ?", [*params, limit, offset]
         )
-        return Page([_user(r) for r in rows], int(total))
+        return Page([_ROWS.user(r) for r in rows], int(total))
 
     async def count_users(self) -> int:
         return int((await self._one("SELECT count(*) FROM users"))[0])
@@ -379,8 +285,8 @@ class SQLiteStore:
             except sqlite3.IntegrityError as exc:
                 raise Conflict("token digest collision") from exc
             token_id = cur.lastrowid
-        row = await self._one(f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE id = ?", (token_id,))
-        return _pat(row)
+        row = await self._one(f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE id = ?", (token_id,))
+        return _ROWS.personal_access_token(row)
 
     async def find_personal_access_token(self, token_digest: bytes) -> PersonalAccessToken | None:
         key = ("pat", token_digest)
@@ -389,22 +295,22 @@ class SQLiteStore:
 
         async def read() -> PersonalAccessToken | None:
             row = await self._one(
-                f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE token_digest = ?", (token_digest,)
+                f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE token_digest = ?", (token_digest,)
             )
-            return _pat(row) if row else None
+            return _ROWS.personal_access_token(row) if row else None
 
         # Misses are not kept: a token made elsewhere works at once.
         return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
     async def list_personal_access_tokens(self, user_id: int) -> list[PersonalAccessToken]:
         rows = await self._all(
-            f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE user_id = ? ORDER BY id", (user_id,)
+            f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE user_id = ? ORDER BY id", (user_id,)
         )
-        return [_pat(r) for r in rows]
+        return [_ROWS.personal_access_token(r) for r in rows]
 
     async def get_personal_access_token(self, token_id: int) -> PersonalAccessToken | None:
-        row = await self._one(f"SELECT {_PAT_COLUMNS} FROM personal_access_tokens WHERE id = ?", (token_id,))
-        return _pat(row) if row else None
+        row = await self._one(f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE id = ?", (token_id,))
+        return _ROWS.personal_access_token(row) if row else None
 
     async def revoke_personal_access_token(self, token_id: int) -> bool:
         async with self._tx() as db:
@@ -481,18 +387,18 @@ class SQLiteStore:
         return ns
 
     async def get_namespace(self, namespace_id: int) -> Namespace | None:
-        row = await self._one(f"SELECT {_NS_COLUMNS} FROM namespaces n WHERE n.id = ?", (namespace_id,))
-        return _namespace(row) if row else None
+        row = await self._one(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.id = ?", (namespace_id,))
+        return _ROWS.namespace(row) if row else None
 
     async def get_namespace_by_path(self, full_path: str) -> Namespace | None:
         row = await self._one(
-            f"SELECT {_NS_COLUMNS} FROM namespaces n WHERE lower(n.full_path) = lower(?)", (full_path,)
+            f"SELECT {NS_COLUMNS} FROM namespaces n WHERE lower(n.full_path) = lower(?)", (full_path,)
         )
-        return _namespace(row) if row else None
+        return _ROWS.namespace(row) if row else None
 
     async def list_groups(self) -> list[Namespace]:
-        rows = await self._all(f"SELECT {_NS_COLUMNS} FROM namespaces n WHERE n.kind = 'group' ORDER BY n.id")
-        return [_namespace(r) for r in rows]
+        rows = await self._all(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.kind = 'group' ORDER BY n.id")
+        return [_ROWS.namespace(r) for r in rows]
 
     async def create_project(
         self,
@@ -536,11 +442,9 @@ class SQLiteStore:
             cur = await db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
             return cur.rowcount > 0
 
-    _PROJECT_FROM = f"SELECT {_PROJECT_COLUMNS} FROM projects p JOIN namespaces n ON n.id = p.namespace_id"
-
     async def get_project(self, project_id: int) -> Project | None:
-        row = await self._one(f"{self._PROJECT_FROM} WHERE p.id = ?", (project_id,))
-        return _project(row) if row else None
+        row = await self._one(f"{PROJECT_FROM} WHERE p.id = ?", (project_id,))
+        return _ROWS.project(row) if row else None
 
     async def get_project_by_path(self, full_path: str) -> Project | None:
         key = project_key(full_path)
@@ -548,8 +452,8 @@ class SQLiteStore:
             return hit  # type: ignore[no-any-return]
 
         async def read() -> Project | None:
-            row = await self._one(f"{self._PROJECT_FROM} WHERE lower(p.full_path) = lower(?)", (full_path,))
-            return _project(row) if row else None
+            row = await self._one(f"{PROJECT_FROM} WHERE lower(p.full_path) = lower(?)", (full_path,))
+            return _ROWS.project(row) if row else None
 
         return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
@@ -559,14 +463,14 @@ class SQLiteStore:
 
         async def read(paths: list[str]) -> list[Project]:
             marks = ", ".join("lower(?)" for _ in paths)
-            rows = await self._all(f"{self._PROJECT_FROM} WHERE lower(p.full_path) IN ({marks})", paths)
-            return [_project(r) for r in rows]
+            rows = await self._all(f"{PROJECT_FROM} WHERE lower(p.full_path) IN ({marks})", paths)
+            return [_ROWS.project(r) for r in rows]
 
         return await projects_by_paths(self._cache, full_paths, read)
 
     async def list_projects(self) -> list[Project]:
-        rows = await self._all(f"{self._PROJECT_FROM} ORDER BY p.id")
-        return [_project(r) for r in rows]
+        rows = await self._all(f"{PROJECT_FROM} ORDER BY p.id")
+        return [_ROWS.project(r) for r in rows]
 
     # --- memberships ------------------------------------------------------------------------------------------
 
@@ -593,27 +497,17 @@ class SQLiteStore:
 
     async def list_members(self, source_kind: SourceKind, source_id: int) -> list[Member]:
         rows = await self._all(
-            f"SELECT m.source_kind, m.source_id, m.access_level, m.created_at, {_USER_COLUMNS}"
-            " FROM members m JOIN users u ON u.id = m.user_id"
-            " WHERE m.source_kind = ? AND m.source_id = ? ORDER BY u.id",
+            f"{MEMBER_SELECT} WHERE m.source_kind = ? AND m.source_id = ? ORDER BY u.id",
             (source_kind, source_id),
         )
-        return [
-            Member(source_kind=r[0], source_id=r[1], access_level=r[2], created_at=_must_ts(r[3]), user=_user(r[4:]))
-            for r in rows
-        ]
+        return [_ROWS.member(r) for r in rows]
 
     async def list_user_memberships(self, user_id: int) -> list[Member]:
         rows = await self._all(
-            f"SELECT m.source_kind, m.source_id, m.access_level, m.created_at, {_USER_COLUMNS}"
-            " FROM members m JOIN users u ON u.id = m.user_id"
-            " WHERE m.user_id = ? ORDER BY m.source_kind, m.source_id",
+            f"{MEMBER_SELECT} WHERE m.user_id = ? ORDER BY m.source_kind, m.source_id",
             (user_id,),
         )
-        return [
-            Member(source_kind=r[0], source_id=r[1], access_level=r[2], created_at=_must_ts(r[3]), user=_user(r[4:]))
-            for r in rows
-        ]
+        return [_ROWS.member(r) for r in rows]
 
     async def access_levels(self, user_id: int, *, project_id: int | None, namespace_ids: Sequence[int]) -> list[int]:
         clauses, params = [], [user_id]
@@ -667,8 +561,8 @@ class SQLiteStore:
         return token
 
     async def get_deploy_token(self, token_id: int) -> DeployToken | None:
-        row = await self._one(f"SELECT {_DT_COLUMNS} FROM deploy_tokens WHERE id = ?", (token_id,))
-        return _deploy_token(row) if row else None
+        row = await self._one(f"SELECT {DT_COLUMNS} FROM deploy_tokens WHERE id = ?", (token_id,))
+        return _ROWS.deploy_token(row) if row else None
 
     async def find_deploy_token(self, token_digest: bytes) -> DeployToken | None:
         key = ("deploy_token", token_digest)
@@ -676,8 +570,8 @@ class SQLiteStore:
             return hit  # type: ignore[no-any-return]
 
         async def read() -> DeployToken | None:
-            row = await self._one(f"SELECT {_DT_COLUMNS} FROM deploy_tokens WHERE token_digest = ?", (token_digest,))
-            return _deploy_token(row) if row else None
+            row = await self._one(f"SELECT {DT_COLUMNS} FROM deploy_tokens WHERE token_digest = ?", (token_digest,))
+            return _ROWS.deploy_token(row) if row else None
 
         # Misses are not kept: a token made elsewhere works at once.
         return await self._cache.load(key, read)  # type: ignore[no-any-return]
@@ -712,18 +606,18 @@ class SQLiteStore:
         where, params = self._holder_filter(project_id, group_id, active_at)
         total = (await self._one(f"SELECT count(*) FROM deploy_tokens{where}", params))[0]
         rows = await self._all(
-            f"SELECT {_DT_COLUMNS} FROM deploy_tokens{where} ORDER BY id LIMIT ? OFFSET ?", [*params, limit, offset]
+            f"SELECT {DT_COLUMNS} FROM deploy_tokens{where} ORDER BY id LIMIT ? OFFSET ?", [*params, limit, offset]
         )
-        return Page([_deploy_token(r) for r in rows], int(total))
+        return Page([_ROWS.deploy_token(r) for r in rows], int(total))
 
     async def find_named_deploy_token(
         self, name: str, *, project_id: int | None = None, group_id: int | None = None, active_at: datetime
     ) -> DeployToken | None:
         where, params = self._holder_filter(project_id, group_id, active_at)
         row = await self._one(
-            f"SELECT {_DT_COLUMNS} FROM deploy_tokens{where} AND name = ? ORDER BY id DESC LIMIT 1", [*params, name]
+            f"SELECT {DT_COLUMNS} FROM deploy_tokens{where} AND name = ? ORDER BY id DESC LIMIT 1", [*params, name]
         )
-        return _deploy_token(row) if row else None
+        return _ROWS.deploy_token(row) if row else None
 
     async def revoke_deploy_token(self, token_id: int) -> bool:
         async with self._tx() as db:
@@ -753,7 +647,11 @@ class SQLiteStore:
         row = await self._one(
             "SELECT user_id, created_at, expires_at FROM web_sessions WHERE session_digest = ?", (session_digest,)
         )
-        return WebSession(user_id=row[0], created_at=_must_ts(row[1]), expires_at=_must_ts(row[2])) if row else None
+        return (
+            WebSession(user_id=row[0], created_at=_ROWS.must_ts(row[1]), expires_at=_ROWS.must_ts(row[2]))
+            if row
+            else None
+        )
 
     async def delete_web_session(self, session_digest: bytes) -> bool:
         async with self._tx() as db:
@@ -803,11 +701,11 @@ class SQLiteStore:
 
     async def list_auth_failures(self, *, now: datetime, updated_since: datetime, limit: int) -> list[AuthFailures]:
         rows = await self._all(
-            "SELECT address, failures, window_start, updated_at, banned_until FROM auth_failures"
+            f"SELECT {AUTH_FAILURE_COLUMNS} FROM auth_failures"
             " WHERE banned_until > ? OR updated_at > ? ORDER BY updated_at DESC LIMIT ?",
             (ts(now), ts(updated_since), limit),
         )
-        return [_auth_failures(r) for r in rows]
+        return [_ROWS.auth_failures(r) for r in rows]
 
     async def delete_stale_auth_failures(self, *, now: datetime, updated_before: datetime) -> int:
         async with self._tx(clears_cache=False) as db:
@@ -846,22 +744,22 @@ class SQLiteStore:
 
     async def package_name_owners(self, format: str, name: str) -> list[PackageName]:
         rows = await self._all(
-            "SELECT format, name, project_id, created_at, updated_at FROM package_names"
+            f"SELECT {PACKAGE_COLUMNS} FROM package_names"
             " WHERE format = ? AND name = ? ORDER BY updated_at DESC, project_id DESC",
             (format, name),
         )
-        return [_package_name(r) for r in rows]
+        return [_ROWS.package_name(r) for r in rows]
 
     async def list_package_names(self, format: str, project_ids: Sequence[int]) -> list[PackageName]:
         if not project_ids:
             return []
         marks = ", ".join("?" for _ in project_ids)
         rows = await self._all(
-            "SELECT format, name, project_id, created_at, updated_at FROM package_names"
+            f"SELECT {PACKAGE_COLUMNS} FROM package_names"
             f" WHERE format = ? AND project_id IN ({marks}) ORDER BY name, project_id",
             [format, *project_ids],
         )
-        return [_package_name(r) for r in rows]
+        return [_ROWS.package_name(r) for r in rows]
 
     # --- audit trail and last use ----------------------------------------------------------------------------
 
@@ -895,14 +793,14 @@ class SQLiteStore:
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         total = (await self._one(f"SELECT count(*) FROM audit_events{where}", params))[0]
         rows = await self._all(
-            f"SELECT {_AUDIT_COLUMNS} FROM audit_events{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+            f"SELECT {AUDIT_COLUMNS} FROM audit_events{where} ORDER BY id DESC LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        return Page([_audit_event(r) for r in rows], int(total))
+        return Page([_ROWS.audit_event(r) for r in rows], int(total))
 
     async def get_audit_event(self, event_id: int) -> AuditEvent | None:
-        row = await self._one(f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE id = ?", (event_id,))
-        return _audit_event(row) if row else None
+        row = await self._one(f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE id = ?", (event_id,))
+        return _ROWS.audit_event(row) if row else None
 
     async def purge_audit_events(self, before: datetime) -> int:
         async with self._tx(clears_cache=False) as db:
@@ -910,7 +808,7 @@ class SQLiteStore:
             return int(cur.rowcount)
 
     async def record_token_use(self, use: TokenUse, *, min_interval: float, keep_ips: int) -> bool:
-        table = _TOKEN_TABLES[use.kind]
+        table = TOKEN_TABLES[use.kind]
         async with self._tx(clears_cache=False) as db:
             select = f"SELECT last_used_at, last_used_ips FROM {table} WHERE id = ?"
             async with db.execute(select, (use.token_id,)) as cur:
@@ -926,22 +824,6 @@ class SQLiteStore:
                 (ts(use.at), " ".join(ips), use.token_id),
             )
             return True
-
-
-def _package_name(row: Sequence[Any]) -> PackageName:
-    return PackageName(
-        format=row[0], name=row[1], project_id=row[2], created_at=_must_ts(row[3]), updated_at=_must_ts(row[4])
-    )
-
-
-def _auth_failures(row: Sequence[Any]) -> AuthFailures:
-    return AuthFailures(
-        address=row[0],
-        failures=row[1],
-        window_start=_must_ts(row[2]),
-        updated_at=_must_ts(row[3]),
-        banned_until=parse_ts(row[4]),
-    )
 
 
 def _statements(sql: str) -> list[str]:
