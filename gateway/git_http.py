@@ -251,4 +251,6 @@ async def _upstream(
         authorization=authorization,
         timeouts=Timeouts(read=config.git.timeout),
         on_headers=_refuse_backend_challenge,
+        # The pack stream: hundreds of MB that nginx would otherwise send in HTTP chunks of a few KB (fastcgi buffers).
+        unframed=suffix == "git-upload-pack",
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import signal
 import threading
 import time
 
@@ -90,6 +91,9 @@ class LineBuffer(logging.Handler):
 
     def _flush_idle(self) -> None:
         """Lines logged just before a quiet spell are written within `interval` all the same."""
+        # Never the thread a process signal lands on: the supervisor blocks SIGCHLD/SIGTERM/SIGINT and takes them
+        # with sigtimedwait (workers.py), which a signal delivered to this thread (unblocked) would bypass and lose.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         while not self._closed:
             time.sleep(self.interval)
             if self._pending and time.monotonic() - self._last >= self.interval:

@@ -149,25 +149,33 @@ HeaderHook = Callable[[int, CIMultiDict[str]], None]
 class Forwarder:
     """One client session for every family: no decompression, no cookies, no environment proxies."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession, unframed: aiohttp.ClientSession) -> None:
         self.session = session
+        # The same connections, HTTP/1.0 requests (aiohttp sets the version per session): see forward(unframed=).
+        self.unframed = unframed
 
     @classmethod
     def create(cls) -> Forwarder:
-        return cls(
-            aiohttp.ClientSession(
+        connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False)
+
+        def session(version: aiohttp.HttpVersion, owner: bool) -> aiohttp.ClientSession:
+            return aiohttp.ClientSession(
                 # Bodies pass through byte for byte; the client decodes them (shared/notes/git.md §2).
                 auto_decompress=False,
                 # A deeper buffer than the 64 KiB default: fewer pause/resume cycles and larger reads per chunk
                 # when a backend streams small HTTP chunks (nginx with fastcgi_buffering off: ~5 KB each).
                 read_bufsize=READ_BUFFER,
                 cookie_jar=aiohttp.DummyCookieJar(),
-                connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False),
+                connector=connector,
+                connector_owner=owner,
                 trust_env=False,
+                version=version,
             )
-        )
+
+        return cls(session(aiohttp.HttpVersion11, True), session(aiohttp.HttpVersion10, False))
 
     async def close(self) -> None:
+        await self.unframed.close()
         await self.session.close()
 
     async def forward(
@@ -182,6 +190,7 @@ class Forwarder:
         keep_authorization: bool = False,
         on_headers: HeaderHook | None = None,
         body: AsyncIterator[bytes] | None = None,
+        unframed: bool = False,
     ) -> web.StreamResponse:
         """Send `request` to `url` and stream the answer back.
 
@@ -189,7 +198,9 @@ class Forwarder:
         for the backend (see basic_authorization), replacing the client's. `on_headers(status, headers)` may
         rewrite the response headers, or raise an HTTPFailure to answer the client instead (the backend response
         is released). `body`, when given, is sent instead of the client's body (the caller keeps the client's
-        Content-Length true to it).
+        Content-Length true to it). `unframed` asks HTTP/1.0 of the backend for a long answer of unknown length (git's
+        pack stream): it then arrives delimited by the backend closing the connection, not in HTTP chunks of a few
+        KB each, and is relayed socket to socket instead of parsed chunk by chunk (RFC 9112 §6.3, rule 8).
         """
         headers = request_headers(request, keep_host=keep_host, keep_authorization=keep_authorization)
         if authorization is not None:
@@ -210,10 +221,19 @@ class Forwarder:
             data = _body(first, request.content)
         elif request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             headers.setdefault(hdrs.CONTENT_LENGTH, "0")
+        session = self.session
+        if (
+            unframed
+            and hdrs.TRANSFER_ENCODING not in request.headers
+            and (data is None or hdrs.CONTENT_LENGTH in headers)
+        ):
+            # HTTP/1.0 has no chunked framing, so the request body needs its length; the connection ends the answer.
+            session = self.unframed
+            headers[hdrs.CONNECTION] = "close"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.read)
         started = time.perf_counter()
         try:
-            upstream = await self.session.request(
+            upstream = await session.request(
                 request.method,
                 url,
                 headers=headers,
@@ -240,6 +260,9 @@ class Forwarder:
             if on_headers is not None:
                 on_headers(upstream.status, out_headers)
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
+            if _close_delimited(upstream) and request.version >= aiohttp.HttpVersion11:
+                # Re-framed for the client, whose connection stays usable (RFC 9112 §7.1); the relay frames its writes.
+                response.enable_chunked_encoding()
             if relayed is not None:
                 response.force_close()  # `Connection: close`: the client must not reuse it (RelayedUpload)
             try:
@@ -341,20 +364,32 @@ class RelayedUpload(Payload):
             raise ConnectionResetError(f"the backend closed the connection during the upload: {exc}") from None
 
 
+def _close_delimited(upstream: aiohttp.ClientResponse) -> bool:
+    """A response body that ends when the backend closes the connection: neither length nor chunks (RFC 9112 §6.3)."""
+    return hdrs.TRANSFER_ENCODING not in upstream.headers and hdrs.CONTENT_LENGTH not in upstream.headers
+
+
 def _relayable(
     request: web.Request, upstream: aiohttp.ClientResponse
-) -> tuple[socket.socket, socket.socket, int] | None:
-    """The two plain TCP sockets and the body length when the body can be relayed (gateway/socket_relay.py): a
-    Content-Length body of at least socket_relay.MIN_LENGTH, no TLS on either side, nothing waiting in the client's
-    write buffer (the response head must be on the wire before the body bypasses the transport)."""
+) -> tuple[socket.socket, socket.socket, int | None] | None:
+    """The two plain TCP sockets and the body length (None: until the backend closes) when the body can be relayed
+    (gateway/socket_relay.py): a Content-Length body of at least socket_relay.MIN_LENGTH or a close-delimited one
+    still arriving, no TLS on either side, nothing waiting in the client's write buffer (the response head must be
+    on the wire before the body bypasses the transport)."""
     if not socket_relay.AVAILABLE or hdrs.TRANSFER_ENCODING in upstream.headers or upstream.content.exception():
         return None
-    try:
-        length = int(upstream.headers.get(hdrs.CONTENT_LENGTH, ""))
-    except ValueError:
-        return None
+    length: int | None = None
+    if hdrs.CONTENT_LENGTH in upstream.headers:
+        try:
+            length = int(upstream.headers[hdrs.CONTENT_LENGTH])
+        except ValueError:
+            return None
+        if length < socket_relay.MIN_LENGTH:
+            return None
+    elif upstream.content.at_eof():
+        return None  # already whole in aiohttp's buffer
     connection = upstream.connection
-    if length < socket_relay.MIN_LENGTH or connection is None or connection.transport is None:
+    if connection is None or connection.transport is None:
         return None
     src, dst = socket_relay.plain_socket(connection.transport), socket_relay.plain_socket(request.transport)
     if src is None or dst is None or request.transport is None or request.transport.get_write_buffer_size():
@@ -366,7 +401,7 @@ async def _relay_body(
     request: web.Request,
     response: web.StreamResponse,
     upstream: aiohttp.ClientResponse,
-    sockets: tuple[socket.socket, socket.socket, int],
+    sockets: tuple[socket.socket, socket.socket, int | None],
     backend: str,
     timeouts: Timeouts,
 ) -> None:
@@ -380,8 +415,11 @@ async def _relay_body(
     connection.transport.pause_reading()
     moved = 0
     try:
+        if length is not None:
+            prefix = prefix[:length]
+            length = max(0, length - len(prefix))
         moved = await socket_relay.relay(
-            src, dst, max(0, length - len(prefix)), prefix=prefix[:length], read_timeout=timeouts.read
+            src, dst, length, prefix=prefix, read_timeout=timeouts.read, chunked=response.chunked
         )
         await response.write_eof()
     except socket_relay.SinkGone:

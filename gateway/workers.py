@@ -271,7 +271,8 @@ class Supervisor:
                 waits = [when - now for when in self.due.values()]
                 if deadline is not None:
                     waits.append(deadline - now)
-                timeout = max(0.01, min(waits, default=1.0))
+                # At most a second: a lost wake-up (a signal taken by another thread) delays the loop, never stalls it.
+                timeout = max(0.01, min([*waits, 1.0]))
                 info = signal.sigtimedwait(self.SIGNALS, timeout)
                 if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
                     if self.stopping:

@@ -10,6 +10,8 @@ import base64
 import gzip
 import hashlib
 import os
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,6 +27,8 @@ from gateway.proxy import Forwarder, Timeouts, basic_authorization
 FIRST = web.AppKey("first_chunk_seen", asyncio.Event)
 RELEASE = web.AppKey("release", asyncio.Event)
 GZIPPED = gzip.compress(b"hello, compressed world\n" * 100)
+# A stream of unknown length, long enough for the socket relay (above socket_relay.MIN_LENGTH is not required).
+STREAM = os.urandom(3 * 1024 * 1024 + 5)
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -32,6 +36,7 @@ async def echo(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "method": request.method,
+            "version": f"{request.version.major}.{request.version.minor}",
             "path_qs": request.path_qs,
             "headers": [[k, v] for k, v in request.headers.items()],
             "sha256": hashlib.sha256(body).hexdigest(),
@@ -97,6 +102,24 @@ async def chunked_then_dies(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def stream(request: web.Request) -> web.StreamResponse:
+    """No length: chunked to an HTTP/1.1 request, delimited by the close to an HTTP/1.0 one (aiohttp's choice)."""
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-git-upload-pack-result"})
+    await resp.prepare(request)
+    for start in range(0, len(STREAM), 512 * 1024):
+        await resp.write(STREAM[start : start + 512 * 1024])
+        await asyncio.sleep(0.005)
+    if request.path.endswith("-dies"):
+        # A reset, not a close: the only failure a close-delimited body can show (a close would end it).
+        assert request.transport is not None
+        sock = request.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        request.transport.abort()
+        return resp
+    await resp.write_eof()
+    return resp
+
+
 async def hang(request: web.Request) -> web.Response:
     await asyncio.sleep(30)
     return web.Response(text="too late")
@@ -115,6 +138,8 @@ def backend_app() -> web.Application:
     app.router.add_get("/truncated", truncated)
     app.router.add_get("/chunked-dies", chunked_then_dies)
     app.router.add_get("/hang", hang)
+    app.router.add_get("/stream", stream)
+    app.router.add_get("/stream-dies", stream)
     return app
 
 
@@ -126,7 +151,12 @@ async def gateway(aiohttp_client: Any, aiohttp_server: Any) -> Gateway:
     """A gateway app whose only route forwards everything to the backend (or to `target`)."""
 
     async def make(
-        *, target: str | None = None, auth: str | None = None, read_timeout: float = 30, inflating: bool = False
+        *,
+        target: str | None = None,
+        auth: str | None = None,
+        read_timeout: float = 30,
+        inflating: bool = False,
+        unframed: bool = False,
     ) -> tuple[TestClient, web.Application]:
         backend = backend_app()
         server: TestServer = await aiohttp_server(backend, auto_decompress=False)
@@ -140,6 +170,7 @@ async def gateway(aiohttp_client: Any, aiohttp_server: Any) -> Gateway:
                 backend="test",
                 authorization=auth,
                 timeouts=Timeouts(connect=2, read=read_timeout),
+                unframed=unframed,
             )
 
         async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -299,3 +330,56 @@ async def test_failure_after_the_response_started_aborts_the_connection(gateway:
     assert r.status == 200  # the headers had gone out already
     with pytest.raises(aiohttp.ClientPayloadError):
         await r.read()  # never a short body that looks complete
+
+
+@pytest.mark.parametrize(
+    ("unframed", "body", "backend_sees"),
+    [(False, None, "1.1"), (True, None, "1.0"), (True, "fixed", "1.0"), (True, "chunked", "1.1")],
+)
+async def test_unframed_asks_http_1_0_when_the_request_allows(
+    gateway: Gateway, unframed: bool, body: str | None, backend_sees: str
+) -> None:
+    client, _ = await gateway(unframed=unframed)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"0032want 0123456789012345678901234567890123456789\n"
+        yield b"0000"
+
+    data = {None: None, "fixed": b"0009done\n", "chunked": chunks()}[body]
+    r = await client.post("/echo", data=data)
+    seen = await r.json()
+    assert seen["version"] == backend_sees
+    if backend_sees == "1.0":
+        # HTTP/1.0 has no chunked request body: only a request with a length may go that way.
+        assert ["Connection", "close"] in seen["headers"]
+
+
+async def test_a_close_delimited_answer_is_chunked_for_an_http_1_1_client(gateway: Gateway) -> None:
+    client, _ = await gateway(unframed=True)
+    for _ in range(2):  # the client's connection stays usable: the framing told it where the body ended
+        r = await client.get("/stream")
+        assert r.status == 200
+        assert r.headers["Transfer-Encoding"] == "chunked"
+        assert r.headers["Content-Type"] == "application/x-git-upload-pack-result"
+        assert "close" not in r.headers.get("Connection", "").lower()
+        assert hashlib.sha256(await r.read()).digest() == hashlib.sha256(STREAM).digest()
+
+
+async def test_an_http_1_0_client_gets_the_stream_delimited_by_the_close(gateway: Gateway) -> None:
+    client, _ = await gateway(unframed=True)
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(b"GET /stream HTTP/1.0\r\nHost: gateway\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 10)  # until the gateway closes
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding" not in head.lower()
+    assert hashlib.sha256(body).digest() == hashlib.sha256(STREAM).digest()
+
+
+async def test_a_close_delimited_answer_cut_by_a_reset_aborts_the_client(gateway: Gateway) -> None:
+    client, _ = await gateway(unframed=True)
+    r = await client.get("/stream-dies")
+    assert r.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await r.read()  # never the last chunk after a partial body

@@ -1,4 +1,5 @@
-"""gateway.socket_relay.relay over real loopback TCP connections: exact bytes, early end, silent source, gone client."""
+"""gateway.socket_relay.relay over real loopback TCP connections: exact bytes, early end, silent source, gone client;
+bodies that end when the source closes, re-framed as HTTP chunks."""
 
 from __future__ import annotations
 
@@ -80,10 +81,72 @@ async def test_backend_closing_early_is_an_error_not_a_short_success(sockets: di
     assert len(await reader) == 2 * 1024 * 1024
 
 
-async def test_silent_backend_times_out(sockets: dict[str, socket.socket]) -> None:
+@pytest.mark.parametrize("length", [2000, None], ids=["announced", "until-close"])
+async def test_silent_backend_times_out(sockets: dict[str, socket.socket], length: int | None) -> None:
     await send_all(sockets["backend"], b"x" * 1000, close=False)
     with pytest.raises(socket_relay.SourceTimeout):
-        await socket_relay.relay(sockets["src"], sockets["dst"], 2000, read_timeout=0.2)
+        await asyncio.wait_for(socket_relay.relay(sockets["src"], sockets["dst"], length, read_timeout=0.2), 5)
+
+
+def dechunk(data: bytes) -> tuple[bytes, list[int]]:
+    """An HTTP/1.1 chunked body (RFC 9112 §7.1) decoded strictly: (the data, the chunk sizes); the last chunk and
+    the empty trailer section must close it."""
+    out, sizes, at = [], [], 0
+    while True:
+        line_end = data.index(b"\r\n", at)
+        size = int(data[at:line_end], 16)
+        at = line_end + 2
+        if size == 0:
+            assert data[at:] == b"\r\n", "anything after the last chunk but the end of the trailer section"
+            return b"".join(out), sizes
+        out.append(data[at : at + size])
+        sizes.append(size)
+        assert data[at + size : at + size + 2] == b"\r\n"
+        at += size + 2
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["raw", "chunked"])
+@pytest.mark.parametrize("prefix_size", [0, 777])
+async def test_relay_until_the_source_closes(
+    sockets: dict[str, socket.socket], chunked: bool, prefix_size: int
+) -> None:
+    prefix, body = os.urandom(prefix_size), os.urandom(3 * 1024 * 1024 + 13)
+
+    async def backend() -> None:
+        for start in range(0, len(body), 700_000):  # in pieces, with pauses: the end is the close, not a lull
+            await send_all(sockets["backend"], body[start : start + 700_000], close=False)
+            await asyncio.sleep(0.01)
+        sockets["backend"].close()
+
+    sender, reader = asyncio.create_task(backend()), asyncio.create_task(receive(sockets["client"]))
+    moved = await socket_relay.relay(
+        sockets["src"], sockets["dst"], None, prefix=prefix, read_timeout=5, chunked=chunked
+    )
+    await sender
+    if chunked:
+        await send_all(sockets["dst"], b"0\r\n\r\n", close=False)  # the last chunk is the caller's (proxy.py)
+    sockets["dst"].shutdown(socket.SHUT_WR)
+    got = await reader
+    if chunked:
+        got, sizes = dechunk(got)
+        assert len(sizes) > 1 and all(sizes)
+    assert moved == prefix_size + len(body)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(prefix + body).digest()
+
+
+async def test_a_paused_stream_is_passed_on_without_waiting_for_a_batch(sockets: dict[str, socket.socket]) -> None:
+    # git's progress lines: a few bytes, then a long pause. Held back for a full wake-up batch (SO_RCVLOWAT), they
+    # would only arrive with the pack, or never before the read timeout.
+    relay = asyncio.create_task(socket_relay.relay(sockets["src"], sockets["dst"], None, read_timeout=30))
+    loop = asyncio.get_running_loop()
+    lines = (b"0022\x02Counting objects: 10% (1/10)\n", b"0022\x02Counting objects: 90% (9/10)\n")
+    for line in lines:
+        await send_all(sockets["backend"], line, close=False)
+        got = await asyncio.wait_for(loop.sock_recv(sockets["client"], 1000), 2)
+        assert got == line
+    assert not relay.done()
+    sockets["backend"].close()
+    assert await asyncio.wait_for(relay, 5) == sum(map(len, lines))
 
 
 async def test_client_gone(sockets: dict[str, socket.socket]) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +107,27 @@ def test_a_closed_output_loses_lines_but_not_the_request(pipe: tuple[int, int]) 
     log.warning("still no exception")
     handler.close()
     os.close(write)
+
+
+def _blocked(native_id: int) -> int:
+    for line in Path(f"/proc/self/task/{native_id}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            return int(line.split()[1], 16)
+    raise AssertionError("no SigBlk line")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads a thread's signal mask from /proc (Linux)")
+def test_the_flush_thread_never_takes_a_process_signal(pipe: tuple[int, int]) -> None:
+    """The supervisor takes SIGCHLD/SIGTERM/SIGINT with sigtimedwait (workers.py): one delivered to this thread
+    instead is lost, and a worker's exit goes unnoticed (the parent once waited a minute for an exited worker)."""
+    _, write = pipe
+    handler = LineBuffer(write, interval=0.05)
+    _logger(handler).info("starts the flush thread")
+    wanted = sum(1 << (sig - 1) for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT))
+    deadline, mask = time.monotonic() + 5, 0
+    while time.monotonic() < deadline and mask & wanted != wanted:
+        flushers = [t for t in threading.enumerate() if t.name == "log-flush" and t.native_id is not None]
+        mask = max((_blocked(t.native_id) for t in flushers if t.native_id), default=0)
+        time.sleep(0.01)
+    handler.close()
+    assert mask & wanted == wanted
