@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -23,7 +23,7 @@ from gateway.errors import StoreUnavailable
 from gateway.last_use import LastUse
 from gateway.policy import Allowed, Decision, Denied, Deny, Operation, Target
 from gateway.principals import Anonymous, DeployTokenPrincipal, Principal, UserPrincipal, describe
-from gateway.store.base import DeployToken, NewAuditEvent, Store
+from gateway.store.base import DeployToken, NewAuditEvent, PersonalAccessToken, Store, User
 
 log = logging.getLogger("gateway.audit")
 
@@ -32,6 +32,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # GitLab's pseudo-authors (lib/gitlab/audit/*_author.rb): ids that are not users.
 UNAUTHENTICATED_AUTHOR = -1
 DEPLOY_TOKEN_AUTHOR = -2
+# This gateway's own: an operator at the command line (`gateway users ...`), who has no user or token.
+OPERATOR_AUTHOR = -3
 # GitLab's entity for instance-wide events (Gitlab::Audit::InstanceScope, entity_id 1).
 INSTANCE_SCOPE = "Gitlab::Audit::InstanceScope"
 ENTITY_TYPES = ("User", "Group", "Project", INSTANCE_SCOPE)
@@ -103,6 +105,75 @@ def author_of(principal: Principal | None) -> tuple[int, dict[str, Any]]:
     if isinstance(principal, DeployTokenPrincipal):
         return DEPLOY_TOKEN_AUTHOR, {"author_name": principal.token.username, "author_class": "DeployToken"}
     return UNAUTHENTICATED_AUTHOR, {"author_name": "An unauthenticated user", "author_class": "Unauthenticated"}
+
+
+def operator(login: str) -> tuple[int, dict[str, Any]]:
+    """The author of a change made at the command line: the operating-system account that ran it."""
+    return OPERATOR_AUTHOR, {"author_name": f"gateway CLI ({login})", "author_class": "Operator", "principal": "cli"}
+
+
+def change_event(
+    now: datetime,
+    author: tuple[int, dict[str, Any]],
+    *,
+    event_name: str,
+    entity: tuple[str, int],
+    entity_path: str,
+    target: tuple[str, int, str],
+    message: str,
+    **extra: Any,
+) -> NewAuditEvent:
+    """A management change in GitLab's audit event shape: `author` as from author_of() or operator(), `target`
+    (type, id, name) the changed object, `entity` (type, id) and `entity_path` where it is listed."""
+    details: dict[str, Any] = {
+        **author[1],
+        "target_id": target[1],
+        "target_type": target[0],
+        "target_details": target[2],
+        "custom_message": message,
+        "entity_path": entity_path,
+        **extra,
+    }
+    return NewAuditEvent(now, author[0], entity[0], entity[1], event_name, details)
+
+
+# --- the management changes recorded both by the API and by the command line: one wording for both ------------
+
+
+def user_created(user: User) -> dict[str, Any]:
+    """GitLab's user_created, on the new user's entity."""
+    return {
+        "event_name": "user_created",
+        "entity": ("User", user.id),
+        "entity_path": user.username,
+        "target": ("User", user.id, user.username),
+        "message": f"Created user {user.username}" + (" (administrator)" if user.is_admin else ""),
+        "is_admin": user.is_admin,
+    }
+
+
+def pat_created(pat: PersonalAccessToken, owner: User) -> dict[str, Any]:
+    """GitLab's personal_access_token_created, on the token owner's User entity; never the secret."""
+    return {
+        "event_name": "personal_access_token_created",
+        "entity": ("User", owner.id),
+        "entity_path": owner.username,
+        "target": ("PersonalAccessToken", pat.id, pat.name),
+        "message": f"Created personal access token with id {pat.id} and scopes {list(pat.scopes)}",
+        "scopes": list(pat.scopes),
+        "expires_at": pat.expires_at.astimezone(UTC).date().isoformat() if pat.expires_at else None,
+    }
+
+
+def pat_revoked(pat: PersonalAccessToken, owner: User | None) -> dict[str, Any]:
+    """GitLab's personal_access_token_revoked, on the owner's User entity (PersonalAccessTokens::RevokeService)."""
+    return {
+        "event_name": "personal_access_token_revoked",
+        "entity": ("User", pat.user_id),
+        "entity_path": owner.username if owner else "",
+        "target": ("PersonalAccessToken", pat.id, pat.name),
+        "message": f"Revoked personal access token with id {pat.id}",
+    }
 
 
 def token_of(principal: Principal | None) -> tuple[str | None, int | None]:
@@ -271,22 +342,21 @@ class AuditLog:
         author_id, author_details = author_of(author)
         token_type, token_id = token_of(author)
         route = request.match_info.route.name or "" if request.match_info.route else ""
-        details: dict[str, Any] = {
-            **author_details,
-            "target_id": target[1],
-            "target_type": target[0],
-            "target_details": target[2],
-            "custom_message": message,
-            "ip_address": ip,
-            "entity_path": entity_path,
-            "user_agent": agent,
-            "route": route,
-            "principal": describe(author),
-            "token_type": token_type,
-            "token_id": token_id,
+        event = change_event(
+            self.clock.now(),
+            (author_id, {**author_details, "principal": describe(author)}),
+            event_name=event_name,
+            entity=entity,
+            entity_path=entity_path,
+            target=target,
+            message=message,
+            ip_address=ip,
+            user_agent=agent,
+            route=route,
+            token_type=token_type,
+            token_id=token_id,
             **extra,
-        }
-        event = NewAuditEvent(self.clock.now(), author_id, entity[0], entity[1], event_name, details)
+        )
         try:
             assert self.store is not None
             await self.store.insert_audit_events([event])

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import access, metrics, namespaces, tokens, users
+from gateway import access, audit, metrics, namespaces, tokens, users
 from gateway.api import entities, pagination
 from gateway.api.common import (
     bool_param,
@@ -193,6 +193,7 @@ async def create(request: web.Request) -> web.Response:
         is_admin=is_admin,
         now=request.app[CLOCK].now(),
     )
+    await request.app[AUDIT].record_change(request, principal, **audit.user_created(user))
     return web.json_response(entities.user_full(user, entities.base_url(request), with_private=True), status=201)
 
 
@@ -225,18 +226,7 @@ async def create_pat(request: web.Request) -> web.Response:
     created = await users.create_pat(store, user=user, name=name, scopes=scopes, expires_at=expires_at, now=now)
     metrics.token_issued("personal_access_token")
     pat = created.token
-    # GitLab's personal_access_token_created, on the token owner's User entity; never the secret.
-    await request.app[AUDIT].record_change(
-        request,
-        principal,
-        event_name="personal_access_token_created",
-        entity=("User", user.id),
-        entity_path=user.username,
-        target=("PersonalAccessToken", pat.id, pat.name),
-        message=f"Created personal access token with id {pat.id} and scopes {list(pat.scopes)}",
-        scopes=list(pat.scopes),
-        expires_at=entities.iso_date(pat.expires_at),
-    )
+    await request.app[AUDIT].record_change(request, principal, **audit.pat_created(pat, user))
     return web.json_response(entities.personal_access_token(pat, now, created.secret), status=201)
 
 
@@ -304,14 +294,5 @@ async def _revoke(request: web.Request, principal: UserPrincipal, pat: PersonalA
     store = request.app[STORE]
     await store.revoke_personal_access_token(pat.id)
     owner = await store.get_user(pat.user_id)
-    # GitLab's personal_access_token_revoked, on the owner's User entity (PersonalAccessTokens::RevokeService).
-    await request.app[AUDIT].record_change(
-        request,
-        principal,
-        event_name="personal_access_token_revoked",
-        entity=("User", pat.user_id),
-        entity_path=owner.username if owner else "",
-        target=("PersonalAccessToken", pat.id, pat.name),
-        message=f"Revoked personal access token with id {pat.id}",
-    )
+    await request.app[AUDIT].record_change(request, principal, **audit.pat_revoked(pat, owner))
     return web.Response(status=204)

@@ -174,15 +174,24 @@ async def test_member_and_pat_changes_are_recorded(gw: TestClient, scene: Scene)
     assert r.status == 403  # its only scope is read_api: refused (a denied decision, not a change)
     r = await gw.delete(f"/api/v4/personal_access_tokens/{pat['id']}", headers=scene.developer.headers)
     assert r.status == 204
-    names = ("member_created", "personal_access_token_created", "personal_access_token_revoked")
+    r = await gw.post(
+        "/api/v4/users",
+        json={"username": "newcomer", "name": "N", "email": "n@example.com", "password": "Newcomer-pw-1"},
+        headers=scene.admin.headers,
+    )
+    assert r.status == 201
+    newcomer = await r.json()
+    names = ("member_created", "personal_access_token_created", "personal_access_token_revoked", "user_created")
     changes = [e for e in await events(gw) if e.event_name in names]
     assert [(e.event_name, e.author_id, e.entity_type, e.entity_id, e.details["target_id"]) for e in changes] == [
         ("member_created", scene.maintainer.user.id, "Project", scene.project.id, scene.stranger.user.id),
         ("member_created", scene.owner.user.id, "Group", scene.group.id, scene.stranger.user.id),
         ("personal_access_token_created", scene.admin.user.id, "User", scene.developer.user.id, pat["id"]),
         ("personal_access_token_revoked", scene.developer.user.id, "User", scene.developer.user.id, pat["id"]),
+        ("user_created", scene.admin.user.id, "User", newcomer["id"], newcomer["id"]),
     ]
     assert [e.details.get("access_level") for e in changes[:2]] == [30, 20]
+    assert "Newcomer-pw-1" not in str(changes[-1].details)
 
 
 async def test_ui_changes_are_recorded(gw: TestClient, scene: Scene, world: World) -> None:

@@ -290,6 +290,29 @@ def test_users_create_and_token(gw: Gateway, serve: list[Server]) -> None:
     assert gw.run("users", "tokens", "alice").stdout.split("\t")[1] == "revoked"
     assert wait_until(lambda: server.get("/api/v4/user", {"PRIVATE-TOKEN": token})[0] == 401, timeout=5)
 
+    # Every change made at the shell is in the audit trail, as the API's would be, its author the operator.
+    boss_token = gw.run("users", "token", "boss", "--scopes", "api").stdout.strip()
+    status, body = server.get("/api/v4/audit_events?per_page=100", {"PRIVATE-TOKEN": boss_token})
+    assert status == 200, body
+    assert token.encode() not in body and boss_token.encode() not in body
+    kinds = {"user_created", "personal_access_token_created", "personal_access_token_revoked"}
+    changes = [e for e in json.loads(body) if e["event_name"] in kinds]  # not the server's access decisions
+    assert sorted((e["event_name"], e["details"]["target_details"]) for e in changes) == sorted(
+        [
+            ("user_created", "root"),  # gateway init, and the administrator's token it printed
+            ("personal_access_token_created", "gateway init"),
+            ("user_created", "alice"),
+            ("user_created", "boss"),
+            ("personal_access_token_created", name),  # alice's
+            ("personal_access_token_revoked", name),
+            ("personal_access_token_created", name),  # boss's, just now
+        ]
+    )
+    for event in changes:
+        assert event["author_id"] == -3
+        assert event["details"]["author_name"].startswith("gateway CLI (")
+        assert event["details"]["author_class"] == "Operator"
+
 
 @pytest.mark.parametrize(
     ("args", "stdin", "message"),
