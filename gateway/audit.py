@@ -112,68 +112,73 @@ def operator(login: str) -> tuple[int, dict[str, Any]]:
     return OPERATOR_AUTHOR, {"author_name": f"gateway CLI ({login})", "author_class": "Operator", "principal": "cli"}
 
 
-def change_event(
-    now: datetime,
-    author: tuple[int, dict[str, Any]],
-    *,
-    event_name: str,
-    entity: tuple[str, int],
-    entity_path: str,
-    target: tuple[str, int, str],
-    message: str,
-    **extra: Any,
-) -> NewAuditEvent:
-    """A management change in GitLab's audit event shape: `author` as from author_of() or operator(), `target`
-    (type, id, name) the changed object, `entity` (type, id) and `entity_path` where it is listed."""
+@dataclass(frozen=True)
+class Change:
+    """A management change as GitLab's audit events describe it: `target` (type, id, name) is the changed object,
+    `entity` (type, id) and `entity_path` where the event is listed; `extra` goes into the details as it is."""
+
+    event_name: str
+    entity: tuple[str, int]
+    entity_path: str
+    target: tuple[str, int, str]
+    message: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def change_event(now: datetime, author: tuple[int, dict[str, Any]], change: Change, **context: Any) -> NewAuditEvent:
+    """The event of `change`: `author` as from author_of() or operator(), `context` where the change came from."""
     details: dict[str, Any] = {
         **author[1],
-        "target_id": target[1],
-        "target_type": target[0],
-        "target_details": target[2],
-        "custom_message": message,
-        "entity_path": entity_path,
-        **extra,
+        "target_id": change.target[1],
+        "target_type": change.target[0],
+        "target_details": change.target[2],
+        "custom_message": change.message,
+        "entity_path": change.entity_path,
+        **context,
+        **change.extra,
     }
-    return NewAuditEvent(now, author[0], entity[0], entity[1], event_name, details)
+    return NewAuditEvent(now, author[0], change.entity[0], change.entity[1], change.event_name, details)
 
 
 # --- the management changes recorded both by the API and by the command line: one wording for both ------------
 
 
-def user_created(user: User) -> dict[str, Any]:
+def user_created(user: User) -> Change:
     """GitLab's user_created, on the new user's entity."""
-    return {
-        "event_name": "user_created",
-        "entity": ("User", user.id),
-        "entity_path": user.username,
-        "target": ("User", user.id, user.username),
-        "message": f"Created user {user.username}" + (" (administrator)" if user.is_admin else ""),
-        "is_admin": user.is_admin,
-    }
+    return Change(
+        "user_created",
+        ("User", user.id),
+        user.username,
+        ("User", user.id, user.username),
+        f"Created user {user.username}" + (" (administrator)" if user.is_admin else ""),
+        {"is_admin": user.is_admin},
+    )
 
 
-def pat_created(pat: PersonalAccessToken, owner: User) -> dict[str, Any]:
+def pat_created(pat: PersonalAccessToken, owner: User) -> Change:
     """GitLab's personal_access_token_created, on the token owner's User entity; never the secret."""
-    return {
-        "event_name": "personal_access_token_created",
-        "entity": ("User", owner.id),
-        "entity_path": owner.username,
-        "target": ("PersonalAccessToken", pat.id, pat.name),
-        "message": f"Created personal access token with id {pat.id} and scopes {list(pat.scopes)}",
-        "scopes": list(pat.scopes),
-        "expires_at": pat.expires_at.astimezone(UTC).date().isoformat() if pat.expires_at else None,
-    }
+    return Change(
+        "personal_access_token_created",
+        ("User", owner.id),
+        owner.username,
+        ("PersonalAccessToken", pat.id, pat.name),
+        f"Created personal access token with id {pat.id} and scopes {list(pat.scopes)}",
+        {
+            "scopes": list(pat.scopes),
+            "expires_at": pat.expires_at.astimezone(UTC).date().isoformat() if pat.expires_at else None,
+        },
+    )
 
 
-def pat_revoked(pat: PersonalAccessToken, owner: User | None) -> dict[str, Any]:
+def pat_revoked(pat: PersonalAccessToken, owner: User | None) -> Change:
     """GitLab's personal_access_token_revoked, on the owner's User entity (PersonalAccessTokens::RevokeService)."""
-    return {
-        "event_name": "personal_access_token_revoked",
-        "entity": ("User", pat.user_id),
-        "entity_path": owner.username if owner else "",
-        "target": ("PersonalAccessToken", pat.id, pat.name),
-        "message": f"Revoked personal access token with id {pat.id}",
-    }
+    return Change(
+        "personal_access_token_revoked",
+        ("User", pat.user_id),
+        owner.username if owner else "",
+        ("PersonalAccessToken", pat.id, pat.name),
+        f"Revoked personal access token with id {pat.id}",
+    )
 
 
 def token_of(principal: Principal | None) -> tuple[str | None, int | None]:
@@ -324,18 +329,7 @@ class AuditLog:
 
     # --- management changes (rare: written at once, with the change) ------------------------------------------
 
-    async def record_change(
-        self,
-        request: web.Request,
-        author: UserPrincipal,
-        *,
-        event_name: str,
-        entity: tuple[str, int],
-        entity_path: str,
-        target: tuple[str, int, str],
-        message: str,
-        **extra: Any,
-    ) -> None:
+    async def record_change(self, request: web.Request, author: UserPrincipal, change: Change) -> None:
         """A management change that has just committed: written now. Should that write fail, the event is kept in
         memory and written with the next batch (never dropped), and the change itself still stands."""
         ip, agent = self.client(request)
@@ -345,23 +339,18 @@ class AuditLog:
         event = change_event(
             self.clock.now(),
             (author_id, {**author_details, "principal": describe(author)}),
-            event_name=event_name,
-            entity=entity,
-            entity_path=entity_path,
-            target=target,
-            message=message,
+            change,
             ip_address=ip,
             user_agent=agent,
             route=route,
             token_type=token_type,
             token_id=token_id,
-            **extra,
         )
         try:
             assert self.store is not None
             await self.store.insert_audit_events([event])
         except StoreUnavailable as exc:
-            log.error("audit: %s not written yet (%s); kept for the next batch", event_name, exc)
+            log.error("audit: %s not written yet (%s); kept for the next batch", change.event_name, exc)
             self._retry.append(event)
 
     async def deploy_token_changed(
@@ -370,19 +359,20 @@ class AuditLog:
         """A deploy token created, revoked or deleted (API and UI): GitLab's event types and wording, on the token's
         project or group (`holder`: entity type, id, full path); the token's name and username, never its secret."""
         kind = "project" if holder[0] == "Project" else "group"
-        await self.record_change(
-            request,
-            author,
-            event_name=_DEPLOY_TOKEN_EVENTS[change],
-            entity=(holder[0], holder[1]),
-            entity_path=holder[2],
-            target=("DeployToken", token.id, token.name),
-            message=f"{change.capitalize()} {kind} deploy token with name: {token.name} with token_id: {token.id}"
+        described = Change(
+            _DEPLOY_TOKEN_EVENTS[change],
+            (holder[0], holder[1]),
+            holder[2],
+            ("DeployToken", token.id, token.name),
+            f"{change.capitalize()} {kind} deploy token with name: {token.name} with token_id: {token.id}"
             f" with scopes: {list(token.scopes)}",
-            deploy_token_username=token.username,
-            scopes=list(token.scopes),
-            expires_at=token.expires_at.isoformat() if token.expires_at else None,
+            {
+                "deploy_token_username": token.username,
+                "scopes": list(token.scopes),
+                "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+            },
         )
+        await self.record_change(request, author, described)
 
     # --- the writer (background task) -------------------------------------------------------------------------
 

@@ -60,14 +60,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _audit(store: Store, now: datetime, change: dict[str, Any]) -> None:
+async def _audit(store: Store, now: datetime, change: audit.Change) -> None:
     """A change made here goes into the audit trail as the API's would (audit.py's wording), its author the
     operating-system account that ran the command: the trail has no hole for changes made at a shell."""
     try:
         login = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a bare container)
         login = f"uid {os.getuid()}"
-    event = audit.change_event(now, audit.operator(login), user_agent="gateway-cli", ip_address=None, **change)
+    event = audit.change_event(now, audit.operator(login), change, user_agent="gateway-cli", ip_address=None)
     await store.insert_audit_events([event])
 
 

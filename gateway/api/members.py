@@ -20,6 +20,7 @@ from gateway.api.common import (
     string_param,
 )
 from gateway.app import AUDIT, CLOCK, STORE
+from gateway.audit import Change
 from gateway.errors import Conflict, NotFound, ParamError
 from gateway.policy import Denied, Operation, Target
 from gateway.principals import UserPrincipal
@@ -133,16 +134,15 @@ async def _add(
     except Conflict:  # a concurrent request added the same member first
         return conflict("Member already exists")
     # GitLab's member_created audit event, on the project or group.
-    await request.app[AUDIT].record_change(
-        request,
-        principal,
-        event_name="member_created",
-        entity=("Project" if kind == "project" else "Group", source_id),
-        entity_path=path,
-        target=("User", user.id, user.username),
-        message=f"Added member {user.username} with access level {new.access_level}",
-        access_level=new.access_level,
+    change = Change(
+        "member_created",
+        ("Project" if kind == "project" else "Group", source_id),
+        path,
+        ("User", user.id, user.username),
+        f"Added member {user.username} with access level {new.access_level}",
+        {"access_level": new.access_level},
     )
+    await request.app[AUDIT].record_change(request, principal, change)
     return web.json_response(entities.member(member, entities.base_url(request)), status=201)
 
 

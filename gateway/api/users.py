@@ -193,7 +193,7 @@ async def create(request: web.Request) -> web.Response:
         is_admin=is_admin,
         now=request.app[CLOCK].now(),
     )
-    await request.app[AUDIT].record_change(request, principal, **audit.user_created(user))
+    await request.app[AUDIT].record_change(request, principal, audit.user_created(user))
     return web.json_response(entities.user_full(user, entities.base_url(request), with_private=True), status=201)
 
 
@@ -226,7 +226,7 @@ async def create_pat(request: web.Request) -> web.Response:
     created = await users.create_pat(store, user=user, name=name, scopes=scopes, expires_at=expires_at, now=now)
     metrics.token_issued("personal_access_token")
     pat = created.token
-    await request.app[AUDIT].record_change(request, principal, **audit.pat_created(pat, user))
+    await request.app[AUDIT].record_change(request, principal, audit.pat_created(pat, user))
     return web.json_response(entities.personal_access_token(pat, now, created.secret), status=201)
 
 
@@ -294,5 +294,5 @@ async def _revoke(request: web.Request, principal: UserPrincipal, pat: PersonalA
     store = request.app[STORE]
     await store.revoke_personal_access_token(pat.id)
     owner = await store.get_user(pat.user_id)
-    await request.app[AUDIT].record_change(request, principal, **audit.pat_revoked(pat, owner))
+    await request.app[AUDIT].record_change(request, principal, audit.pat_revoked(pat, owner))
     return web.Response(status=204)
