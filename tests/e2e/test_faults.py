@@ -29,7 +29,7 @@ from gateway.users import AccessLevel
 from tests import pg
 from tests.gitcli import GIT, agit, bare_head, git_env, make_random_repo, push_direct, with_credentials
 from tests.procs import children, wait_until
-from tests.servers import Gateway, init_gateway, start_gateway, write_config
+from tests.servers import Gateway, GitUpstream, init_gateway, start_gateway, start_git_upstream, write_config
 from tests.world import installed_world
 
 SIZE = 64 * 1024 * 1024  # more than every buffer between the gateway and a client that stopped reading
@@ -244,6 +244,76 @@ async def test_git_backend_killed_mid_clone_never_leaves_a_broken_clone(
         assert bare_head(env, tmp_path / "cut.git") == head
     assert await asyncio.to_thread(wait_until, lambda: not git_children(gateway)), git_children(gateway)
     # The gateway is unharmed: the next clone is complete.
+    done = await agit(env, "clone", "-q", "--bare", clone_url(gateway, site), str(tmp_path / "good.git"))
+    assert done.check().code == 0
+    assert bare_head(env, tmp_path / "good.git") == head
+
+
+# --- an upstream git server (nginx + fcgiwrap) dying mid-pack: the pack stream is relayed close-delimited ----------
+
+
+@pytest.fixture(scope="module")
+def upstream_site(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Gateway, GitUpstream, Site, dict[str, str], str]]:
+    """A gateway forwarding git to nginx + fcgiwrap + http-backend (fastcgi_buffering on, as operators run it),
+    which holds a 40 MB repository: a clone is still streaming when a process dies."""
+    base = tmp_path_factory.mktemp("git-upstream-faults")
+    upstream = start_git_upstream(base / "upstream", buffering=True)
+    try:
+        config = write_config(base / "gw", git={"backend": upstream.url})
+        init_gateway(config)
+        site = asyncio.run(populate(config))
+        env = git_env(base / "home")
+        make_random_repo(env, base / "seed", megabytes=40)
+        bare = upstream.create_bare(site.project_path)
+        push_direct(env, base / "seed", bare)
+        gateway = start_gateway(config)
+        try:
+            yield gateway, upstream, site, env, bare_head(env, bare)
+        finally:
+            gateway.stop()
+    finally:
+        upstream.stop()
+
+
+@pytest.mark.parametrize("victim", ["pack-objects", "cgi-tree", "nginx-worker"])
+async def test_upstream_dying_mid_pack_fails_the_clone(
+    upstream_site: tuple[Gateway, GitUpstream, Site, dict[str, str], str], tmp_path: Path, victim: str
+) -> None:
+    """git-upload-pack's answer comes over HTTP/1.0, ended by nginx closing the connection (proxy.forward
+    `unframed`): an upstream that dies mid-pack may look like a complete HTTP body to the gateway (fcgiwrap ends the
+    request normally when its CGI dies; a killed nginx worker's socket closes). git's own framing must still fail
+    the clone, and nothing may look cloned."""
+    gateway, upstream, site, env, head = upstream_site
+    fcgiwrap, nginx = upstream.procs[0].pid, upstream.procs[1].pid
+    clone = await start_clone(env, clone_url(gateway, site), tmp_path / "cut.git")
+    packing: list[Any] = []
+
+    def pack_being_made() -> bool:
+        packing[:] = [p for p in children(fcgiwrap) if "pack-objects" in p.cmdline]
+        return bool(packing)
+
+    if not await asyncio.to_thread(wait_until, pack_being_made, 30.0, 0.002):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(clone.pid, signal.SIGKILL)
+        await clone.communicate()
+        raise AssertionError("no pack being made upstream")
+    if victim == "pack-objects":
+        targets = [p.pid for p in packing]
+    elif victim == "cgi-tree":  # http-backend, upload-pack, pack-objects: fcgiwrap itself lives on
+        targets = [p.pid for p in children(fcgiwrap, "git")]
+    else:  # the worker relaying this clone (nginx's master starts another)
+        targets = [p.pid for p in children(nginx) if "worker" in p.cmdline]
+    for pid in targets:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _, err = await clone.communicate()
+    assert clone.returncode != 0, "a clone whose upstream died mid-pack must fail"
+    assert b"fatal" in err or b"error" in err, err
+    assert not (tmp_path / "cut.git").exists()  # git removed the partial clone: nothing looks cloned
+    # The gateway and the upstream are unharmed: the next clone is complete.
+    assert await asyncio.to_thread(wait_until, lambda: len(children(nginx, "worker")) >= 1, 10.0)
     done = await agit(env, "clone", "-q", "--bare", clone_url(gateway, site), str(tmp_path / "good.git"))
     assert done.check().code == 0
     assert bare_head(env, tmp_path / "good.git") == head
