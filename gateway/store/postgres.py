@@ -4,6 +4,7 @@ under an advisory lock when several replicas start together, the same hot-read c
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -32,16 +33,15 @@ from gateway.store.base import (
     User,
     UserState,
     Visibility,
-    WebSession,
 )
-from gateway.store.cache import DEFAULT_TTL, TTLCache, always, project_key, projects_by_paths
+from gateway.store.cache import DEFAULT_TTL, TTLCache, always, projects_by_paths
 from gateway.store.migrations import bundled
+from gateway.store.queries import SharedQueries
 from gateway.store.rows import (
     AUDIT_COLUMNS,
     AUTH_FAILURE_COLUMNS,
     DT_COLUMNS,
     MEMBER_SELECT,
-    NS_COLUMNS,
     PACKAGE_COLUMNS,
     PAT_COLUMNS,
     PROJECT_FROM,
@@ -124,8 +124,17 @@ class _Params:
 _ROWS = Rows(Decoding(timestamp=_ts, ids=tuple, words=tuple))
 
 
-class PostgresStore:
+@functools.lru_cache(maxsize=256)
+def _numbered(sql: str) -> str:
+    """A shared query's `?` placeholders as PostgreSQL's $1, $2, ... (store/queries.py: none is inside a literal)."""
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
+
+
+class PostgresStore(SharedQueries):
     """A bounded asyncpg pool; each write is one transaction on one pooled connection and clears the hot cache."""
+
+    _records = _ROWS
 
     def __init__(self, dsn: str, *, pool_size: int = DEFAULT_POOL_SIZE, cache: TTLCache[Any] | None = None) -> None:
         if pool_size < 1:
@@ -203,6 +212,12 @@ class PostgresStore:
         except _OUTAGES as exc:
             raise self._unavailable(exc) from exc
 
+    async def _row(self, sql: str, *args: Any) -> Any:
+        return await self._fetchrow(_numbered(sql), *args)
+
+    async def _rows(self, sql: str, *args: Any) -> list[Any]:
+        return await self._fetch(_numbered(sql), *args)
+
     async def _fetchval(self, sql: str, *args: Any) -> Any:
         try:
             return await self.pool.fetchval(sql, *args)
@@ -276,21 +291,6 @@ class PostgresStore:
         assert user is not None
         return user
 
-    async def get_user(self, user_id: int) -> User | None:
-        key = ("user", user_id)
-        if (hit := self._cache.get(key)) is not None:
-            return hit  # type: ignore[no-any-return]
-
-        async def read() -> User | None:
-            row = await self._fetchrow(f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1", user_id)
-            return _ROWS.user(row) if row else None
-
-        return await self._cache.load(key, read)  # type: ignore[no-any-return]
-
-    async def get_user_by_username(self, username: str) -> User | None:
-        row = await self._fetchrow(f"SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = lower($1)", username)
-        return _ROWS.user(row) if row else None
-
     async def list_users(self, *, offset: int, limit: int, search: str | None = None) -> Page[User]:
         where, args = "", []
         if search:
@@ -345,30 +345,6 @@ class PostgresStore:
                 )
         return _ROWS.personal_access_token(row)
 
-    async def find_personal_access_token(self, token_digest: bytes) -> PersonalAccessToken | None:
-        key = ("pat", token_digest)
-        if (hit := self._cache.get(key)) is not None:
-            return hit  # type: ignore[no-any-return]
-
-        async def read() -> PersonalAccessToken | None:
-            row = await self._fetchrow(
-                f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE token_digest = $1", token_digest
-            )
-            return _ROWS.personal_access_token(row) if row else None
-
-        # Misses are not kept: a token made elsewhere works at once.
-        return await self._cache.load(key, read)  # type: ignore[no-any-return]
-
-    async def list_personal_access_tokens(self, user_id: int) -> list[PersonalAccessToken]:
-        rows = await self._fetch(
-            f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE user_id = $1 ORDER BY id", user_id
-        )
-        return [_ROWS.personal_access_token(r) for r in rows]
-
-    async def get_personal_access_token(self, token_id: int) -> PersonalAccessToken | None:
-        row = await self._fetchrow(f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE id = $1", token_id)
-        return _ROWS.personal_access_token(row) if row else None
-
     async def revoke_personal_access_token(self, token_id: int) -> bool:
         async with self._tx() as conn:
             status = await conn.execute("UPDATE personal_access_tokens SET revoked = true WHERE id = $1", token_id)
@@ -419,51 +395,6 @@ class PostgresStore:
         await self._insert_route(conn, full_path, "namespace", ns_id)
         return ns_id
 
-    async def create_group(
-        self,
-        *,
-        name: str,
-        path: str,
-        parent_id: int | None,
-        visibility: Visibility,
-        description: str,
-        now: datetime,
-        owner_id: int | None = None,
-    ) -> Namespace:
-        parent = await self.get_namespace(parent_id) if parent_id is not None else None
-        if parent_id is not None and (parent is None or parent.kind != "group"):
-            raise Conflict("parent group does not exist")
-        async with self._tx() as conn:
-            ns_id = await self._insert_namespace(
-                conn,
-                kind="group",
-                name=name,
-                path=path,
-                parent=parent,
-                visibility=visibility,
-                description=description,
-                now=now,
-            )
-            if owner_id is not None:
-                await self._insert_member(conn, "namespace", ns_id, owner_id, 50, now)
-        ns = await self.get_namespace(ns_id)
-        assert ns is not None
-        return ns
-
-    async def get_namespace(self, namespace_id: int) -> Namespace | None:
-        row = await self._fetchrow(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.id = $1", namespace_id)
-        return _ROWS.namespace(row) if row else None
-
-    async def get_namespace_by_path(self, full_path: str) -> Namespace | None:
-        row = await self._fetchrow(
-            f"SELECT {NS_COLUMNS} FROM namespaces n WHERE lower(n.full_path) = lower($1)", full_path
-        )
-        return _ROWS.namespace(row) if row else None
-
-    async def list_groups(self) -> list[Namespace]:
-        rows = await self._fetch(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.kind = 'group' ORDER BY n.id")
-        return [_ROWS.namespace(r) for r in rows]
-
     async def create_project(
         self,
         *,
@@ -512,21 +443,6 @@ class PostgresStore:
             status = await conn.execute("DELETE FROM projects WHERE id = $1", project_id)
         return _affected(status) > 0
 
-    async def get_project(self, project_id: int) -> Project | None:
-        row = await self._fetchrow(f"{PROJECT_FROM} WHERE p.id = $1", project_id)
-        return _ROWS.project(row) if row else None
-
-    async def get_project_by_path(self, full_path: str) -> Project | None:
-        key = project_key(full_path)
-        if (hit := self._cache.get(key)) is not None:
-            return hit  # type: ignore[no-any-return]
-
-        async def read() -> Project | None:
-            row = await self._fetchrow(f"{PROJECT_FROM} WHERE lower(p.full_path) = lower($1)", full_path)
-            return _ROWS.project(row) if row else None
-
-        return await self._cache.load(key, read)  # type: ignore[no-any-return]
-
     async def find_projects_by_paths(self, full_paths: Sequence[str]) -> list[Project]:
         if not full_paths:
             return []
@@ -540,10 +456,6 @@ class PostgresStore:
             return [_ROWS.project(r) for r in rows]
 
         return await projects_by_paths(self._cache, full_paths, read)
-
-    async def list_projects(self) -> list[Project]:
-        rows = await self._fetch(f"{PROJECT_FROM} ORDER BY p.id")
-        return [_ROWS.project(r) for r in rows]
 
     # --- memberships ------------------------------------------------------------------------------------------
 
@@ -574,16 +486,6 @@ class PostgresStore:
                 access_level,
                 now,
             )
-
-    async def list_members(self, source_kind: SourceKind, source_id: int) -> list[Member]:
-        rows = await self._fetch(
-            f"{MEMBER_SELECT} WHERE m.source_kind = $1 AND m.source_id = $2 ORDER BY u.id", source_kind, source_id
-        )
-        return [_ROWS.member(r) for r in rows]
-
-    async def list_user_memberships(self, user_id: int) -> list[Member]:
-        rows = await self._fetch(f"{MEMBER_SELECT} WHERE m.user_id = $1 ORDER BY m.source_kind, m.source_id", user_id)
-        return [_ROWS.member(r) for r in rows]
 
     async def access_levels(self, user_id: int, *, project_id: int | None, namespace_ids: Sequence[int]) -> list[int]:
         if project_id is None and not namespace_ids:
@@ -629,22 +531,6 @@ class PostgresStore:
                     new.group_id,
                 )
         return _ROWS.deploy_token(row)
-
-    async def get_deploy_token(self, token_id: int) -> DeployToken | None:
-        row = await self._fetchrow(f"SELECT {DT_COLUMNS} FROM deploy_tokens WHERE id = $1", token_id)
-        return _ROWS.deploy_token(row) if row else None
-
-    async def find_deploy_token(self, token_digest: bytes) -> DeployToken | None:
-        key = ("deploy_token", token_digest)
-        if (hit := self._cache.get(key)) is not None:
-            return hit  # type: ignore[no-any-return]
-
-        async def read() -> DeployToken | None:
-            row = await self._fetchrow(f"SELECT {DT_COLUMNS} FROM deploy_tokens WHERE token_digest = $1", token_digest)
-            return _ROWS.deploy_token(row) if row else None
-
-        # Misses are not kept: a token made elsewhere works at once.
-        return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
     @staticmethod
     def _holder_filter(param: _Params, project_id: int | None, group_id: int | None, active_at: datetime | None) -> str:
@@ -710,16 +596,6 @@ class PostgresStore:
                     created_at,
                     expires_at,
                 )
-
-    async def get_web_session(self, session_digest: bytes) -> WebSession | None:
-        row = await self._fetchrow(
-            "SELECT user_id, created_at, expires_at FROM web_sessions WHERE session_digest = $1", session_digest
-        )
-        return (
-            WebSession(user_id=row[0], created_at=_ROWS.must_ts(row[1]), expires_at=_ROWS.must_ts(row[2]))
-            if row
-            else None
-        )
 
     async def delete_web_session(self, session_digest: bytes) -> bool:
         async with self._tx() as conn:
@@ -827,15 +703,6 @@ class PostgresStore:
                     now,
                 )
         return project_id
-
-    async def package_name_owners(self, format: str, name: str) -> list[PackageName]:
-        rows = await self._fetch(
-            f"SELECT {PACKAGE_COLUMNS} FROM package_names WHERE format = $1 AND name = $2"
-            " ORDER BY updated_at DESC, project_id DESC",
-            format,
-            name,
-        )
-        return [_ROWS.package_name(r) for r in rows]
 
     async def list_package_names(self, format: str, project_ids: Sequence[int]) -> list[PackageName]:
         if not project_ids:

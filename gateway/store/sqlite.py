@@ -32,16 +32,14 @@ from gateway.store.base import (
     User,
     UserState,
     Visibility,
-    WebSession,
 )
-from gateway.store.cache import DEFAULT_TTL, TTLCache, always, project_key, projects_by_paths
+from gateway.store.cache import DEFAULT_TTL, TTLCache, always, projects_by_paths
 from gateway.store.migrations import bundled
+from gateway.store.queries import SharedQueries
 from gateway.store.rows import (
     AUDIT_COLUMNS,
     AUTH_FAILURE_COLUMNS,
     DT_COLUMNS,
-    MEMBER_SELECT,
-    NS_COLUMNS,
     PACKAGE_COLUMNS,
     PAT_COLUMNS,
     PROJECT_FROM,
@@ -88,8 +86,10 @@ _ROWS = Rows(
 )
 
 
-class SQLiteStore:
+class SQLiteStore(SharedQueries):
     """One aiosqlite connection; write transactions are serialised by a lock (SQLite has one writer anyway)."""
+
+    _records = _ROWS
 
     def __init__(
         self, path: Path | str, *, cache: TTLCache[Any] | None = None, busy_timeout: float = BUSY_TIMEOUT_MS / 1000
@@ -165,6 +165,12 @@ class SQLiteStore:
         rows = await self._all(sql, params)
         return rows[0] if rows else None
 
+    async def _row(self, sql: str, *args: Any) -> Any:
+        return await self._one(sql, args)
+
+    async def _rows(self, sql: str, *args: Any) -> list[Any]:
+        return await self._all(sql, args)
+
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     async def schema_version(self) -> int:
@@ -227,21 +233,6 @@ class SQLiteStore:
         assert user is not None
         return user
 
-    async def get_user(self, user_id: int) -> User | None:
-        key = ("user", user_id)
-        if (hit := self._cache.get(key)) is not None:
-            return hit  # type: ignore[no-any-return]
-
-        async def read() -> User | None:
-            row = await self._one(f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?", (user_id,))
-            return _ROWS.user(row) if row else None
-
-        return await self._cache.load(key, read)  # type: ignore[no-any-return]
-
-    async def get_user_by_username(self, username: str) -> User | None:
-        row = await self._one(f"SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = lower(?)", (username,))
-        return _ROWS.user(row) if row else None
-
     async def list_users(self, *, offset: int, limit: int, search: str | None = None) -> Page[User]:
         where, params = "", []
         if search:
@@ -288,30 +279,6 @@ class SQLiteStore:
         row = await self._one(f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE id = ?", (token_id,))
         return _ROWS.personal_access_token(row)
 
-    async def find_personal_access_token(self, token_digest: bytes) -> PersonalAccessToken | None:
-        key = ("pat", token_digest)
-        if (hit := self._cache.get(key)) is not None:
-            return hit  # type: ignore[no-any-return]
-
-        async def read() -> PersonalAccessToken | None:
-            row = await self._one(
-                f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE token_digest = ?", (token_digest,)
-            )
-            return _ROWS.personal_access_token(row) if row else None
-
-        # Misses are not kept: a token made elsewhere works at once.
-        return await self._cache.load(key, read)  # type: ignore[no-any-return]
-
-    async def list_personal_access_tokens(self, user_id: int) -> list[PersonalAccessToken]:
-        rows = await self._all(
-            f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE user_id = ? ORDER BY id", (user_id,)
-        )
-        return [_ROWS.personal_access_token(r) for r in rows]
-
-    async def get_personal_access_token(self, token_id: int) -> PersonalAccessToken | None:
-        row = await self._one(f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE id = ?", (token_id,))
-        return _ROWS.personal_access_token(row) if row else None
-
     async def revoke_personal_access_token(self, token_id: int) -> bool:
         async with self._tx() as db:
             cur = await db.execute("UPDATE personal_access_tokens SET revoked = 1 WHERE id = ?", (token_id,))
@@ -355,51 +322,6 @@ class SQLiteStore:
         await self._insert_route(db, full_path, "namespace", ns_id)
         return ns_id
 
-    async def create_group(
-        self,
-        *,
-        name: str,
-        path: str,
-        parent_id: int | None,
-        visibility: Visibility,
-        description: str,
-        now: datetime,
-        owner_id: int | None = None,
-    ) -> Namespace:
-        parent = await self.get_namespace(parent_id) if parent_id is not None else None
-        if parent_id is not None and (parent is None or parent.kind != "group"):
-            raise Conflict("parent group does not exist")
-        async with self._tx() as db:
-            ns_id = await self._insert_namespace(
-                db,
-                kind="group",
-                name=name,
-                path=path,
-                parent=parent,
-                visibility=visibility,
-                description=description,
-                now=now,
-            )
-            if owner_id is not None:
-                await self._insert_member(db, "namespace", ns_id, owner_id, 50, now)
-        ns = await self.get_namespace(ns_id)
-        assert ns is not None
-        return ns
-
-    async def get_namespace(self, namespace_id: int) -> Namespace | None:
-        row = await self._one(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.id = ?", (namespace_id,))
-        return _ROWS.namespace(row) if row else None
-
-    async def get_namespace_by_path(self, full_path: str) -> Namespace | None:
-        row = await self._one(
-            f"SELECT {NS_COLUMNS} FROM namespaces n WHERE lower(n.full_path) = lower(?)", (full_path,)
-        )
-        return _ROWS.namespace(row) if row else None
-
-    async def list_groups(self) -> list[Namespace]:
-        rows = await self._all(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.kind = 'group' ORDER BY n.id")
-        return [_ROWS.namespace(r) for r in rows]
-
     async def create_project(
         self,
         *,
@@ -442,21 +364,6 @@ class SQLiteStore:
             cur = await db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
             return cur.rowcount > 0
 
-    async def get_project(self, project_id: int) -> Project | None:
-        row = await self._one(f"{PROJECT_FROM} WHERE p.id = ?", (project_id,))
-        return _ROWS.project(row) if row else None
-
-    async def get_project_by_path(self, full_path: str) -> Project | None:
-        key = project_key(full_path)
-        if (hit := self._cache.get(key)) is not None:
-            return hit  # type: ignore[no-any-return]
-
-        async def read() -> Project | None:
-            row = await self._one(f"{PROJECT_FROM} WHERE lower(p.full_path) = lower(?)", (full_path,))
-            return _ROWS.project(row) if row else None
-
-        return await self._cache.load(key, read)  # type: ignore[no-any-return]
-
     async def find_projects_by_paths(self, full_paths: Sequence[str]) -> list[Project]:
         if not full_paths:
             return []
@@ -467,10 +374,6 @@ class SQLiteStore:
             return [_ROWS.project(r) for r in rows]
 
         return await projects_by_paths(self._cache, full_paths, read)
-
-    async def list_projects(self) -> list[Project]:
-        rows = await self._all(f"{PROJECT_FROM} ORDER BY p.id")
-        return [_ROWS.project(r) for r in rows]
 
     # --- memberships ------------------------------------------------------------------------------------------
 
@@ -494,20 +397,6 @@ class SQLiteStore:
             )
         except sqlite3.IntegrityError as exc:
             raise Conflict("Member already exists") from exc
-
-    async def list_members(self, source_kind: SourceKind, source_id: int) -> list[Member]:
-        rows = await self._all(
-            f"{MEMBER_SELECT} WHERE m.source_kind = ? AND m.source_id = ? ORDER BY u.id",
-            (source_kind, source_id),
-        )
-        return [_ROWS.member(r) for r in rows]
-
-    async def list_user_memberships(self, user_id: int) -> list[Member]:
-        rows = await self._all(
-            f"{MEMBER_SELECT} WHERE m.user_id = ? ORDER BY m.source_kind, m.source_id",
-            (user_id,),
-        )
-        return [_ROWS.member(r) for r in rows]
 
     async def access_levels(self, user_id: int, *, project_id: int | None, namespace_ids: Sequence[int]) -> list[int]:
         clauses, params = [], [user_id]
@@ -559,22 +448,6 @@ class SQLiteStore:
         token = await self.get_deploy_token(token_id)
         assert token is not None
         return token
-
-    async def get_deploy_token(self, token_id: int) -> DeployToken | None:
-        row = await self._one(f"SELECT {DT_COLUMNS} FROM deploy_tokens WHERE id = ?", (token_id,))
-        return _ROWS.deploy_token(row) if row else None
-
-    async def find_deploy_token(self, token_digest: bytes) -> DeployToken | None:
-        key = ("deploy_token", token_digest)
-        if (hit := self._cache.get(key)) is not None:
-            return hit  # type: ignore[no-any-return]
-
-        async def read() -> DeployToken | None:
-            row = await self._one(f"SELECT {DT_COLUMNS} FROM deploy_tokens WHERE token_digest = ?", (token_digest,))
-            return _ROWS.deploy_token(row) if row else None
-
-        # Misses are not kept: a token made elsewhere works at once.
-        return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
     @staticmethod
     def _holder_filter(
@@ -642,16 +515,6 @@ class SQLiteStore:
                 )
             except sqlite3.IntegrityError as exc:
                 raise Conflict("session digest collision or unknown user") from exc
-
-    async def get_web_session(self, session_digest: bytes) -> WebSession | None:
-        row = await self._one(
-            "SELECT user_id, created_at, expires_at FROM web_sessions WHERE session_digest = ?", (session_digest,)
-        )
-        return (
-            WebSession(user_id=row[0], created_at=_ROWS.must_ts(row[1]), expires_at=_ROWS.must_ts(row[2]))
-            if row
-            else None
-        )
 
     async def delete_web_session(self, session_digest: bytes) -> bool:
         async with self._tx() as db:
@@ -741,14 +604,6 @@ class SQLiteStore:
             except sqlite3.IntegrityError as exc:
                 raise Conflict("package name of an unknown project or format") from exc
         return project_id
-
-    async def package_name_owners(self, format: str, name: str) -> list[PackageName]:
-        rows = await self._all(
-            f"SELECT {PACKAGE_COLUMNS} FROM package_names"
-            " WHERE format = ? AND name = ? ORDER BY updated_at DESC, project_id DESC",
-            (format, name),
-        )
-        return [_ROWS.package_name(r) for r in rows]
 
     async def list_package_names(self, format: str, project_ids: Sequence[int]) -> list[PackageName]:
         if not project_ids:
