@@ -31,7 +31,6 @@ from gateway.store.base import (
     SourceKind,
     TokenUse,
     User,
-    UserState,
     Visibility,
 )
 from gateway.store.cache import DEFAULT_TTL, TTLCache, always, projects_by_paths
@@ -218,6 +217,15 @@ class PostgresStore(SharedQueries):
     async def _rows(self, sql: str, *args: Any) -> list[Any]:
         return await self._fetch(_numbered(sql), *args)
 
+    async def _change(self, sql: str, *args: Any, clears_cache: bool = True) -> int:
+        async with self._tx(clears_cache=clears_cache) as conn:
+            status = await conn.execute(_numbered(sql), *args)
+        return _affected(status)
+
+    @staticmethod
+    def _stamp(value: datetime) -> datetime:
+        return value  # asyncpg encodes an aware datetime as timestamptz
+
     async def _fetchval(self, sql: str, *args: Any) -> Any:
         try:
             return await self.pool.fetchval(sql, *args)
@@ -311,14 +319,6 @@ class PostgresStore(SharedQueries):
         )
         return Page([_ROWS.user(r) for r in rows], int(total))
 
-    async def count_users(self) -> int:
-        return int(await self._fetchval("SELECT count(*) FROM users"))
-
-    async def set_user_state(self, user_id: int, state: UserState) -> User | None:
-        async with self._tx() as conn:
-            await conn.execute("UPDATE users SET state = $1 WHERE id = $2", state, user_id)
-        return await self.get_user(user_id)
-
     # --- personal access tokens -------------------------------------------------------------------------------
 
     async def create_personal_access_token(
@@ -344,11 +344,6 @@ class PostgresStore(SharedQueries):
                     now,
                 )
         return _ROWS.personal_access_token(row)
-
-    async def revoke_personal_access_token(self, token_id: int) -> bool:
-        async with self._tx() as conn:
-            status = await conn.execute("UPDATE personal_access_tokens SET revoked = true WHERE id = $1", token_id)
-        return _affected(status) > 0
 
     # --- namespaces and projects ------------------------------------------------------------------------------
 
@@ -571,16 +566,6 @@ class PostgresStore(SharedQueries):
         )
         return _ROWS.deploy_token(row) if row else None
 
-    async def revoke_deploy_token(self, token_id: int) -> bool:
-        async with self._tx() as conn:
-            status = await conn.execute("UPDATE deploy_tokens SET revoked = true WHERE id = $1", token_id)
-        return _affected(status) > 0
-
-    async def delete_deploy_token(self, token_id: int) -> bool:
-        async with self._tx() as conn:
-            status = await conn.execute("DELETE FROM deploy_tokens WHERE id = $1", token_id)
-        return _affected(status) > 0
-
     # --- web UI sessions --------------------------------------------------------------------------------------
 
     async def create_web_session(
@@ -596,16 +581,6 @@ class PostgresStore(SharedQueries):
                     created_at,
                     expires_at,
                 )
-
-    async def delete_web_session(self, session_digest: bytes) -> bool:
-        async with self._tx() as conn:
-            status = await conn.execute("DELETE FROM web_sessions WHERE session_digest = $1", session_digest)
-        return _affected(status) > 0
-
-    async def delete_expired_web_sessions(self, now: datetime) -> int:
-        async with self._tx() as conn:
-            status = await conn.execute("DELETE FROM web_sessions WHERE expires_at <= $1", now)
-        return _affected(status)
 
     # --- failed authentications per client address (gateway/bruteforce.py) -----------------------------------
     # The hot-read cache holds nothing of auth_failures: clearing it on each failure would let a guesser slow
@@ -756,11 +731,6 @@ class PostgresStore(SharedQueries):
             f"SELECT {AUDIT_COLUMNS.replace('details', 'details::text')} FROM audit_events WHERE id = $1", event_id
         )
         return _ROWS.audit_event(row) if row else None
-
-    async def purge_audit_events(self, before: datetime) -> int:
-        async with self._tx(clears_cache=False) as conn:
-            status = await conn.execute("DELETE FROM audit_events WHERE created_at < $1", before)
-        return _affected(status)
 
     async def record_token_use(self, use: TokenUse, *, min_interval: float, keep_ips: int) -> bool:
         table = TOKEN_TABLES[use.kind]

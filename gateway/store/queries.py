@@ -19,6 +19,7 @@ from gateway.store.base import (
     Project,
     SourceKind,
     User,
+    UserState,
     Visibility,
     WebSession,
 )
@@ -50,6 +51,15 @@ class SharedQueries(ABC):
     @abstractmethod
     async def _rows(self, sql: str, *args: Any) -> list[Any]:
         """Every row of a read (`?` placeholders)."""
+
+    @abstractmethod
+    async def _change(self, sql: str, *args: Any, clears_cache: bool = True) -> int:
+        """One statement (`?` placeholders) in its own write transaction; the number of rows it changed."""
+
+    @staticmethod
+    @abstractmethod
+    def _stamp(value: datetime) -> Any:
+        """A timestamp as this database takes it as a parameter."""
 
     @abstractmethod
     def _tx(self, *, clears_cache: bool = True) -> AbstractAsyncContextManager[Any]:
@@ -202,3 +212,31 @@ class SharedQueries(ABC):
             name,
         )
         return [self._records.package_name(r) for r in rows]
+
+    async def count_users(self) -> int:
+        return int((await self._row("SELECT count(*) FROM users"))[0])
+
+    async def set_user_state(self, user_id: int, state: UserState) -> User | None:
+        await self._change("UPDATE users SET state = ? WHERE id = ?", state, user_id)
+        return await self.get_user(user_id)
+
+    async def revoke_personal_access_token(self, token_id: int) -> bool:
+        return await self._change("UPDATE personal_access_tokens SET revoked = TRUE WHERE id = ?", token_id) > 0
+
+    async def revoke_deploy_token(self, token_id: int) -> bool:
+        return await self._change("UPDATE deploy_tokens SET revoked = TRUE WHERE id = ?", token_id) > 0
+
+    async def delete_deploy_token(self, token_id: int) -> bool:
+        return await self._change("DELETE FROM deploy_tokens WHERE id = ?", token_id) > 0
+
+    async def delete_web_session(self, session_digest: bytes) -> bool:
+        return await self._change("DELETE FROM web_sessions WHERE session_digest = ?", session_digest) > 0
+
+    async def delete_expired_web_sessions(self, now: datetime) -> int:
+        return await self._change("DELETE FROM web_sessions WHERE expires_at <= ?", self._stamp(now))
+
+    async def purge_audit_events(self, before: datetime) -> int:
+        # Audit rows are nothing the hot-read cache holds.
+        return await self._change(
+            "DELETE FROM audit_events WHERE created_at < ?", self._stamp(before), clears_cache=False
+        )

@@ -30,7 +30,6 @@ from gateway.store.base import (
     SourceKind,
     TokenUse,
     User,
-    UserState,
     Visibility,
 )
 from gateway.store.cache import DEFAULT_TTL, TTLCache, always, projects_by_paths
@@ -171,6 +170,13 @@ class SQLiteStore(SharedQueries):
     async def _rows(self, sql: str, *args: Any) -> list[Any]:
         return await self._all(sql, args)
 
+    async def _change(self, sql: str, *args: Any, clears_cache: bool = True) -> int:
+        async with self._tx(clears_cache=clears_cache) as db:
+            cur = await db.execute(sql, args)
+            return int(cur.rowcount)
+
+    _stamp = staticmethod(ts)
+
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     async def schema_version(self) -> int:
@@ -246,14 +252,6 @@ class SQLiteStore(SharedQueries):
         )
         return Page([_ROWS.user(r) for r in rows], int(total))
 
-    async def count_users(self) -> int:
-        return int((await self._one("SELECT count(*) FROM users"))[0])
-
-    async def set_user_state(self, user_id: int, state: UserState) -> User | None:
-        async with self._tx() as db:
-            await db.execute("UPDATE users SET state = ? WHERE id = ?", (state, user_id))
-        return await self.get_user(user_id)
-
     # --- personal access tokens -------------------------------------------------------------------------------
 
     async def create_personal_access_token(
@@ -278,11 +276,6 @@ class SQLiteStore(SharedQueries):
             token_id = cur.lastrowid
         row = await self._one(f"SELECT {PAT_COLUMNS} FROM personal_access_tokens WHERE id = ?", (token_id,))
         return _ROWS.personal_access_token(row)
-
-    async def revoke_personal_access_token(self, token_id: int) -> bool:
-        async with self._tx() as db:
-            cur = await db.execute("UPDATE personal_access_tokens SET revoked = 1 WHERE id = ?", (token_id,))
-            return cur.rowcount > 0
 
     # --- namespaces and projects ------------------------------------------------------------------------------
 
@@ -492,16 +485,6 @@ class SQLiteStore(SharedQueries):
         )
         return _ROWS.deploy_token(row) if row else None
 
-    async def revoke_deploy_token(self, token_id: int) -> bool:
-        async with self._tx() as db:
-            cur = await db.execute("UPDATE deploy_tokens SET revoked = 1 WHERE id = ?", (token_id,))
-            return cur.rowcount > 0
-
-    async def delete_deploy_token(self, token_id: int) -> bool:
-        async with self._tx() as db:
-            cur = await db.execute("DELETE FROM deploy_tokens WHERE id = ?", (token_id,))
-            return cur.rowcount > 0
-
     # --- web UI sessions --------------------------------------------------------------------------------------
 
     async def create_web_session(
@@ -515,16 +498,6 @@ class SQLiteStore(SharedQueries):
                 )
             except sqlite3.IntegrityError as exc:
                 raise Conflict("session digest collision or unknown user") from exc
-
-    async def delete_web_session(self, session_digest: bytes) -> bool:
-        async with self._tx() as db:
-            cur = await db.execute("DELETE FROM web_sessions WHERE session_digest = ?", (session_digest,))
-            return cur.rowcount > 0
-
-    async def delete_expired_web_sessions(self, now: datetime) -> int:
-        async with self._tx() as db:
-            cur = await db.execute("DELETE FROM web_sessions WHERE expires_at <= ?", (ts(now),))
-            return cur.rowcount
 
     # --- failed authentications per client address (gateway/bruteforce.py) -----------------------------------
     # The hot-read cache holds nothing of auth_failures: clearing it on each failure would let a guesser slow
@@ -656,11 +629,6 @@ class SQLiteStore(SharedQueries):
     async def get_audit_event(self, event_id: int) -> AuditEvent | None:
         row = await self._one(f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE id = ?", (event_id,))
         return _ROWS.audit_event(row) if row else None
-
-    async def purge_audit_events(self, before: datetime) -> int:
-        async with self._tx(clears_cache=False) as db:
-            cur = await db.execute("DELETE FROM audit_events WHERE created_at < ?", (ts(before),))
-            return int(cur.rowcount)
 
     async def record_token_use(self, use: TokenUse, *, min_interval: float, keep_ips: int) -> bool:
         table = TOKEN_TABLES[use.kind]
