@@ -119,6 +119,7 @@ def user_target(user_id: int) -> Target:
     """A user as the target of an operation on what belongs to them (their personal access tokens)."""
     return Target("user", user_id)
 
+
 # The reason of a denial caused by the PAT's scopes rather than the user's role (GitLab: InsufficientScopeError);
 # handlers that render role denials specially (e.g. project creation) still answer 403 for it.
 INSUFFICIENT_SCOPE = "insufficient_scope"

@@ -43,10 +43,14 @@ def build_image(
         {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
-                       "size": config_size},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest,
-                        "size": layer_size}],
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config_size,
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}
+            ],
         }
     ).encode()
     manifest_digest, manifest_size = _blob(root, manifest)
@@ -56,8 +60,12 @@ def build_image(
             {
                 "schemaVersion": 2,
                 "manifests": [
-                    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
-                     "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": tag}}
+                    {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": manifest_digest,
+                        "size": manifest_size,
+                        "annotations": {"org.opencontainers.image.ref.name": tag},
+                    }
                 ],
             }
         )

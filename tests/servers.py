@@ -245,7 +245,6 @@ def start_file_server(folder: Path, port: int | None = None) -> tuple[str, Proc]
     return f"http://127.0.0.1:{port}/", proc
 
 
-
 REGISTRY = "/usr/bin/docker-registry"
 
 

@@ -405,4 +405,3 @@ async def test_revoke_personal_access_token(
     # The revoked token is refused from then on; a refused revocation leaves it working.
     me = await client.get("/api/v4/user", headers=alice.headers)
     assert me.status == (401 if revoked else 200)
-

@@ -25,8 +25,9 @@ async def test_no_secret_in_the_raw_database(client: TestClient, world: World, s
         r = await client.post(url, json={"name": name, "scopes": ["read_repository"]}, headers=owner.headers)
         assert r.status == 201
         secrets.append((await r.json())["token"])
-    assert (await store.find_named_deploy_token("gitlab-deploy-token", project_id=project.id,
-                                                active_at=world.clock.now())) is not None
+    assert (
+        await store.find_named_deploy_token("gitlab-deploy-token", project_id=project.id, active_at=world.clock.now())
+    ) is not None
 
     files = [Path(store.path), Path(store.path + "-wal")]
     raw = b"".join(f.read_bytes() for f in files if f.exists())

@@ -11,8 +11,12 @@ async def test_project_deploy_token_roundtrip(client: TestClient, world: World) 
     await world.member(alice, group, AccessLevel.MAINTAINER)
     r = await client.post(
         f"/api/v4/projects/{project.id}/deploy_tokens/",
-        json={"name": "My deploy token", "expires_at": "2027-01-01", "username": "custom-user",
-              "scopes": ["read_repository"]},
+        json={
+            "name": "My deploy token",
+            "expires_at": "2027-01-01",
+            "username": "custom-user",
+            "scopes": ["read_repository"],
+        },
         headers=alice.headers,
     )
     assert r.status == 201, await r.text()
