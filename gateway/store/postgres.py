@@ -5,7 +5,6 @@ under an advisory lock when several replicas start together, the same hot-read c
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -16,36 +15,15 @@ import asyncpg
 
 from gateway.errors import Conflict, StoreUnavailable
 from gateway.store.base import (
-    AuditEvent,
-    AuditQuery,
-    AuthFailures,
-    DeployToken,
-    Member,
-    Namespace,
-    NewAuditEvent,
-    NewDeployToken,
     PackageName,
-    Page,
-    PersonalAccessToken,
     Project,
-    SourceKind,
-    TokenUse,
-    User,
-    Visibility,
 )
 from gateway.store.cache import DEFAULT_TTL, TTLCache, always, projects_by_paths
 from gateway.store.migrations import bundled
 from gateway.store.queries import SharedQueries
 from gateway.store.rows import (
-    AUDIT_COLUMNS,
-    AUTH_FAILURE_COLUMNS,
-    DT_COLUMNS,
-    MEMBER_SELECT,
     PACKAGE_COLUMNS,
-    PAT_COLUMNS,
     PROJECT_FROM,
-    TOKEN_TABLES,
-    USER_COLUMNS,
     Decoding,
     Rows,
 )
@@ -107,17 +85,6 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     latency of a token lookup). This store leaves no session state behind: no SET, no cursors, no LISTEN (a
     listener needs a dedicated connection, not a pooled one), only transaction-scoped advisory locks besides the
     migration lock, which migrate() releases itself."""
-
-
-class _Params:
-    """Numbered placeholders ($1, $2, ...) for a statement assembled from optional clauses."""
-
-    def __init__(self) -> None:
-        self.values: list[Any] = []
-
-    def __call__(self, value: Any) -> str:
-        self.values.append(value)
-        return f"${len(self.values)}"
 
 
 _ROWS = Rows(Decoding(timestamp=_ts, ids=tuple, words=tuple))
@@ -223,8 +190,38 @@ class PostgresStore(SharedQueries):
         return _affected(status)
 
     @staticmethod
-    def _stamp(value: datetime) -> datetime:
+    def _stamp(value: datetime | None) -> datetime | None:
         return value  # asyncpg encodes an aware datetime as timestamptz
+
+    @staticmethod
+    def _words(values: Sequence[str]) -> list[str]:
+        return list(values)  # text[]
+
+    @staticmethod
+    def _ids(values: Sequence[int]) -> list[int]:
+        return list(values)  # bigint[]
+
+    async def _insert(self, db: asyncpg.Connection, sql: str, *args: Any, conflict: str) -> int:
+        with _conflict(conflict):
+            return int(await db.fetchval(_numbered(sql + " RETURNING id"), *args))
+
+    async def _execute(self, db: asyncpg.Connection, sql: str, *args: Any, conflict: str | None = None) -> int:
+        if conflict is None:
+            return _affected(await db.execute(_numbered(sql), *args))
+        with _conflict(conflict):
+            return _affected(await db.execute(_numbered(sql), *args))
+
+    async def _execute_many(self, db: asyncpg.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await db.executemany(_numbered(sql), rows)
+
+    async def _tx_row(self, db: asyncpg.Connection, sql: str, *args: Any) -> Any:
+        return await db.fetchrow(_numbered(sql), *args)
+
+    async def _lock_package_name(self, db: asyncpg.Connection, key: str) -> None:
+        # Under READ COMMITTED the next claimant's check, once it holds the lock, sees the winner's row.
+        await db.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", PACKAGE_NAME_LOCK_CLASS, key)
+
+    _FOR_UPDATE = " FOR UPDATE"
 
     async def _fetchval(self, sql: str, *args: Any) -> Any:
         try:
@@ -273,170 +270,7 @@ class PostgresStore(SharedQueries):
             self._cache.clear()
         return current
 
-    # --- users ------------------------------------------------------------------------------------------------
-
-    async def create_user(
-        self, *, username: str, name: str, email: str, password_hash: str | None, is_admin: bool, now: datetime
-    ) -> User:
-        async with self._tx() as conn:
-            ns_id = await self._insert_namespace(
-                conn, kind="user", name=name, path=username, parent=None, visibility="private", description="", now=now
-            )
-            with _conflict("Username has already been taken"):
-                user_id = await conn.fetchval(
-                    "INSERT INTO users (username, name, email, password_hash, is_admin, state, created_at,"
-                    " namespace_id) VALUES ($1, $2, $3, $4, $5, 'active', $6, $7) RETURNING id",
-                    username,
-                    name,
-                    email,
-                    password_hash,
-                    is_admin,
-                    now,
-                    ns_id,
-                )
-            await conn.execute("UPDATE namespaces SET owner_id = $1 WHERE id = $2", user_id, ns_id)
-        user = await self.get_user(int(user_id))
-        assert user is not None
-        return user
-
-    async def list_users(self, *, offset: int, limit: int, search: str | None = None) -> Page[User]:
-        where, args = "", []
-        if search:
-            # LIKE wildcards in the search are literal; '\' is the escape (standard_conforming_strings).
-            like = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where = (
-                "WHERE lower(u.username) LIKE $1 ESCAPE '\\' OR lower(u.name) LIKE $1 ESCAPE '\\'"
-                " OR lower(u.email) LIKE $1 ESCAPE '\\'"
-            )
-            args = [like]
-        total = await self._fetchval(f"SELECT count(*) FROM users u {where}", *args)
-        n = len(args)
-        rows = await self._fetch(
-            f"SELECT {USER_COLUMNS} FROM users u {where} ORDER BY u.id LIMIT ${n + 1} OFFSET ${n + 2}",
-            *args,
-            limit,
-            offset,
-        )
-        return Page([_ROWS.user(r) for r in rows], int(total))
-
-    # --- personal access tokens -------------------------------------------------------------------------------
-
-    async def create_personal_access_token(
-        self,
-        *,
-        user_id: int,
-        name: str,
-        token_digest: bytes,
-        scopes: Sequence[str],
-        expires_at: datetime | None,
-        now: datetime,
-    ) -> PersonalAccessToken:
-        async with self._tx() as conn:
-            with _conflict("token digest collision"):
-                row = await conn.fetchrow(
-                    "INSERT INTO personal_access_tokens (user_id, name, token_digest, scopes, expires_at, created_at)"
-                    f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {PAT_COLUMNS}",
-                    user_id,
-                    name,
-                    token_digest,
-                    list(scopes),
-                    expires_at,
-                    now,
-                )
-        return _ROWS.personal_access_token(row)
-
-    # --- namespaces and projects ------------------------------------------------------------------------------
-
-    @staticmethod
-    async def _insert_route(conn: asyncpg.Connection, path: str, kind: str, source_id: int) -> None:
-        with _conflict("has already been taken"):
-            await conn.execute(
-                "INSERT INTO routes (path_lower, source_kind, source_id) VALUES (lower($1), $2, $3)",
-                path,
-                kind,
-                source_id,
-            )
-
-    async def _insert_namespace(
-        self,
-        conn: asyncpg.Connection,
-        *,
-        kind: str,
-        name: str,
-        path: str,
-        parent: Namespace | None,
-        visibility: Visibility,
-        description: str,
-        now: datetime,
-    ) -> int:
-        full_path = f"{parent.full_path}/{path}" if parent else path
-        with _conflict("has already been taken"):
-            ns_id = int(
-                await conn.fetchval(
-                    "INSERT INTO namespaces (kind, name, path, full_path, parent_id, visibility, description,"
-                    " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-                    kind,
-                    name,
-                    path,
-                    full_path,
-                    parent.id if parent else None,
-                    visibility,
-                    description,
-                    now,
-                )
-            )
-        traversal = [*parent.traversal_ids, ns_id] if parent else [ns_id]
-        await conn.execute("UPDATE namespaces SET traversal_ids = $1 WHERE id = $2", traversal, ns_id)
-        await self._insert_route(conn, full_path, "namespace", ns_id)
-        return ns_id
-
-    async def create_project(
-        self,
-        *,
-        namespace_id: int,
-        name: str,
-        path: str,
-        visibility: Visibility,
-        description: str,
-        creator_id: int | None,
-        now: datetime,
-        owner_id: int | None = None,
-    ) -> Project:
-        ns = await self.get_namespace(namespace_id)
-        if ns is None:
-            raise Conflict("namespace does not exist")
-        full_path = f"{ns.full_path}/{path}"
-        async with self._tx() as conn:
-            with _conflict("has already been taken"):
-                project_id = int(
-                    await conn.fetchval(
-                        "INSERT INTO projects (namespace_id, name, path, full_path, visibility, description,"
-                        " created_at, creator_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-                        namespace_id,
-                        name,
-                        path,
-                        full_path,
-                        visibility,
-                        description,
-                        now,
-                        creator_id,
-                    )
-                )
-            await self._insert_route(conn, full_path, "project", project_id)
-            if owner_id is not None:
-                await self._insert_member(conn, "project", project_id, owner_id, 50, now)
-        project = await self.get_project(project_id)
-        assert project is not None
-        return project
-
-    async def delete_project(self, project_id: int) -> bool:
-        async with self._tx() as conn:
-            await conn.execute("DELETE FROM deploy_tokens WHERE project_id = $1", project_id)
-            await conn.execute("DELETE FROM package_names WHERE project_id = $1", project_id)
-            await conn.execute("DELETE FROM members WHERE source_kind = 'project' AND source_id = $1", project_id)
-            await conn.execute("DELETE FROM routes WHERE source_kind = 'project' AND source_id = $1", project_id)
-            status = await conn.execute("DELETE FROM projects WHERE id = $1", project_id)
-        return _affected(status) > 0
+    # --- what the databases answer differently (queries.py has the rest) ------------------------------------
 
     async def find_projects_by_paths(self, full_paths: Sequence[str]) -> list[Project]:
         if not full_paths:
@@ -451,36 +285,6 @@ class PostgresStore(SharedQueries):
             return [_ROWS.project(r) for r in rows]
 
         return await projects_by_paths(self._cache, full_paths, read)
-
-    # --- memberships ------------------------------------------------------------------------------------------
-
-    async def add_member(
-        self, *, source_kind: SourceKind, source_id: int, user_id: int, access_level: int, now: datetime
-    ) -> Member:
-        async with self._tx() as conn:
-            await self._insert_member(conn, source_kind, source_id, user_id, access_level, now)
-        row = await self._fetchrow(
-            f"{MEMBER_SELECT} WHERE m.source_kind = $1 AND m.source_id = $2 AND m.user_id = $3",
-            source_kind,
-            source_id,
-            user_id,
-        )
-        return _ROWS.member(row)
-
-    @staticmethod
-    async def _insert_member(
-        conn: asyncpg.Connection, source_kind: str, source_id: int, user_id: int, access_level: int, now: datetime
-    ) -> None:
-        with _conflict("Member already exists"):
-            await conn.execute(
-                "INSERT INTO members (source_kind, source_id, user_id, access_level, created_at)"
-                " VALUES ($1, $2, $3, $4, $5)",
-                source_kind,
-                source_id,
-                user_id,
-                access_level,
-                now,
-            )
 
     async def access_levels(self, user_id: int, *, project_id: int | None, namespace_ids: Sequence[int]) -> list[int]:
         if project_id is None and not namespace_ids:
@@ -505,180 +309,6 @@ class PostgresStore(SharedQueries):
         # "No membership" is kept too: it ages out like the rest.
         return list(await self._cache.load(key, read, keep=always))
 
-    # --- deploy tokens ----------------------------------------------------------------------------------------
-
-    async def create_deploy_token(self, new: NewDeployToken) -> DeployToken:
-        async with self._tx() as conn:
-            with _conflict("token digest collision or dangling holder"):
-                row = await conn.fetchrow(
-                    "INSERT INTO deploy_tokens (name, username, token_digest, token_encrypted, scopes, expires_at,"
-                    " created_at, creator_id, project_id, group_id)"
-                    f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {DT_COLUMNS}",
-                    new.name,
-                    new.custom_username,
-                    new.token_digest,
-                    new.token_encrypted,
-                    list(new.scopes),
-                    new.expires_at,
-                    new.created_at,
-                    new.creator_id,
-                    new.project_id,
-                    new.group_id,
-                )
-        return _ROWS.deploy_token(row)
-
-    @staticmethod
-    def _holder_filter(param: _Params, project_id: int | None, group_id: int | None, active_at: datetime | None) -> str:
-        clauses: list[str] = []
-        if project_id is not None:
-            clauses.append(f"project_id = {param(project_id)}")
-        if group_id is not None:
-            clauses.append(f"group_id = {param(group_id)}")
-        if active_at is not None:
-            # The one rule of tokens.is_active, in SQL: not revoked and (no expiry or now < expires_at).
-            clauses.append(f"NOT revoked AND (expires_at IS NULL OR {param(active_at)} < expires_at)")
-        return (" WHERE " + " AND ".join(clauses)) if clauses else ""
-
-    async def list_deploy_tokens(
-        self,
-        *,
-        project_id: int | None = None,
-        group_id: int | None = None,
-        active_at: datetime | None = None,
-        offset: int = 0,
-        limit: int = 100,
-    ) -> Page[DeployToken]:
-        param = _Params()
-        where = self._holder_filter(param, project_id, group_id, active_at)
-        total = await self._fetchval(f"SELECT count(*) FROM deploy_tokens{where}", *param.values)
-        page = f" ORDER BY id LIMIT {param(limit)} OFFSET {param(offset)}"
-        rows = await self._fetch(f"SELECT {DT_COLUMNS} FROM deploy_tokens{where}{page}", *param.values)
-        return Page([_ROWS.deploy_token(r) for r in rows], int(total))
-
-    async def find_named_deploy_token(
-        self, name: str, *, project_id: int | None = None, group_id: int | None = None, active_at: datetime
-    ) -> DeployToken | None:
-        param = _Params()
-        where = self._holder_filter(param, project_id, group_id, active_at)
-        row = await self._fetchrow(
-            f"SELECT {DT_COLUMNS} FROM deploy_tokens{where} AND name = {param(name)} ORDER BY id DESC LIMIT 1",
-            *param.values,
-        )
-        return _ROWS.deploy_token(row) if row else None
-
-    # --- web UI sessions --------------------------------------------------------------------------------------
-
-    async def create_web_session(
-        self, *, session_digest: bytes, user_id: int, created_at: datetime, expires_at: datetime
-    ) -> None:
-        async with self._tx() as conn:
-            with _conflict("session digest collision or unknown user"):
-                await conn.execute(
-                    "INSERT INTO web_sessions (session_digest, user_id, created_at, expires_at)"
-                    " VALUES ($1, $2, $3, $4)",
-                    session_digest,
-                    user_id,
-                    created_at,
-                    expires_at,
-                )
-
-    # --- failed authentications per client address (gateway/bruteforce.py) -----------------------------------
-    # The hot-read cache holds nothing of auth_failures: clearing it on each failure would let a guesser slow
-    # every other client down.
-
-    async def record_auth_failure(self, address: str, *, now: datetime, window_start_after: datetime) -> int:
-        async with self._tx(clears_cache=False) as conn:
-            # INSERT ... ON CONFLICT DO UPDATE locks the row: concurrent failures of one address from several
-            # replicas are counted one after the other. SET expressions read the row as it was.
-            failures = await conn.fetchval(
-                "INSERT INTO auth_failures AS f (address, failures, window_start, updated_at) VALUES ($1, 1, $2, $2)"
-                " ON CONFLICT (address) DO UPDATE SET"
-                " failures = CASE WHEN f.window_start <= $3 THEN 1 ELSE f.failures + 1 END,"
-                " window_start = CASE WHEN f.window_start <= $3 THEN $2 ELSE f.window_start END,"
-                " updated_at = $2"
-                " RETURNING failures",
-                address,
-                now,
-                window_start_after,
-            )
-        return int(failures)
-
-    async def ban_address(self, address: str, *, until: datetime, now: datetime) -> None:
-        async with self._tx(clears_cache=False) as conn:
-            await conn.execute(
-                "INSERT INTO auth_failures (address, failures, window_start, updated_at, banned_until)"
-                " VALUES ($1, 0, $2, $2, $3)"
-                " ON CONFLICT (address) DO UPDATE SET failures = 0, window_start = $2, updated_at = $2,"
-                " banned_until = $3",
-                address,
-                now,
-                until,
-            )
-
-    async def clear_auth_failures(self, address: str, *, now: datetime, lift_ban: bool = False) -> bool:
-        async with self._tx(clears_cache=False) as conn:
-            status = await conn.execute(
-                "DELETE FROM auth_failures WHERE address = $1 AND ($3 OR banned_until IS NULL OR banned_until <= $2)",
-                address,
-                now,
-                lift_ban,
-            )
-        return _affected(status) > 0
-
-    async def list_auth_failures(self, *, now: datetime, updated_since: datetime, limit: int) -> list[AuthFailures]:
-        rows = await self._fetch(
-            f"SELECT {AUTH_FAILURE_COLUMNS} FROM auth_failures"
-            " WHERE banned_until > $1 OR updated_at > $2 ORDER BY updated_at DESC LIMIT $3",
-            now,
-            updated_since,
-            limit,
-        )
-        return [_ROWS.auth_failures(r) for r in rows]
-
-    async def delete_stale_auth_failures(self, *, now: datetime, updated_before: datetime) -> int:
-        async with self._tx(clears_cache=False) as conn:
-            status = await conn.execute(
-                "DELETE FROM auth_failures WHERE updated_at < $1 AND (banned_until IS NULL OR banned_until <= $2)",
-                updated_before,
-                now,
-            )
-        return _affected(status)
-
-    # --- package names ----------------------------------------------------------------------------------------
-
-    async def claim_package_name(
-        self, *, format: str, name: str, project_id: int, exclusive: bool, now: datetime
-    ) -> int:
-        async with self._tx() as conn:
-            # The primary key (format, name, project_id) + ON CONFLICT makes one project's repeated claim an
-            # atomic upsert. "No *other* project holds the name" is a predicate over other rows, which no unique
-            # constraint can state while shared names are allowed, so the claims of one name queue on a
-            # transaction advisory lock; under READ COMMITTED the next claimant's check then sees the winner.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))", PACKAGE_NAME_LOCK_CLASS, f"{format}/{name}"
-            )
-            if exclusive:
-                other = await conn.fetchval(
-                    "SELECT project_id FROM package_names WHERE format = $1 AND name = $2 AND project_id <> $3"
-                    " ORDER BY created_at, project_id LIMIT 1",
-                    format,
-                    name,
-                    project_id,
-                )
-                if other is not None:
-                    return int(other)
-            with _conflict("package name of an unknown project or format"):
-                await conn.execute(
-                    "INSERT INTO package_names (format, name, project_id, created_at, updated_at)"
-                    " VALUES ($1, $2, $3, $4, $4)"
-                    " ON CONFLICT (format, name, project_id) DO UPDATE SET updated_at = excluded.updated_at",
-                    format,
-                    name,
-                    project_id,
-                    now,
-                )
-        return project_id
-
     async def list_package_names(self, format: str, project_ids: Sequence[int]) -> list[PackageName]:
         if not project_ids:
             return []
@@ -689,63 +319,3 @@ class PostgresStore(SharedQueries):
             list(project_ids),
         )
         return [_ROWS.package_name(r) for r in rows]
-
-    # --- audit trail and last use ----------------------------------------------------------------------------
-
-    async def insert_audit_events(self, events: Sequence[NewAuditEvent]) -> None:
-        if not events:
-            return
-        rows = [
-            (e.created_at, e.author_id, e.entity_type, e.entity_id, e.event_name, json.dumps(e.details)) for e in events
-        ]
-        async with self._tx(clears_cache=False) as conn:
-            await conn.executemany(
-                "INSERT INTO audit_events (created_at, author_id, entity_type, entity_id, event_name, details)"
-                " VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-                rows,
-            )
-
-    async def list_audit_events(self, query: AuditQuery, *, offset: int, limit: int) -> Page[AuditEvent]:
-        param = _Params()
-        clauses = [
-            f"{column} {param(value)}"
-            for column, value in (
-                ("entity_type =", query.entity_type),
-                ("entity_id =", query.entity_id),
-                ("author_id =", query.author_id),
-                ("created_at >=", query.created_after),
-                ("created_at <=", query.created_before),
-            )
-            if value is not None
-        ]
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        total = await self._fetchval(f"SELECT count(*) FROM audit_events{where}", *param.values)
-        page = f" ORDER BY id DESC LIMIT {param(limit)} OFFSET {param(offset)}"
-        rows = await self._fetch(
-            f"SELECT {AUDIT_COLUMNS.replace('details', 'details::text')} FROM audit_events{where}{page}", *param.values
-        )
-        return Page([_ROWS.audit_event(r) for r in rows], int(total))
-
-    async def get_audit_event(self, event_id: int) -> AuditEvent | None:
-        row = await self._fetchrow(
-            f"SELECT {AUDIT_COLUMNS.replace('details', 'details::text')} FROM audit_events WHERE id = $1", event_id
-        )
-        return _ROWS.audit_event(row) if row else None
-
-    async def record_token_use(self, use: TokenUse, *, min_interval: float, keep_ips: int) -> bool:
-        table = TOKEN_TABLES[use.kind]
-        async with self._tx(clears_cache=False) as conn:
-            # FOR UPDATE: two replicas flushing the same token merge their addresses one after the other.
-            row = await conn.fetchrow(
-                f"SELECT last_used_at, last_used_ips FROM {table} WHERE id = $1 FOR UPDATE", use.token_id
-            )
-            if row is None:
-                return False
-            stored = _ts(row[0])
-            if stored is not None and (use.at - stored).total_seconds() < min_interval:
-                return False
-            ips = list(dict.fromkeys([*use.ips, *row[1]]))[:keep_ips]
-            await conn.execute(
-                f"UPDATE {table} SET last_used_at = $1, last_used_ips = $2 WHERE id = $3", use.at, ips, use.token_id
-            )
-            return True

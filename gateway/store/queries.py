@@ -3,21 +3,29 @@ them), rows turned into records by store/rows.py; each store supplies the primit
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, TypeVar
 
 from gateway.errors import Conflict
 from gateway.store.base import (
+    AuditEvent,
+    AuditQuery,
+    AuthFailures,
     DeployToken,
     Member,
     Namespace,
+    NewAuditEvent,
+    NewDeployToken,
     PackageName,
+    Page,
     PersonalAccessToken,
     Project,
     SourceKind,
+    TokenUse,
     User,
     UserState,
     Visibility,
@@ -25,12 +33,15 @@ from gateway.store.base import (
 )
 from gateway.store.cache import TTLCache, project_key
 from gateway.store.rows import (
+    AUDIT_COLUMNS,
+    AUTH_FAILURE_COLUMNS,
     DT_COLUMNS,
     MEMBER_SELECT,
     NS_COLUMNS,
     PACKAGE_COLUMNS,
     PAT_COLUMNS,
     PROJECT_FROM,
+    TOKEN_TABLES,
     USER_COLUMNS,
     Rows,
 )
@@ -58,34 +69,47 @@ class SharedQueries(ABC):
 
     @staticmethod
     @abstractmethod
-    def _stamp(value: datetime) -> Any:
-        """A timestamp as this database takes it as a parameter."""
+    def _stamp(value: datetime | None) -> Any:
+        """A timestamp (None stays None) as this database takes it as a parameter."""
 
     @abstractmethod
     def _tx(self, *, clears_cache: bool = True) -> AbstractAsyncContextManager[Any]:
         """A write transaction on one connection."""
 
     @abstractmethod
-    async def _insert_namespace(
-        self,
-        db: Any,
-        *,
-        kind: str,
-        name: str,
-        path: str,
-        parent: Namespace | None,
-        visibility: Visibility,
-        description: str,
-        now: datetime,
-    ) -> int:
-        """Insert a namespace and its route in the transaction of `db`; its id."""
+    async def _insert(self, db: Any, sql: str, *args: Any, conflict: str) -> int:
+        """An INSERT (`?` placeholders, no RETURNING) in the transaction of `db`; the new row's id. A violated
+        constraint (unique, foreign key) is Conflict(conflict)."""
+
+    @abstractmethod
+    async def _execute(self, db: Any, sql: str, *args: Any, conflict: str | None = None) -> int:
+        """One statement (`?` placeholders) in the transaction of `db`; the number of rows it changed."""
+
+    @abstractmethod
+    async def _execute_many(self, db: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement (`?` placeholders) once per row of parameters, in the transaction of `db`."""
+
+    @abstractmethod
+    async def _tx_row(self, db: Any, sql: str, *args: Any) -> Any:
+        """The first row a statement (`?` placeholders) returns in the transaction of `db`, or None."""
 
     @staticmethod
     @abstractmethod
-    async def _insert_member(
-        db: Any, source_kind: str, source_id: int, user_id: int, access_level: int, now: datetime
-    ) -> None:
-        """Insert a membership in the transaction of `db` (Conflict when it exists)."""
+    def _words(values: Sequence[str]) -> Any:
+        """A list of words (scopes, addresses) as this database stores it (rows.Decoding.words reads it back)."""
+
+    @staticmethod
+    @abstractmethod
+    def _ids(values: Sequence[int]) -> Any:
+        """Namespace ancestry ids as this database stores them (rows.Decoding.ids reads them back)."""
+
+    @abstractmethod
+    async def _lock_package_name(self, db: Any, key: str) -> None:
+        """Queue the claims of one package name (claim_package_name): each transaction waits here for the
+        previous one's end."""
+
+    # How a read-modify-write transaction locks the row it read, where its database needs to be told.
+    _FOR_UPDATE = ""
 
     async def _cached_row(self, key: Hashable, record: Callable[[Any], T], sql: str, *args: Any) -> T | None:
         """The record of one row through the hot-read cache (single flight); a miss is not kept, so that a row
@@ -240,3 +264,366 @@ class SharedQueries(ABC):
         return await self._change(
             "DELETE FROM audit_events WHERE created_at < ?", self._stamp(before), clears_cache=False
         )
+
+    # --- writes of several statements, written once on the primitives above --------------------------------
+
+    async def create_user(
+        self, *, username: str, name: str, email: str, password_hash: str | None, is_admin: bool, now: datetime
+    ) -> User:
+        async with self._tx() as db:
+            ns_id = await self._insert_namespace(
+                db, kind="user", name=name, path=username, parent=None, visibility="private", description="", now=now
+            )
+            user_id = await self._insert(
+                db,
+                "INSERT INTO users (username, name, email, password_hash, is_admin, state, created_at, namespace_id)"
+                " VALUES (?, ?, ?, ?, ?, 'active', ?, ?)",
+                *(username, name, email, password_hash, is_admin, self._stamp(now), ns_id),
+                conflict="Username has already been taken",
+            )
+            await self._execute(db, "UPDATE namespaces SET owner_id = ? WHERE id = ?", user_id, ns_id)
+        user = await self.get_user(user_id)
+        assert user is not None
+        return user
+
+    async def list_users(self, *, offset: int, limit: int, search: str | None = None) -> Page[User]:
+        where, args = "", []
+        if search:
+            # LIKE wildcards typed in the search are literal: '\' escapes them (standard_conforming_strings).
+            like = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where = " OR ".join(f"lower(u.{column}) LIKE ? ESCAPE '\\'" for column in ("username", "name", "email"))
+            where, args = f"WHERE {where}", [like] * 3
+        total = (await self._row(f"SELECT count(*) FROM users u {where}", *args))[0]
+        rows = await self._rows(
+            f"SELECT {USER_COLUMNS} FROM users u {where} ORDER BY u.id LIMIT ? OFFSET ?", *args, limit, offset
+        )
+        return Page([self._records.user(r) for r in rows], int(total))
+
+    async def create_personal_access_token(
+        self,
+        *,
+        user_id: int,
+        name: str,
+        token_digest: bytes,
+        scopes: Sequence[str],
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> PersonalAccessToken:
+        async with self._tx() as db:
+            token_id = await self._insert(
+                db,
+                "INSERT INTO personal_access_tokens (user_id, name, token_digest, scopes, expires_at, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                *(user_id, name, token_digest, self._words(scopes), self._stamp(expires_at), self._stamp(now)),
+                conflict="token digest collision",
+            )
+        token = await self.get_personal_access_token(token_id)
+        assert token is not None
+        return token
+
+    async def _insert_route(self, db: Any, path: str, kind: str, source_id: int) -> None:
+        await self._execute(
+            db,
+            "INSERT INTO routes (path_lower, source_kind, source_id) VALUES (lower(?), ?, ?)",
+            *(path, kind, source_id),
+            conflict="has already been taken",
+        )
+
+    async def _insert_namespace(
+        self,
+        db: Any,
+        *,
+        kind: str,
+        name: str,
+        path: str,
+        parent: Namespace | None,
+        visibility: Visibility,
+        description: str,
+        now: datetime,
+    ) -> int:
+        """Insert a namespace and its route in the transaction of `db`; its id."""
+        full_path = f"{parent.full_path}/{path}" if parent else path
+        ns_id = await self._insert(
+            db,
+            "INSERT INTO namespaces (kind, name, path, full_path, parent_id, traversal_ids, visibility, description,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            *(kind, name, path, full_path, parent.id if parent else None, self._ids(()), visibility, description),
+            self._stamp(now),
+            conflict="has already been taken",
+        )
+        # GitLab's traversal_ids: the ancestry from the root, this namespace's own id last.
+        traversal = (*parent.traversal_ids, ns_id) if parent else (ns_id,)
+        await self._execute(db, "UPDATE namespaces SET traversal_ids = ? WHERE id = ?", self._ids(traversal), ns_id)
+        await self._insert_route(db, full_path, "namespace", ns_id)
+        return ns_id
+
+    async def create_project(
+        self,
+        *,
+        namespace_id: int,
+        name: str,
+        path: str,
+        visibility: Visibility,
+        description: str,
+        creator_id: int | None,
+        now: datetime,
+        owner_id: int | None = None,
+    ) -> Project:
+        ns = await self.get_namespace(namespace_id)
+        if ns is None:
+            raise Conflict("namespace does not exist")
+        full_path = f"{ns.full_path}/{path}"
+        async with self._tx() as db:
+            project_id = await self._insert(
+                db,
+                "INSERT INTO projects (namespace_id, name, path, full_path, visibility, description, created_at,"
+                " creator_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                *(namespace_id, name, path, full_path, visibility, description, self._stamp(now), creator_id),
+                conflict="has already been taken",
+            )
+            await self._insert_route(db, full_path, "project", project_id)
+            if owner_id is not None:
+                await self._insert_member(db, "project", project_id, owner_id, 50, now)
+        project = await self.get_project(project_id)
+        assert project is not None
+        return project
+
+    async def delete_project(self, project_id: int) -> bool:
+        async with self._tx() as db:
+            for sql in (
+                "DELETE FROM deploy_tokens WHERE project_id = ?",
+                "DELETE FROM package_names WHERE project_id = ?",
+                "DELETE FROM members WHERE source_kind = 'project' AND source_id = ?",
+                "DELETE FROM routes WHERE source_kind = 'project' AND source_id = ?",
+            ):
+                await self._execute(db, sql, project_id)
+            return await self._execute(db, "DELETE FROM projects WHERE id = ?", project_id) > 0
+
+    async def add_member(
+        self, *, source_kind: SourceKind, source_id: int, user_id: int, access_level: int, now: datetime
+    ) -> Member:
+        async with self._tx() as db:
+            await self._insert_member(db, source_kind, source_id, user_id, access_level, now)
+        row = await self._row(
+            f"{MEMBER_SELECT} WHERE m.source_kind = ? AND m.source_id = ? AND m.user_id = ?",
+            *(source_kind, source_id, user_id),
+        )
+        return self._records.member(row)
+
+    async def _insert_member(
+        self, db: Any, source_kind: str, source_id: int, user_id: int, access_level: int, now: datetime
+    ) -> None:
+        await self._execute(
+            db,
+            "INSERT INTO members (source_kind, source_id, user_id, access_level, created_at) VALUES (?, ?, ?, ?, ?)",
+            *(source_kind, source_id, user_id, access_level, self._stamp(now)),
+            conflict="Member already exists",
+        )
+
+    async def create_deploy_token(self, new: NewDeployToken) -> DeployToken:
+        async with self._tx() as db:
+            token_id = await self._insert(
+                db,
+                "INSERT INTO deploy_tokens (name, username, token_digest, token_encrypted, scopes, expires_at,"
+                " created_at, creator_id, project_id, group_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                *(new.name, new.custom_username, new.token_digest, new.token_encrypted, self._words(new.scopes)),
+                *(self._stamp(new.expires_at), self._stamp(new.created_at), new.creator_id, new.project_id),
+                new.group_id,
+                conflict="token digest collision or dangling holder",
+            )
+        token = await self.get_deploy_token(token_id)
+        assert token is not None
+        return token
+
+    def _holder_filter(
+        self, project_id: int | None, group_id: int | None, active_at: datetime | None
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        if project_id is not None:
+            clauses.append("project_id = ?")
+            args.append(project_id)
+        if group_id is not None:
+            clauses.append("group_id = ?")
+            args.append(group_id)
+        if active_at is not None:
+            # The one rule of tokens.is_active, in SQL: not revoked and (no expiry or now < expires_at).
+            clauses.append("revoked = FALSE AND (expires_at IS NULL OR ? < expires_at)")
+            args.append(self._stamp(active_at))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    async def list_deploy_tokens(
+        self,
+        *,
+        project_id: int | None = None,
+        group_id: int | None = None,
+        active_at: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> Page[DeployToken]:
+        where, args = self._holder_filter(project_id, group_id, active_at)
+        total = (await self._row(f"SELECT count(*) FROM deploy_tokens{where}", *args))[0]
+        rows = await self._rows(
+            f"SELECT {DT_COLUMNS} FROM deploy_tokens{where} ORDER BY id LIMIT ? OFFSET ?", *args, limit, offset
+        )
+        return Page([self._records.deploy_token(r) for r in rows], int(total))
+
+    async def find_named_deploy_token(
+        self, name: str, *, project_id: int | None = None, group_id: int | None = None, active_at: datetime
+    ) -> DeployToken | None:
+        where, args = self._holder_filter(project_id, group_id, active_at)
+        row = await self._row(
+            f"SELECT {DT_COLUMNS} FROM deploy_tokens{where} AND name = ? ORDER BY id DESC LIMIT 1", *args, name
+        )
+        return self._records.deploy_token(row) if row else None
+
+    async def create_web_session(
+        self, *, session_digest: bytes, user_id: int, created_at: datetime, expires_at: datetime
+    ) -> None:
+        async with self._tx() as db:
+            await self._execute(
+                db,
+                "INSERT INTO web_sessions (session_digest, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                *(session_digest, user_id, self._stamp(created_at), self._stamp(expires_at)),
+                conflict="session digest collision or unknown user",
+            )
+
+    # --- failed authentications per client address (gateway/bruteforce.py) -----------------------------------
+    # The hot-read cache holds nothing of auth_failures: clearing it on each failure would let a guesser slow
+    # every other client down.
+
+    async def record_auth_failure(self, address: str, *, now: datetime, window_start_after: datetime) -> int:
+        at, after = self._stamp(now), self._stamp(window_start_after)
+        async with self._tx(clears_cache=False) as db:
+            # One atomic upsert, so that concurrent failures of one address (several replicas) are counted one
+            # after the other. SET expressions read the row as it was before the update (SQL semantics).
+            row = await self._tx_row(
+                db,
+                "INSERT INTO auth_failures AS f (address, failures, window_start, updated_at) VALUES (?, 1, ?, ?)"
+                " ON CONFLICT (address) DO UPDATE SET"
+                " failures = CASE WHEN f.window_start <= ? THEN 1 ELSE f.failures + 1 END,"
+                " window_start = CASE WHEN f.window_start <= ? THEN excluded.window_start ELSE f.window_start END,"
+                " updated_at = excluded.updated_at"
+                " RETURNING failures",
+                *(address, at, at, after, after),
+            )
+        return int(row[0])
+
+    async def ban_address(self, address: str, *, until: datetime, now: datetime) -> None:
+        async with self._tx(clears_cache=False) as db:
+            await self._execute(
+                db,
+                "INSERT INTO auth_failures (address, failures, window_start, updated_at, banned_until)"
+                " VALUES (?, 0, ?, ?, ?)"
+                " ON CONFLICT (address) DO UPDATE SET failures = 0, window_start = excluded.window_start,"
+                " updated_at = excluded.updated_at, banned_until = excluded.banned_until",
+                *(address, self._stamp(now), self._stamp(now), self._stamp(until)),
+            )
+
+    async def clear_auth_failures(self, address: str, *, now: datetime, lift_ban: bool = False) -> bool:
+        sql = "DELETE FROM auth_failures WHERE address = ? AND (? OR banned_until IS NULL OR banned_until <= ?)"
+        return await self._change(sql, address, lift_ban, self._stamp(now), clears_cache=False) > 0
+
+    async def list_auth_failures(self, *, now: datetime, updated_since: datetime, limit: int) -> list[AuthFailures]:
+        rows = await self._rows(
+            f"SELECT {AUTH_FAILURE_COLUMNS} FROM auth_failures"
+            " WHERE banned_until > ? OR updated_at > ? ORDER BY updated_at DESC LIMIT ?",
+            *(self._stamp(now), self._stamp(updated_since), limit),
+        )
+        return [self._records.auth_failures(r) for r in rows]
+
+    async def delete_stale_auth_failures(self, *, now: datetime, updated_before: datetime) -> int:
+        return await self._change(
+            "DELETE FROM auth_failures WHERE updated_at < ? AND (banned_until IS NULL OR banned_until <= ?)",
+            *(self._stamp(updated_before), self._stamp(now)),
+            clears_cache=False,
+        )
+
+    # --- package names ----------------------------------------------------------------------------------------
+
+    async def claim_package_name(
+        self, *, format: str, name: str, project_id: int, exclusive: bool, now: datetime
+    ) -> int:
+        async with self._tx() as db:
+            # The primary key (format, name, project_id) + ON CONFLICT makes one project's repeated claim an
+            # atomic upsert. "No *other* project holds the name" is a predicate over other rows, which no unique
+            # constraint can state while shared names are allowed: the claims of one name queue on a lock first.
+            await self._lock_package_name(db, f"{format}/{name}")
+            if exclusive:
+                other = await self._tx_row(
+                    db,
+                    "SELECT project_id FROM package_names WHERE format = ? AND name = ? AND project_id <> ?"
+                    " ORDER BY created_at, project_id LIMIT 1",
+                    *(format, name, project_id),
+                )
+                if other is not None:
+                    return int(other[0])
+            await self._execute(
+                db,
+                "INSERT INTO package_names (format, name, project_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (format, name, project_id) DO UPDATE SET updated_at = excluded.updated_at",
+                *(format, name, project_id, self._stamp(now), self._stamp(now)),
+                conflict="package name of an unknown project or format",
+            )
+        return project_id
+
+    # --- audit trail and last use ----------------------------------------------------------------------------
+
+    async def insert_audit_events(self, events: Sequence[NewAuditEvent]) -> None:
+        if not events:
+            return
+        rows = [
+            (self._stamp(e.created_at), e.author_id, e.entity_type, e.entity_id, e.event_name, json.dumps(e.details))
+            for e in events
+        ]
+        async with self._tx(clears_cache=False) as db:
+            # JSON as text: SQLite stores it so, PostgreSQL's jsonb column parses it (asyncpg sends jsonb as text).
+            await self._execute_many(
+                db,
+                "INSERT INTO audit_events (created_at, author_id, entity_type, entity_id, event_name, details)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    async def list_audit_events(self, query: AuditQuery, *, offset: int, limit: int) -> Page[AuditEvent]:
+        filters = (
+            ("entity_type = ?", query.entity_type),
+            ("entity_id = ?", query.entity_id),
+            ("author_id = ?", query.author_id),
+            ("created_at >= ?", None if query.created_after is None else self._stamp(query.created_after)),
+            ("created_at <= ?", None if query.created_before is None else self._stamp(query.created_before)),
+        )
+        clauses = [clause for clause, value in filters if value is not None]
+        args = [value for _, value in filters if value is not None]
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        total = (await self._row(f"SELECT count(*) FROM audit_events{where}", *args))[0]
+        rows = await self._rows(
+            f"SELECT {AUDIT_COLUMNS} FROM audit_events{where} ORDER BY id DESC LIMIT ? OFFSET ?", *args, limit, offset
+        )
+        return Page([self._records.audit_event(r) for r in rows], int(total))
+
+    async def get_audit_event(self, event_id: int) -> AuditEvent | None:
+        row = await self._row(f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE id = ?", event_id)
+        return self._records.audit_event(row) if row else None
+
+    async def record_token_use(self, use: TokenUse, *, min_interval: float, keep_ips: int) -> bool:
+        table = TOKEN_TABLES[use.kind]
+        async with self._tx(clears_cache=False) as db:
+            # Read and write under the row's lock: two replicas flushing the same token merge their addresses one
+            # after the other.
+            row = await self._tx_row(
+                db, f"SELECT last_used_at, last_used_ips FROM {table} WHERE id = ?{self._FOR_UPDATE}", use.token_id
+            )
+            if row is None:
+                return False
+            stored = self._records.timestamp(row[0])
+            if stored is not None and (use.at - stored).total_seconds() < min_interval:
+                return False
+            # The newest addresses first, then the stored ones not among them, `keep_ips` at most (GitLab: five).
+            ips = tuple(dict.fromkeys([*use.ips, *self._records.words(row[1])]))[:keep_ips]
+            await self._execute(
+                db,
+                f"UPDATE {table} SET last_used_at = ?, last_used_ips = ? WHERE id = ?",
+                *(self._stamp(use.at), self._words(ips), use.token_id),
+            )
+            return True

@@ -65,6 +65,12 @@ class Rows:
     def __init__(self, decoding: Decoding) -> None:
         self._ts, self._ids, self._words = decoding.timestamp, decoding.ids, decoding.words
 
+    def timestamp(self, value: Any) -> datetime | None:
+        return self._ts(value)
+
+    def words(self, value: Any) -> tuple[str, ...]:
+        return self._words(value)
+
     def must_ts(self, value: Any) -> datetime:
         parsed = self._ts(value)
         assert parsed is not None, "a NOT NULL timestamp column"
