@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway import secretbox, signing_keys
 from gateway.audit import AuditLog
 from gateway.bruteforce import Guard
-from gateway.clients import Clients
+from gateway.clients import CLIENTS, Clients
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.last_use import LastUse
@@ -49,8 +49,6 @@ PROXY = web.AppKey("proxy", Forwarder)
 GIT_SLOTS = web.AppKey("git_slots", asyncio.Semaphore)
 # Failed web sign-ins per username (web/throttle.py); in memory, per process.
 LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
-# The client address of a request under server.trusted_proxies (clients.py).
-CLIENTS = web.AppKey("clients", Clients)
 # Failed authentications per client address and bans, shared through the store (bruteforce.py).
 BRUTE_FORCE = web.AppKey("brute_force", Guard)
 # The audit trail and tokens' last use: buffered in memory, written in batches by a background task (audit.py).

@@ -1,10 +1,11 @@
-"""Who the client is: the peer's address, or behind trusted reverse proxies the X-Forwarded-For hop they vouch for.
-
-One definition for every family (brute-force bans, the sign-in limit, and whatever else keys on the client).
+"""Who the client is and how it reached us: the peer's address and the request's scheme and host, or behind trusted
+reverse proxies the X-Forwarded-For hop, X-Forwarded-Proto and X-Forwarded-Host they vouch for. One definition for
+every family (bans, the sign-in limit, the URLs the gateway hands back, the headers it forwards).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
@@ -17,6 +18,9 @@ CLIENT_ADDRESS = web.RequestKey("client_address", str)  # computed once per requ
 # ipaddress parses take microseconds each (2.5 µs for an IPv4 address on 3.11) and a request behind a proxy needs
 # several: parses and range checks are remembered, for this many distinct strings each.
 PARSED = 65_536
+# A host as it may stand in a URL we build (RFC 3986 reg-name or IP literal, optional port); anything else a proxy
+# forwards is ignored rather than copied into Link, Location or realm URLs.
+_HOST = re.compile(r"\A(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z")
 
 
 def normal(address: str) -> str:
@@ -108,3 +112,33 @@ class Clients:
         address = client_address(remote, forwarded, self.trusted)
         request[CLIENT_ADDRESS] = address
         return address
+
+    def _from_proxy(self, request: web.Request) -> bool:
+        return bool(self.trusted) and normal(request.remote or "") in self.trusted
+
+    def scheme(self, request: web.Request) -> str:
+        """http or https as the client used it: a trusted proxy's X-Forwarded-Proto (the leftmost, the hop nearest
+        the client), else the connection's own."""
+        if self._from_proxy(request):
+            forwarded = request.headers.get("X-Forwarded-Proto", "").split(",", 1)[0].strip().lower()
+            if forwarded in ("http", "https"):
+                return forwarded
+        return request.scheme
+
+    def host(self, request: web.Request) -> str:
+        """The host (and port) the client addressed: a trusted proxy's X-Forwarded-Host, else the Host header."""
+        if self._from_proxy(request):
+            forwarded = request.headers.get("X-Forwarded-Host", "").split(",", 1)[0].strip()
+            if _HOST.match(forwarded):
+                return forwarded
+        return request.host
+
+    def origin(self, request: web.Request) -> str:
+        """scheme://host as the client addressed the gateway."""
+        return f"{self.scheme(request)}://{self.host(request)}"
+
+
+# The app's Clients, under server.trusted_proxies (app.py sets it).
+CLIENTS = web.AppKey("clients", Clients)
+# For an app without one (a bare forwarding app in tests): no proxy is trusted, the connection is the client's.
+DIRECT = Clients(())

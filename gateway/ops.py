@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import metrics as metrics_module
-from gateway.app import CLIENTS, CONFIG, STORE
+from gateway.app import CONFIG, STORE
+from gateway.clients import CLIENTS
 from gateway.errors import NotFound, ServiceUnavailable, StoreError
 
 

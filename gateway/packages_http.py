@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 
 from gateway import access, authn, packages, packages_documents, principals, proxy
 from gateway.app import CLOCK, CONFIG, PROXY, STORE
+from gateway.clients import CLIENTS
 from gateway.config import Config, PackagesConfig
 from gateway.errors import (
     BadGateway,
@@ -198,7 +199,7 @@ def _root(backend: Backend, project: Project) -> str:
 
 
 def _client_origin(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+    return request.app[CLIENTS].origin(request)
 
 
 def _public_base(request: web.Request, marker: str) -> str:

@@ -21,6 +21,7 @@ from aiohttp.payload import Payload
 from multidict import CIMultiDict
 
 from gateway import metrics, socket_relay
+from gateway.clients import CLIENTS, DIRECT
 from gateway.errors import BadGateway, GatewayTimeout
 
 log = logging.getLogger("gateway.proxy")
@@ -102,9 +103,11 @@ def request_headers(
             out.add(name, value)
     if keep_host and request.host:
         out[hdrs.HOST] = request.host
+    # What the client used, so that a backend building URLs (the registry's upload Location) builds the client's.
+    clients = request.app.get(CLIENTS, DIRECT)
     out["X-Forwarded-For"] = request.remote or ""
-    out["X-Forwarded-Proto"] = request.scheme
-    out["X-Forwarded-Host"] = request.host
+    out["X-Forwarded-Proto"] = clients.scheme(request)
+    out["X-Forwarded-Host"] = clients.host(request)
     return out
 
 

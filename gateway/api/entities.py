@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.app import CONFIG
+from gateway.clients import CLIENTS
 from gateway.store.base import DeployToken, Member, Namespace, PersonalAccessToken, Project, User
 from gateway.tokens import is_expired
 
@@ -26,9 +27,9 @@ def iso_date(value: datetime | None) -> str | None:
 
 
 def base_url(request: web.Request) -> str:
-    """The public origin: server.external_url, else what the client used to reach us."""
+    """The public origin: server.external_url, else what the client used to reach us (through trusted proxies)."""
     configured = request.app[CONFIG].server.external_url
-    return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
+    return configured.rstrip("/") if configured else request.app[CLIENTS].origin(request)
 
 
 def deploy_token(token: DeployToken, now: datetime, secret: str | None = None) -> dict[str, Any]:

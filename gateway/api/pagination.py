@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from gateway.api.entities import base_url
 from gateway.errors import ParamError
 
 T = TypeVar("T")
@@ -54,7 +55,9 @@ def respond(request: web.Request, items: Sequence[Any], total: int, pr: PageRequ
     h["X-Total-Pages"] = str(total_pages)
     h["X-Next-Page"] = str(pr.page + 1) if pr.page < total_pages else ""
     h["X-Prev-Page"] = str(pr.page - 1) if pr.page > 1 else ""
-    base = str(request.url.with_query(None))
+    # The public origin (external_url, or what the client used through trusted proxies), the path as it was sent
+    # (an id such as group%2Fproject stays encoded): clients follow rel="next" as given.
+    base = base_url(request) + request.rel_url.raw_path
     query = {k: v for k, v in request.query.items() if k not in ("page", "per_page")}
 
     def link(page: int, rel: str) -> str:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from aiohttp import web
 
 from gateway.app import CLOCK, CONFIG, STORE
+from gateway.clients import CLIENTS
 from gateway.errors import Conflict
 from gateway.middleware import PRINCIPAL
 from gateway.principals import UserPrincipal, describe
@@ -51,8 +52,11 @@ def digest(session_id: str) -> bytes:
 
 
 def is_https(request: web.Request) -> bool:
-    """Behind TLS: the request itself, or the public URL the operator configured (a TLS-terminating proxy)."""
-    return request.secure or request.app[CONFIG].server.external_url.startswith("https:")
+    """Behind TLS: the request itself, a trusted TLS-terminating proxy's X-Forwarded-Proto, or the public URL the
+    operator configured."""
+    return request.app[CLIENTS].scheme(request) == "https" or request.app[CONFIG].server.external_url.startswith(
+        "https:"
+    )
 
 
 def set_cookie(response: web.StreamResponse, request: web.Request, name: str, value: str, *, path: str = "/") -> None:

@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
+from gateway.clients import CLIENTS, Clients
 from gateway.middleware import error_middleware, request_context_middleware
 from gateway.proxy import Forwarder, Timeouts, basic_authorization
 
@@ -157,6 +158,7 @@ async def gateway(aiohttp_client: Any, aiohttp_server: Any) -> Gateway:
         read_timeout: float = 30,
         inflating: bool = False,
         unframed: bool = False,
+        trusted_proxies: list[str] | None = None,
     ) -> tuple[TestClient, web.Application]:
         backend = backend_app()
         server: TestServer = await aiohttp_server(backend, auto_decompress=False)
@@ -180,6 +182,8 @@ async def gateway(aiohttp_client: Any, aiohttp_server: Any) -> Gateway:
 
         app = web.Application(middlewares=[request_context_middleware, error_middleware])
         app.cleanup_ctx.append(ctx)
+        if trusted_proxies is not None:
+            app[CLIENTS] = Clients(trusted_proxies)
         app.router.add_route("*", "/{tail:.*}", forward)
         # auto_decompress must reach the runner: aiohttp_client(server_kwargs=...) would drop it.
         client = await aiohttp_client(await aiohttp_server(app, auto_decompress=inflating))
@@ -239,6 +243,27 @@ async def test_request_headers_are_cleaned(gateway: Gateway, backend_auth: str |
     assert values["x-forwarded-host"] == f"127.0.0.1:{client.port}"
     assert values["host"] != values["x-forwarded-host"]  # the backend's own Host
     assert seen["path_qs"] == "/echo/some/path?q=1&q=2"
+
+
+@pytest.mark.parametrize(
+    ("trusted", "proto", "host"),
+    [
+        # Behind a trusted TLS-terminating proxy the backend is told what the client used (the registry builds its
+        # upload Location from these), not the proxy-to-gateway hop.
+        (["127.0.0.1"], "https", "registry.example.com"),
+        # Anyone else's X-Forwarded-* is replaced by the connection's own.
+        ([], "http", None),
+    ],
+)
+async def test_forwarded_origin_follows_trusted_proxies(
+    gateway: Gateway, trusted: list[str], proto: str, host: str | None
+) -> None:
+    client, _ = await gateway(trusted_proxies=trusted)
+    sent = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "registry.example.com"}
+    r = await client.get("/echo/v2/", headers=sent)
+    values = {k.lower(): v for k, v in (await r.json())["headers"]}
+    assert values["x-forwarded-proto"] == proto
+    assert values["x-forwarded-host"] == (host or f"127.0.0.1:{client.port}")
 
 
 async def test_response_headers_keep_repeats_and_drop_hops(gateway: Gateway) -> None:

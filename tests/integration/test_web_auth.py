@@ -42,7 +42,17 @@ def set_cookie_header(response: Any, name: str) -> str:
     return headers[0]
 
 
-@pytest.mark.parametrize(("external_url", "secure"), [("", False), ("https://gitlab.example.com", True)])
+@pytest.mark.parametrize(
+    ("server", "sent", "secure"),
+    [
+        ({}, {}, False),
+        ({"external_url": "https://gitlab.example.com"}, {}, True),
+        # A TLS-terminating proxy the operator trusts says the browser used https.
+        ({"trusted_proxies": ["127.0.0.1"]}, {"X-Forwarded-Proto": "https"}, True),
+        ({}, {"X-Forwarded-Proto": "https"}, False),  # anyone else saying so is not believed
+    ],
+    ids=["plain", "external-https", "trusted-proxy-https", "untrusted-claim"],
+)
 async def test_session_cookie_flags(
     aiohttp_client: Any,
     aiohttp_server: Any,
@@ -51,19 +61,20 @@ async def test_session_cookie_flags(
     clock: FixedClock,
     box: SecretBox,
     world: World,
-    external_url: str,
+    server: dict[str, Any],
+    sent: dict[str, str],
     secure: bool,
 ) -> None:
-    client = await make_client(aiohttp_client, aiohttp_server, tmp_path, store, clock, box, external_url=external_url)
+    client = await make_client(aiohttp_client, aiohttp_server, tmp_path, store, clock, box, **server)
     alice = await world.user("alice")
-    page = await client.get("/-/login")
+    page = await client.get("/-/login", headers=sent)
     login_cookie = set_cookie_header(page, LOGIN_COOKIE)
     assert ("; secure" in login_cookie.lower()) is secure
     # The test client speaks plain http, so it would not send a Secure cookie back: send it as a browser would.
     response = await client.post(
         "/-/login",
         data={"authenticity_token": csrf_of(await page.text()), "username": "alice", "password": alice.password},
-        headers={"Cookie": login_cookie.split(";")[0]},
+        headers={"Cookie": login_cookie.split(";")[0], **sent},
         allow_redirects=False,
     )
     assert response.status == 303 and response.headers["Location"] == "/"
