@@ -7,7 +7,7 @@ GatewayError
 │   └── StoreUnavailable         locked or unreachable (503)
 └── HTTPFailure(status, message) a client-facing failure
     ├── BadRequest 400 ─ ParamError 400 {"error"} ─ ValidationFailed 400 {"message"}
-    ├── Unauthorized 401 ─ Forbidden 403 ─ NotFound 404 ─ MethodNotAllowed 405
+    ├── Unauthorized 401 ─ Forbidden 403 (─ InsufficientScope) ─ NotFound 404 ─ MethodNotAllowed 405
     ├── PayloadTooLarge 413 ─ TooManyRequests 429
     └── BadGateway 502 ─ ServiceUnavailable 503 ─ GatewayTimeout 504
 """
@@ -62,6 +62,14 @@ class Unauthorized(HTTPFailure):
 
 class Forbidden(HTTPFailure):
     status = 403
+
+
+class InsufficientScope(Forbidden):
+    """A valid token whose scopes do not allow the request: GitLab's OAuth error body names the scopes that would."""
+
+    def __init__(self, scopes: tuple[str, ...]) -> None:
+        super().__init__("403 Forbidden")
+        self.scopes = scopes
 
 
 class NotFound(HTTPFailure):

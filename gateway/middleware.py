@@ -13,7 +13,7 @@ from aiohttp.multipart import BadContentDispositionHeader
 from multidict import MultiDictProxy
 
 from gateway import metrics, random_ids
-from gateway.errors import BadRequest, HTTPFailure, ParamError, StoreUnavailable
+from gateway.errors import BadRequest, HTTPFailure, InsufficientScope, ParamError, StoreUnavailable
 
 access_log = logging.getLogger("gateway.access")
 error_log = logging.getLogger("gateway.error")
@@ -116,6 +116,24 @@ def render_error(family: str, status: int, message: str, *, param_error: bool = 
     return resp
 
 
+# RFC 6750 §3.1's description of insufficient_scope, as GitLab sends it (rack-oauth2 DEFAULT_DESCRIPTION).
+INSUFFICIENT_SCOPE_DESCRIPTION = "The request requires higher privileges than provided by the access token."
+
+
+def insufficient_scope(scopes: tuple[str, ...]) -> web.Response:
+    """GitLab's answer to a token lacking the scope (api_guard.rb): 403 with an OAuth2 error body and challenge."""
+    scope = " ".join(scopes)
+    resp = web.json_response(
+        {"error": "insufficient_scope", "error_description": INSUFFICIENT_SCOPE_DESCRIPTION, "scope": scope},
+        status=403,
+    )
+    resp.headers["WWW-Authenticate"] = (
+        f'Bearer realm="", error="insufficient_scope", error_description="{INSUFFICIENT_SCOPE_DESCRIPTION}",'
+        f' scope="{scope}"'
+    )
+    return resp
+
+
 class UnparseableRequestFilter(logging.Filter):
     """aiohttp logs a request it cannot parse at ERROR with a traceback quoting the offending line, which may be an
     `Authorization` or `PRIVATE-TOKEN` header with a secret (found by tests/fuzz). Keep the event, not the line:
@@ -195,6 +213,10 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except InsufficientScope as exc:
+        if family_of(request) != "api":
+            return render_error(family_of(request), exc.status, exc.message)
+        return insufficient_scope(exc.scopes)
     except HTTPFailure as exc:
         failure = render_error(family_of(request), exc.status, exc.message, param_error=isinstance(exc, ParamError))
         if exc.retry_after is not None:

@@ -71,6 +71,9 @@ class Allowed:
 class Denied:
     kind: Deny
     reason: str  # for logs and the audit trail; never shown to clients in detail
+    # A scope denial (reason INSUFFICIENT_SCOPE): the token scopes any one of which would have allowed it, which
+    # GitLab names in its answer (api_guard.rb, InsufficientScopeError).
+    sufficient_scopes: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return False
@@ -286,7 +289,7 @@ def _decide_user(principal: UserPrincipal, target: Target, op: Operation, levels
             if op in _GIT_DENIALS:
                 # git_access.rb: authenticated, but the token's abilities lack this one → auth_upload/auth_download
                 return Denied(Deny.FORBIDDEN, _GIT_DENIALS[op])
-        return Denied(Deny.FORBIDDEN, INSUFFICIENT_SCOPE)
+        return Denied(Deny.FORBIDDEN, INSUFFICIENT_SCOPE, tuple(sorted(_PAT_SCOPES.get(op, frozenset({"api"})))))
     if target.kind == "instance":
         if op is Operation.READ_USERS or op is Operation.CREATE_GROUP:
             return Allowed("signed-in user")

@@ -16,6 +16,13 @@ from gateway.store.base import Namespace, Project, Store, User, Visibility
 from gateway.tokens import Holder
 from gateway.users import AccessLevel, PasswordHasher
 
+# GitLab's answer to a personal access token that lacks a scope (api_guard.rb, RFC 6750 §3.1), as the API sends it.
+INSUFFICIENT_API_SCOPE = {
+    "error": "insufficient_scope",
+    "error_description": "The request requires higher privileges than provided by the access token.",
+    "scope": "api",
+}
+
 
 @dataclass(frozen=True)
 class Actor:

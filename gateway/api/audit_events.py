@@ -59,7 +59,7 @@ async def _respond(request: web.Request, query: AuditQuery) -> web.Response:
 
 async def _one(request: web.Request, query: AuditQuery) -> web.Response:
     """One event, if it matches what the caller may see (GitLab's 404 otherwise)."""
-    event = await request.app[STORE].get_audit_event(path_id(request, "event_id"))
+    event = await request.app[STORE].get_audit_event(path_id(request, "event_id", "id"))
     if (
         event is None
         or (query.entity_type is not None and event.entity_type != query.entity_type)

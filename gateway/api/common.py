@@ -11,10 +11,10 @@ from aiohttp import web
 
 from gateway import access, authn, credentials, principals
 from gateway.app import STORE
-from gateway.errors import BadRequest, Forbidden, NotFound, ParamError, Unauthorized
+from gateway.errors import BadRequest, Forbidden, InsufficientScope, NotFound, ParamError, Unauthorized
 from gateway.middleware import PRINCIPAL, read_form
 from gateway.namespaces import parse_ref
-from gateway.policy import Denied, Deny, Operation, Target, effective_level
+from gateway.policy import INSUFFICIENT_SCOPE, Denied, Deny, Operation, Target, effective_level
 from gateway.principals import ANONYMOUS, Anonymous, Principal, UserPrincipal
 from gateway.store.base import Namespace, Project
 from gateway.users import AccessLevel
@@ -119,7 +119,7 @@ def int_param(p: dict[str, Any], key: str, *, required: bool = False) -> int | N
 
 def bool_param(p: dict[str, Any], key: str) -> bool | None:
     value = p.get(key)
-    if value is None:
+    if value is None or value == "":  # Grape reads an empty value of a Boolean parameter as absent
         return None
     if isinstance(value, bool):
         return value
@@ -131,6 +131,8 @@ def bool_param(p: dict[str, Any], key: str) -> bool | None:
 
 
 def raise_denied(decision: Denied, not_found: str) -> None:
+    if decision.reason == INSUFFICIENT_SCOPE:
+        raise InsufficientScope(decision.sufficient_scopes)
     if decision.kind is Deny.NOT_FOUND:
         raise NotFound(not_found)
     if decision.kind is Deny.UNAUTHENTICATED:
@@ -209,12 +211,16 @@ async def member_level(request: web.Request, principal: Principal, target: Targe
     return max(level, AccessLevel.OWNER) if target.personal_owner_id == principal.user.id else level
 
 
-def path_id(request: web.Request, key: str) -> int:
-    """A numeric path parameter such as :token_id; anything else is GitLab's 404."""
+def path_id(request: web.Request, key: str, param: str | None = None) -> int:
+    """A numeric path parameter such as :token_id (Grape `type: Integer`): not an integer is 400 "<param> is invalid"
+    (GitLab's name of the parameter, `key` by default); an integer no row can have (negative, beyond 64 bits) is 404."""
     raw = request.match_info[key]
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+    digits = raw[1:] if raw[:1] in ("-", "+") else raw
+    if not (digits.isascii() and digits.isdigit()):
+        raise ParamError(f"{param or key} is invalid")
+    if raw[:1] == "-" or len(digits) > 18:
         raise NotFound("404 Not found")
-    return int(raw)
+    return int(digits)
 
 
 def conflict(message: str) -> web.Response:

@@ -48,6 +48,8 @@ async def _create(request: web.Request, holder: Holder, principal: UserPrincipal
     name = p.get("name")
     if name is None:
         raise ParamError("name is missing")
+    if isinstance(name, int) and not isinstance(name, bool):
+        name = str(name)  # Grape coerces a JSON number to the String parameter it declares
     if not isinstance(name, str):
         raise ParamError("name is invalid")
     if "scopes" not in p:

@@ -223,6 +223,27 @@ async def test_longest_names_are_accepted(client: TestClient, world: World, setu
     assert ((await r.json())["name"], (await r.json())["username"]) == ("n" * length, "u" * length)
 
 
+@pytest.mark.parametrize(("name", "stored"), [(123, "123"), (0, "0")])
+async def test_a_numeric_name_is_taken_as_text(
+    client: TestClient, world: World, setup: Setup, name: int, stored: str
+) -> None:
+    """Grape coerces a JSON number to the String `name` it declares (python-gitlab users pass ints by mistake)."""
+    r = await client.post(setup.url("project"), json={**GOOD, "name": name}, headers=setup.owner.headers)
+    assert r.status == 201, await r.text()
+    assert (await r.json())["name"] == stored
+    assert [row[1] for row in await token_rows(world)] == [stored]
+
+
+async def test_an_empty_active_is_no_filter(client: TestClient, world: World, setup: Setup) -> None:
+    """`?active=` is absent to Grape, not invalid: every token is listed."""
+    await world.deploy_token(setup.project, name="live")
+    gone = await world.deploy_token(setup.project, name="gone")
+    await world.store.revoke_deploy_token(gone.token.id)
+    r = await client.get(setup.url("project") + "?active=", headers=setup.owner.headers)
+    assert r.status == 200
+    assert [t["name"] for t in await r.json()] == ["live", "gone"]
+
+
 async def test_empty_username_means_the_default(client: TestClient, world: World, setup: Setup) -> None:
     r = await client.post(setup.url("project"), json={**GOOD, "username": ""}, headers=setup.owner.headers)
     body = await r.json()
@@ -235,7 +256,8 @@ async def test_empty_username_means_the_default(client: TestClient, world: World
 async def test_token_ids_outside_the_holder(
     client: TestClient, world: World, setup: Setup, kind: str, method: str, which: str
 ) -> None:
-    """A token id that does not exist or belongs elsewhere is GitLab's 404 {"message":"404 Not found"}."""
+    """A token id that does not exist or belongs elsewhere is GitLab's 404 {"message":"404 Not found"}; one that is
+    no integer fails Grape's `type: Integer` first: 400 {"error": "token_id is invalid"}."""
     other_group = await world.group("other")
     other_project = await world.project("elsewhere", other_group)
     await world.member(setup.owner, other_group, AccessLevel.OWNER)  # the caller could manage those tokens there
@@ -254,8 +276,10 @@ async def test_token_ids_outside_the_holder(
         r = await client.post(url + "/revoke", headers=setup.owner.headers)
     else:
         r = await client.request(method, url, headers=setup.owner.headers)
-    assert r.status == 404
-    assert await r.json() == {"message": "404 Not found"}
+    if which == "not-a-number":
+        assert (r.status, await r.json()) == (400, {"error": "token_id is invalid"})
+    else:
+        assert (r.status, await r.json()) == (404, {"message": "404 Not found"})
     assert await token_rows(world) == before
 
 

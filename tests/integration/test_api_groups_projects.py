@@ -11,7 +11,7 @@ from gateway import repositories
 from gateway.namespaces import MAX_DEPTH
 from gateway.store.base import Namespace
 from gateway.users import AccessLevel
-from tests.world import Actor, World
+from tests.world import INSUFFICIENT_API_SCOPE, Actor, World
 
 # ---------------------------------------------------------------------------------------------------------------
 # groups: creation
@@ -217,7 +217,7 @@ async def test_reserved_top_level_names_are_fine_below(client: TestClient, world
 async def test_read_api_token_cannot_create_groups(client: TestClient, world: World) -> None:
     alice = await world.user("alice", scopes=("read_api",))
     r = await client.post("/api/v4/groups", json={"name": "New", "path": "new"}, headers=alice.headers)
-    assert (r.status, await r.json()) == (403, {"message": "403 Forbidden"})
+    assert (r.status, await r.json()) == (403, INSUFFICIENT_API_SCOPE)
     assert await group_paths(world) == []
 
 

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.store.base import DeployToken, Namespace, Project
 from gateway.users import AccessLevel
-from tests.world import World
+from tests.world import INSUFFICIENT_API_SCOPE, World
 
 ROLES = ["non_member", "guest", "reporter", "developer", "maintainer", "owner", "admin"]
 LEVEL = {
@@ -147,6 +147,9 @@ async def test_read_api_token_cannot_write(client: TestClient, world: World, end
     assert r.status == status, await r.text()
     if status == 403:
         assert await snapshot(world) == before
+        # GitLab's api_guard.rb answer: an OAuth2 insufficient_scope error naming the scope that would do.
+        assert await r.json() == INSUFFICIENT_API_SCOPE
+        assert r.headers["WWW-Authenticate"].startswith('Bearer realm="", error="insufficient_scope"')
 
 
 @pytest.mark.parametrize("endpoint", [pytest.param(e, id=e.name) for e in ENDPOINTS])
