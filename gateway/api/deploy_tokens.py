@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from gateway.store.base import DeployToken
 from gateway.tokens import Holder
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+T = TypeVar("T")
 # (entity type, id, full path) of the project or group holding the tokens: where their audit events belong.
 Entity = tuple[str, int, str]
 
@@ -43,22 +45,51 @@ async def _get_held(request: web.Request, holder: Holder) -> DeployToken:
     return token
 
 
+def _create_params(p: dict[str, Any]) -> tuple[str, tuple[str, ...], datetime | None, str | None]:
+    """name, scopes, expires_at and username, checked as Grape does (lib/api/deploy_tokens.rb): every parameter
+    error is reported at once, in declaration order ("name is missing, scopes is missing"). The model's own
+    validations (tokens.validate: "Scopes can't be blank") come after, on well-formed parameters only."""
+    errors: list[str] = []
+
+    def check(parse: Callable[[], T]) -> T | None:
+        try:
+            return parse()
+        except ParamError as exc:
+            errors.append(exc.message)
+            return None
+
+    def name() -> str:
+        value = p.get("name")
+        if value is None:
+            raise ParamError("name is missing")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # Grape coerces a JSON number to the String parameter it declares
+        if not isinstance(value, str):
+            raise ParamError("name is invalid")
+        return value
+
+    def scopes() -> tuple[str, ...]:
+        if "scopes" not in p:
+            raise ParamError("scopes is missing")
+        return tokens.parse_scopes(p["scopes"])
+
+    def username() -> str | None:
+        value = p.get("username")
+        if value is not None and not isinstance(value, str):
+            raise ParamError("username is invalid")
+        return value
+
+    given_name, given_scopes = check(name), check(scopes)
+    expires_at, given_username = check(lambda: tokens.parse_expires_at(p.get("expires_at"))), check(username)
+    if errors:
+        raise ParamError(", ".join(errors))
+    assert given_name is not None and given_scopes is not None  # their checks passed
+    return given_name, given_scopes, expires_at, given_username
+
+
 async def _create(request: web.Request, holder: Holder, principal: UserPrincipal, entity: Entity) -> web.Response:
     p = await params(request)
-    name = p.get("name")
-    if name is None:
-        raise ParamError("name is missing")
-    if isinstance(name, int) and not isinstance(name, bool):
-        name = str(name)  # Grape coerces a JSON number to the String parameter it declares
-    if not isinstance(name, str):
-        raise ParamError("name is invalid")
-    if "scopes" not in p:
-        raise ParamError("scopes is missing")
-    scopes = tokens.parse_scopes(p["scopes"])
-    expires_at = tokens.parse_expires_at(p.get("expires_at"))
-    username = p.get("username")
-    if username is not None and not isinstance(username, str):
-        raise ParamError("username is invalid")
+    name, scopes, expires_at, username = _create_params(p)
     now = request.app[CLOCK].now()
     created = await tokens.create(
         request.app[STORE],

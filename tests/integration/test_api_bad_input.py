@@ -102,6 +102,17 @@ JSON_CASES: list[tuple[str, Any, int, dict[str, Any]]] = [
             ("at", "bot@example.com"),
         ]
     ],
+    # Grape reports every parameter error at once, in declaration order (name, scopes, expires_at, username).
+    ("nothing", {}, 400, {"error": "name is missing, scopes is missing"}),
+    ("no-name-bad-scope", {"scopes": ["api"]}, 400, {"error": "name is missing, scopes does not have a valid value"}),
+    (
+        "three-parameter-errors",
+        {"name": ["x"], "scopes": "read_repository", "expires_at": "soon", "username": 5},
+        400,
+        {"error": "name is invalid, expires_at is invalid, username is invalid"},
+    ),
+    # A parameter error wins over model errors: the blank scopes are not reported beside it.
+    ("param-before-model", {"name": "ci", "scopes": [], "expires_at": "soon"}, 400, {"error": "expires_at is invalid"}),
     (
         "two-model-errors",
         {"name": LONG, "username": "bad user", "scopes": []},
