@@ -102,7 +102,11 @@ async def flush_cost(events: int) -> float:
         log.store = store
         for n in range(events):
             r = request(f"docker/{n}")
-            trail = audit.Trail(True, PRINCIPAL, [(PRINCIPAL, TARGET, Operation.REGISTRY_PULL, Allowed("scope"))])
+            trail = audit.Trail(
+                presented=True,
+                principal=PRINCIPAL,
+                decisions=[(PRINCIPAL, TARGET, Operation.REGISTRY_PULL, Allowed("scope"))],
+            )
             log._finish(r, trail, 200)
         started = time.perf_counter()
         await log.flush()

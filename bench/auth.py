@@ -102,8 +102,8 @@ def run(ctx: Context) -> list[Row]:
                     wrk(url, connections=CONNECTIONS, seconds=seconds, headers=headers, script=fresh(lua))
                 )
         load = {key: median_load(values) for key, values in samples.items()}
-        key = signing_keys.load(tmp / "data" / "registry.key", tmp / "data" / "registry.crt")
-        sign = signing_rate(key, ctx.pick(3.0, 1.0))
+        signing_key = signing_keys.load(tmp / "data" / "registry.key", tmp / "data" / "registry.crt")
+        sign = signing_rate(signing_key, ctx.pick(3.0, 1.0))
         peak = {
             count: max(status_kib(pid, "VmHWM") for pid in family(gw.proc(url).pid)) / 1024
             for count, url in urls.items()
@@ -129,7 +129,7 @@ def run(ctx: Context) -> list[Row]:
                     f"/jwt/auth rate, {label}, {workers}",
                     f"{result.rps:.0f}/s",
                     f"machine limit {limits[count]:.0f}/s (bare aiohttp x{count} {bare_rate:.0f}/s, "
-                    f"{key.algorithm} {sign:.0f}/s per core)",
+                    f"{signing_key.algorithm} {sign:.0f}/s per core)",
                     f"{result.rps / limits[count]:.2f}",
                     ">= 0.80",
                     result.rps / limits[count] >= 0.8,

@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -221,6 +222,14 @@ class Row:
     target: str
     ok: bool | None = None
     suite: str = ""
+
+
+def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> tuple[float, float, float]:
+    """Median, lowest and highest of the per-round ratios of two interleaved series (round i of one against round i
+    of the other). A drift of the machine between rounds (CPU frequency, page cache, another tenant of the VM) moves
+    both sides of a round alike and cancels in its ratio; the ratio of the two medians would keep it."""
+    ratios = sorted(n / d for n, d in zip(numerators, denominators, strict=True))
+    return statistics.median(ratios), ratios[0], ratios[-1]
 
 
 def ratio_row(figure: str, value: float, baseline: float, unit: str, base_label: str, target: float) -> Row:
