@@ -1,5 +1,7 @@
 """Generic packages: a 200 MB file (--quick 100 MB) downloaded and uploaded with curl through the gateway versus
-straight from the backend in the same run, and the gateway's embedded store; peak RSS growth of the gateways.
+straight from the backend in the same run, and the gateway's embedded store; peak RSS growth of the gateways. For
+the proxied rows, nginx `proxy_pass` in front of the same backend is measured in the same rounds: what a
+production reverse proxy achieves on this machine (reported, not judged).
 
 The backend is a small streaming aiohttp file server (bench/servers.py files, its files in /dev/shm) in its own
 process; the embedded store is compared with the same server hashing, fsyncing and renaming on disk. Targets (issue 5):
@@ -18,7 +20,8 @@ from pathlib import Path
 
 from bench.common import Context, Gateway, Row, paired_ratio, status_kib, tempdir
 from bench.servers import launch
-from tests.procs import Proc, free_port, stop
+from tests.procs import Proc, free_port, start, stop, wait_tcp
+from tests.servers import NGINX, require
 
 
 def curl(*args: str) -> float:
@@ -30,6 +33,53 @@ def curl(*args: str) -> float:
     if out.returncode != 0:
         raise RuntimeError(f"curl failed: {out.stdout} {out.stderr}")
     return elapsed
+
+
+NGINX_PROXY_CONF = """\
+{user}
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+daemon off;
+worker_processes 1;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fcgi;
+  scgi_temp_path {tmp}/scgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  server {{
+    listen 127.0.0.1:{port};
+    client_max_body_size 0;
+    location / {{
+      proxy_pass http://127.0.0.1:{backend_port};
+      proxy_http_version 1.1;
+      # Streaming both ways with large buffers, never to disk: the gateway's own terms (socket_relay.py).
+      proxy_buffering on;
+      proxy_buffer_size 256k;
+      proxy_buffers 16 256k;
+      proxy_busy_buffers_size 1m;
+      proxy_max_temp_file_size 0;
+      proxy_request_buffering off;
+      client_body_buffer_size 1m;
+    }}
+  }}
+}}
+"""
+
+
+def start_nginx_proxy(base: Path, backend_port: int) -> tuple[Proc, int]:
+    """nginx (one worker, like the one gateway process) proxying everything to the backend; (process, port)."""
+    require(NGINX, "nginx-light")
+    base.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf = base / "nginx.conf"
+    conf.write_text(NGINX_PROXY_CONF.format(user=user, tmp=base, port=port, backend_port=backend_port))
+    proc = start("nginx-proxy", [NGINX, "-p", str(base), "-c", str(conf)], log=base / "nginx.out")
+    wait_tcp(proc, port)
+    return proc, port
 
 
 def run(ctx: Context) -> list[Row]:
@@ -45,6 +95,7 @@ def run(ctx: Context) -> list[Row]:
     backend_dir = tempdir("bench-packages-backend-", shm if shm.is_dir() else None)
     backend: Proc | None = None
     durable: Proc | None = None
+    nginx: Proc | None = None
     gateways: list[Gateway] = []
     try:
         (tmp / "durable").mkdir()
@@ -55,6 +106,7 @@ def run(ctx: Context) -> list[Row]:
         size = payload.stat().st_size
         b_port = free_port()
         backend = launch("files", b_port, str(backend_dir), log=tmp / "backend.log")
+        nginx, n_port = start_nginx_proxy(tmp / "nginx", b_port)
         d_port = free_port()
         durable = launch("durable-files", d_port, str(tmp / "durable"), log=tmp / "durable.log", name="durable-files")
         common = {"log": {"level": "warning"}}
@@ -80,6 +132,7 @@ def run(ctx: Context) -> list[Row]:
             )
 
         direct = f"http://127.0.0.1:{b_port}/bench/1.0.0/file.bin"
+        via_nginx = f"http://127.0.0.1:{n_port}/bench/1.0.0/file.bin"
         # Baseline RSS: each gateway after one small authenticated request (handlers imported, store open).
         small = tmp / "small.bin"
         small.write_bytes(b"x" * 1024)
@@ -92,33 +145,40 @@ def run(ctx: Context) -> list[Row]:
         header, p_target = through(p_url, "1.0.0")
         curl("-H", header, "-T", str(payload), p_target)
         curl("-H", header, p_target)
-        measured: list[tuple[str, list[float], list[float]]] = []
+        measured: list[tuple[str, list[float], list[float], list[float]]] = []
         e_header, _ = through(e_url, "x")
         durable_put = f"http://127.0.0.1:{d_port}/bench/1.0.0/file.bin"
         versions = iter(range(1, 1000))
-        transfers: tuple[tuple[str, Callable[[], list[str]], Callable[[], list[str]]], ...] = (
-            ("download, proxied backend", lambda: [direct], lambda: ["-H", header, p_target]),
+        Args = Callable[[], list[str]]
+        # (label, direct, through the gateway, through nginx proxy_pass or None)
+        transfers: tuple[tuple[str, Args, Args, Args | None], ...] = (
+            ("download, proxied backend", lambda: [direct], lambda: ["-H", header, p_target], lambda: [via_nginx]),
             (
                 "upload, proxied backend",
                 lambda: ["-T", str(payload), direct],
                 lambda: ["-H", header, "-T", str(payload), p_target],
+                lambda: ["-T", str(payload), via_nginx],
             ),
             (
                 "upload, embedded store (sha256, fsync, rename)",
                 lambda: ["-T", str(payload), durable_put],
                 lambda: ["-H", e_header, "-T", str(payload), through(e_url, f"1.0.{next(versions)}")[1]],
+                None,
             ),
-            ("download, embedded store", lambda: [direct], lambda: ["-H", e_header, through(e_url, "1.0.1")[1]]),
+            ("download, embedded store", lambda: [direct], lambda: ["-H", e_header, through(e_url, "1.0.1")[1]], None),
         )
-        for label, direct_args, gateway_args in transfers:
-            # Interleaved, so that drift in the machine's state hits both sides alike.
-            times = [(curl(*direct_args()), curl(*gateway_args())) for _ in range(runs)]
-            measured.append((label, [t[0] for t in times], [t[1] for t in times]))
+        for label, direct_args, gateway_args, nginx_args in transfers:
+            # Interleaved, so that drift in the machine's state hits every side of a round alike.
+            rounds = [
+                (curl(*direct_args()), curl(*gateway_args()), curl(*nginx_args()) if nginx_args else 0.0)
+                for _ in range(runs)
+            ]
+            measured.append((label, [r[0] for r in rounds], [r[1] for r in rounds], [r[2] for r in rounds]))
         peak = {name: status_kib(pid, "VmHWM") for name, pid in pids.items()}
     finally:
         for gw in gateways:
             gw.stop()
-        for proc in (backend, durable):
+        for proc in (backend, durable, nginx):
             if proc is not None:
                 stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -126,7 +186,7 @@ def run(ctx: Context) -> list[Row]:
 
     mb = size / 1e6
     rows = []
-    for label, direct_times, gateway_times in measured:
+    for label, direct_times, gateway_times, nginx_times in measured:
         # Throughput ratio gateway/direct = time ratio direct/gateway, per interleaved round.
         ratio, low, high = paired_ratio(direct_times, gateway_times)
         d, g = statistics.median(direct_times), statistics.median(gateway_times)
@@ -141,6 +201,19 @@ def run(ctx: Context) -> list[Row]:
                 ratio >= 0.85,
             )
         )
+        if any(nginx_times):
+            reference, low, high = paired_ratio(direct_times, nginx_times)
+            versus, _, _ = paired_ratio(nginx_times, gateway_times)
+            rows.append(
+                Row(
+                    f"  reference: nginx proxy_pass, same backend, same rounds ({label.split(',')[0]})",
+                    f"{mb / statistics.median(nginx_times):.0f} MB/s",
+                    f"direct {mb / d:.0f} MB/s (rounds {low:.2f}-{high:.2f}); gateway vs nginx {versus:.2f}",
+                    f"{reference:.2f}",
+                    "(reported)",
+                    None,
+                )
+            )
     for name in pids:
         growth = (peak[name] - base_rss[name]) / 1024
         rows.append(
