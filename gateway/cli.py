@@ -245,7 +245,7 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
 
     from gateway import proxy
     from gateway.app import create_app
-    from gateway.server import Runner
+    from gateway.server import Runner, settle_heap
 
     app = create_app(config)
     # auto_decompress=False: git sends gzip request bodies that must reach `git http-backend` untouched
@@ -274,11 +274,13 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
                 await site.start()
             except OSError as exc:
                 raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        frozen = settle_heap()  # the app is built and listening: what exists now lives as long as the server
         if sockets:
             log.info("worker ready (pid %d)", os.getpid())  # the supervisor logged "listening on"
         else:
             for address in runner.addresses:
                 log.info("listening on %s", _url(str(address[0]), int(address[1])))
+        log.info("startup heap settled: %d objects frozen out of full garbage collections", frozen)
         await stop.wait()
         log.info("shutting down")  # requests in flight get server.shutdown_timeout seconds (below)
     finally:
@@ -368,6 +370,9 @@ def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
             return 1
         return 0
 
+    from gateway.server import settle_heap
+
+    settle_heap()  # before the forks: the workers share these pages instead of copying them on their first collection
     stop_timeout = config.server.shutdown_timeout + workers.STOP_GRACE
     supervisor = workers.Supervisor(groups, worker_main, stop_timeout=stop_timeout, on_exit=metrics.worker_exited)
     status = supervisor.run()

@@ -75,6 +75,10 @@ def test_workers_share_one_port_and_all_serve(
 
     assert wait_until(logged, START_TIMEOUT), server.proc.log_tail()
     assert server.messages().count(f"listening on {server.url}") == 1
+    # Each worker froze its startup heap (server.settle_heap): full collections no longer pause it for tens of ms.
+    settled = [e for e in server.entries() if str(e.get("message", "")).startswith("startup heap settled: ")]
+    assert {e.get("worker") for e in settled} == {0, 1}
+    assert all(int(str(e["message"]).split()[3]) > 10_000 for e in settled)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
