@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.common import Context, Gateway, Row, paired_ratio, status_kib, tempdir
 from bench.servers import launch
 from tests.procs import Proc, free_port, start, stop, wait_tcp
-from tests.servers import NGINX, require
+from tests.servers import NGINX, nginx_conf, require
 
 
 def curl(*args: str) -> float:
@@ -35,24 +35,7 @@ def curl(*args: str) -> float:
     return elapsed
 
 
-NGINX_PROXY_CONF = """\
-{user}
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-daemon off;
-worker_processes 1;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/body;
-  proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fcgi;
-  scgi_temp_path {tmp}/scgi;
-  uwsgi_temp_path {tmp}/uwsgi;
-  server {{
-    listen 127.0.0.1:{port};
-    client_max_body_size 0;
-    location / {{
+NGINX_PROXY_LOCATION = """\
       proxy_pass http://127.0.0.1:{backend_port};
       proxy_http_version 1.1;
       # Streaming both ways with large buffers, never to disk: the gateway's own terms (socket_relay.py).
@@ -63,9 +46,6 @@ http {{
       proxy_max_temp_file_size 0;
       proxy_request_buffering off;
       client_body_buffer_size 1m;
-    }}
-  }}
-}}
 """
 
 
@@ -74,9 +54,9 @@ def start_nginx_proxy(base: Path, backend_port: int) -> tuple[Proc, int]:
     require(NGINX, "nginx-light")
     base.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    user = "user root;" if os.geteuid() == 0 else ""
     conf = base / "nginx.conf"
-    conf.write_text(NGINX_PROXY_CONF.format(user=user, tmp=base, port=port, backend_port=backend_port))
+    location = NGINX_PROXY_LOCATION.format(backend_port=backend_port)
+    conf.write_text(nginx_conf(base, location, port=port, workers=1, access_log=False))
     proc = start("nginx-proxy", [NGINX, "-p", str(base), "-c", str(conf)], log=base / "nginx.out")
     wait_tcp(proc, port)
     return proc, port

@@ -68,10 +68,10 @@ NGINX_CONF = """\
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log info;
 daemon off;
-worker_processes 2;
+worker_processes {workers};
 events {{ worker_connections 256; }}
 http {{
-  access_log {tmp}/access.log;
+  {access_log}
   client_body_temp_path {tmp}/body;
   fastcgi_temp_path {tmp}/fcgi;
   proxy_temp_path {tmp}/proxy;
@@ -81,6 +81,26 @@ http {{
     listen 127.0.0.1:{port};
     client_max_body_size 0;
     location / {{
+{location}    }}
+  }}
+}}
+"""
+
+
+def nginx_conf(tmp: Path, location: str, *, port: int, workers: int = 2, access_log: bool = True) -> str:
+    """An nginx.conf running in the foreground with every path under `tmp`, one server on 127.0.0.1:`port` whose
+    `location /` holds the given directives."""
+    return NGINX_CONF.format(
+        user="user root;" if os.geteuid() == 0 else "",
+        tmp=tmp,
+        workers=workers,
+        access_log=f"access_log {tmp}/access.log;" if access_log else "access_log off;",
+        port=port,
+        location=location,
+    )
+
+
+GIT_LOCATION = """\
       {auth}
       include /etc/nginx/fastcgi_params;
       fastcgi_param SCRIPT_FILENAME {backend};
@@ -92,9 +112,6 @@ http {{
       fastcgi_request_buffering off;
       fastcgi_read_timeout 600s;
       fastcgi_pass 127.0.0.1:{fcgi_port};
-    }}
-  }}
-}}
 """
 
 
@@ -116,18 +133,14 @@ def start_git_upstream(base: Path, *, username: str = "", password: str = "", bu
         (tmp / "htpasswd").write_text(f"{username}:{{PLAIN}}{password}\n")
         auth = f'auth_basic "git"; auth_basic_user_file {tmp}/htpasswd;'
     port, fcgi_port = free_port(), free_port()
-    (tmp / "nginx.conf").write_text(
-        NGINX_CONF.format(
-            user="user root;" if os.geteuid() == 0 else "",
-            tmp=tmp,
-            port=port,
-            auth=auth,
-            backend=git_http_backend(),
-            repos=repos,
-            fcgi_port=fcgi_port,
-            buffering="on" if buffering else "off",
-        )
+    location = GIT_LOCATION.format(
+        auth=auth,
+        backend=git_http_backend(),
+        repos=repos,
+        fcgi_port=fcgi_port,
+        buffering="on" if buffering else "off",
     )
+    (tmp / "nginx.conf").write_text(nginx_conf(tmp, location, port=port))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp)}
     upstream = GitUpstream(f"http://127.0.0.1:{port}", repos, username, password)
     try:
