@@ -132,9 +132,15 @@ def statuses(probes: Sequence[Probe], repeat: int) -> list[tuple[str, int]]:
 
 
 def wait_all(
-    probes: Sequence[Probe], accept: Callable[[int], bool], *, repeat: int, timeout: float = 5.0
+    probes: Sequence[Probe],
+    accept: Callable[[int], bool],
+    *,
+    repeat: int,
+    timeout: float = 5.0,
+    pause: float = 0.0,
 ) -> tuple[float, list[tuple[str, int]]]:
-    """Poll (one request at a time, each on a new connection) until one whole round of probes is accepted.
+    """Poll (one request at a time, each on a new connection) until one whole round of probes is accepted, waiting
+    `pause` seconds after a round that was not (bounding the rejected secrets a poll sends: brute-force bans).
 
     Returns (T, the last answers not accepted): T is the monotonic time the first request after the last
     non-accepted answer was sent, i.e. from T on every answer was accepted. Fails with the statuses after `timeout`.
@@ -143,11 +149,12 @@ def wait_all(
     stale: list[tuple[str, int]] = []
     since = time.monotonic()
     while True:
-        round_ok = True
+        round_ok = last_refused = True
         for probe in probes:
             for _ in range(repeat):
                 status = request(probe.url, headers=probe.headers)
-                if not accept(status):
+                last_refused = not accept(status)
+                if last_refused:
                     round_ok = False
                     stale = [*stale[-7:], (probe.label, status)]
                     since = time.monotonic()  # the next request is sent no earlier than this
@@ -155,6 +162,10 @@ def wait_all(
                         raise AssertionError(f"not seen everywhere after {timeout} s: {stale}")
         if round_ok:
             return since, stale
+        if pause:
+            time.sleep(pause)
+            if last_refused:
+                since = time.monotonic()
 
 
 @dataclass

@@ -1,0 +1,434 @@
+"""docker-compose.yml rehearsed without a Docker engine: each service runs as the program its image runs (PostgreSQL 15,
+the gateway installed from the wheel the Dockerfile builds, nginx, docker-registry), reading the very files the
+compose file mounts. Only container names, ports and volume paths are mapped to loopback and a temp folder; then
+git, skopeo and the API are used through the load balancer, as a user of the stack would."""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests import pg
+from tests.compose import (
+    DOCKERFILE,
+    NGINX_CONFIG,
+    REGISTRY_CONFIG,
+    ROOT,
+    compose,
+    config_file,
+    gateway_config,
+    gateway_services,
+    mount_at,
+    mounts,
+    serving,
+)
+from tests.gitcli import git, git_env, make_seed, with_credentials
+from tests.oci import build_image
+from tests.procs import Proc, free_port, start, stop, wait_http, wait_tcp
+from tests.replicas import Probe, api, basic, request, wait_all
+from tests.servers import NGINX, REGISTRY, require
+
+SKOPEO = "/usr/bin/skopeo"
+LIMIT = 1.0  # seconds: a revocation is refused by every replica within this (issue 7)
+
+
+# --- the image: the wheel the Dockerfile installs ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Image:
+    """The gateway as the Dockerfile installs it: `pip install .` of exactly the files it copies."""
+
+    wheel: Path
+    site: Path  # the wheel unpacked: first on PYTHONPATH, so that this copy (not the checkout) is what runs
+    entrypoint: str  # "module:function" of the `gateway` console script (the Dockerfile's ENTRYPOINT)
+
+    def argv(self, command: list[str]) -> list[str]:
+        module, function = self.entrypoint.split(":")
+        boot = f"import sys; from {module} import {function}; sys.argv[0] = 'gateway'; sys.exit({function}())"
+        return [sys.executable, "-c", boot, *command]
+
+
+def dockerfile_copies() -> list[str]:
+    """Sources of the Dockerfile's COPY instructions (the build context is the repository)."""
+    sources = []
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.startswith("COPY "):
+            *copied, _destination = line.split()[1:]
+            sources.extend(copied)
+    return sources
+
+
+def build_image_wheel(tmp: Path) -> Image:
+    context = tmp / "context"
+    for source in dockerfile_copies():
+        if (ROOT / source).is_dir():
+            shutil.copytree(ROOT / source, context / source, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            context.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / source, context / source)
+    dist = tmp / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), "."],
+        cwd=context,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("*.whl")
+    site = tmp / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    (entry_points,) = site.glob("*.dist-info/entry_points.txt")
+    parser = configparser.ConfigParser()
+    parser.read(entry_points)
+    return Image(wheel, site, parser["console_scripts"]["gateway"])
+
+
+# --- the stack ---------------------------------------------------------------------------------------------------
+
+
+def localize(text: str, mapping: Mapping[str, str], what: str) -> str:
+    """`text` with every key replaced; each must occur, so that a changed deploy file fails here, loudly."""
+    for old, new in mapping.items():
+        assert old in text, f"{what}: {old!r} not found (update the mapping of tests/e2e/test_compose_stack.py)"
+        text = text.replace(old, new)
+    return text
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    image: Image
+    lb_port: int
+    registry_port: int
+    replica_ports: dict[str, int]
+    volumes: dict[str, Path]
+    configs: dict[str, Path] = field(default_factory=dict)  # gateway service → its localized config file
+    procs: dict[str, Proc] = field(default_factory=dict)
+    root_token: str = ""
+
+    @property
+    def url(self) -> str:
+        """What users type: the load balancer (server.external_url)."""
+        return f"http://127.0.0.1:{self.lb_port}"
+
+    def env(self, service: str) -> dict[str, str]:
+        environment = {key: str(value) for key, value in compose()["services"][service].get("environment", {}).items()}
+        environment["GATEWAY_CONFIG"] = str(self.configs[service])
+        home = self.tmp / "home"
+        home.mkdir(exist_ok=True)
+        path = os.environ.get("PATH", "/usr/bin:/bin")
+        return {**environment, "PATH": path, "HOME": str(home), "LANG": "C.UTF-8", "PYTHONPATH": str(self.image.site)}
+
+    def run(self, service: str, command: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+        """A one-shot gateway service (`gateway-init`) to completion, or another command in a service's container."""
+        argv = self.image.argv(command or compose()["services"][service]["command"])
+        return subprocess.run(argv, cwd=self.tmp, env=self.env(service), capture_output=True, text=True, timeout=120)
+
+    def start_replica(self, service: str) -> None:
+        definition = compose()["services"][service]
+        argv = self.image.argv(definition["command"])
+        log = self.tmp / f"{service}.log"
+        proc = start(service, argv, log=log, env=self.env(service), cwd=self.tmp)
+        # The compose healthcheck's URL, on this replica's port.
+        (health,) = re.findall(r"http://127\.0\.0\.1:\d+(/[\w/.-]+)", " ".join(definition["healthcheck"]["test"]))
+        try:
+            wait_http(proc, f"http://127.0.0.1:{self.replica_ports[service]}{health}", timeout=30)
+        except BaseException:
+            stop(proc)
+            raise
+        self.procs[service] = proc
+
+    def access_paths(self, service: str) -> list[str]:
+        log = self.tmp / f"{service}.log"
+        lines = [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
+        return [entry["path"] for entry in lines if entry.get("logger") == "gateway.access"]
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            stop(proc)
+
+
+def gateway_mapping(stack: Stack, service: str, postgres: pg.Cluster) -> dict[str, str]:
+    config, _ = gateway_config(compose()["services"][service])
+    lb = compose()["services"]["lb"]
+    data = next(m for m in mounts(compose()["services"][service]) if m.is_volume)
+    mapping = {
+        f'"{config.server.listen}"': f'"127.0.0.1:{stack.replica_ports.get(service, 0)}"',
+        urlsplit(config.server.external_url).netloc: f"127.0.0.1:{stack.lb_port}",
+        lb["networks"]["gateway-net"]["ipv4_address"]: "127.0.0.1",
+        urlsplit(config.storage.database).netloc.split("@")[1]: f"127.0.0.1:{postgres.port}",
+        urlsplit(config.registry.backend).netloc: f"127.0.0.1:{stack.registry_port}",
+        str(data.target): str(stack.volumes[data.source]),
+    }
+    return mapping
+
+
+def registry_mapping(stack: Stack) -> dict[str, str]:
+    registry = compose()["services"]["registry"]
+    raw = (ROOT / mount_at(registry, REGISTRY_CONFIG).source).read_text()
+    addr = re.search(r"addr:\s*(\S+)", raw)
+    realm = re.search(r"realm:\s*(\S+)", raw)
+    assert addr is not None and realm is not None
+    mapping = {addr.group(1): f"127.0.0.1:{stack.registry_port}", urlsplit(realm.group(1)).netloc: stack.url[7:]}
+    for mount in mounts(registry):
+        if mount.is_volume:
+            mapping[str(mount.target)] = str(stack.volumes[mount.source])
+    return mapping
+
+
+def nginx_mapping(stack: Stack) -> dict[str, str]:
+    temp = stack.tmp / "lb"
+    mapping = {
+        f"{name}:{gateway_config(s)[0].server.listen.rsplit(':', 1)[1]}": f"127.0.0.1:{stack.replica_ports[name]}"
+        for name, s in serving(gateway_services()).items()
+    }
+    (published,) = compose()["services"]["lb"]["ports"]
+    mapping[f"listen {published.split(':')[1].strip()};"] = f"listen 127.0.0.1:{stack.lb_port};"
+    # The image's own writable folders, here under the temp folder.
+    mapping["http {"] = "http {\n" + "".join(
+        f"  {kind}_temp_path {temp}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return mapping
+
+
+async def create_database(postgres: pg.Cluster) -> None:
+    """What the postgres image does with POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB (the role here is not a
+    superuser: the gateway must not need one)."""
+    env = compose()["services"]["postgres"]["environment"]
+    user, password, database = env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]
+    assert re.fullmatch(r"[a-z_][a-z0-9_]*", user) and re.fullmatch(r"[a-z_][a-z0-9_]*", database)
+    assert "'" not in password
+    conn = await postgres.admin()
+    try:
+        await conn.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
+        await conn.execute(f"CREATE DATABASE {database} OWNER {user} TEMPLATE template0")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def stack(postgres: pg.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    for binary, package in ((NGINX, "nginx-light"), (REGISTRY, "docker-registry"), (SKOPEO, "skopeo")):
+        require(binary, package)
+    tmp = tmp_path_factory.mktemp("compose")
+    services = compose()["services"]
+    replicas = serving(gateway_services())
+    volumes = {name: tmp / "volumes" / name for name in compose()["volumes"]}
+    for folder in volumes.values():
+        folder.mkdir(parents=True)
+    stack = Stack(
+        tmp,
+        build_image_wheel(tmp / "image"),
+        free_port(),
+        free_port(),
+        {name: free_port() for name in replicas},
+        volumes,
+    )
+    asyncio.run(create_database(postgres))
+    for name, service in gateway_services().items():
+        text = localize(config_file(service).read_text(), gateway_mapping(stack, name, postgres), name)
+        stack.configs[name] = tmp / f"{name}.toml"
+        stack.configs[name].write_text(text)
+    try:
+        # The order of depends_on: postgres (healthy) → gateway-init (completed) → replicas (healthy) → lb;
+        # registry after gateway-init (it reads the certificate init made).
+        init = stack.run("gateway-init")
+        assert init.returncode == 0, init.stderr
+        stack.root_token = init.stdout.strip().splitlines()[-1]
+        for name in replicas:
+            stack.start_replica(name)
+        conf = tmp / "registry.yml"
+        raw = (ROOT / mount_at(services["registry"], REGISTRY_CONFIG).source).read_text()
+        conf.write_text(localize(raw, registry_mapping(stack), "registry.yml"))
+        registry = start("registry", [REGISTRY, "serve", str(conf)], log=tmp / "registry.log")
+        stack.procs["registry"] = registry
+        wait_http(registry, f"http://127.0.0.1:{stack.registry_port}/v2/")
+        (tmp / "lb").mkdir()
+        conf = tmp / "lb" / "nginx.conf"
+        conf.write_text(
+            localize(
+                (ROOT / mount_at(services["lb"], NGINX_CONFIG).source).read_text(), nginx_mapping(stack), "nginx.conf"
+            )
+        )
+        directives = f"daemon off; pid {tmp}/lb/nginx.pid;" + (" user root;" if os.geteuid() == 0 else "")
+        argv = [NGINX, "-p", str(tmp / "lb"), "-e", str(tmp / "lb" / "error.log"), "-c", str(conf), "-g", directives]
+        stack.procs["lb"] = start("lb", argv, log=tmp / "lb" / "out.log")
+        wait_tcp(stack.procs["lb"], stack.lb_port)
+        yield stack
+    finally:
+        stack.stop()
+
+
+# --- the tests -----------------------------------------------------------------------------------------------------
+
+
+def test_the_image_installs_every_file_the_gateway_reads(stack: Stack) -> None:
+    with zipfile.ZipFile(stack.image.wheel) as archive:
+        packaged = {name for name in archive.namelist() if name.startswith("gateway/")}
+    checkout = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "gateway").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert checkout - packaged == set(), "files of gateway/ missing from the wheel (pyproject package-data)"
+    assert stack.image.entrypoint == "gateway.cli:main"
+    # The stack's processes run that copy, not the checkout.
+    probe = [sys.executable, "-c", "import gateway; print(gateway.__file__)"]
+    out = subprocess.run(probe, cwd=stack.tmp, env=stack.env("gateway-a"), capture_output=True, text=True, check=True)
+    assert Path(out.stdout.strip()).is_relative_to(stack.image.site)
+
+
+def test_init_again_changes_nothing(stack: Stack) -> None:
+    """`docker compose up` runs gateway-init at every start: the keys the registry trusts must survive it."""
+    config, _ = gateway_config(compose()["services"]["gateway-init"])
+    data = next(m for m in mounts(compose()["services"]["gateway-init"]) if m.is_volume)
+    local = {
+        path: stack.volumes[data.source] / PurePosixPath(path).relative_to(data.target)
+        for path in (config.registry.signing_key, config.registry.certificate, config.storage.encryption_key)
+    }
+    before = {path: hashlib.sha256(file.read_bytes()).hexdigest() for path, file in local.items()}
+    again = stack.run("gateway-init")
+    assert again.returncode == 0, again.stderr
+    assert not re.search(r"glpat-\S+", again.stdout), "a second admin token"
+    assert {path: hashlib.sha256(file.read_bytes()).hexdigest() for path, file in local.items()} == before
+    assert api(stack.url, stack.root_token, "GET", "/user")["username"] == "root"
+
+
+@dataclass
+class Deployed:
+    group: dict[str, Any]
+    project: dict[str, Any]
+    token: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def deployed(stack: Stack) -> Deployed:
+    group = api(stack.url, stack.root_token, "POST", "/groups", {"name": "stack", "path": "stack"})
+    sub = api(stack.url, stack.root_token, "POST", "/groups", {"name": "sub", "path": "sub", "parent_id": group["id"]})
+    project = api(stack.url, stack.root_token, "POST", "/projects", {"name": "app", "namespace_id": sub["id"]})
+    scopes = ["read_repository", "read_registry", "write_registry"]
+    body = {"name": "stack", "scopes": scopes}
+    token = api(stack.url, stack.root_token, "POST", f"/groups/{group['id']}/deploy_tokens", body)
+    return Deployed(group, project, token)
+
+
+def test_links_name_the_load_balancer(stack: Stack, deployed: Deployed) -> None:
+    assert deployed.project["web_url"] == f"{stack.url}/stack/sub/app"
+    assert deployed.project["http_url_to_repo"] == f"{stack.url}/stack/sub/app.git"
+
+
+def test_git_through_the_load_balancer_reaches_both_replicas(stack: Stack, deployed: Deployed) -> None:
+    env = git_env(stack.tmp / "git-home")
+    head = make_seed(env, stack.tmp / "seed")
+    remote = deployed.project["http_url_to_repo"]
+    git(
+        env, "push", "-q", with_credentials(remote, "root", stack.root_token), "HEAD:main", cwd=stack.tmp / "seed"
+    ).check()
+    token = deployed.token
+    for attempt in range(3):
+        clone = stack.tmp / f"clone-{attempt}"
+        git(env, "clone", "-q", with_credentials(remote, token["username"], token["token"]), str(clone)).check()
+        assert git(env, "rev-parse", "HEAD", cwd=clone).check().out.strip() == head
+    # Round robin: both replicas served git, from the repositories on the volume they share.
+    for name in serving(gateway_services()):
+        assert any(path.startswith("/stack/sub/app.git/") for path in stack.access_paths(name)), name
+
+
+async def skopeo(stack: Stack, *args: str) -> tuple[int, str]:
+    home = stack.tmp / "skopeo-home"
+    home.mkdir(exist_ok=True)
+    env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin"), "REGISTRY_AUTH_FILE": str(home / "a.json")}
+    proc = await asyncio.create_subprocess_exec(
+        SKOPEO, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+def test_docker_push_and_pull_through_the_load_balancer(stack: Stack, deployed: Deployed) -> None:
+    image = stack.tmp / "oci-image"
+    digest = build_image(image, size=512 * 1024)
+    creds = f"{deployed.token['username']}:{deployed.token['token']}"
+    reference = f"docker://127.0.0.1:{stack.lb_port}/stack/sub/app:v1"
+    code, out = asyncio.run(
+        skopeo(stack, "copy", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{image}:v1", reference)
+    )
+    assert code == 0, out
+    pulled = stack.tmp / "pulled"
+    code, out = asyncio.run(
+        skopeo(stack, "copy", "--src-tls-verify=false", "--src-creds", creds, reference, f"oci:{pulled}:v1")
+    )
+    assert code == 0, out
+    index = json.loads((pulled / "index.json").read_text())
+    assert [m["digest"] for m in index["manifests"]] == [digest]
+
+
+def git_probe(stack: Stack, headers: dict[str, str]) -> Probe:
+    return Probe("git info/refs", f"{stack.url}/stack/sub/app.git/info/refs?service=git-upload-pack", headers)
+
+
+def jwt_probe(stack: Stack, headers: dict[str, str]) -> Probe:
+    return Probe(
+        "/jwt/auth", f"{stack.url}/jwt/auth?service=container_registry&scope=repository:stack/sub/app:pull", headers
+    )
+
+
+def test_a_token_deleted_through_one_replica_is_refused_by_all_within_a_second(
+    stack: Stack, deployed: Deployed
+) -> None:
+    group = deployed.group
+    body = {"name": "deleted", "scopes": ["read_repository", "read_registry"]}
+    token = api(stack.url, stack.root_token, "POST", f"/groups/{group['id']}/deploy_tokens", body)
+    probes = [p(stack, basic(token["username"], token["token"])) for p in (git_probe, jwt_probe)]
+    wait_all(probes, lambda status: status == 200, repeat=4)  # every replica has read (and cached) the token
+    replica = next(iter(stack.replica_ports.values()))
+    api(f"http://127.0.0.1:{replica}", stack.root_token, "DELETE", f"/groups/{group['id']}/deploy_tokens/{token['id']}")
+    deleted_at = time.monotonic()
+    # Every refusal counts towards the client's ban (30 in 180 s): a few rounds a second keep the poll below it.
+    since, _ = wait_all(probes, lambda status: status == 401, repeat=2, pause=0.1)
+    assert since - deleted_at <= LIMIT
+
+
+def test_a_client_banned_through_one_replica_is_refused_by_all_until_an_operator_lifts_it(
+    stack: Stack, deployed: Deployed
+) -> None:
+    config, _ = gateway_config(compose()["services"]["gateway-a"])
+    wrong = basic(deployed.token["username"], "gldt-" + "x" * 20)
+    answers = [request(jwt_probe(stack, wrong).url, headers=wrong) for _ in range(config.bruteforce.max_failures)]
+    assert set(answers) <= {401, 403}, answers
+    # The ban lives in the database: within a refresh (1 s) every worker of both replicas refuses even the right
+    # token, without looking it up.
+    right = [p(stack, basic(deployed.token["username"], deployed.token["token"])) for p in (git_probe, jwt_probe)]
+    wait_all(right, lambda status: status == 403, repeat=4)
+    # `docker compose exec gateway-a gateway bans lift <address>`.
+    lifted = stack.run("gateway-a", ["bans", "lift", "127.0.0.1"])
+    assert lifted.returncode == 0, lifted.stderr
+    wait_all(right, lambda status: status == 200, repeat=4)
+
+
+def test_a_replica_down_is_skipped(stack: Stack) -> None:
+    """nginx's proxy_next_upstream: while one replica restarts, requests go to the other."""
+    name = list(serving(gateway_services()))[-1]
+    stop(stack.procs.pop(name))
+    try:
+        headers = {"PRIVATE-TOKEN": stack.root_token}
+        assert [request(f"{stack.url}/api/v4/user", headers=headers) for _ in range(10)] == [200] * 10
+    finally:
+        stack.start_replica(name)
