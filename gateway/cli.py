@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import dataclasses
 import getpass
-import json
 import logging
 import os
 import secrets
@@ -17,7 +16,6 @@ import signal
 import socket
 import sys
 import tempfile
-import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -171,45 +169,9 @@ def cmd_init(config: Config, args: argparse.Namespace) -> int:
 # --- serve -----------------------------------------------------------------------------------------------------
 
 
-class JSONFormatter(logging.Formatter):
-    """One JSON object per line; a message that already is a JSON object (the access log) is merged, not nested.
-
-    `fields` are added to every line (a worker process adds its slot number: `"worker": 1`).
-    """
-
-    def __init__(self, fields: Mapping[str, Any] | None = None) -> None:
-        super().__init__()
-        self.fields = dict(fields or {})
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            **self.fields,
-        }
-        if isinstance(record.msg, dict) and not record.args:  # middleware.AccessEntry: already the fields
-            entry.update(record.msg)
-            return json.dumps(entry, default=str)
-        message = record.getMessage()
-        parsed: Any = None
-        if message.startswith("{"):
-            try:
-                parsed = json.loads(message)
-            except ValueError:
-                parsed = None
-        if isinstance(parsed, dict):
-            entry.update(parsed)
-        else:
-            entry["message"] = message
-        if record.exc_info:
-            entry["exception"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(entry, default=str)
-
-
 def configure_logging(level: str, fields: Mapping[str, Any] | None = None) -> None:
     handler = log_output.LineBuffer()
-    handler.setFormatter(JSONFormatter(fields))
+    handler.setFormatter(log_output.JSONFormatter(fields))
     root = logging.getLogger()
     for old in root.handlers:
         old.close()  # writes what a previous configuration still holds (a worker reconfigures after its fork)
@@ -219,6 +181,8 @@ def configure_logging(level: str, fields: Mapping[str, Any] | None = None) -> No
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None
     root.setLevel(level.upper())
+    # The access log (a line per request) skips the logging module's records: this handler is its only reader.
+    log_output.access_lines = log_output.AccessLines(handler, fields)
     # aiohttp's own access log would duplicate ours (middleware.py) and its format may include query strings.
     logging.getLogger("aiohttp.access").disabled = True
     # aiosqlite logs every statement with its parameters at DEBUG: SHA-256 digests of presented secrets (a password

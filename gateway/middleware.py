@@ -12,7 +12,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader
 from multidict import MultiDictProxy
 
-from gateway import metrics, random_ids
+from gateway import log_output, metrics, random_ids
 from gateway.errors import BadRequest, HTTPFailure, InsufficientScope, ParamError, StoreUnavailable
 
 access_log = logging.getLogger("gateway.access")
@@ -165,7 +165,7 @@ async def stamp_request_id(request: web.Request, response: web.StreamResponse) -
 
 
 class AccessEntry(dict[str, object]):
-    """An access log line: a JSON object as text (str()), merged as is by cli.JSONFormatter, which so skips
+    """An access log line: a JSON object as text (str()), merged as is by log_output.JSONFormatter, which so skips
     encoding it, parsing it back and encoding it again on every request (the hot path's biggest logging cost)."""
 
     def __str__(self) -> str:
@@ -195,18 +195,20 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         elapsed = time.perf_counter() - started
         metrics.request_done(family_of(request), status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                AccessEntry(
-                    request_id=request_id,
-                    method=request.method,
-                    path=request.path,  # never the query string: clients put tokens there
-                    route=(request.match_info.route.name or "") if request.match_info.route else "",
-                    status=status,
-                    principal=request.get(PRINCIPAL, "-"),
-                    remote=request.remote,
-                    duration_ms=round(elapsed * 1000, 2),
-                )
+            entry = AccessEntry(
+                request_id=request_id,
+                method=request.method,
+                path=request.path,  # never the query string: clients put tokens there
+                route=(request.match_info.route.name or "") if request.match_info.route else "",
+                status=status,
+                principal=request.get(PRINCIPAL, "-"),
+                remote=request.remote,
+                duration_ms=round(elapsed * 1000, 2),
             )
+            if log_output.access_lines is not None:
+                log_output.access_lines.write(entry)
+            else:
+                access_log.info(entry)
 
 
 @web.middleware
