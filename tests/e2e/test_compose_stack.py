@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 
 from tests import pg
@@ -40,9 +41,10 @@ from tests.compose import (
 )
 from tests.gitcli import git, git_env, make_seed, with_credentials
 from tests.oci import build_image
-from tests.procs import Proc, free_port, start, stop, wait_http, wait_tcp
+from tests.procs import Proc, free_port, start, stop, wait_http, wait_tcp, wait_until
 from tests.replicas import Probe, api, basic, request, wait_all
 from tests.servers import NGINX, REGISTRY, require
+from tests.webui import csrf_of
 
 SKOPEO = "/usr/bin/skopeo"
 LIMIT = 1.0  # seconds: a revocation is refused by every replica within this (issue 7)
@@ -122,6 +124,7 @@ class Stack:
     configs: dict[str, Path] = field(default_factory=dict)  # gateway service → its localized config file
     procs: dict[str, Proc] = field(default_factory=dict)
     root_token: str = ""
+    root_password: str = ""
 
     @property
     def url(self) -> str:
@@ -252,6 +255,9 @@ def stack(postgres: pg.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
         init = stack.run("gateway-init")
         assert init.returncode == 0, init.stderr
         stack.root_token = init.stdout.strip().splitlines()[-1]
+        password = re.search(r"root password \(shown only now, for the web UI\): (\S+)", init.stderr)
+        assert password is not None, init.stderr
+        stack.root_password = password.group(1)
         for name in replicas:
             stack.start_replica(name)
         conf = tmp / "registry.yml"
@@ -348,7 +354,11 @@ def test_git_through_the_load_balancer_reaches_both_replicas(stack: Stack, deplo
         assert git(env, "rev-parse", "HEAD", cwd=clone).check().out.strip() == head
     # Round robin: both replicas served git, from the repositories on the volume they share.
     for name in serving(gateway_services()):
-        assert any(path.startswith("/stack/sub/app.git/") for path in stack.access_paths(name)), name
+
+        def served(name: str = name) -> bool:
+            return any(path.startswith("/stack/sub/app.git/") for path in stack.access_paths(name))
+
+        assert wait_until(served, timeout=5), name
 
 
 async def skopeo(stack: Stack, *args: str) -> tuple[int, str]:
@@ -378,6 +388,47 @@ def test_docker_push_and_pull_through_the_load_balancer(stack: Stack, deployed: 
     assert code == 0, out
     index = json.loads((pulled / "index.json").read_text())
     assert [m["digest"] for m in index["manifests"]] == [digest]
+
+
+async def web_flow(stack: Stack, project: str) -> tuple[str, list[str]]:
+    """Sign in as root, open the project's Settings → Repository page and create a deploy token with its form, as a
+    browser would (cookies, CSRF tokens); returns the secret the page shows once, and the paths requested."""
+    paths: list[str] = []
+    jar = aiohttp.CookieJar(unsafe=True)  # cookies of an IP address host
+    async with aiohttp.ClientSession(stack.url, cookie_jar=jar) as session:
+
+        async def page(method: str, path: str, **kwargs: Any) -> str:
+            paths.append(path)
+            async with session.request(method, path, allow_redirects=False, **kwargs) as response:
+                body = await response.text()
+                assert response.status in (200, 303), (method, path, response.status, body[:300])
+                return body
+
+        login = await page("GET", "/-/login")
+        form = {"authenticity_token": csrf_of(login), "username": "root", "password": stack.root_password}
+        await page("POST", "/-/login", data=form)
+        settings = f"/{project}/-/settings/repository"
+        for _ in range(2):  # pages rendered by either replica carry a token either accepts
+            token = csrf_of(await page("GET", settings))
+        form = {"authenticity_token": token, "name": "from the web", "scopes": "read_repository"}
+        created = await page("POST", f"{settings}/deploy_token/create", data=form)
+    secret = re.search(r"gldt-[A-Za-z0-9_-]{20}", created)
+    assert secret is not None, created[:2000]
+    return secret.group(0), paths
+
+
+def test_the_web_ui_through_the_load_balancer_spans_both_replicas(stack: Stack, deployed: Deployed) -> None:
+    """The session and its CSRF tokens live in the database and the shared key, not in one replica's memory."""
+    secret, paths = asyncio.run(web_flow(stack, deployed.project["path_with_namespace"]))
+    for name in serving(gateway_services()):
+        # Access lines reach the log within log_output.FLUSH_INTERVAL.
+        served = wait_until(lambda name=name: bool(set(paths) & set(stack.access_paths(name))), timeout=5)
+        assert served, f"{name} served no page of the flow"
+    listed = api(stack.url, stack.root_token, "GET", f"/projects/{deployed.project['id']}/deploy_tokens")
+    (made,) = [token for token in listed if token["name"] == "from the web"]
+    assert made["scopes"] == ["read_repository"]
+    probe = git_probe(stack, basic(made["username"], secret))
+    assert request(probe.url, headers=probe.headers) == 200
 
 
 def git_probe(stack: Stack, headers: dict[str, str]) -> Probe:
