@@ -1,4 +1,4 @@
-"""The operators' tool: `gateway [--config FILE] init | serve | migrate | users ... | ci-variables ...`.
+"""The operators' tool: `gateway [--config FILE] init | serve | migrate | store copy | users ... | ci-variables ...`.
 
 User mistakes end with `gateway: error: <message>` on stderr and a non-zero exit (2: configuration, 1: other).
 """
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from gateway import audit, log_output, secretbox, signing_keys, tokens, users
 from gateway import config as config_module
@@ -356,6 +357,51 @@ def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- store copy ------------------------------------------------------------------------------------------------
+
+
+def _database_label(config: Config, url: str) -> str:
+    """Where a database is, for messages: the file, or PostgreSQL's host, port and name; never who logs in with what."""
+    if url.startswith("sqlite:///"):
+        return str(config_module.sqlite_path(config, url))
+    parts = urlsplit(url)
+    return f"postgresql://{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+
+
+def cmd_store_copy(config: Config, args: argparse.Namespace) -> int:
+    """Copy every row of storage.database into a new, empty database (store/copy.py), e.g. SQLite to PostgreSQL."""
+    from gateway.store.copy import Copied, copy_store
+
+    target_url: str = args.to
+    if not target_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError("--to: must start with sqlite:/// or postgresql://")
+    source_label, target_label = _database_label(config, config.storage.database), _database_label(config, target_url)
+    if source_label == target_label:
+        raise CommandError(f"--to names the configured database itself ({source_label})")
+
+    async def work() -> Copied:
+        source = await open_store(config)
+        try:
+            target = await open_store(config, target_url)
+            try:
+                return await copy_store(source, target, progress=lambda table, rows: _note(f"{table}: {rows} rows"))
+            finally:
+                await target.close()
+        finally:
+            await source.close()
+
+    copied = asyncio.run(work())
+    _say(f"copied {sum(copied.rows.values())} rows from {source_label} to {target_label}")
+    for table, rows in copied.rows.items():
+        position = copied.id_positions.get(table)
+        _say(f"  {table}\t{rows}" + (f"\tnext id after {position}" if position is not None else ""))
+    _note(
+        "now set storage.database to the new database and keep the same data directory (encryption key, registry"
+        " signing key, embedded repositories and packages): every token keeps working"
+    )
+    return 0
+
+
 # --- users -----------------------------------------------------------------------------------------------------
 
 
@@ -568,6 +614,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("migrate", help="apply database migrations and print the schema version")
     p.set_defaults(func=cmd_migrate)
+
+    p = commands.add_parser("store", help="the database as a whole")
+    store_commands = p.add_subparsers(dest="store_command", metavar="COMMAND", required=True)
+    c = store_commands.add_parser(
+        "copy",
+        help="copy every row of storage.database into a new, empty database (SQLite to PostgreSQL, or back)",
+        description="Copy every row of the configured database into a new, empty one: ids, token digests and id"
+        " sequences carry over, so every deploy token, personal access token and session keeps working. The source"
+        " is read as one snapshot (stop the gateway first: later writes are not copied); the target is migrated,"
+        " must hold no data, and is written in one transaction (a failure leaves it empty).",
+    )
+    c.add_argument(
+        "--to", required=True, metavar="DATABASE", help="sqlite:///FILE or postgresql://USER:PASSWORD@HOST/DB"
+    )
+    c.set_defaults(func=cmd_store_copy)
 
     p = commands.add_parser("users", help="manage users and their personal access tokens")
     user_commands = p.add_subparsers(dest="users_command", metavar="COMMAND", required=True)

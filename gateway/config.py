@@ -348,9 +348,9 @@ def _validate_packages(packages: PackagesConfig) -> None:
             raise ConfigError(f"packages.{name}.backend: unknown placeholder (known: {{project_id}}, {{project_path}})")
 
 
-def sqlite_path(config: Config) -> Path:
-    """The database file of a sqlite:/// URL, resolved against the config file's folder."""
-    return (config.base_dir / config.storage.database.removeprefix("sqlite:///")).resolve()
+def sqlite_path(config: Config, url: str | None = None) -> Path:
+    """The database file of a sqlite:/// URL (default: storage.database), resolved against the config file's folder."""
+    return (config.base_dir / (url or config.storage.database).removeprefix("sqlite:///")).resolve()
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Config:

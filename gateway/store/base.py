@@ -6,9 +6,13 @@ Only gateway/store/ runs SQL; everything above it speaks in these records and do
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from gateway.store.copy import Side
 
 NamespaceKind = Literal["group", "user"]
 Visibility = Literal["private", "internal", "public"]
@@ -218,6 +222,8 @@ class Store(Protocol):
     async def migrate(self) -> int: ...
     async def schema_version(self) -> int: ...
     async def close(self) -> None: ...
+    # one transaction of `gateway store copy` (store/copy.py): a consistent snapshot, or an all-or-nothing load
+    def copy_transaction(self, *, write: bool) -> AbstractAsyncContextManager[Side]: ...
 
     # users and personal access tokens
     async def create_user(

@@ -5,7 +5,7 @@ under an advisory lock when several replicas start together, the same hot-read c
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 
 from gateway.errors import Conflict, StoreUnavailable
+from gateway.store import copy
 from gateway.store.base import (
     PackageName,
     Project,
@@ -88,6 +89,61 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 _ROWS = Rows(Decoding(timestamp=_ts, ids=tuple, words=tuple))
+
+# `gateway store copy` (store/copy.py): asyncpg speaks the portable types but for arrays (lists) and jsonb (text).
+_PORTABLE = copy.converter({"ts": _ts, "words": tuple, "ids": tuple, "json": copy.decode_json, "bytes": bytes})
+_STORED = copy.converter({"words": list, "ids": list, "json": copy.encode_json})
+
+
+class _CopySide:
+    """One pooled connection inside the copy's transaction (copy.Side)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def batches(self, table: copy.Table) -> AsyncIterator[list[copy.Row]]:
+        batch: list[copy.Row] = []
+        sql = f"SELECT {', '.join(table.names)} FROM {table.name} ORDER BY {table.key}"
+        async for record in self.conn.cursor(sql, prefetch=copy.BATCH):
+            batch.append(_PORTABLE(table, record))
+            if len(batch) == copy.BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    async def count(self, table: copy.Table) -> int:
+        return int(await self.conn.fetchval(f"SELECT count(*) FROM {table.name}"))
+
+    async def load(self, table: copy.Table, rows: Sequence[copy.Row]) -> None:
+        # COPY writes the given ids into `GENERATED ALWAYS` identity columns, as INSERT ... OVERRIDING SYSTEM VALUE
+        # would (PostgreSQL docs, COPY), and is the fastest way in.
+        await self.conn.copy_records_to_table(
+            table.name, records=[_STORED(table, row) for row in rows], columns=list(table.names)
+        )
+
+    async def _sequence(self, table: copy.Table) -> str:
+        return str(await self.conn.fetchval("SELECT pg_get_serial_sequence($1, 'id')", table.name))
+
+    async def id_positions(self) -> dict[str, int]:
+        positions = {}
+        for table in copy.TABLES:
+            if table.identity:
+                row = await self.conn.fetchrow(f"SELECT last_value, is_called FROM {await self._sequence(table)}")
+                # A sequence nothing was drawn from yet holds its start (1) uncalled: position 0.
+                positions[table.name] = int(row["last_value"]) - (0 if row["is_called"] else 1)
+        return positions
+
+    async def set_id_positions(self, positions: Mapping[str, int]) -> None:
+        for table in copy.TABLES:
+            if table.identity:
+                # Never below an id just loaded: the next row must not collide with a copied one.
+                top = max(
+                    positions.get(table.name, 0),
+                    int(await self.conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {table.name}")),
+                )
+                if top > 0:
+                    await self.conn.execute("SELECT setval($1::regclass, $2)", await self._sequence(table), top)
 
 
 @functools.lru_cache(maxsize=256)
@@ -269,6 +325,23 @@ class PostgresStore(SharedQueries):
         finally:
             self._cache.clear()
         return current
+
+    @asynccontextmanager
+    async def copy_transaction(self, *, write: bool) -> AsyncIterator[copy.Side]:
+        """Reading: one REPEATABLE READ snapshot, whatever commits meanwhile. Writing: one transaction, committed
+        only if the whole copy succeeded."""
+        try:
+            async with (
+                self.pool.acquire() as conn,
+                conn.transaction(isolation=None if write else "repeatable_read", readonly=not write),
+            ):
+                yield _CopySide(conn)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise Conflict(f"a copied row breaks a constraint: {self._describe(exc)}") from exc
+        except _OUTAGES as exc:
+            raise self._unavailable(exc) from exc
+        finally:
+            self._cache.clear()
 
     # --- what the databases answer differently (queries.py has the rest) ------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Any
 import aiosqlite
 
 from gateway.errors import Conflict, StoreUnavailable
+from gateway.store import copy
 from gateway.store.base import (
     PackageName,
     Project,
@@ -57,6 +58,65 @@ _ROWS = Rows(
         words=lambda text: tuple(text.split()),
     )
 )
+
+# `gateway store copy` (store/copy.py): the columns SQLite keeps as text, and its 0/1 booleans.
+_PORTABLE = copy.converter(
+    {
+        "ts": parse_ts,
+        "bool": bool,
+        "words": lambda text: tuple(text.split()),
+        "ids": lambda text: tuple(int(x) for x in text.split("/") if x),
+        "json": copy.decode_json,
+        "bytes": bytes,
+    }
+)
+_STORED = copy.converter(
+    {
+        "ts": ts,
+        "bool": int,
+        "words": " ".join,
+        "ids": lambda ids: "/".join(map(str, ids)),
+        "json": copy.encode_json,
+    }
+)
+
+
+class _CopySide:
+    """One connection inside the copy's transaction (copy.Side)."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def batches(self, table: copy.Table) -> AsyncIterator[list[copy.Row]]:
+        sql = f"SELECT {', '.join(table.names)} FROM {table.name} ORDER BY {table.key}"
+        async with self.db.execute(sql) as cursor:
+            while rows := await cursor.fetchmany(copy.BATCH):
+                yield [_PORTABLE(table, row) for row in rows]
+
+    async def count(self, table: copy.Table) -> int:
+        rows = await self.db.execute_fetchall(f"SELECT count(*) FROM {table.name}")
+        return int(next(iter(rows))[0])
+
+    async def load(self, table: copy.Table, rows: Sequence[copy.Row]) -> None:
+        marks = ", ".join("?" * len(table.columns))
+        sql = f"INSERT INTO {table.name} ({', '.join(table.names)}) VALUES ({marks})"
+        await self.db.executemany(sql, [_STORED(table, row) for row in rows])
+
+    async def id_positions(self) -> dict[str, int]:
+        # AUTOINCREMENT keeps the highest id ever handed out in sqlite_sequence (a table that never had a row: none).
+        rows = await self.db.execute_fetchall("SELECT name, seq FROM sqlite_sequence")
+        seen = {str(name): int(seq) for name, seq in rows}
+        return {table.name: seen.get(table.name, 0) for table in copy.TABLES if table.identity}
+
+    async def set_id_positions(self, positions: Mapping[str, int]) -> None:
+        for table in copy.TABLES:
+            if table.identity:
+                # Never below an id just loaded: the next row must not collide with a copied one.
+                await self.db.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table.name,))
+                await self.db.execute(
+                    f"INSERT INTO sqlite_sequence (name, seq) SELECT ?, max(?, coalesce(max(id), 0)) FROM {table.name}",
+                    (table.name, positions.get(table.name, 0)),
+                )
 
 
 class SQLiteStore(SharedQueries):
@@ -223,6 +283,31 @@ class SQLiteStore(SharedQueries):
                 raise
             await db.execute("COMMIT")
             return current
+
+    @asynccontextmanager
+    async def copy_transaction(self, *, write: bool) -> AsyncIterator[copy.Side]:
+        """Reading: a snapshot (WAL readers see the database as of their first read, whatever commits meanwhile).
+        Writing: one transaction, committed only if the whole copy succeeded."""
+        async with self._write_lock:
+            db = self.db
+            try:
+                await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield _CopySide(db)
+                await db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                with suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise StoreUnavailable(f"database error: {exc}") from exc
+            except sqlite3.IntegrityError as exc:
+                with suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise Conflict(f"a copied row breaks a constraint: {exc}") from exc
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise
+            finally:
+                self._cache.clear()
 
     # --- what the databases answer differently (queries.py has the rest) ------------------------------------
 

@@ -1,0 +1,189 @@
+"""Copy every row of one store into a new, empty one (`gateway store copy`): SQLite to PostgreSQL when a team
+outgrows one machine, or back. Ids, digests and id sequences carry over, so every token keeps working unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from gateway.errors import StoreError
+
+# How a column's value travels between the two databases (store/rows.py has the same split for records): SQLite
+# keeps timestamps, word lists and ancestry ids as text, PostgreSQL in native types. A portable row holds Python
+# values: int, str, bool, aware datetime, bytes, tuple of words, tuple of ids, a decoded JSON value.
+Kind = Literal["int", "text", "bool", "ts", "bytes", "words", "ids", "json"]
+Row = tuple[Any, ...]
+BATCH = 1000  # rows per read and per write: memory stays flat whatever the size of the database
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[tuple[str, Kind], ...]
+    key: str  # ORDER BY: a stable order, parents before children (an id is handed out after its parent's)
+    identity: bool = False  # `id` comes from a sequence whose position must carry over (never reuse a deleted id)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+
+def _table(name: str, key: str, columns: str, *, identity: bool = False) -> Table:
+    """A table from its `column:kind` list (kind int unless given)."""
+    parsed = []
+    for spec in columns.split():
+        column, _, kind = spec.partition(":")
+        parsed.append((column, kind or "int"))
+    return Table(name, tuple(parsed), key, identity)  # type: ignore[arg-type]
+
+
+# Every table of the schema (migrations 0001-0005) but schema_version, in foreign-key order. A new migration that
+# adds a table or a column must add it here: tests/store/test_copy.py compares this list with both schemas.
+TABLES: tuple[Table, ...] = (
+    _table(
+        "namespaces",
+        "id",
+        "id kind:text name:text path:text full_path:text parent_id traversal_ids:ids visibility:text"
+        " description:text created_at:ts owner_id",
+        identity=True,
+    ),
+    _table(
+        "users",
+        "id",
+        "id username:text name:text email:text password_hash:text is_admin:bool state:text created_at:ts namespace_id",
+        identity=True,
+    ),
+    _table(
+        "projects",
+        "id",
+        "id namespace_id name:text path:text full_path:text visibility:text description:text created_at:ts creator_id",
+        identity=True,
+    ),
+    _table("routes", "path_lower", "path_lower:text source_kind:text source_id"),
+    _table(
+        "members",
+        "user_id, source_kind, source_id",
+        "source_kind:text source_id user_id access_level created_at:ts",
+    ),
+    _table(
+        "personal_access_tokens",
+        "id",
+        "id user_id name:text token_digest:bytes scopes:words expires_at:ts revoked:bool created_at:ts"
+        " last_used_at:ts last_used_ips:words",
+        identity=True,
+    ),
+    _table(
+        "deploy_tokens",
+        "id",
+        "id name:text username:text token_digest:bytes token_encrypted:bytes scopes:words expires_at:ts revoked:bool"
+        " created_at:ts creator_id project_id group_id last_used_at:ts last_used_ips:words",
+        identity=True,
+    ),
+    _table("package_names", "format, name, project_id", "format:text name:text project_id created_at:ts updated_at:ts"),
+    _table("web_sessions", "session_digest", "session_digest:bytes user_id created_at:ts expires_at:ts"),
+    _table(
+        "auth_failures",
+        "address",
+        "address:text failures window_start:ts updated_at:ts banned_until:ts",
+    ),
+    _table(
+        "audit_events",
+        "id",
+        "id created_at:ts author_id entity_type:text entity_id event_name:text details:json",
+        identity=True,
+    ),
+)
+
+
+def converter(kinds: Mapping[Kind, Callable[[Any], Any]]) -> Callable[[Table, Sequence[Any]], Row]:
+    """A row converter from one conversion per kind (a kind not named passes unchanged); None stays None."""
+
+    def convert(table: Table, row: Sequence[Any]) -> Row:
+        out = []
+        for (_, kind), value in zip(table.columns, row, strict=True):
+            change = kinds.get(kind)
+            out.append(value if value is None or change is None else change(value))
+        return tuple(out)
+
+    return convert
+
+
+def decode_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def encode_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class Side(Protocol):
+    """One store inside one transaction of the copy: a snapshot to read, or the target's all-or-nothing write."""
+
+    def batches(self, table: Table) -> AsyncIterator[list[Row]]: ...
+    async def count(self, table: Table) -> int: ...
+    async def load(self, table: Table, rows: Sequence[Row]) -> None: ...
+    async def id_positions(self) -> dict[str, int]: ...
+    async def set_id_positions(self, positions: Mapping[str, int]) -> None: ...
+
+
+class Copyable(Protocol):
+    async def migrate(self) -> int: ...
+    async def schema_version(self) -> int: ...
+    def copy_transaction(self, *, write: bool) -> AbstractAsyncContextManager[Side]: ...
+
+
+@dataclass(frozen=True)
+class Copied:
+    rows: dict[str, int]  # table → rows copied
+    id_positions: dict[str, int]  # table → highest id ever handed out, now the target's too
+
+
+class NotEmpty(StoreError):
+    """The target already holds data: the copy never merges into, or overwrites, a database in use."""
+
+
+class SchemaMismatch(StoreError):
+    """The two databases are at different schema versions."""
+
+
+async def copy_store(
+    source: Copyable, target: Copyable, *, progress: Callable[[str, int], None] | None = None
+) -> Copied:
+    """Copy every row of `source` into `target`, which is migrated first and must be empty.
+
+    One snapshot of the source (writes made meanwhile are not copied, and never half of one) and one transaction
+    on the target: a failure leaves the target as empty as it was. `progress(table, rows)` after each table.
+    """
+    version = await target.migrate()
+    found = await source.schema_version()
+    if found != version:
+        raise SchemaMismatch(
+            f"the source database is at schema version {found}, this gateway's is {version}: "
+            + ("run `gateway migrate` on the source first" if found < version else "use the newer gateway to copy it")
+        )
+    counts: dict[str, int] = {}
+    async with source.copy_transaction(write=False) as src, target.copy_transaction(write=True) as dst:
+        for table in TABLES:
+            if held := await dst.count(table):
+                raise NotEmpty(
+                    f"the target database is not empty ({table.name}: {held} rows): copy only into a new database"
+                    " (do not run `gateway init` on it first)"
+                )
+        for table in TABLES:
+            copied = 0
+            async for batch in src.batches(table):
+                await dst.load(table, batch)
+                copied += len(batch)
+            # Read back inside the same transaction: a row silently dropped would fail here, not in production.
+            if (landed := await dst.count(table)) != copied:
+                raise StoreError(f"{table.name}: {copied} rows read but {landed} written")
+            counts[table.name] = copied
+            if progress is not None:
+                progress(table.name, copied)
+        positions = await src.id_positions()
+        await dst.set_id_positions(positions)
+    return Copied(counts, positions)

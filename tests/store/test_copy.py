@@ -1,0 +1,301 @@
+"""`gateway store copy` at the store level (gateway/store/copy.py): every direction between SQLite and PostgreSQL,
+every table and column, id sequences, the snapshot, and the refusals that keep a database in use safe.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.store import copy
+from gateway.store.base import AuditQuery, NewAuditEvent, NewDeployToken, Store, TokenUse
+from gateway.store.copy import TABLES, NotEmpty, SchemaMismatch, copy_store
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SQLiteStore, migrations
+from tests.pg import Cluster
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+Opener = Callable[[str], Awaitable[SQLiteStore | PostgresStore]]
+
+
+@pytest.fixture
+async def opener(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Opener]:
+    """open(kind) → a new, migrated-on-demand store of that kind ('sqlite' or 'postgres'), closed after the test."""
+    opened: list[SQLiteStore | PostgresStore] = []
+    dropped: list[str] = []
+
+    async def open_(kind: str) -> SQLiteStore | PostgresStore:
+        store: SQLiteStore | PostgresStore
+        if kind == "sqlite":
+            store = await SQLiteStore(tmp_path / f"{uuid.uuid4().hex[:8]}.db").open()
+        else:
+            cluster: Cluster = request.getfixturevalue("postgres_cluster")
+            name = f"t_{uuid.uuid4().hex[:16]}"
+            dropped.append(name)
+            store = await PostgresStore(await cluster.create_database(name)).open()
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        await store.close()
+    if dropped:
+        cluster = request.getfixturevalue("postgres_cluster")
+        for name in dropped:
+            await cluster.drop_database(name)
+
+
+def token(digest: bytes, **fields: Any) -> NewDeployToken:
+    values: dict[str, Any] = {
+        "name": "t",
+        "custom_username": None,
+        "scopes": ("read_repository", "read_registry"),
+        "expires_at": None,
+        "token_digest": digest,
+        "token_encrypted": None,
+        "creator_id": None,
+        "project_id": None,
+        "group_id": None,
+        "created_at": NOW,
+    } | fields
+    return NewDeployToken(**values)
+
+
+async def fill(store: Store) -> dict[str, int]:
+    """A bit of everything every table can hold, with the awkward values: deleted rows behind the sequences,
+    NULLs, microseconds, the extreme timestamps, non-ASCII text, binary digests, JSON with nesting."""
+    await store.migrate()
+    alice = await store.create_user(
+        username="alice", name="Alicé Ünïcode", email="a@x", password_hash="$argon2id$v=19$x", is_admin=True, now=NOW
+    )
+    bob = await store.create_user(username="bob", name="Bob", email="b@x", password_hash=None, is_admin=False, now=NOW)
+    await store.set_user_state(bob.id, "blocked")
+    top = await store.create_group(
+        name="Top", path="top", parent_id=None, visibility="private", description="", now=NOW, owner_id=alice.id
+    )
+    sub = await store.create_group(
+        name="Sub", path="sub", parent_id=top.id, visibility="internal", description="d\n“q”", now=NOW
+    )
+    app = await store.create_project(
+        namespace_id=sub.id, name="App", path="app", visibility="public", description="", creator_id=alice.id, now=NOW
+    )
+    gone = await store.create_project(
+        namespace_id=top.id, name="Gone", path="gone", visibility="private", description="", creator_id=None, now=NOW
+    )
+    await store.add_member(source_kind="project", source_id=app.id, user_id=bob.id, access_level=30, now=NOW)
+    pat = await store.create_personal_access_token(
+        user_id=alice.id, name="api", token_digest=b"\x00pat" * 8, scopes=("api", "read_api"), expires_at=None, now=NOW
+    )
+    revoked_pat = await store.create_personal_access_token(
+        user_id=bob.id, name="old", token_digest=b"\xffold" * 8, scopes=("api",), expires_at=NOW, now=NOW
+    )
+    await store.revoke_personal_access_token(revoked_pat.id)
+    kept = await store.create_deploy_token(
+        token(b"\x01" * 32, project_id=app.id, token_encrypted=b"\x02nonce+ciphertext", name="gitlab-deploy-token")
+    )
+    await store.create_deploy_token(
+        token(b"\x03" * 32, group_id=top.id, custom_username="ci-user", expires_at=datetime.max.replace(tzinfo=UTC))
+    )
+    revoked = await store.create_deploy_token(token(b"\x04" * 32, project_id=app.id, expires_at=NOW))
+    await store.revoke_deploy_token(revoked.id)
+    # The highest id of all, deleted: the target must not hand it out again (gitlab+deploy-token-{id}).
+    deleted = await store.create_deploy_token(token(b"\x05" * 32, project_id=gone.id))
+    await store.delete_deploy_token(deleted.id)
+    await store.delete_project(gone.id)
+    await store.record_token_use(
+        TokenUse("deploy_token", kept.id, NOW, ("10.0.0.1", "2001:db8::1")), min_interval=0, keep_ips=5
+    )
+    await store.record_token_use(TokenUse("personal_access_token", pat.id, NOW, ("::1",)), min_interval=0, keep_ips=5)
+    await store.claim_package_name(format="pypi", name="my-pkg", project_id=app.id, exclusive=True, now=NOW)
+    await store.create_web_session(
+        session_digest=b"\x06" * 32, user_id=alice.id, created_at=NOW, expires_at=NOW + timedelta(hours=1)
+    )
+    await store.record_auth_failure("192.0.2.7", now=NOW, window_start_after=NOW - timedelta(minutes=3))
+    await store.ban_address("198.51.100.0", until=NOW + timedelta(hours=1), now=NOW)
+    await store.insert_audit_events(
+        [
+            NewAuditEvent(NOW, alice.id, "Project", app.id, "deploy_token_created", {"a": [1, {"b": None}], "é": "ü"}),
+            NewAuditEvent(NOW, -2, "Gitlab::Audit::InstanceScope", 0, "authenticated", {}),
+        ]
+    )
+    return {"deploy_tokens": deleted.id, "group": top.id}
+
+
+async def dump(store: Store) -> dict[str, list[copy.Row]]:
+    """Every row of every table, as the copy reads them (portable values)."""
+    out: dict[str, list[copy.Row]] = {}
+    async with store.copy_transaction(write=False) as side:
+        for table in TABLES:
+            out[table.name] = [row async for batch in side.batches(table) for row in batch]
+    return out
+
+
+DIRECTIONS = [("sqlite", "postgres"), ("postgres", "sqlite"), ("sqlite", "sqlite"), ("postgres", "postgres")]
+
+
+@pytest.mark.parametrize(("source_kind", "target_kind"), DIRECTIONS)
+async def test_copy_carries_every_row_and_value(opener: Opener, source_kind: str, target_kind: str) -> None:
+    source, target = await opener(source_kind), await opener(target_kind)
+    highest = await fill(source)
+    before = await dump(source)
+    assert all(before[t.name] for t in TABLES), "the fixture must fill every table"
+    progress: list[tuple[str, int]] = []
+
+    copied = await copy_store(source, target, progress=lambda table, rows: progress.append((table, rows)))
+
+    assert await dump(target) == before
+    assert copied.rows == {t.name: len(before[t.name]) for t in TABLES}
+    assert progress == list(copied.rows.items())
+    assert await dump(source) == before  # the source is only read
+    # Through the Store API too: a token is found by its digest with every field intact.
+    for digest in (b"\x01" * 32, b"\x03" * 32, b"\x04" * 32):
+        assert await target.find_deploy_token(digest) == await source.find_deploy_token(digest)
+    query = AuditQuery()
+    assert await target.list_audit_events(query, offset=0, limit=10) == await source.list_audit_events(
+        query, offset=0, limit=10
+    )
+    # Sequences carry over past deleted rows: new rows get the ids the source would have handed out next.
+    assert copied.id_positions["deploy_tokens"] == highest["deploy_tokens"]
+    new = token(b"\x07" * 32, group_id=highest["group"])
+    made = [await store.create_deploy_token(new) for store in (source, target)]
+    assert made[0].id == made[1].id == highest["deploy_tokens"] + 1
+    assert made[1].username == f"gitlab+deploy-token-{highest['deploy_tokens'] + 1}"
+    user = await target.create_user(
+        username="carol", name="C", email="c@x", password_hash=None, is_admin=False, now=NOW
+    )
+    assert user.id == max(r[0] for r in before["users"]) + 1
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_tables_name_every_column_of_the_schema(opener: Opener, kind: str) -> None:
+    """A migration that adds a table or a column must add it to copy.TABLES, or the copy would drop it silently."""
+    store = await opener(kind)
+    await store.migrate()
+    if isinstance(store, SQLiteStore):
+        names = [r[0] for r in await store.db.execute_fetchall("SELECT name FROM sqlite_master WHERE type='table'")]
+        schema = {
+            name: {r[1] for r in await store.db.execute_fetchall(f"PRAGMA table_info({name})")}
+            for name in names
+            if name not in ("sqlite_sequence", "schema_version")
+        }
+    else:
+        rows = await store.pool.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'"
+        )
+        schema = {}
+        for row in rows:
+            if row["table_name"] != "schema_version":
+                schema.setdefault(row["table_name"], set()).add(row["column_name"])
+    assert schema == {t.name: set(t.names) for t in TABLES}
+
+
+@pytest.mark.parametrize(("source_kind", "target_kind"), [("sqlite", "postgres"), ("postgres", "sqlite")])
+async def test_a_target_holding_data_is_refused_and_left_alone(
+    opener: Opener, source_kind: str, target_kind: str
+) -> None:
+    source, target = await opener(source_kind), await opener(target_kind)
+    await fill(source)
+    await target.migrate()
+    await target.create_user(username="root", name="Root", email="r@x", password_hash=None, is_admin=True, now=NOW)
+    before = await dump(target)
+
+    with pytest.raises(NotEmpty, match=r"not empty \(namespaces: 1 rows\).*gateway init"):
+        await copy_store(source, target)
+
+    assert await dump(target) == before
+
+
+@pytest.mark.parametrize(("source_kind", "target_kind"), [("sqlite", "postgres"), ("postgres", "sqlite")])
+async def test_a_failure_midway_leaves_the_target_empty(opener: Opener, source_kind: str, target_kind: str) -> None:
+    source, target = await opener(source_kind), await opener(target_kind)
+    await fill(source)
+
+    def interrupt(table: str, rows: int) -> None:
+        if table == "deploy_tokens":
+            raise KeyboardInterrupt  # the operator's Ctrl-C, after six tables went in
+
+    with pytest.raises(KeyboardInterrupt):
+        await copy_store(source, target, progress=interrupt)
+
+    assert all(not rows for rows in (await dump(target)).values())
+    await copy_store(source, target)  # and it can simply be run again
+    assert await dump(target) == await dump(source)
+
+
+class WriteBeforeUsers:
+    """The source, with another connection creating a user just before the copy reads the users table (after it
+    read the namespaces): a write committed while the copy runs."""
+
+    def __init__(self, store: SQLiteStore | PostgresStore, writer: Store) -> None:
+        self.store, self.writer, self.written = store, writer, 0
+
+    async def migrate(self) -> int:
+        return await self.store.migrate()
+
+    async def schema_version(self) -> int:
+        return await self.store.schema_version()
+
+    @asynccontextmanager
+    async def copy_transaction(self, *, write: bool) -> AsyncIterator[copy.Side]:
+        async with self.store.copy_transaction(write=write) as side:
+            outer = self
+
+            class Side:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(side, name)
+
+                async def batches(self, table: copy.Table) -> AsyncIterator[list[copy.Row]]:
+                    if table.name == "users":
+                        user = await outer.writer.create_user(
+                            username="late", name="L", email="l@x", password_hash=None, is_admin=False, now=NOW
+                        )
+                        outer.written = user.id
+                    async for batch in side.batches(table):
+                        yield batch
+
+            yield Side()  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_the_source_is_read_as_one_snapshot(opener: Opener, kind: str) -> None:
+    """The user written meanwhile is not copied, and neither is its personal namespace. Read without a snapshot,
+    the target would get that user without its namespace (a broken foreign key)."""
+    source, target = await opener(kind), await opener("sqlite")
+    await fill(source)
+    writer = await (
+        SQLiteStore(source.path).open() if isinstance(source, SQLiteStore) else PostgresStore(source.dsn).open()
+    )
+    try:
+        racing = WriteBeforeUsers(source, writer)
+        copied = await copy_store(racing, target)
+    finally:
+        await writer.close()
+    late = await source.get_user(racing.written)
+    assert late is not None and await source.get_namespace(late.namespace_id) is not None
+    assert await target.get_user(racing.written) is None
+    assert await target.get_namespace(late.namespace_id) is None
+    after = await dump(source)
+    assert copied.rows["users"] == len(after["users"]) - 1
+    assert copied.rows["namespaces"] == len(after["namespaces"]) - 1
+
+
+async def test_a_source_behind_the_gateways_schema_is_refused(opener: Opener, tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT)")
+        for version, name, sql in migrations()[:-1]:
+            db.executescript(sql)
+            db.execute("INSERT INTO schema_version VALUES (?, ?, '2026-01-01')", (version, name))
+    source = await SQLiteStore(old).open()
+    try:
+        with pytest.raises(SchemaMismatch, match="run `gateway migrate` on the source first"):
+            await copy_store(source, await opener("postgres"))
+    finally:
+        await source.close()
