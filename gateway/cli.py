@@ -384,7 +384,9 @@ def cmd_store_copy(config: Config, args: argparse.Namespace) -> int:
         try:
             target = await open_store(config, target_url)
             try:
-                return await copy_store(source, target, progress=lambda table, rows: _note(f"{table}: {rows} rows"))
+                return await copy_store(
+                    source, target, progress=lambda table, rows: _note(f"{table}: {rows} rows copied")
+                )
             finally:
                 await target.close()
         finally:
@@ -392,9 +394,10 @@ def cmd_store_copy(config: Config, args: argparse.Namespace) -> int:
 
     copied = asyncio.run(work())
     _say(f"copied {sum(copied.rows.values())} rows from {source_label} to {target_label}")
+    _say(f"  {'table':<24}{'rows':>10}{'next id':>10}")
     for table, rows in copied.rows.items():
         position = copied.id_positions.get(table)
-        _say(f"  {table}\t{rows}" + (f"\tnext id after {position}" if position is not None else ""))
+        _say(f"  {table:<24}{rows:>10}" + (f"{position + 1:>10}" if position is not None else ""))
     _note(
         "now set storage.database to the new database and keep the same data directory (encryption key, registry"
         " signing key, embedded repositories and packages): every token keeps working"
@@ -626,7 +629,10 @@ def build_parser() -> argparse.ArgumentParser:
         " must hold no data, and is written in one transaction (a failure leaves it empty).",
     )
     c.add_argument(
-        "--to", required=True, metavar="DATABASE", help="sqlite:///FILE or postgresql://USER:PASSWORD@HOST/DB"
+        "--to",
+        required=True,
+        metavar="DATABASE",
+        help="sqlite:///FILE or postgresql://USER[:PASSWORD]@HOST/DB (without a password: PGPASSWORD or ~/.pgpass)",
     )
     c.set_defaults(func=cmd_store_copy)
 

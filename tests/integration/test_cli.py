@@ -505,6 +505,24 @@ def test_configuration_mistakes_are_clear_errors(
     assert result.stderr.startswith(("gateway: error: ", "usage: gateway"))
 
 
+@pytest.mark.parametrize(
+    ("target", "code", "message"),
+    [
+        ("mysql://u:Secret-pw@db/gateway", 2, "--to: must start with sqlite:/// or postgresql://"),
+        ("sqlite:///data/../data/gateway.db", 1, "--to names the configured database itself"),
+        ("postgresql://u:Secret-pw@127.0.0.1:1/gateway", 1, "cannot connect to PostgreSQL at 127.0.0.1:1/gateway"),
+    ],
+)
+def test_store_copy_mistakes_are_clear_errors(gw: Gateway, target: str, code: int, message: str) -> None:
+    database = gw.folder / "data" / "gateway.db"
+    before = database.read_bytes()
+    result = gw.run("store", "copy", "--to", target)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Secret-pw" not in result.stderr and "Traceback" not in result.stderr
+    assert database.read_bytes() == before
+
+
 @pytest.mark.parametrize("command", ["init", "migrate"])
 def test_unusable_paths_are_clear_errors(fresh: Gateway, command: str) -> None:
     (fresh.folder / "blocker").write_text("a file where a folder should be")
