@@ -10,7 +10,6 @@ import asyncio
 import base64
 import http.client
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -23,19 +22,12 @@ from urllib.parse import urlsplit
 
 from tests import pg
 from tests.procs import Proc, free_port, start, stop, wait_http
-from tests.servers import ROOT, gateway_env, write_config
+from tests.servers import ROOT, gateway_env, run_gateway, write_config
 
 
 def init(config: Path) -> str:
     """`gateway init` on a fresh installation; returns root's personal access token (the last line of stdout)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "--config", str(config), "init"],
-        cwd=ROOT,
-        env=gateway_env(config.parent),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_gateway(config, "init")
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
 

@@ -207,16 +207,22 @@ def gateway_env(base: Path) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8"}
 
 
-def init_gateway(config: Path) -> None:
-    """`gateway init`: data dir, key files, database (the admin it creates is not used by these tests)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "--config", str(config), "init"],
+def run_gateway(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """One `python -m gateway --config CONFIG ARGS…` run to its end (a command, or a `serve` expected to fail)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config), *args],
         cwd=ROOT,
         env=gateway_env(config.parent),
         capture_output=True,
         text=True,
+        timeout=timeout,
         check=False,
     )
+
+
+def init_gateway(config: Path) -> None:
+    """`gateway init`: data dir, key files, database (the admin it creates is not used by these tests)."""
+    result = run_gateway(config, "init")
     assert result.returncode == 0, result.stderr
 
 

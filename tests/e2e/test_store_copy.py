@@ -7,27 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 from tests import pg
 from tests.gitcli import git, git_env, make_seed, with_credentials
 from tests.replicas import api, basic, init, new_project, request, start_replica
-from tests.servers import ROOT, gateway_env, write_config
-
-
-def gateway(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "--config", str(config), *args],
-        cwd=ROOT,
-        env=gateway_env(config.parent),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.servers import run_gateway, write_config
 
 
 def test_a_sqlite_gateway_moves_to_postgresql_and_every_token_keeps_working(
@@ -55,18 +41,18 @@ def test_a_sqlite_gateway_moves_to_postgresql_and_every_token_keeps_working(
         remote = f"{before.url}/{project.path}.git"
         git(env, "push", "-q", with_credentials(remote, "root", root), "HEAD:main", cwd=seed).check()
         listed = api(before.url, root, "GET", tokens)
-        ci_before = gateway(config, "ci-variables", project.path)
+        ci_before = run_gateway(config, "ci-variables", project.path)
         assert ci_before.returncode == 0, ci_before.stderr
     finally:
         before.stop()
 
     dsn = asyncio.run(postgres.create_database(f"copy_{uuid.uuid4().hex[:12]}"))
-    copied = gateway(config, "store", "copy", "--to", dsn)
+    copied = run_gateway(config, "store", "copy", "--to", dsn)
     assert copied.returncode == 0, copied.stderr
     assert copied.stdout.startswith("copied ")
     assert re.search(r"^  deploy_tokens +2 +4$", copied.stdout, re.M), copied.stdout  # 3 rows made, 1 deleted
     assert postgres.password not in copied.stdout + copied.stderr  # the DSN's password is never printed
-    again = gateway(config, "store", "copy", "--to", dsn)
+    again = run_gateway(config, "store", "copy", "--to", dsn)
     assert again.returncode == 1 and "the target database is not empty" in again.stderr, again.stderr
 
     moved = write_config(tmp_path, sections={"storage": {"database": dsn}})  # same data dir, keys, repositories
@@ -81,7 +67,7 @@ def test_a_sqlite_gateway_moves_to_postgresql_and_every_token_keeps_working(
         query = f"service=container_registry&scope=repository:{project.path}:pull"
         assert request(f"{after.url}/jwt/auth?{query}", headers=basic(ci["username"], ci["token"])) == 200
         assert request(f"{after.url}/jwt/auth?{query}", headers=basic("nobody", "gldt-wrong")) == 401
-        ci_after = gateway(moved, "ci-variables", project.path)
+        ci_after = run_gateway(moved, "ci-variables", project.path)
         assert ci_after.returncode == 0 and ci_after.stdout == ci_before.stdout  # the encrypted copy decrypts
         fresh = api(after.url, root, "POST", tokens, {"name": "new", "scopes": ["read_repository"]})
         assert fresh["id"] == made["dropped"]["id"] + 1

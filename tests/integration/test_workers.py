@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from tests.procs import alive, stop, wait_until
 from tests.replicas import request
-from tests.servers import ROOT, START_TIMEOUT, Served, gateway_env, init_gateway, write_config
+from tests.servers import START_TIMEOUT, Served, init_gateway, run_gateway, write_config
 
 
 @pytest.fixture(scope="module")
@@ -138,15 +137,7 @@ def test_killing_the_parent_takes_the_workers_with_it(config: Path, served: list
 
 def run_serve(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`gateway serve` expected to fail at start-up."""
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "--config", str(config), "serve", *args],
-        cwd=ROOT,
-        env=gateway_env(config.parent),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_gateway(config, "serve", *args, timeout=30)
 
 
 def _plain_listener(port: int) -> socket.socket:
