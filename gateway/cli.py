@@ -378,6 +378,9 @@ def cmd_store_copy(config: Config, args: argparse.Namespace) -> int:
     source_label, target_label = _database_label(config, config.storage.database), _database_label(config, target_url)
     if source_label == target_label:
         raise CommandError(f"--to names the configured database itself ({source_label})")
+    if config.storage.database.startswith("sqlite:///") and not Path(source_label).is_file():
+        # Opening it would create an empty database where the operator expected theirs.
+        raise CommandError(f"no database at {source_label}: check storage.database")
 
     async def work() -> Copied:
         source = await open_store(config)

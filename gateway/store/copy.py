@@ -158,12 +158,14 @@ async def copy_store(
     One snapshot of the source (writes made meanwhile are not copied, and never half of one) and one transaction
     on the target: a failure leaves the target as empty as it was. `progress(table, rows)` after each table.
     """
-    version = await target.migrate()
     found = await source.schema_version()
+    if found == 0:
+        raise SchemaMismatch("the source database holds no gateway schema: nothing to copy (check storage.database)")
+    version = await target.migrate()
     if found != version:
         raise SchemaMismatch(
-            f"the source database is at schema version {found}, this gateway's is {version}: "
-            + ("run `gateway migrate` on the source first" if found < version else "use the newer gateway to copy it")
+            f"the source database is at schema version {found}, the target at {version}: "
+            + ("run `gateway migrate` on the source first" if found < version else "copy it with the newer gateway")
         )
     counts: dict[str, int] = {}
     async with source.copy_transaction(write=False) as src, target.copy_transaction(write=True) as dst:

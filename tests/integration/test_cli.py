@@ -523,6 +523,13 @@ def test_store_copy_mistakes_are_clear_errors(gw: Gateway, target: str, code: in
     assert database.read_bytes() == before
 
 
+def test_store_copy_without_a_source_database_creates_nothing(fresh: Gateway) -> None:
+    result = fresh.run("store", "copy", "--to", "sqlite:///elsewhere.db")
+    assert result.returncode == 1
+    assert f"no database at {fresh.folder.resolve() / 'data' / 'gateway.db'}: check storage.database" in result.stderr
+    assert not (fresh.folder / "data").exists() and not (fresh.folder / "elsewhere.db").exists()
+
+
 @pytest.mark.parametrize("command", ["init", "migrate"])
 def test_unusable_paths_are_clear_errors(fresh: Gateway, command: str) -> None:
     (fresh.folder / "blocker").write_text("a file where a folder should be")

@@ -286,6 +286,13 @@ async def test_the_source_is_read_as_one_snapshot(opener: Opener, kind: str) -> 
     assert copied.rows["namespaces"] == len(after["namespaces"]) - 1
 
 
+async def test_an_empty_source_is_refused_before_the_target_is_touched(opener: Opener) -> None:
+    source, target = await opener("sqlite"), await opener("postgres")
+    with pytest.raises(SchemaMismatch, match="holds no gateway schema"):
+        await copy_store(source, target)
+    assert await target.schema_version() == 0
+
+
 async def test_a_source_behind_the_gateways_schema_is_refused(opener: Opener, tmp_path: Path) -> None:
     old = tmp_path / "old.db"
     with sqlite3.connect(old) as db:
