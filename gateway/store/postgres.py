@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from gateway.errors import Conflict, StoreUnavailable
+from gateway.errors import Conflict, StoreError, StoreUnavailable
 from gateway.store import copy
 from gateway.store.base import (
     PackageName,
@@ -340,6 +340,9 @@ class PostgresStore(SharedQueries):
             raise Conflict(f"a copied row breaks a constraint: {self._describe(exc)}") from exc
         except _OUTAGES as exc:
             raise self._unavailable(exc) from exc
+        except asyncpg.PostgresError as exc:
+            # A value PostgreSQL cannot hold that SQLite could (a NUL in text): the copy stops, nothing is written.
+            raise StoreError(f"PostgreSQL refused a copied row: {self._describe(exc)}") from exc
         finally:
             self._cache.clear()
 

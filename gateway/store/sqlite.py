@@ -12,7 +12,7 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.errors import Conflict, StoreUnavailable
+from gateway.errors import Conflict, StoreError, StoreUnavailable
 from gateway.store import copy
 from gateway.store.base import (
     PackageName,
@@ -302,6 +302,10 @@ class SQLiteStore(SharedQueries):
                 with suppress(sqlite3.Error):
                     await db.execute("ROLLBACK")
                 raise Conflict(f"a copied row breaks a constraint: {exc}") from exc
+            except sqlite3.Error as exc:
+                with suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise StoreError(f"SQLite refused a copied row: {exc}") from exc
             except BaseException:
                 with suppress(sqlite3.Error):
                     await db.execute("ROLLBACK")

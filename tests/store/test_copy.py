@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import StoreError
 from gateway.store import copy
 from gateway.store.base import AuditQuery, NewAuditEvent, NewDeployToken, Store, TokenUse
 from gateway.store.copy import TABLES, NotEmpty, SchemaMismatch, copy_store
@@ -210,6 +211,17 @@ async def test_a_target_holding_data_is_refused_and_left_alone(
         await copy_store(source, target)
 
     assert await dump(target) == before
+
+
+async def test_a_value_postgresql_cannot_hold_stops_the_copy_cleanly(opener: Opener) -> None:
+    """SQLite keeps a NUL inside text, PostgreSQL's text cannot: a clear error, and nothing written."""
+    source, target = await opener("sqlite"), await opener("postgres")
+    await fill(source)
+    assert isinstance(source, SQLiteStore)
+    await source.db.execute("UPDATE projects SET description = ?", ("a\x00b",))
+    with pytest.raises(StoreError, match="PostgreSQL refused a copied row"):
+        await copy_store(source, target)
+    assert all(not rows for rows in (await dump(target)).values())
 
 
 @pytest.mark.parametrize(("source_kind", "target_kind"), [("sqlite", "postgres"), ("postgres", "sqlite")])
