@@ -1,7 +1,7 @@
 """`python -m bench`: every benchmark of the project, printed as ONE table (each row a figure, its same-run baseline,
 the ratio and the target). Progress goes to stderr, the table to stdout.
 
-    python -m bench                          everything, full sizes (about 17 minutes on 2 cores)
+    python -m bench                          everything, full sizes (about 18 minutes on 2 cores)
     python -m bench --quick                  smaller sizes and shorter load runs (about 2 minutes)
     python -m bench --only auth,replicas     a subset (`--list` names the suites)
     python -m bench --database sqlite        the gateway on one database only (default: sqlite and postgresql)
@@ -93,6 +93,12 @@ def _store(ctx: Context) -> list[Row]:
     )
 
 
+def _copy(ctx: Context) -> list[Row]:
+    from bench import store_copy
+
+    return store_copy.run(ctx)
+
+
 SUITES = [
     Suite("auth", "/jwt/auth rate and p50/p99, 1 worker and N workers, vs the machine's limit; peak RSS", True, _auth),
     Suite(
@@ -102,6 +108,7 @@ SUITES = [
     Suite("registry", "500 MB layer push/pull through /v2/ vs direct (skopeo), RSS growth", True, _registry),
     Suite("packages", "generic package download/upload vs direct and embedded store, RSS growth", True, _packages),
     Suite("store", "token lookup with 1k vs 1M tokens, group depth 1 vs 20 (store, cache off)", False, _store),
+    Suite("copy", "`gateway store copy` of 1M deploy tokens, SQLite to PostgreSQL and back", False, _copy),
     Suite("soak", "200 connections of mixed clients for 60 s: errors, p50/p99, RSS over time", True, _soak),
     Suite("metrics", "metric updates per /jwt/auth request, in memory and multiprocess (mmap)", False, _metrics),
     Suite("audit", "audit trail + last use per request (buffered), one batched flush", False, _audit),

@@ -91,7 +91,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 _ROWS = Rows(Decoding(timestamp=_ts, ids=tuple, words=tuple))
 
 # `gateway store copy` (store/copy.py): asyncpg speaks the portable types but for arrays (lists) and jsonb (text).
-_PORTABLE = copy.converter({"ts": _ts, "words": tuple, "ids": tuple, "json": copy.decode_json, "bytes": bytes})
+_PORTABLE = copy.converter({"ts": _ts, "words": tuple, "ids": tuple, "json": copy.decode_json})
 _STORED = copy.converter({"words": list, "ids": list, "json": copy.encode_json})
 
 
@@ -102,15 +102,10 @@ class _CopySide:
         self.conn = conn
 
     async def batches(self, table: copy.Table) -> AsyncIterator[list[copy.Row]]:
-        batch: list[copy.Row] = []
         sql = f"SELECT {', '.join(table.names)} FROM {table.name} ORDER BY {table.key}"
-        async for record in self.conn.cursor(sql, prefetch=copy.BATCH):
-            batch.append(_PORTABLE(table, record))
-            if len(batch) == copy.BATCH:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        cursor = await self.conn.cursor(sql)
+        while records := await cursor.fetch(copy.BATCH):
+            yield _PORTABLE(table, records)
 
     async def count(self, table: copy.Table) -> int:
         return int(await self.conn.fetchval(f"SELECT count(*) FROM {table.name}"))
@@ -118,9 +113,7 @@ class _CopySide:
     async def load(self, table: copy.Table, rows: Sequence[copy.Row]) -> None:
         # COPY writes the given ids into `GENERATED ALWAYS` identity columns, as INSERT ... OVERRIDING SYSTEM VALUE
         # would (PostgreSQL docs, COPY), and is the fastest way in.
-        await self.conn.copy_records_to_table(
-            table.name, records=[_STORED(table, row) for row in rows], columns=list(table.names)
-        )
+        await self.conn.copy_records_to_table(table.name, records=_STORED(table, rows), columns=list(table.names))
 
     async def _sequence(self, table: copy.Table) -> str:
         return str(await self.conn.fetchval("SELECT pg_get_serial_sequence($1, 'id')", table.name))

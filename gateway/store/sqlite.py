@@ -67,7 +67,6 @@ _PORTABLE = copy.converter(
         "words": lambda text: tuple(text.split()),
         "ids": lambda text: tuple(int(x) for x in text.split("/") if x),
         "json": copy.decode_json,
-        "bytes": bytes,
     }
 )
 _STORED = copy.converter(
@@ -91,7 +90,7 @@ class _CopySide:
         sql = f"SELECT {', '.join(table.names)} FROM {table.name} ORDER BY {table.key}"
         async with self.db.execute(sql) as cursor:
             while rows := await cursor.fetchmany(copy.BATCH):
-                yield [_PORTABLE(table, row) for row in rows]
+                yield _PORTABLE(table, rows)
 
     async def count(self, table: copy.Table) -> int:
         rows = await self.db.execute_fetchall(f"SELECT count(*) FROM {table.name}")
@@ -100,7 +99,7 @@ class _CopySide:
     async def load(self, table: copy.Table, rows: Sequence[copy.Row]) -> None:
         marks = ", ".join("?" * len(table.columns))
         sql = f"INSERT INTO {table.name} ({', '.join(table.names)}) VALUES ({marks})"
-        await self.db.executemany(sql, [_STORED(table, row) for row in rows])
+        await self.db.executemany(sql, _STORED(table, rows))
 
     async def id_positions(self) -> dict[str, int]:
         # AUTOINCREMENT keeps the highest id ever handed out in sqlite_sequence (a table that never had a row: none).

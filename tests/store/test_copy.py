@@ -141,8 +141,12 @@ async def dump(store: Store) -> dict[str, list[copy.Row]]:
 DIRECTIONS = [("sqlite", "postgres"), ("postgres", "sqlite"), ("sqlite", "sqlite"), ("postgres", "postgres")]
 
 
+@pytest.mark.parametrize("batch", [2, copy.BATCH])  # 2: every table spans several batches
 @pytest.mark.parametrize(("source_kind", "target_kind"), DIRECTIONS)
-async def test_copy_carries_every_row_and_value(opener: Opener, source_kind: str, target_kind: str) -> None:
+async def test_copy_carries_every_row_and_value(
+    opener: Opener, source_kind: str, target_kind: str, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(copy, "BATCH", batch)
     source, target = await opener(source_kind), await opener(target_kind)
     highest = await fill(source)
     before = await dump(source)
