@@ -6,14 +6,14 @@ floor: one snapshot of the source, the same batches and conversions, nothing wri
 from __future__ import annotations
 
 import asyncio
-import resource
+import os
 import shutil
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import Context, Row, tempdir
+from bench.common import Context, Row, status_kib, tempdir
 from bench.store_lookup import digest
 from gateway.store.copy import TABLES, copy_store
 from gateway.store.postgres import PostgresStore
@@ -35,8 +35,11 @@ async def read_all(store: Store) -> float:
     return time.perf_counter() - started
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def reset_peak_rss() -> float:
+    """Start a new peak (Linux: writing 5 to clear_refs resets VmHWM): the suites that ran before in this process
+    must not count. Returns the resident size now, in MB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return status_kib(os.getpid(), "VmRSS") / 1024
 
 
 async def measure(tmp: Path, cluster: Cluster | None, tokens: int) -> list[Row]:
@@ -56,7 +59,7 @@ async def measure(tmp: Path, cluster: Cluster | None, tokens: int) -> list[Row]:
         )
         await seed_deploy_tokens(stores[0], group_id=group.id, digests=map(digest, range(tokens)), now=NOW)
         rows: list[Row] = []
-        before = peak_rss_mb()
+        before = reset_peak_rss()
         for source_kind, target_kind in ((kinds[0], kinds[1]), (kinds[1], kinds[0])):
             source = stores[-1]
             floor = await read_all(source)
@@ -79,7 +82,7 @@ async def measure(tmp: Path, cluster: Cluster | None, tokens: int) -> list[Row]:
         rows.append(
             Row(
                 "store copy: peak RSS growth of the copying process",
-                f"{peak_rss_mb() - before:.1f} MB",
+                f"{status_kib(os.getpid(), 'VmHWM') / 1024 - before:.1f} MB",
                 f"after seeding {before:.0f} MB",
                 "",
                 "(reported)",
