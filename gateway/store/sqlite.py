@@ -293,21 +293,15 @@ class SQLiteStore(SharedQueries):
                 await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 yield _CopySide(db)
                 await db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
+            except BaseException as exc:
                 with suppress(sqlite3.Error):
                     await db.execute("ROLLBACK")
-                raise StoreUnavailable(f"database error: {exc}") from exc
-            except sqlite3.IntegrityError as exc:
-                with suppress(sqlite3.Error):
-                    await db.execute("ROLLBACK")
-                raise Conflict(f"a copied row breaks a constraint: {exc}") from exc
-            except sqlite3.Error as exc:
-                with suppress(sqlite3.Error):
-                    await db.execute("ROLLBACK")
-                raise StoreError(f"SQLite refused a copied row: {exc}") from exc
-            except BaseException:
-                with suppress(sqlite3.Error):
-                    await db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise StoreUnavailable(f"database error: {exc}") from exc
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise Conflict(f"a copied row breaks a constraint: {exc}") from exc
+                if isinstance(exc, sqlite3.Error):  # a value SQLite cannot hold
+                    raise StoreError(f"SQLite refused a copied row: {exc}") from exc
                 raise
             finally:
                 self._cache.clear()
