@@ -162,13 +162,16 @@ class SQLiteStore(SharedQueries):
     # --- plumbing -------------------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _tx(self, *, clears_cache: bool = True) -> AsyncIterator[aiosqlite.Connection]:
+    async def _tx(
+        self, *, clears_cache: bool = True, begin: str = "BEGIN IMMEDIATE"
+    ) -> AsyncIterator[aiosqlite.Connection]:
         """A write transaction: all or nothing, so a failed request leaves nothing half-written. Audit and
-        last-use writes pass clears_cache=False: they change nothing the hot-read cache must see at once."""
+        last-use writes pass clears_cache=False: they change nothing the hot-read cache must see at once.
+        `begin="BEGIN"` (deferred) makes it a read snapshot instead (copy_transaction)."""
         async with self._write_lock:
             db = self.db
             try:
-                await db.execute("BEGIN IMMEDIATE")
+                await db.execute(begin)
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"database is busy: {exc}") from exc
             try:
@@ -287,24 +290,15 @@ class SQLiteStore(SharedQueries):
     async def copy_transaction(self, *, write: bool) -> AsyncIterator[copy.Side]:
         """Reading: a snapshot (WAL readers see the database as of their first read, whatever commits meanwhile).
         Writing: one transaction, committed only if the whole copy succeeded."""
-        async with self._write_lock:
-            db = self.db
+        async with self._tx(begin="BEGIN IMMEDIATE" if write else "BEGIN") as db:
             try:
-                await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 yield _CopySide(db)
-                await db.execute("COMMIT")
-            except BaseException as exc:
-                with suppress(sqlite3.Error):
-                    await db.execute("ROLLBACK")
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"a copied row breaks a constraint: {exc}") from exc
+            except sqlite3.Error as exc:
                 if isinstance(exc, sqlite3.OperationalError):
-                    raise StoreUnavailable(f"database error: {exc}") from exc
-                if isinstance(exc, sqlite3.IntegrityError):
-                    raise Conflict(f"a copied row breaks a constraint: {exc}") from exc
-                if isinstance(exc, sqlite3.Error):  # a value SQLite cannot hold
-                    raise StoreError(f"SQLite refused a copied row: {exc}") from exc
-                raise
-            finally:
-                self._cache.clear()
+                    raise  # _tx: the database's trouble (503)
+                raise StoreError(f"SQLite refused a copied row: {exc}") from exc
 
     # --- what the databases answer differently (queries.py has the rest) ------------------------------------
 
