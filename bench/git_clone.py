@@ -3,7 +3,8 @@
 1. `git clone --bare` of a random (incompressible) repository (200 MB; --quick 50 MB):
    - embedded backend: gateway (auth + git http-backend CGI) vs. the same CGI bridge (gateway/cgi.py) served by a
      bare aiohttp app without authentication (bench/servers.py git-bridge);
-   - upstream backend: gateway → nginx + fcgiwrap + git http-backend vs. that nginx directly.
+   - upstream backend: gateway → nginx + fcgiwrap + git http-backend vs. that nginx directly; nginx `proxy_pass` in
+     front of the same upstream, in the same rounds, is the reference of what one more hop costs (reported).
 2. Per-request authentication overhead: `git ls-remote` through the gateway (deploy token sent pre-emptively) vs.
    the unauthenticated bridge, per ls-remote and per HTTP request; and the median latency of one `GET info/refs`.
 3. Peak RSS growth of the gateway process while it receives a 1 GB push (--quick 200 MB; embedded backend).
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Context, Gateway, Row, cpu_seconds, paired_ratio, tempdir
-from bench.servers import launch
+from bench.servers import launch, start_nginx_proxy
 from gateway import config as config_module
 from gateway import repositories
 from tests.gitcli import FAST_PACK, git, git_env, make_random_repo, push_direct, with_credentials
@@ -108,9 +109,9 @@ class RssSampler(threading.Thread):
 
 def run(ctx: Context) -> list[Row]:
     size_mb, push_mb = ctx.pick(200, 50), ctx.pick(1024, 200)
-    # Nine interleaved rounds: a clone lasts ~1.6 s and the direct baseline alone moved 1.52-1.80 s between runs
-    # of the suite; with five, the ratio swung 0.94-1.15 from one full run to the next.
-    n_ls, runs = ctx.pick(200, 40), ctx.pick(9, 2)
+    # Fifteen interleaved rounds: a clone lasts ~1.6-2 s and single rounds range 0.8-1.2. With five the median
+    # swung 0.94-1.15 from one full run to the next, with nine the upstream row 1.01-1.10.
+    n_ls, runs = ctx.pick(200, 40), ctx.pick(15, 2)
     base = tempdir("bench-git-")
     env = git_env(base / "home")
     stoppers: list[Callable[[], None]] = []
@@ -120,6 +121,9 @@ def run(ctx: Context) -> list[Row]:
             base / "upstream", username=UPSTREAM_USER, password=UPSTREAM_PASSWORD, buffering=True
         )
         stoppers.append(upstream.stop)
+        # A production reverse proxy in front of the same upstream: the cost of one more hop on this machine.
+        proxy, proxy_port = start_nginx_proxy(base / "nginx-proxy", int(upstream.url.rsplit(":", 1)[1]))
+        stoppers.append(lambda: stop(proxy))
         gateways: dict[str, tuple[Gateway, str]] = {}
         secrets: dict[str, tuple[str, str, str]] = {}
         for name, git_settings in (
@@ -152,12 +156,15 @@ def run(ctx: Context) -> list[Row]:
 
         emb_url, up_url = gateways["embedded"][1], gateways["upstream"][1]
         emb, bridge_name = "embedded: gateway", "embedded: bridge, no auth"
-        up, nginx_name = "upstream: gateway", "upstream: nginx direct"
+        up, nginx_name, proxy_name = "upstream: gateway", "upstream: nginx direct", "upstream: nginx proxy_pass"
         targets = {
             emb: with_credentials(f"{emb_url}/{PROJECT}.git", *secrets["embedded"][:2]),
             bridge_name: f"http://127.0.0.1:{bridge_port}/{PROJECT}.git",
             up: with_credentials(f"{up_url}/{PROJECT}.git", *secrets["upstream"][:2]),
             nginx_name: with_credentials(f"{upstream.url}/{PROJECT}.git", UPSTREAM_USER, UPSTREAM_PASSWORD),
+            proxy_name: with_credentials(
+                f"http://127.0.0.1:{proxy_port}/{PROJECT}.git", UPSTREAM_USER, UPSTREAM_PASSWORD
+            ),
         }
         for url in targets.values():  # warm-up: page cache, connections, first-request costs
             clone_time(env, url, base / "warm")
@@ -226,10 +233,23 @@ def run(ctx: Context) -> list[Row]:
             r <= 1.05,
         )
 
+    def reference_row() -> Row:
+        r, low, high = paired_ratio(times[proxy_name], times[nginx_name])
+        versus, _, _ = paired_ratio(times[up], times[proxy_name])
+        return Row(
+            "  reference: nginx proxy_pass in front of the upstream, same rounds",
+            f"{median[proxy_name]:.2f} s",
+            f"{median[nginx_name]:.2f} s (rounds {low:.2f}-{high:.2f}); gateway vs nginx {versus:.3f}",
+            f"{r:.3f}",
+            "(reported)",
+            None,
+        )
+
     paired = f"median of {runs} paired rounds"
     return [
         clone_row(f"clone {size_mb} MB (pack {pack_mb:.0f} MB), embedded, {paired}", emb, bridge_name),
         clone_row(f"clone {size_mb} MB, upstream nginx, {paired}", up, nginx_name),
+        reference_row(),
         Row("  Python CPU per clone, embedded", f"{cpu[emb]:.2f} s", f"bridge {cpu[bridge_name]:.2f} s", "", ""),
         Row("  Python CPU per clone, upstream hop", f"{cpu[up]:.2f} s", "(nginx)", "", ""),
         Row(

@@ -19,9 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import Context, Gateway, Row, paired_ratio, status_kib, tempdir
-from bench.servers import launch
-from tests.procs import Proc, free_port, start, stop, wait_tcp
-from tests.servers import NGINX, nginx_conf, require
+from bench.servers import launch, start_nginx_proxy
+from tests.procs import Proc, free_port, stop
 
 
 def curl(*args: str) -> float:
@@ -33,33 +32,6 @@ def curl(*args: str) -> float:
     if out.returncode != 0:
         raise RuntimeError(f"curl failed: {out.stdout} {out.stderr}")
     return elapsed
-
-
-NGINX_PROXY_LOCATION = """\
-      proxy_pass http://127.0.0.1:{backend_port};
-      proxy_http_version 1.1;
-      # Streaming both ways with large buffers, never to disk: the gateway's own terms (socket_relay.py).
-      proxy_buffering on;
-      proxy_buffer_size 256k;
-      proxy_buffers 16 256k;
-      proxy_busy_buffers_size 1m;
-      proxy_max_temp_file_size 0;
-      proxy_request_buffering off;
-      client_body_buffer_size 1m;
-"""
-
-
-def start_nginx_proxy(base: Path, backend_port: int) -> tuple[Proc, int]:
-    """nginx (one worker, like the one gateway process) proxying everything to the backend; (process, port)."""
-    require(NGINX, "nginx-light")
-    base.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    conf = base / "nginx.conf"
-    location = NGINX_PROXY_LOCATION.format(backend_port=backend_port)
-    conf.write_text(nginx_conf(base, location, port=port, workers=1, access_log=False))
-    proc = start("nginx-proxy", [NGINX, "-p", str(base), "-c", str(conf)], log=base / "nginx.out")
-    wait_tcp(proc, port)
-    return proc, port
 
 
 def run(ctx: Context) -> list[Row]:

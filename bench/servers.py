@@ -18,7 +18,8 @@ from typing import Any, BinaryIO
 
 from aiohttp import web
 
-from tests.procs import Proc, start, stop, wait_tcp
+from tests.procs import Proc, free_port, start, stop, wait_tcp
+from tests.servers import NGINX, nginx_conf, require
 
 CHUNK = 256 * 1024
 # The size of a real answer: an RS256 JWT with one access entry is about 900 bytes, sent twice (token, access_token).
@@ -115,6 +116,34 @@ def launch(kind: str, port: int, *args: str, log: Path, name: str | None = None)
         stop(proc)
         raise
     return proc
+
+
+NGINX_PROXY_LOCATION = """\
+      proxy_pass http://127.0.0.1:{backend_port};
+      proxy_http_version 1.1;
+      # Streaming both ways with large buffers, never to disk: the gateway's own terms (socket_relay.py).
+      proxy_buffering on;
+      proxy_buffer_size 256k;
+      proxy_buffers 16 256k;
+      proxy_busy_buffers_size 1m;
+      proxy_max_temp_file_size 0;
+      proxy_request_buffering off;
+      client_body_buffer_size 1m;
+"""
+
+
+def start_nginx_proxy(base: Path, backend_port: int) -> tuple[Proc, int]:
+    """nginx (one worker, like the one gateway process) proxying everything to the backend on 127.0.0.1:backend_port:
+    what a production reverse proxy achieves on this machine, the reference of the proxied rows; (process, port)."""
+    require(NGINX, "nginx-light")
+    base.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = base / "nginx.conf"
+    location = NGINX_PROXY_LOCATION.format(backend_port=backend_port)
+    conf.write_text(nginx_conf(base, location, port=port, workers=1, access_log=False))
+    proc = start("nginx-proxy", [NGINX, "-p", str(base), "-c", str(conf)], log=base / "nginx.out")
+    wait_tcp(proc, port)
+    return proc, port
 
 
 def main(argv: list[str]) -> None:
