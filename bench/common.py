@@ -224,6 +224,13 @@ class Row:
     suite: str = ""
 
 
+# Streaming rounds through the gateway are spread over this many of its processes (round i through process i % 3),
+# each baseline being one process too. Two identical gateway processes measured in the same interleaved rounds
+# differed by up to 10 % on uploads (40 rounds, one faster in 29 of them; the other way round in the next run): one
+# process's measure carries that luck.
+SPREAD = 3
+
+
 def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> tuple[float, float, float]:
     """Median, lowest and highest of the per-round ratios of two interleaved series (round i of one against round i
     of the other). A drift of the machine between rounds (CPU frequency, page cache, another tenant of the VM) moves

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import Context, Gateway, Row, cpu_seconds, paired_ratio, tempdir
+from bench.common import SPREAD, Context, Gateway, Row, cpu_seconds, paired_ratio, tempdir
 from bench.servers import launch, start_nginx_proxy
 from gateway import config as config_module
 from gateway import repositories
@@ -124,7 +124,7 @@ def run(ctx: Context) -> list[Row]:
         # A production reverse proxy in front of the same upstream: the cost of one more hop on this machine.
         proxy, proxy_port = start_nginx_proxy(base / "nginx-proxy", int(upstream.url.rsplit(":", 1)[1]))
         stoppers.append(lambda: stop(proxy))
-        gateways: dict[str, tuple[Gateway, str]] = {}
+        gateways: dict[str, tuple[Gateway, list[str]]] = {}
         secrets: dict[str, tuple[str, str, str]] = {}
         for name, git_settings in (
             ("embedded", {}),
@@ -135,9 +135,9 @@ def run(ctx: Context) -> list[Row]:
         ):
             gw = Gateway(base / f"gateway-{name}", ctx, {"git": git_settings, "log": {"level": "warning"}}).install()
             stoppers.append(gw.stop)
-            url = gw.serve(1)
-            secrets[name] = populate(gw, url)
-            gateways[name] = (gw, url)
+            urls = [gw.serve(1, f"gateway-{i}") for i in range(SPREAD)]
+            secrets[name] = populate(gw, urls[0])
+            gateways[name] = (gw, urls)
         embedded_cfg = config_module.load(gateways["embedded"][0].config_file)
         repo_root = str(repositories.root(embedded_cfg))
 
@@ -154,33 +154,39 @@ def run(ctx: Context) -> list[Row]:
         push_direct(env, src, upstream_bare)
         pack_mb = sum(p.stat().st_size for p in (embedded_bare / "objects" / "pack").glob("*.pack")) / 2**20
 
-        emb_url, up_url = gateways["embedded"][1], gateways["upstream"][1]
+        emb_url = gateways["embedded"][1][0]
         emb, bridge_name = "embedded: gateway", "embedded: bridge, no auth"
         up, nginx_name, proxy_name = "upstream: gateway", "upstream: nginx direct", "upstream: nginx proxy_pass"
-        targets = {
-            emb: with_credentials(f"{emb_url}/{PROJECT}.git", *secrets["embedded"][:2]),
-            bridge_name: f"http://127.0.0.1:{bridge_port}/{PROJECT}.git",
-            up: with_credentials(f"{up_url}/{PROJECT}.git", *secrets["upstream"][:2]),
-            nginx_name: with_credentials(f"{upstream.url}/{PROJECT}.git", UPSTREAM_USER, UPSTREAM_PASSWORD),
-            proxy_name: with_credentials(
-                f"http://127.0.0.1:{proxy_port}/{PROJECT}.git", UPSTREAM_USER, UPSTREAM_PASSWORD
-            ),
+
+        def through(kind: str) -> list[tuple[str, int | None]]:
+            """The clone URL of each of the gateway's processes, with the process whose Python CPU it costs."""
+            gw, urls = gateways[kind]
+            return [(with_credentials(f"{url}/{PROJECT}.git", *secrets[kind][:2]), gw.proc(url).pid) for url in urls]
+
+        # Per target, its processes (round i through the i % n-th) and the pid whose CPU is counted, if any
+        # (children such as git-http-backend not included).
+        targets: dict[str, list[tuple[str, int | None]]] = {
+            emb: through("embedded"),
+            bridge_name: [(f"http://127.0.0.1:{bridge_port}/{PROJECT}.git", bridge.pid)],
+            up: through("upstream"),
+            nginx_name: [(with_credentials(f"{upstream.url}/{PROJECT}.git", UPSTREAM_USER, UPSTREAM_PASSWORD), None)],
+            proxy_name: [
+                (
+                    with_credentials(f"http://127.0.0.1:{proxy_port}/{PROJECT}.git", UPSTREAM_USER, UPSTREAM_PASSWORD),
+                    None,
+                )
+            ],
         }
-        for url in targets.values():  # warm-up: page cache, connections, first-request costs
-            clone_time(env, url, base / "warm")
-        # Whose Python CPU each clone costs (children such as git-http-backend not included).
-        servers = {
-            emb: gateways["embedded"][0].proc(emb_url).pid,
-            bridge_name: bridge.pid,
-            up: gateways["upstream"][0].proc(up_url).pid,
-        }
+        for url, _ in (entry for entries in targets.values() for entry in entries):
+            clone_time(env, url, base / "warm")  # warm-up: page cache, connections, first-request costs
         times: dict[str, list[float]] = {name: [] for name in targets}
         cpu: dict[str, float] = dict.fromkeys(targets, 0.0)
-        for _ in range(runs):
-            for name, url in targets.items():  # interleaved so drift hits every target alike
-                before = cpu_seconds(servers[name]) if name in servers else 0.0
+        for i in range(runs):
+            for name, entries in targets.items():  # interleaved so drift hits every target alike
+                url, pid = entries[i % len(entries)]
+                before = cpu_seconds(pid) if pid else 0.0
                 times[name].append(clone_time(env, url, base / "clone"))
-                cpu[name] += (cpu_seconds(servers[name]) - before) / runs if name in servers else 0.0
+                cpu[name] += (cpu_seconds(pid) - before) / runs if pid else 0.0
         median = {name: statistics.median(values) for name, values in times.items()}
 
         # ls-remote: the deploy token sent pre-emptively (http.extraHeader), as CI jobs configure it, so both
@@ -207,7 +213,7 @@ def run(ctx: Context) -> list[Row]:
 
         push_src = base / "push-src"
         make_random_repo(env, push_src, megabytes=push_mb)
-        gw_pid = servers[emb]
+        gw_pid = gateways["embedded"][0].proc(emb_url).pid
         push_url = with_credentials(f"{emb_url}/{PUSH_PROJECT}.git", "dev", pat)
         git(env, "ls-remote", push_url).check()
         rss_before = rss_kib(gw_pid)
@@ -245,7 +251,7 @@ def run(ctx: Context) -> list[Row]:
             None,
         )
 
-    paired = f"median of {runs} paired rounds"
+    paired = f"median of {runs} paired rounds ({SPREAD} gateway processes)"
     return [
         clone_row(f"clone {size_mb} MB (pack {pack_mb:.0f} MB), embedded, {paired}", emb, bridge_name),
         clone_row(f"clone {size_mb} MB, upstream nginx, {paired}", up, nginx_name),
