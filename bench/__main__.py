@@ -1,7 +1,7 @@
 """`python -m bench`: every benchmark of the project, printed as ONE table (each row a figure, its same-run baseline,
 the ratio and the target). Progress goes to stderr, the table to stdout.
 
-    python -m bench                          everything, full sizes (about 18 minutes on 2 cores)
+    python -m bench                          everything, full sizes (about 22 minutes on 2 cores)
     python -m bench --quick                  smaller sizes and shorter load runs (about 2 minutes)
     python -m bench --only auth,replicas     a subset (`--list` names the suites)
     python -m bench --database sqlite        the gateway on one database only (default: sqlite and postgresql)
