@@ -88,9 +88,7 @@ def _store(ctx: Context) -> list[Row]:
     from bench import store_lookup
 
     backends = tuple({"sqlite": "sqlite", "postgresql": "postgres"}[d] for d in ctx.selected)
-    return store_lookup.run(
-        tokens=ctx.pick(1_000_000, 20_000), lookups=ctx.pick(3000, 500), backends=backends, dsn=None
-    )
+    return store_lookup.run(tokens=ctx.pick(1_000_000, 20_000), lookups=ctx.pick(3000, 500), backends=backends)
 
 
 def _copy(ctx: Context) -> list[Row]:
