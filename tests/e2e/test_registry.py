@@ -53,9 +53,11 @@ def ports() -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("keys")
-    signing_keys.ensure(d / "registry.key", d / "registry.crt", algorithm="RS256", common_name="gateway-test")
+def keys(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The signing key pair: RS256 (GitLab's) unless a test asks another algorithm (indirect parametrization)."""
+    algorithm = getattr(request, "param", "RS256")
+    d = tmp_path_factory.mktemp(f"keys-{algorithm}")
+    signing_keys.ensure(d / "registry.key", d / "registry.crt", algorithm=algorithm, common_name="gateway-test")
     return d / "registry.key", d / "registry.crt"
 
 
@@ -82,9 +84,15 @@ async def env(
     world: World,
 ) -> AsyncIterator[Env]:
     gw_port, _ = ports
+    key = signing_keys.load(keys[0], keys[1])
     config = make_config(
         tmp_path,
-        registry={"backend": f"http://127.0.0.1:{registry}", "signing_key": str(keys[0]), "certificate": str(keys[1])},
+        registry={
+            "backend": f"http://127.0.0.1:{registry}",
+            "signing_key": str(keys[0]),
+            "certificate": str(keys[1]),
+            "algorithm": key.algorithm,
+        },
         storage={"database": f"sqlite:///{store.path}"},
     )
     # The JWTs go to a real registry: real time, not the tests' fixed clock.
@@ -218,6 +226,22 @@ async def test_login_push_pull_and_refusals(env: Env) -> None:
     for action, name, who, text in refusals:
         rc, out = await action(env, name, cred(s[who]) if who else None)
         assert rc != 0 and text in out.lower(), (who, out)
+
+
+@pytest.mark.parametrize("keys", ["ES256"], indirect=True)
+async def test_es256_key_push_and_pull(env: Env) -> None:
+    """A P-256 key (`registry.algorithm = "ES256"`, the faster signature): the real registry accepts its JWTs, for a
+    push, a pull and a refused push alike."""
+    registry = env.config.registry
+    assert signing_keys.load(Path(registry.signing_key), Path(registry.certificate)).algorithm == "ES256"
+    s = await scenario(env)
+    repo = s["p"].full_path.lower()
+    rc, out = await push(env, repo, cred(s["write"]))
+    assert rc == 0, out
+    rc, out = await pull(env, repo, cred(s["read"]))
+    assert rc == 0, out
+    rc, out = await push(env, repo, cred(s["read"]), "v2")
+    assert rc != 0 and "denied" in out.lower(), out
 
 
 async def test_token_revoked_between_two_pulls(env: Env) -> None:
