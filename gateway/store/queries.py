@@ -123,6 +123,29 @@ class SharedQueries(ABC):
 
         return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
+    async def _page(
+        self, columns: str, source: str, where: str, args: Sequence[Any], order: str, offset: int, limit: int
+    ) -> tuple[list[Any], int]:
+        """One page of rows and the number of all the rows `where` matches, in one statement: one round trip
+        rather than two, and a total that agrees with the page (one snapshot; a write between two statements could
+        make them disagree). The total rides on every row as a last column (an uncorrelated subquery, computed once);
+        a page past the end has no row to carry it, so only then is it counted apart."""
+        rows = await self._rows(
+            f"SELECT {columns}, (SELECT count(*) FROM {source}{where}) FROM {source}{where}"
+            f" ORDER BY {order} LIMIT ? OFFSET ?",
+            *args,
+            *args,
+            limit,
+            offset,
+        )
+        if rows:
+            first = rows[0]
+            return rows, int(first[len(first) - 1])
+        if offset == 0 and limit > 0:
+            return [], 0  # nothing matches
+        # Past the end, or `limit=0` (callers ask the total alone that way).
+        return [], int((await self._row(f"SELECT count(*) FROM {source}{where}", *args))[0])
+
     async def get_user(self, user_id: int) -> User | None:
         sql = f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?"
         return await self._cached_row(("user", user_id), self._records.user, sql, user_id)
@@ -189,8 +212,9 @@ class SharedQueries(ABC):
         return [self._records.namespace(r) for r in rows]
 
     async def get_project(self, project_id: int) -> Project | None:
-        row = await self._row(f"{PROJECT_FROM} WHERE p.id = ?", project_id)
-        return self._records.project(row) if row else None
+        # Through the hot-read cache like a lookup by path: every API call on /projects/:id starts here.
+        sql = f"{PROJECT_FROM} WHERE p.id = ?"
+        return await self._cached_row(("project-id", project_id), self._records.project, sql, project_id)
 
     async def get_project_by_path(self, full_path: str) -> Project | None:
         sql = f"{PROJECT_FROM} WHERE lower(p.full_path) = lower(?)"
@@ -293,11 +317,8 @@ class SharedQueries(ABC):
             like = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where = " OR ".join(f"lower(u.{column}) LIKE ? ESCAPE '\\'" for column in ("username", "name", "email"))
             where, args = f"WHERE {where}", [like] * 3
-        total = (await self._row(f"SELECT count(*) FROM users u {where}", *args))[0]
-        rows = await self._rows(
-            f"SELECT {USER_COLUMNS} FROM users u {where} ORDER BY u.id LIMIT ? OFFSET ?", *args, limit, offset
-        )
-        return Page([self._records.user(r) for r in rows], int(total))
+        rows, total = await self._page(USER_COLUMNS, "users u", f" {where}", args, "u.id", offset, limit)
+        return Page([self._records.user(r) for r in rows], total)
 
     async def create_personal_access_token(
         self,
@@ -462,11 +483,8 @@ class SharedQueries(ABC):
         limit: int = 100,
     ) -> Page[DeployToken]:
         where, args = self._holder_filter(project_id, group_id, active_at)
-        total = (await self._row(f"SELECT count(*) FROM deploy_tokens{where}", *args))[0]
-        rows = await self._rows(
-            f"SELECT {DT_COLUMNS} FROM deploy_tokens{where} ORDER BY id LIMIT ? OFFSET ?", *args, limit, offset
-        )
-        return Page([self._records.deploy_token(r) for r in rows], int(total))
+        rows, total = await self._page(DT_COLUMNS, "deploy_tokens", where, args, "id", offset, limit)
+        return Page([self._records.deploy_token(r) for r in rows], total)
 
     async def find_named_deploy_token(
         self, name: str, *, project_id: int | None = None, group_id: int | None = None, active_at: datetime
@@ -596,11 +614,8 @@ class SharedQueries(ABC):
         clauses = [clause for clause, value in filters if value is not None]
         args = [value for _, value in filters if value is not None]
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        total = (await self._row(f"SELECT count(*) FROM audit_events{where}", *args))[0]
-        rows = await self._rows(
-            f"SELECT {AUDIT_COLUMNS} FROM audit_events{where} ORDER BY id DESC LIMIT ? OFFSET ?", *args, limit, offset
-        )
-        return Page([self._records.audit_event(r) for r in rows], int(total))
+        rows, total = await self._page(AUDIT_COLUMNS, "audit_events", where, args, "id DESC", offset, limit)
+        return Page([self._records.audit_event(r) for r in rows], total)
 
     async def get_audit_event(self, event_id: int) -> AuditEvent | None:
         row = await self._row(f"SELECT {AUDIT_COLUMNS} FROM audit_events WHERE id = ?", event_id)

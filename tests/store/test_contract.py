@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway import tokens
 from gateway.errors import Conflict
-from gateway.store.base import NewDeployToken, Store
+from gateway.store.base import AuditQuery, NewAuditEvent, NewDeployToken, Page, Store
 from gateway.store.sqlite import migrations
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -278,3 +280,50 @@ async def test_hot_reads_see_other_writers_within_the_cache_ttl(tmp_path: Path) 
     finally:
         await reader.close()
         await writer.close()
+
+
+async def _seven_users(store: Store) -> Callable[[int, int], Awaitable[Page[Any]]]:
+    for i in range(7):
+        await user(store, f"user{i}")
+    return lambda offset, limit: store.list_users(offset=offset, limit=limit)
+
+
+async def _seven_tokens(store: Store) -> Callable[[int, int], Awaitable[Page[Any]]]:
+    g = await store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
+    for i in range(7):
+        await store.create_deploy_token(new_token(bytes([i]) * 32, group_id=g.id))
+    return lambda offset, limit: store.list_deploy_tokens(group_id=g.id, offset=offset, limit=limit)
+
+
+async def _seven_events(store: Store) -> Callable[[int, int], Awaitable[Page[Any]]]:
+    await store.insert_audit_events(
+        [NewAuditEvent(NOW, 1, "Project", 7, f"event_{n}", {}) for n in range(7)]  # newest (highest id) first
+    )
+    return lambda offset, limit: store.list_audit_events(AuditQuery(), offset=offset, limit=limit)
+
+
+@pytest.mark.parametrize("seven", [_seven_users, _seven_tokens, _seven_events], ids=["users", "tokens", "audit"])
+@pytest.mark.parametrize(
+    ("offset", "limit", "count"), [(0, 3, 3), (3, 3, 3), (6, 3, 1), (5, 100, 2), (7, 3, 0), (50, 3, 0), (0, 0, 0)]
+)
+async def test_a_page_and_the_total_of_every_list(
+    any_store: Store,
+    seven: Callable[[Store], Awaitable[Callable[[int, int], Awaitable[Page[Any]]]]],
+    offset: int,
+    limit: int,
+    count: int,
+) -> None:
+    """Every paginated list tells the total of what matches, on a page past the end and with limit 0 too (X-Total;
+    the API asks the total alone with limit 0)."""
+    listing = await seven(any_store)
+    everything = await listing(0, 100)
+    page = await listing(offset, limit)
+    assert page.total == everything.total == len(everything.items) == 7
+    assert [x.id for x in page.items] == [x.id for x in everything.items][offset : offset + limit]
+    assert len(page.items) == count
+
+
+async def test_an_empty_list_totals_zero(any_store: Store) -> None:
+    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
+    assert await any_store.list_deploy_tokens(group_id=g.id, offset=0, limit=20) == Page([], 0)
+    assert await any_store.list_deploy_tokens(group_id=g.id, offset=20, limit=20) == Page([], 0)
