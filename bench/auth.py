@@ -87,7 +87,10 @@ def run(ctx: Context) -> list[Row]:
 
         from tests.replicas import basic
 
-        header = f"Authorization: {basic(token['username'], token['token'])['Authorization']}"
+        def authorization(created: dict[str, str]) -> str:
+            return f"Authorization: {basic(created['username'], created['token'])['Authorization']}"
+
+        header = authorization(token)
         query = "/jwt/auth?service=container_registry&scope=repository:bench/app:pull,push"
         script = tmp / "distinct.lua"
         targets = {
@@ -95,11 +98,7 @@ def run(ctx: Context) -> list[Row]:
             ("gateway", n, "same"): (urls[n] + query, [header], None),
             ("gateway", 1, "signed"): (urls[1], [header], script),
             ("gateway", n, "signed"): (urls[n], [header], script),
-            ("gateway-es256", n, "signed"): (
-                es_url,
-                [f"Authorization: {basic(es_token['username'], es_token['token'])['Authorization']}"],
-                script,
-            ),
+            ("gateway-es256", n, "signed"): (es_url, [authorization(es_token)], script),
             ("bare", 1, "same"): (f"http://127.0.0.1:{bare_ports[1]}{query}", [], None),
             ("bare", n, "same"): (f"http://127.0.0.1:{bare_ports[n]}{query}", [], None),
         }
