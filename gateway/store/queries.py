@@ -199,13 +199,16 @@ class SharedQueries(ABC):
         assert ns is not None
         return ns
 
+    # Namespaces through the hot-read cache, like projects: every call on /groups/:id and the group-level package
+    # endpoints starts with one. A namespace is never changed or deleted once created, and a miss is not kept.
     async def get_namespace(self, namespace_id: int) -> Namespace | None:
-        row = await self._row(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.id = ?", namespace_id)
-        return self._records.namespace(row) if row else None
+        sql = f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.id = ?"
+        return await self._cached_row(("namespace-id", namespace_id), self._records.namespace, sql, namespace_id)
 
     async def get_namespace_by_path(self, full_path: str) -> Namespace | None:
-        row = await self._row(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE lower(n.full_path) = lower(?)", full_path)
-        return self._records.namespace(row) if row else None
+        sql = f"SELECT {NS_COLUMNS} FROM namespaces n WHERE lower(n.full_path) = lower(?)"
+        key = ("namespace-path", full_path.lower())
+        return await self._cached_row(key, self._records.namespace, sql, full_path)
 
     async def list_groups(self) -> list[Namespace]:
         rows = await self._rows(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.kind = 'group' ORDER BY n.id")
