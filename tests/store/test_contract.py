@@ -297,7 +297,7 @@ async def _seven_tokens(store: Store) -> Callable[[int, int], Awaitable[Page[Any
 
 async def _seven_events(store: Store) -> Callable[[int, int], Awaitable[Page[Any]]]:
     await store.insert_audit_events(
-        [NewAuditEvent(NOW, 1, "Project", 7, f"event_{n}", {}) for n in range(7)]  # newest (highest id) first
+        [NewAuditEvent(NOW, 1, "Project", 7, f"event_{n}", {}) for n in range(7)]  # listed newest (highest id) first
     )
     return lambda offset, limit: store.list_audit_events(AuditQuery(), offset=offset, limit=limit)
 
