@@ -2,6 +2,8 @@
 
 python -m bench.servers token PORT            bare aiohttp answering /jwt/auth with a canned token (SO_REUSEPORT,
                                               so several of them share a port like the gateway's workers)
+python -m bench.servers signed-token PORT KEY CERT WORKERS  the same, every answer a new JWT for the scope's name,
+                                              signed in the gateway's signing processes: no auth, policy or logging
 python -m bench.servers git-bridge PORT ROOT  the embedded git backend's CGI bridge without routing, auth or database
 python -m bench.servers files PORT DIR        a streaming file server (GET via sendfile, PUT streamed to disk)
 python -m bench.servers durable-files PORT DIR  the same, PUT hashed (SHA-256), fsynced and renamed into place
@@ -32,6 +34,42 @@ def token(port: int) -> None:
 
     app = web.Application()
     app.router.add_get("/jwt/auth", handle)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, reuse_port=True)
+
+
+def signed_token(port: int, key_file: Path, cert_file: Path, workers: int) -> None:
+    """What a token service that did nothing but sign would reach with the gateway's signing design (one worker of
+    `workers` with its share of signing processes): the reference of the every-request-signed rows."""
+    from datetime import UTC, datetime
+
+    from gateway import signing_keys
+    from gateway.principals import ANONYMOUS
+    from gateway.registry_auth import Access, token_claims
+    from gateway.signing_processes import SigningProcesses, per_worker
+
+    key = signing_keys.load(key_file, cert_file)
+    signers = SigningProcesses(key, per_worker(-1, os.cpu_count() or 1, workers))
+
+    async def handle(request: web.Request) -> web.Response:
+        name = request.query.get("scope", "repository:bench/app:pull").split(":")[1]
+        claims = token_claims(
+            issuer="bench",
+            audience="container_registry",
+            principal=ANONYMOUS,
+            granted=[Access("repository", name, ("pull",))],
+            now=datetime.now(UTC),
+            ttl=300,
+        )
+        signing_input = key.signing_input(claims, include_x5c=False)
+        jwt = key.compact(signing_input, await signers.signature(signing_input))
+        return web.json_response({**TOKEN_BODY, "token": jwt, "access_token": jwt})
+
+    async def close(_: web.Application) -> None:
+        await signers.close()
+
+    app = web.Application()
+    app.router.add_get("/jwt/auth", handle)
+    app.on_cleanup.append(close)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, reuse_port=True)
 
 
@@ -150,6 +188,8 @@ def main(argv: list[str]) -> None:
     kind, port = argv[0], int(argv[1])
     if kind == "token":
         token(port)
+    elif kind == "signed-token":
+        signed_token(port, Path(argv[2]), Path(argv[3]), int(argv[4]))
     elif kind == "git-bridge":
         git_bridge(port, argv[2])
     elif kind == "files":
