@@ -1,7 +1,7 @@
 """/jwt/auth (the registry token service) with 1 worker and with N workers, against the machine's limit in the same
 run: a bare aiohttp server answering a canned token with as many processes, and the raw JWT signing rate; peak RSS.
 A worker signs in its signing processes (one per core): the 1-worker limit is one process's, the N-worker one the
-machine's; beside the N-worker every-request-signed row, bare aiohttp signing through the same processes (reference).
+machine's; beside the N-worker every-request-signed row, references: bare aiohttp signing every answer and nothing else.
 
 The client is wrk with one thread: on this 2-core machine it shares the CPU with the workers (reported as measured).
 Every request signed is also measured with an ES256 (P-256) key, `registry.algorithm = "ES256"`: reported beside RS256.
@@ -24,6 +24,8 @@ from gateway.principals import ANONYMOUS
 from gateway.registry_auth import Access, mint
 from tests.procs import Proc, free_port, stop
 
+# The references' ways of signing (registry.signing_processes): in the gateway's signing processes, in the process.
+SIGNING = {-1: "in signing processes", 0: "in the process"}
 CONNECTIONS = 64  # issue 4: "/jwt/auth requests per second and p50/p99 latency at 64 concurrent connections"
 P99_TARGET_MS = 25.0
 # Every request a different image name: no signature can be reused, each token is signed (SignedTokens). RUN is
@@ -84,13 +86,16 @@ def run(ctx: Context) -> list[Row]:
         for count, port in bare_ports.items():
             for i in range(count):
                 bare.append(launch("token", port, log=tmp / f"bare-{count}-{i}.log", name=f"bare-{count}-{i}"))
-        # The reference of the every-request-signed rows: n bare processes signing through the same signing processes.
-        signed_port = free_port()
+        # The references of the every-request-signed rows: n bare processes that sign every answer, in themselves and
+        # through signing processes as the gateway's workers do, and nothing else.
+        signed_ports = {signing: free_port() for signing in SIGNING}
         key_files = (str(tmp / "data" / "registry.key"), str(tmp / "data" / "registry.crt"))
-        for i in range(n):
-            references.append(
-                launch("signed-token", signed_port, *key_files, str(n), log=tmp / f"signed-{i}.log", name=f"signed-{i}")
-            )
+        for signing, port in signed_ports.items():
+            for i in range(n):
+                name = f"signed{signing}-{i}"
+                references.append(
+                    launch("signed-token", port, *key_files, str(n), str(signing), log=tmp / f"{name}.log", name=name)
+                )
         time.sleep(0.5)  # the later processes of a SO_REUSEPORT group join a port that already answers
 
         from tests.replicas import basic
@@ -109,7 +114,10 @@ def run(ctx: Context) -> list[Row]:
             ("gateway-es256", n, "signed"): (es_url, [authorization(es_token)], script),
             ("bare", 1, "same"): (f"http://127.0.0.1:{bare_ports[1]}{query}", [], None),
             ("bare", n, "same"): (f"http://127.0.0.1:{bare_ports[n]}{query}", [], None),
-            ("bare", n, "signed"): (f"http://127.0.0.1:{signed_port}", [], script),
+            **{
+                ("bare", n, f"signed{signing}"): (f"http://127.0.0.1:{port}", [], script)
+                for signing, port in signed_ports.items()
+            },
         }
         seconds, runs = ctx.pick(8, 2), ctx.pick(3, 1)
         for url, headers, lua in targets.values():  # warm-up: imports, caches, connections
@@ -160,8 +168,8 @@ def run(ctx: Context) -> list[Row]:
                 # Issue 4 set 0.8 of the limit for one gateway process (the rows above). Against the whole machine,
                 # processes that do nothing but sign through the same signing processes reach about that much
                 # themselves (the reference row), so this row is reported beside its reference, not judged.
-                reference = load[("bare", n, "signed")].rps
-                row = replace(row, target=f"(reference {reference / limits[count]:.2f})", ok=None)
+                reference = max(load[("bare", n, f"signed{signing}")].rps for signing in SIGNING)
+                row = replace(row, target=f"(best reference {reference / limits[count]:.2f})", ok=None)
             rows.append(row)
             # Closed loop at saturation: latency ≈ connections / rate, so when every request is signed the p99 is
             # bound to exceed 25 ms at 64 connections; it is reported, the target applies to the common case.
@@ -191,17 +199,19 @@ def run(ctx: Context) -> list[Row]:
         # Workers scale the request path; signatures run in signing processes shared over the cores, so one worker
         # already signs on every core and more workers cannot multiply that part: reported, not judged.
         rows.append(row if kind == "same" else replace(row, target="(1 worker signs on every core)", ok=None))
-    reference, gateway = load[("bare", n, "signed")].rps, load[("gateway", n, "signed")].rps
-    rows.append(
-        Row(
-            f"/jwt/auth reference: bare aiohttp x{n} signing every request in the signing processes",
-            f"{reference:.0f}/s",
-            f"machine limit {limits[n]:.0f}/s; the gateway {gateway:.0f}/s = {gateway / reference:.2f} of this",
-            f"{reference / limits[n]:.2f}",
-            "(reported)",
-            None,
+    gateway = load[("gateway", n, "signed")].rps
+    for signing, where in SIGNING.items():
+        reference = load[("bare", n, f"signed{signing}")].rps
+        rows.append(
+            Row(
+                f"/jwt/auth reference: bare aiohttp x{n} signing every request {where}",
+                f"{reference:.0f}/s",
+                f"machine limit {limits[n]:.0f}/s; the gateway {gateway:.0f}/s = {gateway / reference:.2f} of this",
+                f"{reference / limits[n]:.2f}",
+                "(reported)",
+                None,
+            )
         )
-    )
     es_rate, rs_rate = load[("gateway-es256", n, "signed")].rps, load[("gateway", n, "signed")].rps
     es_limit = 1 / (1 / load[("bare", n, "same")].rps + 1 / (es_sign * n))
     rows.append(

@@ -2,8 +2,9 @@
 
 python -m bench.servers token PORT            bare aiohttp answering /jwt/auth with a canned token (SO_REUSEPORT,
                                               so several of them share a port like the gateway's workers)
-python -m bench.servers signed-token PORT KEY CERT WORKERS  the same, every answer a new JWT for the scope's name,
-                                              signed in the gateway's signing processes: no auth, policy or logging
+python -m bench.servers signed-token PORT KEY CERT WORKERS SIGNING  the same, every answer a new JWT for the
+                                              scope's name, signed as `registry.signing_processes = SIGNING` signs
+                                              (-1 the gateway's signing processes, 0 in the process): nothing else
 python -m bench.servers git-bridge PORT ROOT  the embedded git backend's CGI bridge without routing, auth or database
 python -m bench.servers files PORT DIR        a streaming file server (GET via sendfile, PUT streamed to disk)
 python -m bench.servers durable-files PORT DIR  the same, PUT hashed (SHA-256), fsynced and renamed into place
@@ -37,9 +38,9 @@ def token(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, reuse_port=True)
 
 
-def signed_token(port: int, key_file: Path, cert_file: Path, workers: int) -> None:
-    """What a token service that did nothing but sign would reach with the gateway's signing design (one worker of
-    `workers` with its share of signing processes): the reference of the every-request-signed rows."""
+def signed_token(port: int, key_file: Path, cert_file: Path, workers: int, signing: int) -> None:
+    """What a token service that did nothing but sign would reach, as one of `workers` processes signing as the
+    gateway's `registry.signing_processes = signing` does: the references of the every-request-signed rows."""
     from datetime import UTC, datetime
 
     from gateway import signing_keys
@@ -48,7 +49,7 @@ def signed_token(port: int, key_file: Path, cert_file: Path, workers: int) -> No
     from gateway.signing_processes import SigningProcesses, per_worker
 
     key = signing_keys.load(key_file, cert_file)
-    signers = SigningProcesses(key, per_worker(-1, os.cpu_count() or 1, workers))
+    signers = SigningProcesses(key, per_worker(signing, os.cpu_count() or 1, workers))
 
     async def handle(request: web.Request) -> web.Response:
         name = request.query.get("scope", "repository:bench/app:pull").split(":")[1]
@@ -189,7 +190,7 @@ def main(argv: list[str]) -> None:
     if kind == "token":
         token(port)
     elif kind == "signed-token":
-        signed_token(port, Path(argv[2]), Path(argv[3]), int(argv[4]))
+        signed_token(port, Path(argv[2]), Path(argv[3]), int(argv[4]), int(argv[5]))
     elif kind == "git-bridge":
         git_bridge(port, argv[2])
     elif kind == "files":
