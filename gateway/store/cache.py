@@ -19,6 +19,10 @@ T = TypeVar("T")
 
 DEFAULT_TTL = 0.5  # half the 1 s revocation bound (issue 7): room for scheduling and polling
 DEFAULT_SIZE = 10_000
+# An entry asked for once this share of `ttl` has passed is read again in the background while it keeps answering:
+# a hot entry is renewed before it ages out, so its requests do not all wait for one read every `ttl` (measured:
+# /jwt/auth's p99 15-17 ms with the stall, 13 ms without, at 64 connections). Nothing served is older than `ttl`.
+RENEW_AFTER = 0.5
 
 
 def _is_not_none(value: object) -> bool:
@@ -46,17 +50,34 @@ class TTLCache(Generic[V]):
         # Reads answering several keys at once (load_covering), apart: their result is not a value of one key, and a
         # `load` of the same key must never receive it.
         self._covering: dict[Hashable, asyncio.Future[Any]] = {}
+        # Every read still running (a clear forgets them above, but the event loop keeps only weak references).
+        self._running: set[asyncio.Future[Any]] = set()
         self._generation = 0
 
-    def get(self, key: Hashable) -> V | None:
+    def _lookup(self, key: Hashable) -> tuple[V | None, bool]:
+        """The live value of `key` (None when absent or aged out) and whether it is due for renewal."""
         entry = self._entries.get(key)
         if entry is None:
-            return None
-        if self._clock() - entry[0] >= self.ttl:
+            return None, False
+        age = self._clock() - entry[0]
+        if age >= self.ttl:
             del self._entries[key]
-            return None
+            return None, False
         self._entries.move_to_end(key)
-        return entry[1]
+        return entry[1], age >= self.ttl * RENEW_AFTER
+
+    def get(self, key: Hashable) -> V | None:
+        return self._lookup(key)[0]
+
+    def fresh(self, key: Hashable) -> V | None:
+        """A hit that needs nothing more (not due for renewal, or its renewal is running): the fast path before
+        `load`, which renews a due entry."""
+        value, due = self._lookup(key)
+        return None if due and key not in self._loading else value
+
+    def due(self, key: Hashable) -> bool:
+        """Whether the entry of `key` is due for renewal and no read covering it is running (projects_by_paths)."""
+        return self._lookup(key)[1] and key not in self._covering
 
     @property
     def generation(self) -> int:
@@ -80,16 +101,24 @@ class TTLCache(Generic[V]):
         (64 connections: 64 identical queries queued behind each other every `ttl`), the latency tail of
         /jwt/auth. The read runs as its own task: a requester that goes away does not cancel it for the others.
         """
-        hit = self.get(key)
-        if hit is not None:
+        hit, due = self._lookup(key)
+        if hit is not None and not due:
             return hit
         pending = self._loading.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(loader())
+            pending = self._run(loader())
             self._loading[key] = pending
             generation = self._generation
             pending.add_done_callback(lambda done: self._loaded(key, done, generation, keep))
+        if hit is not None:
+            return hit  # renewed in the background (RENEW_AFTER)
         return await asyncio.shield(pending)
+
+    def _run(self, read: Awaitable[T]) -> asyncio.Future[T]:
+        task = asyncio.ensure_future(read)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
 
     def pending(self, keys: Iterable[Hashable]) -> set[asyncio.Future[Any]]:
         """The reads in progress (load_covering) that answer any of `keys`."""
@@ -99,11 +128,15 @@ class TTLCache(Generic[V]):
     async def load_covering(self, keys: Sequence[Hashable], loader: Callable[[], Awaitable[T]]) -> T:
         """Run one read that answers every key of `keys`; meanwhile it is `pending` under each of them, so that a
         request missing any of them can wait for it. Its result is the caller's to keep (put), key by key."""
-        task: asyncio.Future[T] = asyncio.ensure_future(loader())
+        return await asyncio.shield(self.cover(keys, loader))
+
+    def cover(self, keys: Sequence[Hashable], loader: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+        """Start the read of load_covering without waiting for it."""
+        task = self._run(loader())
         for key in keys:
             self._covering[key] = task
         task.add_done_callback(lambda done: self._forget(keys, done))
-        return await asyncio.shield(task)
+        return task
 
     def _forget(self, keys: Sequence[Hashable], done: asyncio.Future[Any]) -> None:
         for key in keys:
@@ -120,6 +153,13 @@ class TTLCache(Generic[V]):
         # A write cleared the cache while this read ran: its answer may predate the write, so it is not kept.
         if keep(done.result()):
             self.put(key, done.result(), generation=generation)
+        else:
+            self.drop(key, generation)  # a renewal that found nothing: the older answer goes too
+
+    def drop(self, key: Hashable, generation: int) -> None:
+        """Forget `key`, unless a write cleared the cache since `generation` (then it is gone already)."""
+        if generation == self._generation:
+            self._entries.pop(key, None)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -141,6 +181,9 @@ async def projects_by_paths(
     """The projects at `full_paths`: what the cache knows (known_projects), then what reads in flight for some of
     them answer, the rest from `read(paths)`; what was read is kept per path unless a write overtook the read."""
     found, unknown = known_projects(cache, full_paths)
+    due = [p.full_path.lower() for p in found if cache.due(project_key(p.full_path))]
+    if due:
+        _renew(cache, due, read)
     if unknown:
         # A burst of new image names below one project whose entry just aged out (g/p/a, g/p/b, ... each missing
         # g/p): distinct paths, so per-request single flight shares nothing and 64 reads queue up (a 100 ms tail
@@ -161,6 +204,27 @@ async def projects_by_paths(
     for project in read_now:
         cache.put(project_key(project.full_path), project, generation=generation)
     return found + list(read_now)
+
+
+def _renew(cache: TTLCache[Any], paths: list[str], read: Callable[[list[str]], Awaitable[Sequence[Project]]]) -> None:
+    """Read `paths` again in the background (RENEW_AFTER): what is found replaces its entry, what is not any more
+    (renamed, deleted) is forgotten. A request missing one of them meanwhile waits for this read (`pending`)."""
+    generation = cache.generation
+    asked = tuple(paths)
+
+    async def read_again() -> tuple[tuple[str, ...], Sequence[Project]]:
+        return asked, await read(list(paths))
+
+    def keep(done: asyncio.Future[tuple[tuple[str, ...], Sequence[Project]]]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # the entries answer until they age out; a request after that reads (and fails) itself
+        _, projects = done.result()
+        for project in projects:
+            cache.put(project_key(project.full_path), project, generation=generation)
+        for path in set(asked) - {p.full_path.lower() for p in projects}:
+            cache.drop(project_key(path), generation)
+
+    cache.cover([project_key(p) for p in asked], read_again).add_done_callback(keep)
 
 
 def _answered_by(

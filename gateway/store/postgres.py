@@ -359,7 +359,7 @@ class PostgresStore(SharedQueries):
         if project_id is None and not namespace_ids:
             return []
         key = ("levels", user_id, project_id, tuple(namespace_ids))
-        if (hit := self._cache.get(key)) is not None:
+        if (hit := self._cache.fresh(key)) is not None:
             return list(hit)
 
         async def read() -> tuple[int, ...]:

@@ -114,7 +114,7 @@ class SharedQueries(ABC):
     async def _cached_row(self, key: Hashable, record: Callable[[Any], T], sql: str, *args: Any) -> T | None:
         """The record of one row through the hot-read cache (single flight); a miss is not kept, so that a row
         written by another process is found at once."""
-        if (hit := self._cache.get(key)) is not None:
+        if (hit := self._cache.fresh(key)) is not None:
             return hit  # type: ignore[no-any-return]
 
         async def read() -> T | None:

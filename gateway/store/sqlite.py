@@ -324,7 +324,7 @@ class SQLiteStore(SharedQueries):
         if not clauses:
             return []
         key = ("levels", user_id, project_id, tuple(namespace_ids))
-        if (hit := self._cache.get(key)) is not None:
+        if (hit := self._cache.fresh(key)) is not None:
             return list(hit)
 
         async def read() -> tuple[int, ...]:

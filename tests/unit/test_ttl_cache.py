@@ -232,3 +232,76 @@ async def test_a_single_path_load_never_receives_a_covering_read() -> None:
     release.set()
     assert isinstance(await one, Project) and (await one).full_path == "g/p"
     assert [p.full_path for p in await many] == ["g/p"]
+
+
+# Renewal (RENEW_AFTER): ttl 1.0, so an entry is due from 0.5 s of age and gone at 1.0.
+@pytest.mark.parametrize(
+    ("age", "renewed"), [(0.49, False), (0.5, True), (0.99, True)], ids=["young", "due", "about to age out"]
+)
+async def test_a_due_entry_answers_at_once_and_is_read_again_in_the_background(age: float, renewed: bool) -> None:
+    ticks = Ticks()
+    cache: TTLCache[str | None] = TTLCache(ttl=1.0, clock=ticks)
+    cache.put("k", "old")
+    ticks.now = age
+    assert cache.fresh("k") == (None if renewed else "old")  # a due entry sends the fast path to `load`
+    reads = Reads("new")
+    answers = await asyncio.gather(*(cache.load("k", reads) for _ in range(8)))
+    assert answers == ["old"] * 8  # nobody waits for the renewal
+    assert reads.calls == (1 if renewed else 0)  # one read for all of them
+    if renewed:
+        assert cache.fresh("k") == "old"  # its renewal is running: the fast path answers
+    reads.release.set()
+    await _settle()
+    ticks.now = age + 0.6  # past the old entry's ttl, inside the renewed one's
+    assert cache.get("k") == ("new" if renewed else None)
+
+
+@pytest.mark.parametrize(
+    ("value", "clear", "left"),
+    [
+        (None, False, None),  # the row is gone (a deleted token): the older answer goes too
+        ("boom", False, "old"),  # the read failed: the older answer serves until it ages out
+        ("new", True, "after"),  # a write cleared the cache meanwhile: the renewal's answer may predate it
+    ],
+    ids=["row gone", "read failed", "write during the renewal"],
+)
+async def test_what_a_renewal_leaves(value: str | None, clear: bool, left: str | None) -> None:
+    ticks = Ticks()
+    cache: TTLCache[str | None] = TTLCache(ttl=1.0, clock=ticks)
+    cache.put("k", "old")
+    ticks.now = 0.6
+    reads = Reads(value)
+    assert await cache.load("k", reads) == "old"
+    if clear:
+        cache.clear()
+        cache.put("k", "after")  # read again after the write, by a request of its own
+    reads.release.set()
+    await _settle()
+    assert cache.get("k") == left
+
+
+async def test_projects_by_paths_renews_due_projects_and_forgets_the_ones_gone() -> None:
+    ticks = Ticks()
+    cache: TTLCache[Any] = TTLCache(ttl=1.0, clock=ticks)
+    cache.put(project_key("g/p"), _project("g/p", 1))
+    cache.put(project_key("g/q"), _project("g/q", 2))
+    asked: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def read(paths: list[str]) -> list[Project]:
+        asked.append(paths)
+        await release.wait()
+        return [_project("g/p", 1)]  # g/q was deleted by another replica
+
+    ticks.now = 0.7
+    found = await projects_by_paths(cache, ["g/p/img", "g/p", "g/q"], read)
+    assert sorted(p.full_path for p in found) == ["g/p", "g/q"]  # answered from the cache, nobody waited
+    await _settle()
+    assert asked == [["g/p", "g/q"]]
+    await projects_by_paths(cache, ["g/p", "g/q"], read)  # the renewal is running: no second one
+    assert len(asked) == 1
+    release.set()
+    await _settle()
+    ticks.now = 1.2  # the old entries have aged out; the renewed g/p has not
+    assert cache.get(project_key("g/p")) is not None
+    assert cache.get(project_key("g/q")) is None
