@@ -1,7 +1,7 @@
 """A bounded, short-lived cache of hot-path reads (token digests, users, projects and groups, memberships) in a store.
 
 Every write through the same store clears it, so a process sees its own changes at once; other workers and
-replicas see them when an entry ages out (`ttl`, 0.5 s by default, inside the 1 s revocation bound).
+replicas see them when an entry is renewed or ages out (`ttl`, 0.5 s by default, inside the 1 s revocation bound).
 """
 
 from __future__ import annotations
