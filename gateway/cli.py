@@ -369,21 +369,26 @@ def _database_label(config: Config, url: str) -> str:
 
 
 def cmd_store_copy(config: Config, args: argparse.Namespace) -> int:
-    """Copy every row of storage.database into a new, empty database (store/copy.py), e.g. SQLite to PostgreSQL."""
+    """Copy every row of one database into a new, empty one (store/copy.py), e.g. SQLite to PostgreSQL: from
+    storage.database `--to` another, or `--from` another into storage.database (a container whose configuration
+    already names its new database, e.g. docker-compose's `gateway-init`)."""
     from gateway.store.copy import Copied, copy_store
 
-    target_url: str = args.to
-    if not target_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        raise ConfigError("--to: must start with sqlite:/// or postgresql://")
-    source_label, target_label = _database_label(config, config.storage.database), _database_label(config, target_url)
+    option = "--to" if args.to is not None else "--from"
+    other: str = args.to if args.to is not None else args.source
+    if not other.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError(f"{option}: must start with sqlite:/// or postgresql://")
+    source_url, target_url = (config.storage.database, other) if option == "--to" else (other, config.storage.database)
+    source_label, target_label = _database_label(config, source_url), _database_label(config, target_url)
     if source_label == target_label:
-        raise CommandError(f"--to names the configured database itself ({source_label})")
-    if config.storage.database.startswith("sqlite:///") and not Path(source_label).is_file():
+        raise CommandError(f"{option} names the configured database itself ({source_label})")
+    if source_url.startswith("sqlite:///") and not Path(source_label).is_file():
         # Opening it would create an empty database where the operator expected theirs.
-        raise CommandError(f"no database at {source_label}: check storage.database")
+        where = "storage.database" if option == "--to" else "--from"
+        raise CommandError(f"no database at {source_label}: check {where}")
 
     async def work() -> Copied:
-        source = await open_store(config)
+        source = await open_store(config, source_url)
         try:
             target = await open_store(config, target_url)
             try:
@@ -401,10 +406,16 @@ def cmd_store_copy(config: Config, args: argparse.Namespace) -> int:
     for table, rows in copied.rows.items():
         position = copied.id_positions.get(table)
         _say(f"  {table:<24}{rows:>10}" + (f"{position + 1:>10}" if position is not None else ""))
-    _note(
-        "now set storage.database to the new database and keep the same data directory (encryption key, registry"
-        " signing key, embedded repositories and packages): every token keeps working"
-    )
+    if option == "--to":
+        _note(
+            "now set storage.database to the new database and keep the same data directory (encryption key, registry"
+            " signing key, embedded repositories and packages): every token keeps working"
+        )
+    else:
+        _note(
+            "now start the gateway on storage.database with the data directory the copied database was used with"
+            " (encryption key, registry signing key, embedded repositories and packages): every token keeps working"
+        )
     return 0
 
 
@@ -625,17 +636,26 @@ def build_parser() -> argparse.ArgumentParser:
     store_commands = p.add_subparsers(dest="store_command", metavar="COMMAND", required=True)
     c = store_commands.add_parser(
         "copy",
-        help="copy every row of storage.database into a new, empty database (SQLite to PostgreSQL, or back)",
-        description="Copy every row of the configured database into a new, empty one: ids, token digests and id"
+        help="copy every row of a database into a new, empty one (SQLite to PostgreSQL, or back)",
+        description="Copy every row of the configured database into a new, empty one (--to), or of another database"
+        " into the configured one (--from): ids, token digests and id"
         " sequences carry over, so every deploy token, personal access token and session keeps working. The source"
         " is read as one snapshot (stop the gateway first: later writes are not copied); the target is migrated,"
         " must hold no data, and is written in one transaction (a failure leaves it empty).",
     )
-    c.add_argument(
+    direction = c.add_mutually_exclusive_group(required=True)
+    direction.add_argument(
         "--to",
-        required=True,
         metavar="DATABASE",
-        help="sqlite:///FILE or postgresql://USER[:PASSWORD]@HOST/DB (without a password: PGPASSWORD or ~/.pgpass)",
+        help="copy storage.database into DATABASE: sqlite:///FILE or postgresql://USER[:PASSWORD]@HOST/DB (without"
+        " a password: PGPASSWORD or ~/.pgpass)",
+    )
+    direction.add_argument(
+        "--from",
+        dest="source",
+        metavar="DATABASE",
+        help="copy DATABASE (same forms) into storage.database, e.g. an old SQLite file into docker-compose's"
+        " PostgreSQL",
     )
     c.set_defaults(func=cmd_store_copy)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -506,21 +507,28 @@ def test_configuration_mistakes_are_clear_errors(
 
 
 @pytest.mark.parametrize(
-    ("target", "code", "message"),
+    ("args", "code", "message"),
     [
-        ("mysql://u:Secret-pw@db/gateway", 2, "--to: must start with sqlite:/// or postgresql://"),
-        ("sqlite:///data/../data/gateway.db", 1, "--to names the configured database itself"),
-        ("postgresql://u:Secret-pw@127.0.0.1:1/gateway", 1, "cannot connect to PostgreSQL at 127.0.0.1:1/gateway"),
+        (["--to", "mysql://u:Secret-pw@db/gateway"], 2, "--to: must start with sqlite:/// or postgresql://"),
+        (["--from", "mysql://u:Secret-pw@db/gateway"], 2, "--from: must start with sqlite:/// or postgresql://"),
+        (["--to", "sqlite:///data/../data/gateway.db"], 1, "--to names the configured database itself"),
+        (["--from", "sqlite:///data/../data/gateway.db"], 1, "--from names the configured database itself"),
+        (["--to", "postgresql://u:Secret-pw@127.0.0.1:1/gateway"], 1, "cannot connect to PostgreSQL at 127.0.0.1:1/"),
+        (["--from", "postgresql://u:Secret-pw@127.0.0.1:1/gw"], 1, "cannot connect to PostgreSQL at 127.0.0.1:1/gw"),
+        (["--from", "sqlite:///old.db"], 1, "old.db: check --from"),
+        (["--to", "sqlite:///a.db", "--from", "sqlite:///b.db"], 2, "argument --from: not allowed with argument --to"),
+        ([], 2, "one of the arguments --to --from is required"),
     ],
 )
-def test_store_copy_mistakes_are_clear_errors(gw: Gateway, target: str, code: int, message: str) -> None:
+def test_store_copy_mistakes_are_clear_errors(gw: Gateway, args: list[str], code: int, message: str) -> None:
     database = gw.folder / "data" / "gateway.db"
     before = database.read_bytes()
-    result = gw.run("store", "copy", "--to", target)
+    result = gw.run("store", "copy", *args)
     assert result.returncode == code
     assert message in result.stderr
     assert "Secret-pw" not in result.stderr and "Traceback" not in result.stderr
     assert database.read_bytes() == before
+    assert {path.name for path in gw.folder.glob("*.db")} == set()  # no database made on the way
 
 
 def test_store_copy_without_a_source_database_creates_nothing(fresh: Gateway) -> None:
@@ -528,6 +536,21 @@ def test_store_copy_without_a_source_database_creates_nothing(fresh: Gateway) ->
     assert result.returncode == 1
     assert f"no database at {fresh.folder.resolve() / 'data' / 'gateway.db'}: check storage.database" in result.stderr
     assert not (fresh.folder / "data").exists() and not (fresh.folder / "elsewhere.db").exists()
+
+
+def test_store_copy_from_another_database_fills_the_configured_one(gw: Gateway, tmp_path: Path) -> None:
+    """`--from`: the configuration names the new database (as in docker-compose's containers), the old one is named
+    on the command line; the users and their tokens arrive."""
+    fresh = new_installation(tmp_path / "new")
+    old = gw.folder.resolve() / "data" / "gateway.db"
+    made = gw.run("users", "token", "root", "--name", "moved")
+    assert made.returncode == 0, made.stderr
+    copied = fresh.run("store", "copy", "--from", f"sqlite:///{old}")
+    assert copied.returncode == 0, copied.stderr
+    assert copied.stdout.startswith("copied ") and f"from {old} to {fresh.folder.resolve()}" in copied.stdout
+    assert re.search(r"^  users +1 ", copied.stdout, re.M), copied.stdout
+    listed = fresh.run("users", "tokens", "root")
+    assert listed.returncode == 0 and "moved" in listed.stdout, listed.stderr
 
 
 @pytest.mark.parametrize("command", ["init", "migrate"])
