@@ -7,13 +7,13 @@ unknown ones); the registry's token settings, the load balancer, PostgreSQL and 
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-from gateway.config import from_mapping
+from gateway.config import Config, from_mapping, sqlite_path
 from gateway.errors import ConfigError
 from tests.compose import (
     DOCKERFILE,
@@ -139,3 +139,43 @@ def test_load_balancer_reaches_every_replica_and_is_the_trusted_proxy() -> None:
     # Streaming, as the gateway itself does: no request/response buffering, no body size limit.
     for directive in ("proxy_request_buffering off;", "proxy_buffering off;", "client_max_body_size 0;"):
         assert directive in nginx
+
+
+LAYOUT = [
+    ("storage", "encryption_key"),
+    ("git", "repositories"),
+    ("registry", "signing_key"),
+    ("registry", "certificate"),
+]
+
+
+def readme_section(heading: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n### {heading}\n")
+    ends = [end for end in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if end > 0]
+    return text[start : min(ends, default=len(text))]
+
+
+@pytest.mark.parametrize(("section", "key"), LAYOUT)
+def test_a_default_data_folder_has_the_layout_the_volume_needs(section: str, key: str) -> None:
+    """README "From one machine into docker-compose" copies ./data whole onto the volume: every file must land
+    where deploy/gateway.toml looks for it."""
+    default, (deployed, _) = from_mapping({}, ROOT), gateway_config(compose()["services"]["gateway-init"])
+
+    def inside(config: Config) -> PurePosixPath:
+        path = PurePosixPath(getattr(getattr(config, section), key))
+        return path.relative_to(config.storage.data_dir)
+
+    assert inside(default) == inside(deployed)
+
+
+def test_the_migration_copies_the_database_from_where_the_data_folder_lands() -> None:
+    default, (deployed, _) = from_mapping({}, ROOT), gateway_config(compose()["services"]["gateway-init"])
+    section = readme_section("From one machine into docker-compose")
+    (source,) = re.findall(r"store copy --from sqlite:///(\S+)", section)
+    database = sqlite_path(default).relative_to(default.storage.data_dir)
+    assert PurePosixPath(source) == PurePosixPath(deployed.storage.data_dir) / database
+    commands = section.replace("\\\n", " ").splitlines()
+    (copy,) = [line for line in commands if " gateway-init " in line and "cp -a /old/. " in line]
+    target = copy.split("cp -a /old/. ", 1)[1].split()[0]
+    assert PurePosixPath(target) == PurePosixPath(deployed.storage.data_dir)
