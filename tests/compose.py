@@ -1,6 +1,6 @@
 """docker-compose.yml read the way Docker reads it, for tests: services, their mounts, and the gateway configuration
 each gateway container loads (GATEWAY_CONFIG → the host file mounted there). Used by tests/unit/test_compose.py
-and tests/e2e/test_compose_stack.py."""
+and tests/compose_stack.py."""
 
 from __future__ import annotations
 
