@@ -10,6 +10,7 @@ throughput ratio gateway/direct >= 0.85, RSS growth <= 30 MB.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import statistics
@@ -18,9 +19,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import SPREAD, Context, Gateway, Row, paired_ratio, status_kib, tempdir
+from bench.common import SPREAD, Context, Gateway, Row, cpu_seconds, paired_ratio, status_kib, tempdir, wrk
 from bench.servers import launch, start_nginx_proxy
 from tests.procs import Proc, free_port, stop
+
+# wrk against a small file: a few seconds each, with the connections of a parallel install.
+SMALL_CONNECTIONS, SMALL_SECONDS = 8, 5
 
 
 def curl(*args: str) -> float:
@@ -143,6 +147,16 @@ def run(ctx: Context) -> list[Row]:
             ]
             measured.append((label, [r[0] for r in rounds], [r[1] for r in rounds], [r[2] for r in rounds]))
         peak = {name: status_kib(pid, "VmHWM") for name, pid in pids.items()}
+        # Installs ask for many small files: their rate through one gateway process beside the backend's own, and
+        # what each costs the gateway (authentication, the project, the name's owner, the forwarded request).
+        small_header, small_target = through(p_url, "0.0.1")
+        gateway_pid = pids["proxied 1"]
+        load = functools.partial(wrk, connections=SMALL_CONNECTIONS, seconds=SMALL_SECONDS)
+        rates = {"direct": load(f"http://127.0.0.1:{b_port}/bench/0.0.1/file.bin")}
+        spent = cpu_seconds(gateway_pid)
+        rates["gateway"] = load(small_target, headers=[small_header])
+        spent = cpu_seconds(gateway_pid) - spent
+        rates["nginx"] = load(f"http://127.0.0.1:{n_port}/bench/0.0.1/file.bin")
     finally:
         for gw in gateways:
             gw.stop()
@@ -183,6 +197,18 @@ def run(ctx: Context) -> list[Row]:
                     None,
                 )
             )
+    downloads = rates["gateway"].rps * SMALL_SECONDS
+    rows.append(
+        Row(
+            f"generic package 1 KiB downloads, {SMALL_CONNECTIONS} connections (1 gateway process); p99",
+            f"{rates['gateway'].rps:.0f}/s; {rates['gateway'].p99_ms:.1f} ms",
+            f"direct {rates['direct'].rps:.0f}/s; nginx {rates['nginx'].rps:.0f}/s; gateway CPU"
+            f" {spent / downloads * 1e6:.0f} µs per download",
+            f"{rates['gateway'].rps / rates['direct'].rps:.2f}",
+            "(reported)",
+            None if rates["gateway"].errors == 0 else False,
+        )
+    )
     growth = {name: (peak[name] - base_rss[name]) / 1024 for name in pids}
     worst = max((name for name in growth if name.startswith("proxied")), key=growth.__getitem__)
     for name, label in ((worst, f"proxied (the most of {SPREAD} processes)"), ("embedded", "embedded")):

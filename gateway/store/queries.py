@@ -256,13 +256,22 @@ class SharedQueries(ABC):
         )
 
     async def package_name_owners(self, format: str, name: str) -> list[PackageName]:
-        rows = await self._rows(
-            f"SELECT {PACKAGE_COLUMNS} FROM package_names"
-            " WHERE format = ? AND name = ? ORDER BY updated_at DESC, project_id DESC",
-            format,
-            name,
-        )
-        return [self._records.package_name(r) for r in rows]
+        # Read on every file a flat package backend serves (pip and npm installs ask for many): through the
+        # hot-read cache. An unclaimed name is not kept, like every miss: a claim by another process counts at once.
+        key = ("package-owners", format, name)
+        if (hit := self._cache.fresh(key)) is not None:
+            return list(hit)
+
+        async def read() -> tuple[PackageName, ...]:
+            rows = await self._rows(
+                f"SELECT {PACKAGE_COLUMNS} FROM package_names"
+                " WHERE format = ? AND name = ? ORDER BY updated_at DESC, project_id DESC",
+                format,
+                name,
+            )
+            return tuple(self._records.package_name(r) for r in rows)
+
+        return list(await self._cache.load(key, read, keep=bool))
 
     async def count_users(self) -> int:
         return int((await self._row("SELECT count(*) FROM users"))[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -256,8 +257,49 @@ async def test_delete_project_frees_its_path(any_store: Store) -> None:
     assert again.id != p.id
 
 
-async def test_hot_reads_see_other_writers_within_the_cache_ttl(tmp_path: Path) -> None:
-    """Two processes (two stores on one file): a revocation by one reaches the other when its entry ages out."""
+@dataclass(frozen=True)
+class HotRead:
+    """A hot-path read of one process (`read`, its answer seen through `view`), and a write by another (`change`)."""
+
+    make: Callable[[Store], Awaitable[Any]]  # the row(s) the read finds; returns what `change` needs
+    read: Callable[[Store], Awaitable[Any]]
+    change: Callable[[Store, Any], Awaitable[Any]]
+    view: Callable[[Any], Any]
+
+
+async def _a_token(store: Store) -> Any:
+    g = await store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
+    return await store.create_deploy_token(new_token(b"x" * 32, group_id=g.id))
+
+
+async def _a_claimed_name(store: Store) -> Any:
+    g = await store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
+    p = await store.create_project(
+        namespace_id=g.id, name="p", path="p", visibility="private", description="", creator_id=None, now=NOW
+    )
+    await store.claim_package_name(format="pypi", name="x", project_id=p.id, exclusive=True, now=NOW)
+    return p
+
+
+HOT_READS = {
+    "deploy token revoked": HotRead(
+        _a_token,
+        lambda store: store.find_deploy_token(b"x" * 32),
+        lambda store, token: store.revoke_deploy_token(token.id),
+        lambda found: (found is not None, found is not None and found.revoked),
+    ),
+    "package name owner's project deleted": HotRead(
+        _a_claimed_name,
+        lambda store: store.package_name_owners("pypi", "x"),
+        lambda store, project: store.delete_project(project.id),
+        lambda owners: [o.name for o in owners],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HOT_READS.values(), ids=HOT_READS.keys())
+async def test_hot_reads_see_other_writers_within_the_cache_ttl(tmp_path: Path, case: HotRead) -> None:
+    """Two processes (two stores on one file): a change by one reaches the other when its entry ages out."""
     from gateway.store.cache import TTLCache
     from gateway.store.sqlite import SQLiteStore
 
@@ -266,17 +308,46 @@ async def test_hot_reads_see_other_writers_within_the_cache_ttl(tmp_path: Path) 
     writer = await SQLiteStore(tmp_path / "shared.db").open()
     try:
         await writer.migrate()
-        g = await writer.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
-        token = await writer.create_deploy_token(new_token(b"x" * 32, group_id=g.id))
-        assert await reader.find_deploy_token(b"x" * 32) == token  # now cached by the reader
-        await writer.revoke_deploy_token(token.id)
-        found = await writer.find_deploy_token(b"x" * 32)
-        assert found is not None and found.revoked  # the writer's own cache was cleared by its write
-        stale = await reader.find_deploy_token(b"x" * 32)
-        assert stale is not None and not stale.revoked  # within the TTL the reader may still see it
+        made = await case.make(writer)
+        before = case.view(await case.read(reader))  # now cached by the reader
+        await case.change(writer, made)
+        after = case.view(await case.read(writer))  # the writer's own cache was cleared by its write
+        assert after != before
+        assert case.view(await case.read(reader)) == before  # within the TTL the reader may still see the old
         ticks[0] = 1.0
-        fresh = await reader.find_deploy_token(b"x" * 32)
-        assert fresh is not None and fresh.revoked
+        assert case.view(await case.read(reader)) == after
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+MISSES = {
+    "deploy token": (
+        lambda store: store.find_deploy_token(b"x" * 32),
+        _a_token,
+    ),
+    "package name owners": (
+        lambda store: store.package_name_owners("pypi", "x"),
+        _a_claimed_name,
+    ),
+}
+
+
+@pytest.mark.parametrize(("read", "make"), MISSES.values(), ids=MISSES.keys())
+async def test_a_miss_is_not_kept(
+    tmp_path: Path, read: Callable[[Store], Awaitable[Any]], make: Callable[[Store], Awaitable[Any]]
+) -> None:
+    """What another process creates is found at once: the reader's clock never moves here."""
+    from gateway.store.cache import TTLCache
+    from gateway.store.sqlite import SQLiteStore
+
+    reader = await SQLiteStore(tmp_path / "shared.db", cache=TTLCache(ttl=1.0, clock=lambda: 0.0)).open()
+    writer = await SQLiteStore(tmp_path / "shared.db").open()
+    try:
+        await writer.migrate()
+        assert not await read(reader)
+        await make(writer)
+        assert await read(reader)
     finally:
         await reader.close()
         await writer.close()
