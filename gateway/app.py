@@ -98,9 +98,10 @@ def create_app(
             yield
             return
         opened = await open_store(config)
-        await opened.migrate()
-        app[STORE] = opened
         try:
+            # Closed on a failed migration too: its connection thread would otherwise keep the process alive.
+            await opened.migrate()
+            app[STORE] = opened
             yield
         finally:
             await opened.close()

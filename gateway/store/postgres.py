@@ -20,7 +20,7 @@ from gateway.store.base import (
     Project,
 )
 from gateway.store.cache import DEFAULT_TTL, TTLCache, always, projects_by_paths
-from gateway.store.migrations import bundled
+from gateway.store.migrations import bundled, refuse_newer
 from gateway.store.queries import SharedQueries
 from gateway.store.rows import (
     PACKAGE_COLUMNS,
@@ -300,6 +300,7 @@ class PostgresStore(SharedQueries):
                         " name text NOT NULL, applied_at timestamptz NOT NULL)"
                     )
                     current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+                    refuse_newer(current, migrations())
                     for version, name, sql in migrations():
                         if version <= current:
                             continue

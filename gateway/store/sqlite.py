@@ -19,7 +19,7 @@ from gateway.store.base import (
     Project,
 )
 from gateway.store.cache import DEFAULT_TTL, TTLCache, always, projects_by_paths
-from gateway.store.migrations import bundled
+from gateway.store.migrations import bundled, refuse_newer
 from gateway.store.queries import SharedQueries
 from gateway.store.rows import (
     PACKAGE_COLUMNS,
@@ -269,6 +269,7 @@ class SQLiteStore(SharedQueries):
                 async with db.execute("SELECT coalesce(max(version), 0) FROM schema_version") as cur:
                     row = await cur.fetchone()
                 current = int(row[0]) if row else 0
+                refuse_newer(current, migrations())
                 for version, name, sql in migrations():
                     if version <= current:
                         continue

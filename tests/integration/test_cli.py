@@ -8,6 +8,7 @@ import queue
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -551,6 +552,23 @@ def test_store_copy_from_another_database_fills_the_configured_one(gw: Gateway, 
     assert re.search(r"^  users +1 ", copied.stdout, re.M), copied.stdout
     listed = fresh.run("users", "tokens", "root")
     assert listed.returncode == 0 and "moved" in listed.stdout, listed.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["init"], ["migrate"], ["serve", "--listen", "127.0.0.1:0"], ["users", "tokens", "root"]]
+)
+def test_a_database_migrated_by_a_newer_release_is_refused(gw: Gateway, command: list[str]) -> None:
+    """A replica left on an older release (restarted during a rolling upgrade) must not serve the newer schema."""
+    database = gw.folder / "data" / "gateway.db"
+    with sqlite3.connect(database) as db:
+        (latest,) = db.execute("SELECT max(version) FROM schema_version").fetchone()
+        db.execute("INSERT INTO schema_version VALUES (?, 'from_a_newer_release.sql', '2027-01-01')", (latest + 1,))
+    result = gw.run(*command)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(
+        f"gateway: error: the database is at schema version {latest + 1}, newer than this gateway's {latest}"
+    ), result.stderr
+    assert "Traceback" not in result.stderr and "listening on" not in result.stderr
 
 
 @pytest.mark.parametrize("command", ["init", "migrate"])

@@ -398,3 +398,23 @@ async def test_an_empty_list_totals_zero(any_store: Store) -> None:
     g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
     assert await any_store.list_deploy_tokens(group_id=g.id, offset=0, limit=20) == Page([], 0)
     assert await any_store.list_deploy_tokens(group_id=g.id, offset=20, limit=20) == Page([], 0)
+
+
+async def test_a_database_migrated_by_a_newer_release_is_refused(
+    any_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This release knowing one migration fewer than the database holds: it must neither serve nor touch it."""
+    import importlib
+
+    from gateway.store.migrations import SchemaTooNew
+
+    module = importlib.import_module(type(any_store).__module__)
+    known = module.migrations()
+    version = await any_store.schema_version()
+    assert version == known[-1][0]
+    monkeypatch.setattr(module, "migrations", lambda: known[:-1])
+    with pytest.raises(SchemaTooNew, match=f"schema version {version}, newer than this gateway's {version - 1}"):
+        await any_store.migrate()
+    assert await any_store.schema_version() == version
+    monkeypatch.undo()
+    assert await any_store.migrate() == version  # the release that knows it serves it
