@@ -99,7 +99,7 @@ def create_app(
             return
         opened = await open_store(config)
         try:
-            # Closed on a failed migration too: its connection thread would otherwise keep the process alive.
+            # Closed on a failed migration too: its connection thread would keep the process alive after the error.
             await opened.migrate()
             app[STORE] = opened
             yield

@@ -571,6 +571,17 @@ def test_a_database_migrated_by_a_newer_release_is_refused(gw: Gateway, command:
     assert "Traceback" not in result.stderr and "listening on" not in result.stderr
 
 
+def test_serve_exits_when_a_start_up_step_fails(gw: Gateway) -> None:
+    """After the store opened: the brute-force guard's first read fails (its table is gone). The error is printed
+    and the process ends, rather than waiting forever on the store's connection thread."""
+    with sqlite3.connect(gw.folder / "data" / "gateway.db") as db:
+        db.execute("DROP TABLE auth_failures")
+    result = gw.run("serve", "--listen", "127.0.0.1:0")
+    assert result.returncode == 1, result.stderr
+    assert "gateway: error: database error: no such table: auth_failures" in result.stderr
+    assert "listening on" not in result.stderr
+
+
 @pytest.mark.parametrize("command", ["init", "migrate"])
 def test_unusable_paths_are_clear_errors(fresh: Gateway, command: str) -> None:
     (fresh.folder / "blocker").write_text("a file where a folder should be")
