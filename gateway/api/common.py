@@ -198,12 +198,12 @@ async def find_group(
     return group
 
 
-async def member_level(request: web.Request, principal: Principal, target: Target) -> int:
+async def member_level(source: access.Levels, principal: Principal, target: Target) -> int:
     """The caller's effective membership level on a target (0 when none), for list filters such as `membership`,
     `owned` and `min_access_level`. Whether the caller may see the target at all is still policy's decision."""
     if not isinstance(principal, UserPrincipal) or target.kind == "instance":
         return AccessLevel.NO_ACCESS
-    levels = await request.app[STORE].access_levels(
+    levels = await source.access_levels(
         principal.user.id, project_id=target.id if target.kind == "project" else None, namespace_ids=target.groups
     )
     level = effective_level(levels)

@@ -66,10 +66,11 @@ async def _detail(request: web.Request, principal: Principal, group: Namespace) 
     """GroupDetail: the group plus the projects directly in it that the caller can see."""
     store = request.app[STORE]
     visible = []
+    levels = await access.for_list(store, principal)
     for project in await store.list_projects():
         if project.namespace.id != group.id:
             continue
-        if await access.visible(store, principal, Target.of_project(project), Operation.READ_PROJECT):
+        if await access.visible(levels, principal, Target.of_project(project), Operation.READ_PROJECT):
             visible.append(project)
     entity = (await _present(request, [group]))[0]
     return {**entity, "projects": await project_api.present(request, visible), "shared_projects": []}
@@ -93,6 +94,7 @@ async def _listing(request: web.Request, principal: Principal, candidates: list[
     pr = pagination.page_request(request)
     store = request.app[STORE]
 
+    levels = await access.for_list(store, principal)
     chosen: list[Namespace] = []
     for group in candidates:
         if top_level_only and group.parent_id is not None:
@@ -100,10 +102,10 @@ async def _listing(request: web.Request, principal: Principal, candidates: list[
         if search and search not in group.name.lower() and search not in group.path.lower():
             continue
         target = Target.of_group(group)
-        if not await access.visible(store, principal, target, Operation.READ_GROUP):
+        if not await access.visible(levels, principal, target, Operation.READ_GROUP):
             continue
         if owned or min_level or not all_available:
-            level = await member_level(request, principal, target)
+            level = await member_level(levels, principal, target)
             if level < max(min_level or 0, AccessLevel.OWNER if owned else 0, AccessLevel.GUEST):
                 continue
         chosen.append(group)

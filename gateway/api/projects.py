@@ -82,6 +82,7 @@ async def listing(request: web.Request, principal: Principal, candidates: list[P
     pr = pagination.page_request(request)
     store = request.app[STORE]
 
+    levels = await access.for_list(store, principal)
     chosen: list[Project] = []
     for project in candidates:
         if visibility is not None and project.visibility != visibility:
@@ -89,10 +90,10 @@ async def listing(request: web.Request, principal: Principal, candidates: list[P
         if search and search not in project.name.lower() and search not in project.path.lower():
             continue
         target = Target.of_project(project)
-        if not await access.visible(store, principal, target, Operation.READ_PROJECT):
+        if not await access.visible(levels, principal, target, Operation.READ_PROJECT):
             continue
         if membership or owned or min_level:
-            level = await member_level(request, principal, target)
+            level = await member_level(levels, principal, target)
             if level < max(min_level or 0, AccessLevel.OWNER if owned else 0, AccessLevel.GUEST):
                 continue
         chosen.append(project)

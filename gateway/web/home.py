@@ -44,8 +44,8 @@ async def _candidates(store: Store, session: sessions.Session) -> tuple[list[Pro
     )
 
 
-async def _may(store: Store, session: sessions.Session, target: Target, op: Operation) -> bool:
-    return await access.visible(store, session.principal, target, op)  # a list filter, not an audited decision
+async def _may(levels: access.Levels, session: sessions.Session, target: Target, op: Operation) -> bool:
+    return await access.visible(levels, session.principal, target, op)  # a list filter, not an audited decision
 
 
 @page
@@ -53,11 +53,12 @@ async def landing(request: web.Request) -> web.StreamResponse:
     session = await sessions.require(request)
     store = request.app[STORE]
     projects, groups = await _candidates(store, session)
+    levels = await access.for_list(store, session.principal)
     project_rows: list[Safe] = []
     for project in projects:
         target = Target.of_project(project)
-        if await _may(store, session, target, Operation.READ_PROJECT_DEPLOY_TOKENS):
-            manage = await _may(store, session, target, Operation.MANAGE_PROJECT_DEPLOY_TOKENS)
+        if await _may(levels, session, target, Operation.READ_PROJECT_DEPLOY_TOKENS):
+            manage = await _may(levels, session, target, Operation.MANAGE_PROJECT_DEPLOY_TOKENS)
             project_rows.append(
                 render(
                     "landing_item.html",
@@ -70,8 +71,8 @@ async def landing(request: web.Request) -> web.StreamResponse:
     group_rows: list[Safe] = []
     for group in groups:
         target = Target.of_group(group)
-        if await _may(store, session, target, Operation.READ_GROUP_DEPLOY_TOKENS):
-            manage = await _may(store, session, target, Operation.MANAGE_GROUP_DEPLOY_TOKENS)
+        if await _may(levels, session, target, Operation.READ_GROUP_DEPLOY_TOKENS):
+            manage = await _may(levels, session, target, Operation.MANAGE_GROUP_DEPLOY_TOKENS)
             group_rows.append(
                 render(
                     "landing_item.html",

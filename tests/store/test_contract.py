@@ -135,6 +135,51 @@ async def test_memberships(any_store: Store) -> None:
     assert [x.user.id for x in await any_store.list_members("namespace", g.id)] == [uid]
 
 
+async def test_a_lists_memberships_answer_as_the_store_does(any_store: Store) -> None:
+    """gateway.access.Memberships (one read for a whole list) against store.access_levels (one read per item): the
+    same levels for every project and group of a tree, with memberships at several depths, for two users."""
+    from gateway.access import Memberships
+
+    a, b = await user(any_store, "a"), await user(any_store, "b")
+
+    async def group(path: str, parent: int | None) -> Any:
+        return await any_store.create_group(
+            name=path, path=path, parent_id=parent, visibility="private", description="", now=NOW
+        )
+
+    root = await group("root", None)
+    mid = await group("mid", root.id)
+    leaf = await group("leaf", mid.id)
+    other = await group("other", None)
+    projects = [
+        await any_store.create_project(
+            namespace_id=ns.id, name=path, path=path, visibility="private", description="", creator_id=None, now=NOW
+        )
+        for path, ns in (("p0", root), ("p1", mid), ("p2", leaf), ("p3", leaf), ("p4", other))
+    ]
+    for uid, kind, source, level in (
+        (a, "namespace", mid.id, 30),
+        (a, "project", projects[2].id, 40),
+        (a, "namespace", other.id, 10),
+        (b, "namespace", root.id, 20),
+        (b, "project", projects[4].id, 50),
+    ):
+        await any_store.add_member(source_kind=kind, source_id=source, user_id=uid, access_level=level, now=NOW)
+    asked = [(p.id, p.namespace.traversal_ids) for p in projects]
+    asked += [(None, g.traversal_ids) for g in (root, mid, leaf, other)] + [(None, ()), (None, (999999,))]
+    for uid in (a, b):
+        memberships = Memberships(uid, await any_store.list_user_memberships(uid))
+        for project_id, namespace_ids in asked:
+            expected = await any_store.access_levels(uid, project_id=project_id, namespace_ids=namespace_ids)
+            got = await memberships.access_levels(uid, project_id=project_id, namespace_ids=namespace_ids)
+            assert sorted(got) == sorted(expected), (uid, project_id, namespace_ids)
+    of_a = Memberships(a, await any_store.list_user_memberships(a))
+    # Not a table of empty answers: both of a's memberships above p2 count.
+    assert sorted(await of_a.access_levels(a, project_id=projects[2].id, namespace_ids=leaf.traversal_ids)) == [30, 40]
+    with pytest.raises(ValueError, match="memberships of user"):
+        await of_a.access_levels(b, project_id=None, namespace_ids=())
+
+
 async def test_personal_access_tokens(any_store: Store) -> None:
     uid = await user(any_store)
     pat = await any_store.create_personal_access_token(
