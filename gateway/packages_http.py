@@ -131,7 +131,8 @@ def _in_group(project: Project, group: Namespace) -> bool:
 
 async def _group_projects(request: web.Request, principal: Principal, group: Namespace) -> list[Project]:
     """Projects of the group and its subgroups that the caller may read packages of."""
-    found = [p for p in await request.app[STORE].list_projects() if _in_group(p, group)]
+    store = request.app[STORE]
+    found = await store.list_projects_in([g.id for g in await store.list_groups() if group.id in g.traversal_ids])
     return [p for p in found if await _readable(request, principal, p)]
 
 

@@ -67,9 +67,7 @@ async def _detail(request: web.Request, principal: Principal, group: Namespace) 
     store = request.app[STORE]
     visible = []
     levels = await access.for_list(store, principal)
-    for project in await store.list_projects():
-        if project.namespace.id != group.id:
-            continue
+    for project in await store.list_projects_in([group.id]):
         if await access.visible(levels, principal, Target.of_project(project), Operation.READ_PROJECT):
             visible.append(project)
     entity = (await _present(request, [group]))[0]
@@ -147,12 +145,9 @@ async def projects(request: web.Request) -> web.Response:
     principal = await optional_caller(request)
     group = await find_group(request, principal, Operation.READ_GROUP)
     deep = bool_param(dict(request.query), "include_subgroups") or False
-    candidates = [
-        p
-        for p in await request.app[STORE].list_projects()
-        if p.namespace.id == group.id or (deep and group.id in p.namespace.traversal_ids)
-    ]
-    return await project_api.listing(request, principal, candidates)
+    store = request.app[STORE]
+    tree = [g.id for g in await store.list_groups() if group.id in g.traversal_ids] if deep else [group.id]
+    return await project_api.listing(request, principal, await store.list_projects_in(tree))
 
 
 def _problems(

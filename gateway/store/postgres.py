@@ -379,6 +379,14 @@ class PostgresStore(SharedQueries):
         # "No membership" is kept too: it ages out like the rest.
         return list(await self._cache.load(key, read, keep=always))
 
+    async def list_projects_in(self, namespace_ids: Sequence[int]) -> list[Project]:
+        if not namespace_ids:
+            return []
+        rows = await self._fetch(
+            f"{PROJECT_FROM} WHERE p.namespace_id = ANY($1::bigint[]) ORDER BY p.id", list(namespace_ids)
+        )
+        return [_ROWS.project(r) for r in rows]
+
     async def list_package_names(self, format: str, project_ids: Sequence[int]) -> list[PackageName]:
         if not project_ids:
             return []

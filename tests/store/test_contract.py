@@ -135,6 +135,30 @@ async def test_memberships(any_store: Store) -> None:
     assert [x.user.id for x in await any_store.list_members("namespace", g.id)] == [uid]
 
 
+@pytest.mark.parametrize(
+    ("namespaces", "expected"),
+    [
+        (["g"], ["g/a", "g/b"]),
+        (["g", "g/s"], ["g/a", "g/b", "g/s/c"]),
+        (["g/s", "h"], ["g/s/c", "h/d"]),
+        ([], []),
+        (["nowhere"], []),
+    ],
+)
+async def test_projects_in_namespaces(any_store: Store, namespaces: list[str], expected: list[str]) -> None:
+    g = await any_store.create_group(name="g", path="g", parent_id=None, visibility="private", description="", now=NOW)
+    s = await any_store.create_group(name="s", path="s", parent_id=g.id, visibility="private", description="", now=NOW)
+    h = await any_store.create_group(name="h", path="h", parent_id=None, visibility="private", description="", now=NOW)
+    ids = {"g": g.id, "g/s": s.id, "h": h.id, "nowhere": 999999}
+    for path, ns in (("b", g), ("c", s), ("a", g), ("d", h)):  # created out of name order: listed by id
+        await any_store.create_project(
+            namespace_id=ns.id, name=path, path=path, visibility="private", description="", creator_id=None, now=NOW
+        )
+    found = await any_store.list_projects_in([ids[n] for n in namespaces])
+    assert sorted(p.full_path for p in found) == expected
+    assert [p.id for p in found] == sorted(p.id for p in found)
+
+
 async def test_a_lists_memberships_answer_as_the_store_does(any_store: Store) -> None:
     """gateway.access.Memberships (one read for a whole list) against store.access_levels (one read per item): the
     same levels for every project and group of a tree, with memberships at several depths, for two users."""
