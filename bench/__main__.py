@@ -1,7 +1,7 @@
 """`python -m bench`: every benchmark of the project, printed as ONE table (each row a figure, its same-run baseline,
 the ratio and the target). Progress goes to stderr, the table to stdout.
 
-    python -m bench                          everything, full sizes (about 22 minutes on 2 cores)
+    python -m bench                          everything, full sizes (about 24 minutes on 2 cores)
     python -m bench --quick                  smaller sizes and shorter load runs (about 2 minutes)
     python -m bench --only auth,replicas     a subset (`--list` names the suites)
     python -m bench --database sqlite        the gateway on one database only (default: sqlite and postgresql)
@@ -83,6 +83,12 @@ def _audit(ctx: Context) -> list[Row]:
     return audit_cost.run(ctx)
 
 
+def _lists(ctx: Context) -> list[Row]:
+    from bench import api_lists
+
+    return api_lists.run(ctx)
+
+
 def _store(ctx: Context) -> list[Row]:
     """bench/store_lookup.py (token lookup latency vs database size and group depth), on every selected database."""
     from bench import store_lookup
@@ -105,6 +111,7 @@ SUITES = [
     Suite("git", "clone ratio (embedded, upstream nginx), ls-remote auth overhead, RSS during a push", True, _git),
     Suite("registry", "500 MB layer push/pull through /v2/ vs direct (skopeo), RSS growth", True, _registry),
     Suite("packages", "generic package download/upload vs direct and embedded store, RSS growth", True, _packages),
+    Suite("lists", "API lists (a group's projects, GET /projects), 5,000 vs 50 projects in the instance", True, _lists),
     Suite("store", "token lookup with 1k vs 1M tokens, group depth 1 vs 20 (store, cache off)", False, _store),
     Suite("copy", "`gateway store copy` of 1M deploy tokens, SQLite to PostgreSQL and back", False, _copy),
     Suite("soak", "200 connections of mixed clients for 60 s: errors, p50/p99, RSS over time", True, _soak),

@@ -132,7 +132,7 @@ def _in_group(project: Project, group: Namespace) -> bool:
 async def _group_projects(request: web.Request, principal: Principal, group: Namespace) -> list[Project]:
     """Projects of the group and its subgroups that the caller may read packages of."""
     store = request.app[STORE]
-    found = await store.list_projects_in([g.id for g in await store.list_groups() if group.id in g.traversal_ids])
+    found = await store.list_projects_in([g.id for g in await store.list_group_tree(group.id)])
     return [p for p in found if await _readable(request, principal, p)]
 
 

@@ -57,9 +57,8 @@ def _save_failed(errors: dict[str, list[str]]) -> web.Response:
 
 async def _present(request: web.Request, groups: list[Namespace]) -> list[dict[str, Any]]:
     store = request.app[STORE]
-    known = {g.id: g for g in await store.list_groups()} if len(groups) > 1 else {}
     base = entities.base_url(request)
-    return [entities.group(g, base, await project_api.full_name(store, g, known)) for g in groups]
+    return [entities.group(g, base, await project_api.full_name(store, g)) for g in groups]
 
 
 async def _detail(request: web.Request, principal: Principal, group: Namespace) -> dict[str, Any]:
@@ -146,7 +145,7 @@ async def projects(request: web.Request) -> web.Response:
     group = await find_group(request, principal, Operation.READ_GROUP)
     deep = bool_param(dict(request.query), "include_subgroups") or False
     store = request.app[STORE]
-    tree = [g.id for g in await store.list_groups() if group.id in g.traversal_ids] if deep else [group.id]
+    tree = [g.id for g in await store.list_group_tree(group.id)] if deep else [group.id]
     return await project_api.listing(request, principal, await store.list_projects_in(tree))
 
 

@@ -28,7 +28,7 @@ from gateway.app import CLOCK, CONFIG, STORE
 from gateway.errors import Conflict, ParamError
 from gateway.namespaces import path_problem
 from gateway.policy import INSUFFICIENT_SCOPE, Denied, Deny, Operation, Target
-from gateway.principals import Principal
+from gateway.principals import Anonymous, Principal, UserPrincipal
 from gateway.store.base import VISIBILITIES, Namespace, Project, Store, Visibility
 from gateway.users import MEMBER_LEVELS, AccessLevel
 
@@ -43,22 +43,22 @@ NAME_MESSAGE = (
 PROJECT_ORDER = ("id", "name", "path", "created_at", "updated_at", "last_activity_at", "similarity")
 
 
-async def full_name(store: Store, ns: Namespace, known: dict[int, Namespace] | None = None) -> str:
-    """A namespace's human name with its ancestors' ("Top / Sub"); a personal namespace is its user's name."""
+async def full_name(store: Store, ns: Namespace) -> str:
+    """A namespace's human name with its ancestors' ("Top / Sub"); a personal namespace is its user's name. The
+    ancestors come through the hot-read cache (namespaces never change): a page asks for a few, not every group."""
     if ns.kind != "group":
         return ns.name
     names = []
     for group_id in ns.traversal_ids:
-        group = (known or {}).get(group_id) or await store.get_namespace(group_id)
+        group = ns if group_id == ns.id else await store.get_namespace(group_id)
         names.append(group.name if group is not None else "")
     return " / ".join(names)
 
 
 async def present(request: web.Request, projects: list[Project]) -> list[dict[str, Any]]:
     store = request.app[STORE]
-    known = {g.id: g for g in await store.list_groups()} if len(projects) > 1 else {}
     base = entities.base_url(request)
-    return [entities.project(p, base, await full_name(store, p.namespace, known)) for p in projects]
+    return [entities.project(p, base, await full_name(store, p.namespace)) for p in projects]
 
 
 def min_access_level(p: dict[str, Any]) -> int | None:
@@ -115,7 +115,29 @@ async def listing(request: web.Request, principal: Principal, candidates: list[P
 async def list_projects(request: web.Request) -> web.Response:
     """GET /projects: every project the caller can see (public ones for anonymous callers)."""
     principal = await optional_caller(request)
-    return await listing(request, principal, await request.app[STORE].list_projects())
+    return await listing(request, principal, await _candidates(request.app[STORE], principal))
+
+
+async def _candidates(store: Store, principal: Principal) -> list[Project]:
+    """What policy may show the caller, narrowed in the database: never less (policy still decides each one, in
+    listing()), so that a member of a few groups is not checked against every project of the instance. Policy shows
+    a user the public and internal projects, those where they or a group above holds a membership, and those of their
+    personal namespace; an anonymous caller the public ones; an administrator all."""
+    if isinstance(principal, Anonymous):
+        return await store.list_projects_with_visibility(("public",))
+    if not isinstance(principal, UserPrincipal) or principal.user.is_admin:
+        return await store.list_projects()
+    user = principal.user
+    memberships = await store.list_user_memberships(user.id)
+    namespaces = {user.namespace_id}
+    for group_id in {m.source_id for m in memberships if m.source_kind == "namespace"}:
+        namespaces.update(g.id for g in await store.list_group_tree(group_id))
+    found = {p.id: p for p in await store.list_projects_with_visibility(("public", "internal"))}
+    found.update((p.id, p) for p in await store.list_projects_in(sorted(namespaces)))
+    for project_id in {m.source_id for m in memberships if m.source_kind == "project"} - found.keys():
+        if (project := await store.get_project(project_id)) is not None:
+            found[project_id] = project
+    return [found[project_id] for project_id in sorted(found)]
 
 
 async def get(request: web.Request) -> web.Response:

@@ -214,6 +214,23 @@ class SharedQueries(ABC):
         rows = await self._rows(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.kind = 'group' ORDER BY n.id")
         return [self._records.namespace(r) for r in rows]
 
+    async def list_group_tree(self, group_id: int) -> list[Namespace]:
+        # Walked down the parent index: the cost of the subtree, not of every group of the instance.
+        rows = await self._rows(
+            "WITH RECURSIVE tree (id) AS (SELECT CAST(? AS BIGINT)"
+            " UNION ALL SELECT c.id FROM namespaces c JOIN tree t ON c.parent_id = t.id)"
+            f" SELECT {NS_COLUMNS} FROM namespaces n JOIN tree ON n.id = tree.id WHERE n.kind = 'group' ORDER BY n.id",
+            group_id,
+        )
+        return [self._records.namespace(r) for r in rows]
+
+    async def list_projects_with_visibility(self, visibilities: Sequence[str]) -> list[Project]:
+        if not visibilities:
+            return []
+        marks = ", ".join("?" for _ in visibilities)
+        rows = await self._rows(f"{PROJECT_FROM} WHERE p.visibility IN ({marks}) ORDER BY p.id", *visibilities)
+        return [self._records.project(r) for r in rows]
+
     async def get_project(self, project_id: int) -> Project | None:
         # Through the hot-read cache like a lookup by path: every API call on /projects/:id starts here.
         sql = f"{PROJECT_FROM} WHERE p.id = ?"

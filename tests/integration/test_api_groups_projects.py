@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway import repositories
+from gateway import access, repositories
 from gateway.namespaces import MAX_DEPTH
+from gateway.policy import Operation, Target
+from gateway.principals import ANONYMOUS, UserPrincipal
 from gateway.store.base import Namespace
 from gateway.users import AccessLevel
 from tests.world import INSUFFICIENT_API_SCOPE, Actor, World
@@ -536,6 +538,48 @@ async def test_list_projects(
     assert r.status == 200, await r.text()
     assert [p["path"] for p in await r.json()] == expected
     assert r.headers["X-Total"] == str(len(expected))
+
+
+@pytest.mark.parametrize("who", ["alice", "bob", "carol", "anonymous", "admin"])
+async def test_list_projects_shows_exactly_what_policy_shows(client: TestClient, world: World, who: str) -> None:
+    """GET /projects narrows its candidates in the database (public and internal projects, the caller's groups'
+    trees, project memberships, the personal namespace): the list must equal policy's verdict on every project."""
+    alice, bob, carol = [await world.user(name) for name in ("alice", "bob", "carol")]
+    admin = await world.user("root", admin=True)
+    top = await world.group("top")
+    sub = await world.group("sub", top)
+    deep = await world.group("deep", sub, visibility="internal")
+    other = await world.group("other", visibility="public")
+    for path, ns, visibility in (
+        ("top-private", top, "private"),
+        ("sub-private", sub, "private"),
+        ("deep-internal", deep, "internal"),
+        ("deep-private", deep, "private"),
+        ("other-public", other, "public"),
+        ("other-private", other, "private"),
+        ("other-direct", other, "private"),
+    ):
+        await world.project(path, ns, visibility=visibility)
+    for actor in (alice, bob):
+        personal = await world.store.get_namespace(actor.user.namespace_id)
+        assert personal is not None
+        await world.project(f"{actor.user.username}-own", personal)
+    await world.member(alice, top, AccessLevel.GUEST)
+    await world.member(bob, sub, AccessLevel.DEVELOPER)
+    direct = await world.store.get_project_by_path("other/other-direct")
+    assert direct is not None
+    await world.member(bob, direct, AccessLevel.REPORTER)
+    actor = {"alice": alice, "bob": bob, "carol": carol, "admin": admin}.get(who)
+    principal = ANONYMOUS if actor is None else UserPrincipal(actor.user, frozenset({"api"}), "pat")
+    shown = {
+        p.full_path
+        for p in await world.store.list_projects()
+        if await access.visible(world.store, principal, Target.of_project(p), Operation.READ_PROJECT)
+    }
+    r = await client.get("/api/v4/projects", params={"per_page": "100"}, headers=actor.headers if actor else {})
+    assert r.status == 200, await r.text()
+    assert sorted(p["path_with_namespace"] for p in await r.json()) == sorted(shown)
+    assert {"alice": 6, "bob": 6, "carol": 2, "anonymous": 1, "admin": 9}[who] == len(shown)  # not vacuous
 
 
 @pytest.mark.parametrize(

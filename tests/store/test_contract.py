@@ -159,6 +159,43 @@ async def test_projects_in_namespaces(any_store: Store, namespaces: list[str], e
     assert [p.id for p in found] == sorted(p.id for p in found)
 
 
+@pytest.mark.parametrize(
+    ("root", "expected"),
+    [("a", ["a", "a/b", "a/b/c", "a/d"]), ("a/b", ["a/b", "a/b/c"]), ("a/b/c", ["a/b/c"]), ("e", ["e"]), ("x", [])],
+)
+async def test_a_group_tree(any_store: Store, root: str, expected: list[str]) -> None:
+    made: dict[str, Any] = {}
+    for path in ("a", "a/b", "e", "a/b/c", "a/d"):  # a child created after its parent's sibling: listed by id
+        parent, _, name = path.rpartition("/")
+        made[path] = await any_store.create_group(
+            name=name,
+            path=name,
+            parent_id=made[parent].id if parent else None,
+            visibility="private",
+            description="",
+            now=NOW,
+        )
+    group_id = made[root].id if root in made else 999999
+    tree = await any_store.list_group_tree(group_id)
+    assert sorted(g.full_path for g in tree) == expected
+    assert [g.id for g in tree] == sorted(g.id for g in tree)
+
+
+@pytest.mark.parametrize(
+    ("visibilities", "expected"),
+    [(("public",), ["b"]), (("public", "internal"), ["b", "c"]), (("private",), ["a", "d"]), ((), [])],
+)
+async def test_projects_by_visibility(any_store: Store, visibilities: tuple[str, ...], expected: list[str]) -> None:
+    g = await any_store.create_group(name="g", path="g", parent_id=None, visibility="public", description="", now=NOW)
+    for path, visibility in (("d", "private"), ("c", "internal"), ("b", "public"), ("a", "private")):
+        await any_store.create_project(
+            namespace_id=g.id, name=path, path=path, visibility=visibility, description="", creator_id=None, now=NOW
+        )
+    found = await any_store.list_projects_with_visibility(visibilities)
+    assert sorted(p.path for p in found) == expected
+    assert [p.id for p in found] == sorted(p.id for p in found)
+
+
 async def test_a_lists_memberships_answer_as_the_store_does(any_store: Store) -> None:
     """gateway.access.Memberships (one read for a whole list) against store.access_levels (one read per item): the
     same levels for every project and group of a tree, with memberships at several depths, for two users."""

@@ -1,0 +1,120 @@
+"""API lists against the size of the instance: a group's projects and a member's GET /projects with 5,000 projects in
+the database against 50, the member's group holding 25 either way. Neither may grow with the rest of the instance
+(ratio <= 1.2, like the store's lookups); an administrator's GET /projects shows every project, so it is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import re
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import Context, Gateway, Row, tempdir
+from gateway import config as config_module
+from gateway.store import open_store
+
+PER_GROUP = 25
+# Requests per block, blocks per side: the two installations are asked in turns, so a drift of the VM hits both.
+BLOCK, BLOCKS = 20, 10
+
+
+async def seed(config_file: Path, groups: int) -> int:
+    """`groups` top-level groups of PER_GROUP private projects each, straight into the store; the first group's id."""
+    config = config_module.load(config_file)
+    store = await open_store(config)
+    try:
+        now = datetime.now(UTC)
+        first = 0
+        for g in range(groups):
+            group = await store.create_group(
+                name=f"g{g}", path=f"g{g}", parent_id=None, visibility="private", description="", now=now
+            )
+            first = first or group.id
+            for p in range(PER_GROUP):
+                await store.create_project(
+                    namespace_id=group.id,
+                    name=f"p{p}",
+                    path=f"p{p}",
+                    visibility="private",
+                    description="",
+                    creator_id=None,
+                    now=now,
+                )
+        return first
+    finally:
+        await store.close()
+
+
+def latency(base: str, path: str, token: str) -> float:
+    """One request on a new connection, seconds until the whole answer is read."""
+    host, port = base.removeprefix("http://").split(":")
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request("GET", path, headers={"PRIVATE-TOKEN": token})
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status}")
+    finally:
+        connection.close()
+    return time.perf_counter() - started
+
+
+def run(ctx: Context) -> list[Row]:
+    sizes = {"small": 2, "large": ctx.pick(200, 40)}  # groups of PER_GROUP projects
+    tmp = tempdir("bench-lists-")
+    installs: dict[str, dict[str, Any]] = {}
+    try:
+        for label, groups in sizes.items():
+            gw = Gateway(tmp / label, ctx, {"log": {"level": "warning"}}).install()
+            group_id = asyncio.run(seed(gw.config_file, groups))
+            url = gw.serve(1, f"gateway-{label}")
+            made = re.search(r"\(id (\d+)\)", gw.cli("users", "create", "dev"))
+            assert made is not None
+            member = gw.cli("users", "token", "dev").strip()
+            gw.api(url, "POST", f"/groups/{group_id}/members", {"user_id": int(made.group(1)), "access_level": 30})
+            installs[label] = {"gw": gw, "url": url, "group": group_id, "member": member}
+        asks: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
+            "group": lambda i: (f"/api/v4/groups/{i['group']}/projects?include_subgroups=true", i["member"]),
+            "member": lambda i: ("/api/v4/projects?per_page=20", i["member"]),
+            "admin": lambda i: ("/api/v4/projects?per_page=20", i["gw"].root_token),
+        }
+        times: dict[tuple[str, str], list[float]] = {(a, s): [] for a in asks for s in sizes}
+        for _ in range(BLOCKS):
+            for ask, make in asks.items():
+                for label, install in installs.items():
+                    path, token = make(install)
+                    latency(install["url"], path, token)  # warm: the token and the caches
+                    times[ask, label] += [latency(install["url"], path, token) for _ in range(BLOCK)]
+    finally:
+        for install in installs.values():
+            install["gw"].stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    total = {label: groups * PER_GROUP for label, groups in sizes.items()}
+    rows = []
+    for ask, figure, target in (
+        ("group", "GET /groups/:id/projects?include_subgroups=true (25 projects), member", 1.2),
+        ("member", "GET /projects?per_page=20, member of one group of 25", 1.2),
+        ("admin", "GET /projects?per_page=20, administrator (sees every project)", None),
+    ):
+        large, small = (statistics.median(times[ask, s]) * 1000 for s in ("large", "small"))
+        ratio = large / small
+        rows.append(
+            Row(
+                f"{figure}: {total['large']:,} vs {total['small']} projects in the instance",
+                f"{large:.1f} ms",
+                f"{small:.1f} ms (median of {BLOCK * BLOCKS})",
+                f"{ratio:.2f}",
+                f"<= {target}" if target else "(reported: shows every project)",
+                ratio <= target if target else None,
+            )
+        )
+    return rows
