@@ -12,7 +12,7 @@ from typing import Protocol
 from gateway import audit, policy
 from gateway.policy import Decision, Operation, Target
 from gateway.principals import Principal, UserPrincipal
-from gateway.store.base import Member, Store
+from gateway.store.base import Member, Namespace, Project, Store, User
 
 
 class Levels(Protocol):
@@ -38,6 +38,21 @@ class Memberships:
         if project_id is not None:
             sources.append(("project", project_id))
         return [self._levels[s] for s in sources if s in self._levels]
+
+
+async def within_reach(store: Store, user: User) -> tuple[list[Project], list[Namespace]]:
+    """The projects and groups a user's memberships can open, by id: the trees below their groups, their projects,
+    their personal namespace's projects. A list narrows its candidates with this (never fewer than policy opens
+    through a membership); policy still decides each one."""
+    memberships = await store.list_user_memberships(user.id)
+    groups: dict[int, Namespace] = {}
+    for group_id in {m.source_id for m in memberships if m.source_kind == "namespace"}:
+        groups.update((g.id, g) for g in await store.list_group_tree(group_id))
+    projects = {p.id: p for p in await store.list_projects_in(sorted({*groups, user.namespace_id}))}
+    for project_id in {m.source_id for m in memberships if m.source_kind == "project"} - projects.keys():
+        if (project := await store.get_project(project_id)) is not None:
+            projects[project_id] = project
+    return [projects[i] for i in sorted(projects)], [groups[i] for i in sorted(groups)]
 
 
 async def for_list(store: Store, principal: Principal) -> Levels:

@@ -127,16 +127,8 @@ async def _candidates(store: Store, principal: Principal) -> list[Project]:
         return await store.list_projects_with_visibility(("public",))
     if not isinstance(principal, UserPrincipal) or principal.user.is_admin:
         return await store.list_projects()
-    user = principal.user
-    memberships = await store.list_user_memberships(user.id)
-    namespaces = {user.namespace_id}
-    for group_id in {m.source_id for m in memberships if m.source_kind == "namespace"}:
-        namespaces.update(g.id for g in await store.list_group_tree(group_id))
     found = {p.id: p for p in await store.list_projects_with_visibility(("public", "internal"))}
-    found.update((p.id, p) for p in await store.list_projects_in(sorted(namespaces)))
-    for project_id in {m.source_id for m in memberships if m.source_kind == "project"} - found.keys():
-        if (project := await store.get_project(project_id)) is not None:
-            found[project_id] = project
+    found.update((p.id, p) for p in (await access.within_reach(store, principal.user))[0])
     return [found[project_id] for project_id in sorted(found)]
 
 

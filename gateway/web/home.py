@@ -26,22 +26,9 @@ async def _candidates(store: Store, session: sessions.Session) -> tuple[list[Pro
     """Projects and groups where the user could possibly hold Maintainer: an administrator's are all of them,
     anyone else's are those under one of their memberships or in their personal namespace. This only narrows
     what is asked of policy (visibility never grants Maintainer); policy still decides each one."""
-    projects, groups = await store.list_projects(), await store.list_groups()
     if session.user.is_admin:
-        return projects, groups
-    memberships = await store.list_user_memberships(session.user.id)
-    member_projects = {m.source_id for m in memberships if m.source_kind == "project"}
-    member_groups = {m.source_id for m in memberships if m.source_kind == "namespace"}
-    return (
-        [
-            p
-            for p in projects
-            if p.id in member_projects
-            or p.namespace.owner_id == session.user.id
-            or (p.namespace.kind == "group" and member_groups.intersection(p.namespace.traversal_ids))
-        ],
-        [g for g in groups if member_groups.intersection(g.traversal_ids)],
-    )
+        return await store.list_projects(), await store.list_groups()
+    return await access.within_reach(store, session.user)
 
 
 async def _may(levels: access.Levels, session: sessions.Session, target: Target, op: Operation) -> bool:
