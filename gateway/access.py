@@ -7,12 +7,12 @@ Every decision that gates a request goes through authorize() or decide() here an
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from gateway import audit, policy
 from gateway.policy import Decision, Operation, Target
 from gateway.principals import Principal, UserPrincipal
-from gateway.store.base import Member, Namespace, Project, Store, User
+from gateway.store.base import Listing, Member, Store
 
 
 class Levels(Protocol):
@@ -40,19 +40,19 @@ class Memberships:
         return [self._levels[s] for s in sources if s in self._levels]
 
 
-async def within_reach(store: Store, user: User) -> tuple[list[Project], list[Namespace]]:
-    """The projects and groups a user's memberships can open, by id: the trees below their groups, their projects,
-    their personal namespace's projects. A list narrows its candidates with this (never fewer than policy opens
-    through a membership); policy still decides each one."""
-    memberships = await store.list_user_memberships(user.id)
-    groups: dict[int, Namespace] = {}
-    for group_id in {m.source_id for m in memberships if m.source_kind == "namespace"}:
-        groups.update((g.id, g) for g in await store.list_group_tree(group_id))
-    projects = {p.id: p for p in await store.list_projects_in(sorted({*groups, user.namespace_id}))}
-    for project_id in {m.source_id for m in memberships if m.source_kind == "project"} - projects.keys():
-        if (project := await store.get_project(project_id)) is not None:
-            projects[project_id] = project
-    return [projects[i] for i in sorted(projects)], [groups[i] for i in sorted(groups)]
+def list_scope(
+    principal: Principal, kind: Literal["project", "group"], op: Operation, *, min_level: int = 0
+) -> Listing:
+    """What a list may hold, as policy.list_reach says, for the store to select (Listing); with a `min_level` (the
+    API's membership, owned and min_access_level filters) only what a membership at that level or above opens."""
+    reach = policy.list_reach(principal, kind, op)
+    user = principal.user if isinstance(principal, UserPrincipal) else None
+    return Listing(
+        open=() if min_level else reach.open,
+        member_id=user.id if user is not None and reach.member_level is not None else None,
+        min_level=max(min_level, reach.member_level or 0),
+        personal_namespace_id=user.namespace_id if user is not None and reach.own_namespace else None,
+    )
 
 
 async def for_list(store: Store, principal: Principal) -> Levels:

@@ -11,9 +11,9 @@ from enum import Enum
 from typing import Literal
 
 from gateway.principals import Anonymous, DeployTokenPrincipal, Principal, UserPrincipal
-from gateway.store.base import Namespace, Project, Visibility
+from gateway.store.base import VISIBILITIES, Namespace, Project, Visibility
 from gateway.tokens import PACKAGE_SCOPES
-from gateway.users import AccessLevel
+from gateway.users import MEMBER_LEVELS, AccessLevel
 
 
 class Operation(Enum):
@@ -329,6 +329,32 @@ def _decide_user(principal: UserPrincipal, target: Target, op: Operation, levels
     if op is Operation.GIT_READ:
         return Denied(Deny.FORBIDDEN, "You are not allowed to download code.")
     return Denied(Deny.FORBIDDEN, f"access level {level} < {int(required)}")
+
+
+@dataclass(frozen=True)
+class ListReach:
+    """What decide() shows a principal of one kind of target, as a database can select it: every target of the
+    `open` visibilities, and a user's further ones through a membership at `member_level` or above (None: none
+    does), or in their `own_namespace`."""
+
+    open: tuple[Visibility, ...]
+    member_level: int | None
+    own_namespace: bool
+
+
+def list_reach(principal: Principal, kind: Literal["project", "group"], op: Operation) -> ListReach:
+    """Read off decide() itself, so that a list and a decision cannot disagree on a rule: a visibility is open when
+    decide allows a target of it nobody is a member of; memberships reach from the least level at which decide
+    allows a private target; the personal namespace when it allows a private target there. A list selects this in
+    the database instead of asking decide about every item; it rests on decide having no path to a target but these
+    (tests compare each list with decide's verdict on every item)."""
+    open_ = tuple(v for v in VISIBILITIES if decide(principal, Target(kind, visibility=v), op))
+    if not isinstance(principal, UserPrincipal):
+        return ListReach(open_, member_level=None, own_namespace=False)
+    private = Target(kind, visibility="private")
+    own = Target(kind, visibility="private", personal_owner_id=principal.user.id)
+    member_level = next((level for level in sorted(MEMBER_LEVELS) if decide(principal, private, op, (level,))), None)
+    return ListReach(open_, member_level, own_namespace=bool(decide(principal, own, op)))
 
 
 _REGISTRY_ACTIONS = {

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway import repositories, tokens, users
+from gateway import access, repositories, tokens, users
+from gateway.api.common import member_level
 from gateway.clock import FixedClock
 from gateway.config import Config
+from gateway.policy import Operation, Target
+from gateway.principals import ANONYMOUS, Principal, UserPrincipal
 from gateway.secretbox import SecretBox
 from gateway.store.base import Namespace, Project, Store, User, Visibility
 from gateway.tokens import Holder
@@ -134,3 +137,54 @@ async def installed_world(config_file: Path) -> AsyncIterator[World]:
         )
     finally:
         await store.close()
+
+
+async def policy_world(world: World) -> dict[str, Actor | None]:
+    """Every path by which policy opens a project or a group: visibility, a membership on an ancestor group (at
+    several levels), one on the project itself, the personal namespace, being an administrator; and a caller
+    whose token lacks the scope to read anything."""
+    alice, bob, carol = [await world.user(name) for name in ("alice", "bob", "carol")]
+    admin = await world.user("root", admin=True)
+    dave = await world.user("dave", scopes=("read_repository",))
+    top = await world.group("top")
+    sub = await world.group("sub", top)
+    deep = await world.group("deep", sub, visibility="internal")
+    other = await world.group("other", visibility="public")
+    await world.group("lonely", other)
+    for path, ns, visibility in (
+        ("top-private", top, "private"),
+        ("sub-private", sub, "private"),
+        ("deep-internal", deep, "internal"),
+        ("deep-private", deep, "private"),
+        ("other-public", other, "public"),
+        ("other-private", other, "private"),
+        ("other-direct", other, "private"),
+    ):
+        await world.project(path, ns, visibility=visibility)
+    for actor in (alice, bob, dave):
+        personal = await world.store.get_namespace(actor.user.namespace_id)
+        assert personal is not None
+        await world.project(f"{actor.user.username}-own", personal)
+    await world.member(alice, top, AccessLevel.GUEST)
+    await world.member(bob, sub, AccessLevel.DEVELOPER)
+    await world.member(carol, deep, AccessLevel.OWNER)
+    await world.member(dave, top, AccessLevel.MAINTAINER)
+    direct = await world.store.get_project_by_path("other/other-direct")
+    assert direct is not None
+    await world.member(bob, direct, AccessLevel.REPORTER)
+    return {"alice": alice, "bob": bob, "carol": carol, "dave": dave, "admin": admin, "anonymous": None}
+
+
+async def policy_verdict(
+    world: World, actor: Actor | None, target: Target, op: Operation, floor: int = 0, *, session: bool = False
+) -> bool:
+    """What a list must show, item by item: policy's decision, and the caller's membership level for the
+    membership, owned and min_access_level filters (the lists' semantics before they were selected in SQL). The
+    caller signs in with their token (dave's lacks read_api), or with a web `session` (a user's full rights)."""
+    scopes = frozenset({"read_repository"}) if actor is not None and actor.user.username == "dave" else {"api"}
+    principal: Principal = ANONYMOUS
+    if actor is not None:
+        principal = UserPrincipal(actor.user, None, "session") if session else UserPrincipal(actor.user, scopes, "pat")
+    if not await access.visible(world.store, principal, target, op):
+        return False
+    return floor == 0 or await member_level(world.store, principal, target) >= floor

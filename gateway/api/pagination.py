@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway.api.entities import base_url
 from gateway.errors import ParamError
+from gateway.store.base import COUNT_LIMIT
 
 T = TypeVar("T")
 
@@ -45,15 +46,18 @@ def page_request(request: web.Request) -> PageRequest:
 
 
 def respond(request: web.Request, items: Sequence[Any], total: int, pr: PageRequest) -> web.Response:
-    """A JSON list with GitLab's pagination headers; `items` is the current page only."""
+    """A JSON list with GitLab's pagination headers; `items` is the current page only. Past COUNT_LIMIT the total
+    (which may then be a count that stopped early, though past this page's end) and the last page are left out."""
     total_pages = max(1, -(-total // pr.per_page))
+    counted = total <= COUNT_LIMIT
     resp = web.json_response(list(items))
     h = resp.headers
     h["X-Page"] = str(pr.page)
     h["X-Per-Page"] = str(pr.per_page)
-    h["X-Total"] = str(total)
-    h["X-Total-Pages"] = str(total_pages)
-    h["X-Next-Page"] = str(pr.page + 1) if pr.page < total_pages else ""
+    if counted:
+        h["X-Total"] = str(total)
+        h["X-Total-Pages"] = str(total_pages)
+    h["X-Next-Page"] = str(pr.page + 1) if total > pr.offset + pr.per_page else ""
     h["X-Prev-Page"] = str(pr.page - 1) if pr.page > 1 else ""
     # The public origin (external_url, or what the client used through trusted proxies), the path as it was sent
     # (an id such as group%2Fproject stays encoded): clients follow rel="next" as given.
@@ -66,10 +70,11 @@ def respond(request: web.Request, items: Sequence[Any], total: int, pr: PageRequ
     links = []
     if pr.page > 1:
         links.append(link(pr.page - 1, "prev"))
-    if pr.page < total_pages:
+    if total > pr.offset + pr.per_page:
         links.append(link(pr.page + 1, "next"))
     links.append(link(1, "first"))
-    links.append(link(total_pages, "last"))
+    if counted:
+        links.append(link(total_pages, "last"))
     h["Link"] = ", ".join(links)
     return resp
 

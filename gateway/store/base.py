@@ -209,10 +209,39 @@ class TokenUse:
     ips: tuple[str, ...]
 
 
+# A list's total is counted this far and no further; past it, the API leaves the total out (GitLab's offset
+# pagination: "for performance reasons, if a query returns more than 10,000 records" no x-total, x-total-pages or
+# rel="last").
+COUNT_LIMIT = 10_000
+
+
 @dataclass(frozen=True)
 class Page(Generic[T]):
     items: list[T]
-    total: int
+    total: int  # page_projects and page_groups: counted up to past COUNT_LIMIT and past this page's end
+
+
+ListOrder = Literal["id", "name", "path", "created_at"]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One page of a project or group list (GET /projects, GET /groups, a group's projects and subgroups), chosen,
+    ordered and cut in the database. What it may hold is policy's (policy.list_reach): every item of the `open`
+    visibilities, and those a user's memberships reach (the trees below their groups, their projects) or their
+    personal namespace holds (its user is its Owner). The rest narrows that, as the API's filters do."""
+
+    open: tuple[Visibility, ...] = ()
+    member_id: int | None = None  # whose memberships reach further
+    min_level: int = 0  # only memberships at this access level or above reach
+    personal_namespace_id: int | None = None  # whose projects are the caller's own
+    visibility: Visibility | None = None
+    search: str = ""  # lower case (str.lower): a part of the item's lower-cased name or path
+    namespace_ids: tuple[int, ...] | None = None  # projects: only those directly in these namespaces
+    parent_id: int | None = None  # groups: only the children of this group
+    top_level_only: bool = False  # groups: only those without a parent
+    order_by: ListOrder = "id"
+    descending: bool = False
 
 
 class Store(Protocol):
@@ -264,6 +293,11 @@ class Store(Protocol):
     async def get_namespace(self, namespace_id: int) -> Namespace | None: ...
     async def get_namespace_by_path(self, full_path: str) -> Namespace | None: ...
     async def list_groups(self) -> list[Namespace]: ...
+    async def page_groups(self, listing: Listing, *, offset: int, limit: int) -> Page[Namespace]:
+        """The groups `listing` chooses, ordered by its key (case-insensitive for text, ties by id ascending); the
+        total counted up to past COUNT_LIMIT and past this page."""
+        ...
+
     async def list_group_tree(self, group_id: int) -> list[Namespace]:
         """The group and every group below it, ordered by id (none for an unknown id or a personal namespace)."""
         ...
@@ -285,8 +319,9 @@ class Store(Protocol):
     async def get_project_by_path(self, full_path: str) -> Project | None: ...
     async def find_projects_by_paths(self, full_paths: Sequence[str]) -> list[Project]: ...
     async def list_projects(self) -> list[Project]: ...
-    async def list_projects_with_visibility(self, visibilities: Sequence[str]) -> list[Project]:
-        """The projects of these visibilities ("public", "internal", "private"), ordered by id."""
+    async def page_projects(self, listing: Listing, *, offset: int, limit: int) -> Page[Project]:
+        """The projects `listing` chooses, ordered by its key (case-insensitive for text), ties by id in the same
+        direction; the total counted up to past COUNT_LIMIT and past this page."""
         ...
 
     async def list_projects_in(self, namespace_ids: Sequence[int]) -> list[Project]:

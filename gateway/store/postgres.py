@@ -157,6 +157,7 @@ class PostgresStore(SharedQueries):
         self.dsn = dsn
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._icu = False  # whether the cluster has ICU collations (read at open)
         # Hot-path reads (store/cache.py); every write transaction below clears it.
         self._cache: TTLCache[Any] = cache if cache is not None else TTLCache(DEFAULT_TTL)
         parts = urlsplit(dsn)
@@ -176,7 +177,20 @@ class PostgresStore(SharedQueries):
             )
         except _OUTAGES as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL at {self.where}: {self._describe(exc)}") from exc
+        self._icu = bool(await self._fetchrow("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'"))
         return self
+
+    # Byte order of UTF-8 is code point order, as Python compares str; strpos, as SQLite's instr.
+    _BY_CODE_POINT = ' COLLATE "C"'
+    _CONTAINS = "strpos({}, ?) > 0"
+    # The values read once, as an array, and each row found by its index: for `IN (SELECT …)` the planner guesses
+    # the size of the set, and at a few thousand rows it would rather scan the whole table than look a few up.
+    _AMONG = "{0} = ANY (ARRAY({1}))"
+
+    def _folded(self, column: str) -> str:
+        # ICU's root-locale case mapping: the same for every database, whatever locale its cluster was made with
+        # (lower() under the "C" locale folds ASCII only). Without ICU, the database's own.
+        return f'lower({column} COLLATE "und-x-icu")' if self._icu else f"lower({column})"
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -330,6 +344,10 @@ class PostgresStore(SharedQueries):
                 conn.transaction(isolation=None if write else "repeatable_read", readonly=not write),
             ):
                 yield _CopySide(conn)
+                if write:
+                    # Planner statistics for the loaded rows now, not when autovacuum next comes by: until then the
+                    # planner takes the tables for empty and may scan what it would look up (page_projects).
+                    await conn.execute("ANALYZE")
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise Conflict(f"a copied row breaks a constraint: {self._describe(exc)}") from exc
         except _OUTAGES as exc:

@@ -12,10 +12,13 @@ from typing import Any, TypeVar
 
 from gateway.errors import Conflict
 from gateway.store.base import (
+    COUNT_LIMIT,
+    VISIBILITIES,
     AuditEvent,
     AuditQuery,
     AuthFailures,
     DeployToken,
+    Listing,
     Member,
     Namespace,
     NewAuditEvent,
@@ -40,6 +43,7 @@ from gateway.store.rows import (
     NS_COLUMNS,
     PACKAGE_COLUMNS,
     PAT_COLUMNS,
+    PROJECT_COLUMNS,
     PROJECT_FROM,
     TOKEN_TABLES,
     USER_COLUMNS,
@@ -47,6 +51,26 @@ from gateway.store.rows import (
 )
 
 T = TypeVar("T")
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _literals(visibilities: Sequence[Visibility]) -> str:
+    if not set(visibilities) <= set(VISIBILITIES):
+        raise ValueError(f"not visibilities: {visibilities!r}")
+    return ", ".join(f"'{v}'" for v in visibilities)
+
+
+def _count_up_to(offset: int, limit: int) -> int:
+    """How far a list's total is counted: past COUNT_LIMIT (GitLab then leaves the total out, and the cost of a page
+    stops growing with the instance), and past the page's end (the next page's existence is still known)."""
+    return max(COUNT_LIMIT, offset + limit) + 1
+
+
+def _direction(listing: Listing) -> str:
+    return "DESC" if listing.descending else "ASC"
 
 
 class SharedQueries(ABC):
@@ -111,6 +135,18 @@ class SharedQueries(ABC):
     # How a read-modify-write transaction locks the row it read, where its database needs to be told.
     _FOR_UPDATE = ""
 
+    @abstractmethod
+    def _folded(self, column: str) -> str:
+        """SQL for a text column in lower case as Python's str.lower has it: names hold letters of any script, and
+        a list's search and name order must not depend on the database's locale."""
+
+    # Text ordered by code point, as Python compares str (PostgreSQL's default would follow the locale).
+    _BY_CODE_POINT = ""
+    # SQL true when the `?` parameter is a part of the text expression `{}`.
+    _CONTAINS = "instr({}, ?) > 0"
+    # SQL true when the column `{0}` holds one of the values the SELECT `{1}` returns.
+    _AMONG = "{0} IN ({1})"
+
     async def _cached_row(self, key: Hashable, record: Callable[[Any], T], sql: str, *args: Any) -> T | None:
         """The record of one row through the hot-read cache (single flight); a miss is not kept, so that a row
         written by another process is found at once."""
@@ -124,27 +160,44 @@ class SharedQueries(ABC):
         return await self._cache.load(key, read)  # type: ignore[no-any-return]
 
     async def _page(
-        self, columns: str, source: str, where: str, args: Sequence[Any], order: str, offset: int, limit: int
+        self,
+        columns: str,
+        source: str,
+        where: str,
+        args: Sequence[Any],
+        order: str,
+        offset: int,
+        limit: int,
+        *,
+        join: str = "",
+        count_up_to: int | None = None,
     ) -> tuple[list[Any], int]:
         """One page of rows and the number of all the rows `where` matches, in one statement: one round trip
         rather than two, and a total that agrees with the page (one snapshot; a write between two statements could
         make them disagree). The total rides on every row as a last column (an uncorrelated subquery, computed once);
-        a page past the end has no row to carry it, so only then is it counted apart."""
-        rows = await self._rows(
-            f"SELECT {columns}, (SELECT count(*) FROM {source}{where}) FROM {source}{where}"
-            f" ORDER BY {order} LIMIT ? OFFSET ?",
-            *args,
-            *args,
-            limit,
-            offset,
-        )
+        a page past the end has no row to carry it, so only then is it counted apart. `join` (tables the columns
+        read besides `source`, whose last word is its alias) is joined to the page's rows only: neither the total
+        nor the ordering reads it for every row that matches. With `count_up_to`, counting stops there."""
+        matching = f"{source}{where}"
+        count_args: tuple[Any, ...] = tuple(args)
+        if count_up_to is not None:
+            matching = f"(SELECT 1 FROM {source}{where} LIMIT ?) counted"
+            count_args = (*args, count_up_to)
+        count = f"(SELECT count(*) FROM {matching})"
+        if join:
+            alias = source.split()[-1]
+            cut = f"SELECT {alias}.* FROM {source}{where} ORDER BY {order} LIMIT ? OFFSET ?"
+            sql = f"SELECT {columns}, {count} FROM ({cut}) {alias} {join} ORDER BY {order}"
+        else:
+            sql = f"SELECT {columns}, {count} FROM {source}{where} ORDER BY {order} LIMIT ? OFFSET ?"
+        rows = await self._rows(sql, *count_args, *args, limit, offset)
         if rows:
             first = rows[0]
             return rows, int(first[len(first) - 1])
         if offset == 0 and limit > 0:
             return [], 0  # nothing matches
         # Past the end, or `limit=0` (callers ask the total alone that way).
-        return [], int((await self._row(f"SELECT count(*) FROM {source}{where}", *args))[0])
+        return [], int((await self._row(f"SELECT count(*) FROM {matching}", *count_args))[0])
 
     async def get_user(self, user_id: int) -> User | None:
         sql = f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?"
@@ -214,6 +267,30 @@ class SharedQueries(ABC):
         rows = await self._rows(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.kind = 'group' ORDER BY n.id")
         return [self._records.namespace(r) for r in rows]
 
+    async def page_groups(self, listing: Listing, *, offset: int, limit: int) -> Page[Namespace]:
+        where, args = self._chosen(listing, "n", ["n.kind = 'group'"])
+        if listing.parent_id is not None:
+            where.append("n.parent_id = ?")
+            args.append(listing.parent_id)
+        if listing.top_level_only:
+            where.append("n.parent_id IS NULL")
+        if listing.order_by == "id":
+            order = f"n.id {_direction(listing)}"
+        else:
+            # Ties by id ascending whatever the direction (GitLab's groups.rb order_groups).
+            order = f"{self._text_key('n', listing)} {_direction(listing)}, n.id ASC"
+        rows, total = await self._page(
+            NS_COLUMNS,
+            "namespaces n",
+            f" WHERE {' AND '.join(where)}",
+            args,
+            order,
+            offset,
+            limit,
+            count_up_to=_count_up_to(offset, limit),
+        )
+        return Page([self._records.namespace(r) for r in rows], total)
+
     async def list_group_tree(self, group_id: int) -> list[Namespace]:
         # Walked down the parent index: the cost of the subtree, not of every group of the instance.
         rows = await self._rows(
@@ -224,12 +301,78 @@ class SharedQueries(ABC):
         )
         return [self._records.namespace(r) for r in rows]
 
-    async def list_projects_with_visibility(self, visibilities: Sequence[str]) -> list[Project]:
-        if not visibilities:
-            return []
-        marks = ", ".join("?" for _ in visibilities)
-        rows = await self._rows(f"{PROJECT_FROM} WHERE p.visibility IN ({marks}) ORDER BY p.id", *visibilities)
-        return [self._records.project(r) for r in rows]
+    async def page_projects(self, listing: Listing, *, offset: int, limit: int) -> Page[Project]:
+        where, args = self._chosen(listing, "p", [])
+        if listing.namespace_ids is not None:
+            where.append(f"p.namespace_id IN ({_marks(listing.namespace_ids)})")
+            args.extend(listing.namespace_ids)
+        direction = _direction(listing)
+        if listing.order_by == "id":
+            order = f"p.id {direction}"
+        elif listing.order_by == "created_at":
+            order = f"p.created_at {direction}, p.id {direction}"
+        else:
+            order = f"{self._text_key('p', listing)} {direction}, p.id {direction}"
+        rows, total = await self._page(
+            PROJECT_COLUMNS,
+            "projects p",
+            f" WHERE {' AND '.join(where) or '1 = 1'}",
+            args,
+            order,
+            offset,
+            limit,
+            join="JOIN namespaces n ON n.id = p.namespace_id",
+            count_up_to=_count_up_to(offset, limit),
+        )
+        return Page([self._records.project(r) for r in rows], total)
+
+    def _text_key(self, table: str, listing: Listing) -> str:
+        column = "path" if listing.order_by == "path" else "name"
+        return f"{self._folded(f'{table}.{column}')}{self._BY_CODE_POINT}"
+
+    def _chosen(self, listing: Listing, table: str, where: list[str]) -> tuple[list[str], list[Any]]:
+        """The conditions (joined by AND) and their arguments that choose a listing's projects (`table` p) or groups
+        (n): what policy shows (listing.open, the memberships' reach, the personal namespace), then its filters."""
+        args: list[Any] = []
+        if not set(VISIBILITIES) <= set(listing.open):
+            # The ids each path opens, united: every branch is read down an index (visibility, namespace, a user's
+            # memberships), where one OR of them would test every row of the instance.
+            items = "projects" if table == "p" else "namespaces"
+            ids = []
+            if listing.open:
+                # Written out, not parameters: a prepared statement's generic plan then knows how few rows they
+                # select (PostgreSQL re-plans every call when a parameter might select most of the table).
+                kind = "" if table == "p" else "kind = 'group' AND "
+                ids.append(f"SELECT id FROM {items} WHERE {kind}visibility IN ({_literals(listing.open)})")
+            if listing.member_id is not None:
+                # The trees below the groups the user is a member of (a membership holds for every descendant),
+                # walked down the parent index.
+                ids.append(
+                    f"SELECT id FROM {items} WHERE {'namespace_id' if table == 'p' else 'id'} IN ("
+                    "WITH RECURSIVE tree (id) AS (SELECT m.source_id FROM members m"
+                    " JOIN namespaces g ON g.id = m.source_id AND g.kind = 'group'"
+                    " WHERE m.user_id = ? AND m.source_kind = 'namespace' AND m.access_level >= ?"
+                    " UNION SELECT c.id FROM namespaces c JOIN tree t ON c.parent_id = t.id) SELECT id FROM tree)"
+                )
+                args.extend((listing.member_id, listing.min_level))
+                if table == "p":
+                    ids.append(
+                        "SELECT source_id FROM members"
+                        " WHERE user_id = ? AND source_kind = 'project' AND access_level >= ?"
+                    )
+                    args.extend((listing.member_id, listing.min_level))
+            if listing.personal_namespace_id is not None and table == "p":
+                ids.append("SELECT id FROM projects WHERE namespace_id = ?")
+                args.append(listing.personal_namespace_id)
+            where.append(self._AMONG.format(f"{table}.id", " UNION ".join(ids)) if ids else "1 = 0")
+        if listing.visibility is not None:
+            where.append(f"{table}.visibility = ?")
+            args.append(listing.visibility)
+        if listing.search:
+            name, path = self._folded(f"{table}.name"), self._folded(f"{table}.path")
+            where.append(f"({self._CONTAINS.format(name)} OR {self._CONTAINS.format(path)})")
+            args.extend((listing.search, listing.search))
+        return where, args
 
     async def get_project(self, project_id: int) -> Project | None:
         # Through the hot-read cache like a lookup by path: every API call on /projects/:id starts here.

@@ -1,5 +1,5 @@
 """Seeding aid for benchmarks and load tests: bulk-insert many deploy tokens in one transaction (COPY on
-PostgreSQL, executemany on SQLite). The gateway itself never calls it; the rows are ordinary deploy tokens.
+PostgreSQL, executemany on SQLite), and planner statistics after a load. The gateway itself never calls it.
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ async def seed_deploy_tokens(
     if isinstance(store, PostgresStore):
         async with store._tx() as conn:
             await conn.copy_records_to_table("deploy_tokens", records=rows(list(scopes), now), columns=_COLUMNS)
-        # Fresh planner statistics after a bulk load, as autovacuum would produce a little later.
-        await store.pool.execute("ANALYZE deploy_tokens")
+        await fresh_statistics(store)
     elif isinstance(store, SQLiteStore):
         async with store._tx() as db:
             await db.executemany(
@@ -51,3 +50,10 @@ async def seed_deploy_tokens(
     else:
         raise TypeError(f"cannot seed a {type(store).__name__}")
     return count
+
+
+async def fresh_statistics(store: Store) -> None:
+    """Planner statistics for what was just seeded, as autovacuum would gather a little later on PostgreSQL (SQLite's
+    planner works from its indexes alone)."""
+    if isinstance(store, PostgresStore):
+        await store.pool.execute("ANALYZE")

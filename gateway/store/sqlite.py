@@ -39,6 +39,10 @@ def ts(value: datetime | None) -> str | None:
     return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}Z"
 
 
+def _unicode_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def parse_ts(value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -144,9 +148,14 @@ class SQLiteStore(SharedQueries):
             await self._db.execute("PRAGMA journal_mode = WAL")
             await self._db.execute("PRAGMA synchronous = NORMAL")
             await self._db.execute("PRAGMA foreign_keys = ON")
+            # SQLite's own lower() folds ASCII only: lists search and order names by Python's (see _folded).
+            await self._db.create_function("unicode_lower", 1, _unicode_lower, deterministic=True)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open database: {exc}") from exc
         return self
+
+    def _folded(self, column: str) -> str:
+        return f"unicode_lower({column})"
 
     @property
     def db(self) -> aiosqlite.Connection:

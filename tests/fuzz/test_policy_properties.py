@@ -17,7 +17,18 @@ from typing import Literal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.policy import INSTANCE, Allowed, Denied, Deny, Operation, Target, decide, reaches, registry_operation
+from gateway.policy import (
+    INSTANCE,
+    Allowed,
+    Denied,
+    Deny,
+    Operation,
+    Target,
+    decide,
+    list_reach,
+    reaches,
+    registry_operation,
+)
 from gateway.principals import ANONYMOUS, Anonymous, DeployTokenPrincipal, Principal, UserPrincipal
 from gateway.store.base import DeployToken, User, Visibility
 from tests.fuzz.seed import FUZZ
@@ -380,6 +391,33 @@ def test_anonymous_visitors_only_read_public_targets(target: Target) -> None:
         else:
             # Denials of anonymous requests challenge for credentials (401), never reveal a 403/404 distinction.
             assert decision.kind is Deny.UNAUTHENTICATED, op
+
+
+# The operations lists select in the database (GET /projects, GET /groups, the web landing page).
+LISTED = {
+    "project": (O.READ_PROJECT, O.READ_PROJECT_DEPLOY_TOKENS, O.MANAGE_PROJECT_DEPLOY_TOKENS),
+    "group": (O.READ_GROUP, O.READ_GROUP_DEPLOY_TOKENS, O.MANAGE_GROUP_DEPLOY_TOKENS),
+}
+
+
+@given(case=cases)
+@settings(FUZZ, max_examples=500)
+def test_a_lists_reach_is_what_decide_allows(case: Case) -> None:
+    """Lists select policy.list_reach in the database instead of asking decide about every item: for every
+    principal, target and set of membership levels, decide allows a listed operation exactly when the target is
+    within that reach (open by visibility, a membership at the reach's level, the personal namespace)."""
+    t = case.target
+    if t.kind not in LISTED:
+        return
+    user = case.principal.user if isinstance(case.principal, UserPrincipal) else None
+    for op in LISTED[t.kind]:
+        reach = list_reach(case.principal, t.kind, op)
+        within = (
+            t.visibility in reach.open
+            or (reach.member_level is not None and max(case.levels, default=0) >= reach.member_level)
+            or (reach.own_namespace and user is not None and t.personal_owner_id == user.id)
+        )
+        assert allowed(case, op) == within, (op, reach)
 
 
 @given(action=st.one_of(st.sampled_from(("pull", "push", "delete", "*", "PULL", "")), st.text(max_size=8)))

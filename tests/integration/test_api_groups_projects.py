@@ -7,13 +7,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway import access, repositories
+from gateway import repositories
+from gateway.api import pagination
 from gateway.namespaces import MAX_DEPTH
 from gateway.policy import Operation, Target
-from gateway.principals import ANONYMOUS, UserPrincipal
+from gateway.store import queries
 from gateway.store.base import Namespace
 from gateway.users import AccessLevel
-from tests.world import INSUFFICIENT_API_SCOPE, Actor, World
+from tests.world import INSUFFICIENT_API_SCOPE, Actor, World, policy_verdict, policy_world
 
 # ---------------------------------------------------------------------------------------------------------------
 # groups: creation
@@ -540,46 +541,114 @@ async def test_list_projects(
     assert r.headers["X-Total"] == str(len(expected))
 
 
-@pytest.mark.parametrize("who", ["alice", "bob", "carol", "anonymous", "admin"])
-async def test_list_projects_shows_exactly_what_policy_shows(client: TestClient, world: World, who: str) -> None:
-    """GET /projects narrows its candidates in the database (public and internal projects, the caller's groups'
-    trees, project memberships, the personal namespace): the list must equal policy's verdict on every project."""
-    alice, bob, carol = [await world.user(name) for name in ("alice", "bob", "carol")]
-    admin = await world.user("root", admin=True)
-    top = await world.group("top")
-    sub = await world.group("sub", top)
-    deep = await world.group("deep", sub, visibility="internal")
-    other = await world.group("other", visibility="public")
-    for path, ns, visibility in (
-        ("top-private", top, "private"),
-        ("sub-private", sub, "private"),
-        ("deep-internal", deep, "internal"),
-        ("deep-private", deep, "private"),
-        ("other-public", other, "public"),
-        ("other-private", other, "private"),
-        ("other-direct", other, "private"),
-    ):
-        await world.project(path, ns, visibility=visibility)
-    for actor in (alice, bob):
-        personal = await world.store.get_namespace(actor.user.namespace_id)
-        assert personal is not None
-        await world.project(f"{actor.user.username}-own", personal)
-    await world.member(alice, top, AccessLevel.GUEST)
-    await world.member(bob, sub, AccessLevel.DEVELOPER)
-    direct = await world.store.get_project_by_path("other/other-direct")
-    assert direct is not None
-    await world.member(bob, direct, AccessLevel.REPORTER)
-    actor = {"alice": alice, "bob": bob, "carol": carol, "admin": admin}.get(who)
-    principal = ANONYMOUS if actor is None else UserPrincipal(actor.user, frozenset({"api"}), "pat")
+LIST_CALLERS = ["alice", "bob", "carol", "dave", "anonymous", "admin"]
+
+
+@pytest.mark.parametrize("who", LIST_CALLERS)
+@pytest.mark.parametrize(
+    ("query", "floor"),
+    [
+        ({}, 0),
+        ({"membership": "true"}, AccessLevel.GUEST),
+        ({"min_access_level": "30"}, AccessLevel.DEVELOPER),
+        ({"owned": "true"}, AccessLevel.OWNER),
+        ({"membership": "true", "min_access_level": "20"}, AccessLevel.REPORTER),
+    ],
+)
+async def test_list_projects_shows_exactly_what_policy_shows(
+    client: TestClient, world: World, who: str, query: dict[str, str], floor: int
+) -> None:
+    """GET /projects is selected in the database from policy.list_reach (public and internal projects, the
+    caller's groups' trees, project memberships, the personal namespace): it must equal policy's verdict on every
+    project of the instance, for every caller and filter."""
+    actor = (await policy_world(world))[who]
     shown = {
         p.full_path
         for p in await world.store.list_projects()
-        if await access.visible(world.store, principal, Target.of_project(p), Operation.READ_PROJECT)
+        if await policy_verdict(world, actor, Target.of_project(p), Operation.READ_PROJECT, floor)
     }
-    r = await client.get("/api/v4/projects", params={"per_page": "100"}, headers=actor.headers if actor else {})
+    r = await client.get(
+        "/api/v4/projects", params={**query, "per_page": "100"}, headers=actor.headers if actor else {}
+    )
     assert r.status == 200, await r.text()
     assert sorted(p["path_with_namespace"] for p in await r.json()) == sorted(shown)
-    assert {"alice": 6, "bob": 6, "carol": 2, "anonymous": 1, "admin": 9}[who] == len(shown)  # not vacuous
+    assert r.headers["X-Total"] == str(len(shown))
+    if not query:  # not vacuous: each caller sees a different part of the instance
+        assert {"alice": 6, "bob": 6, "carol": 3, "dave": 0, "anonymous": 1, "admin": 10}[who] == len(shown)
+
+
+@pytest.mark.parametrize("who", LIST_CALLERS)
+@pytest.mark.parametrize(
+    ("query", "floor"),
+    [
+        ({}, -1),  # a user's default: the groups they belong to; an administrator's or anonymous: all they see
+        ({"all_available": "true"}, 0),
+        ({"all_available": "false"}, AccessLevel.GUEST),
+        ({"min_access_level": "30"}, AccessLevel.DEVELOPER),
+        ({"owned": "true", "all_available": "true"}, AccessLevel.OWNER),
+    ],
+)
+async def test_list_groups_shows_exactly_what_policy_shows(
+    client: TestClient, world: World, who: str, query: dict[str, str], floor: int
+) -> None:
+    """GET /groups, selected in the database like GET /projects: equal to policy's verdict on every group."""
+    actor = (await policy_world(world))[who]
+    if floor == -1:
+        floor = AccessLevel.GUEST if actor is not None and not actor.user.is_admin else 0
+    elif actor is None:
+        floor = 0 if query.get("all_available") == "false" else floor  # all_available is a signed-in filter
+    shown = {
+        g.full_path
+        for g in await world.store.list_groups()
+        if await policy_verdict(world, actor, Target.of_group(g), Operation.READ_GROUP, floor)
+    }
+    r = await client.get("/api/v4/groups", params={**query, "per_page": "100"}, headers=actor.headers if actor else {})
+    assert r.status == 200, await r.text()
+    assert sorted(g["full_path"] for g in await r.json()) == sorted(shown)
+    assert r.headers["X-Total"] == str(len(shown))
+    if query == {"all_available": "true"}:
+        assert {"alice": 4, "bob": 3, "carol": 2, "dave": 0, "anonymous": 1, "admin": 5}[who] == len(shown)
+
+
+@pytest.mark.parametrize(
+    ("limit", "page", "per_page", "total", "next_page", "rels"),
+    [
+        # GitLab counts no further than 10,000 (here 3, or 100): past it, no total, no last page; next still known.
+        (3, 1, 2, None, "2", ["next", "first"]),
+        (3, 3, 2, None, "4", ["prev", "next", "first"]),
+        (3, 4, 2, None, "", ["prev", "first"]),
+        (3, 5, 2, None, "", ["prev", "first"]),
+        (100, 1, 2, "8", "2", ["next", "first", "last"]),
+        (100, 4, 2, "8", "", ["prev", "first", "last"]),
+        (8, 1, 5, "8", "2", ["next", "first", "last"]),
+        (7, 1, 5, None, "2", ["next", "first"]),
+    ],
+)
+async def test_a_list_past_the_count_limit_leaves_its_total_out(
+    client: TestClient,
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    limit: int,
+    page: int,
+    per_page: int,
+    total: str | None,
+    next_page: str,
+    rels: list[str],
+) -> None:
+    monkeypatch.setattr(queries, "COUNT_LIMIT", limit)
+    monkeypatch.setattr(pagination, "COUNT_LIMIT", limit)
+    admin = await world.user("root", admin=True)
+    group = await world.group("many")
+    for i in range(8):
+        await world.project(f"p{i}", group)
+    r = await client.get(
+        "/api/v4/projects", params={"page": str(page), "per_page": str(per_page)}, headers=admin.headers
+    )
+    assert r.status == 200
+    assert len(await r.json()) == max(0, min(per_page, 8 - (page - 1) * per_page))
+    assert (r.headers.get("X-Total"), r.headers.get("X-Total-Pages") is not None) == (total, total is not None)
+    assert r.headers["X-Next-Page"] == next_page
+    assert [link.split('rel="')[1].rstrip('"') for link in r.headers["Link"].split(", ")] == rels
 
 
 @pytest.mark.parametrize(

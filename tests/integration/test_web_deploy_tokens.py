@@ -15,13 +15,16 @@ from aiohttp.test_utils import TestClient
 
 from gateway import tokens
 from gateway.clock import FixedClock
+from gateway.policy import Operation, Target
 from gateway.store.base import DeployToken, Namespace, Project
 from gateway.store.sqlite import SQLiteStore
 from gateway.users import AccessLevel
+from gateway.web import home
 from gateway.web.deploy_tokens import SCOPE_DESCRIPTIONS
+from gateway.web.home import group_settings_url, project_settings_url
 from gateway.web.render import CONTENT_SECURITY_POLICY
 from tests.webui import form_token, post_form, signed_in
-from tests.world import Actor, World
+from tests.world import Actor, World, policy_verdict, policy_world
 
 PROJECT_PAGE = "/tanuki/app/-/settings/repository"
 GROUP_PAGE = "/groups/tanuki/-/settings/repository"
@@ -137,6 +140,44 @@ async def test_landing_lists_what_the_user_may_see(client: TestClient, world: Wo
     await signed_in(client, dave)
     body = await (await client.get("/")).text()
     assert "/-/settings/repository" not in body and "you need the Maintainer role" in body
+
+
+@pytest.mark.parametrize("who", ["alice", "bob", "carol", "dave", "admin"])
+async def test_landing_shows_exactly_what_policy_opens(client: TestClient, world: World, who: str) -> None:
+    """The landing page is selected in the database from policy's reach for reading deploy tokens (Maintainer and
+    up: memberships on ancestors or the project, the personal namespace, an administrator's everything): its links
+    must equal policy's verdict on every project and group of the instance."""
+    actor = (await policy_world(world))[who]
+    assert actor is not None
+    wanted = set()
+    for p in await world.store.list_projects():
+        if await policy_verdict(world, actor, Target.of_project(p), Operation.READ_PROJECT_DEPLOY_TOKENS, session=True):
+            wanted.add(project_settings_url(p))
+    for g in await world.store.list_groups():
+        if await policy_verdict(world, actor, Target.of_group(g), Operation.READ_GROUP_DEPLOY_TOKENS, session=True):
+            wanted.add(group_settings_url(g))
+    await signed_in(client, actor)
+    body = await (await client.get("/")).text()
+    assert set(re.findall(r'<a href="([^"]+/-/settings/repository)"', body)) == wanted
+    # Not vacuous: a Guest sees none, a Developer's project membership none, an Owner below the top some.
+    assert {"alice": 1, "bob": 1, "carol": 3, "dave": 8, "admin": 15}[who] == len(wanted)
+
+
+@pytest.mark.parametrize(("projects", "shown", "note"), [(3, 3, None), (4, 3, "Showing the first 3 of 4 projects")])
+async def test_landing_counts_what_it_does_not_list(
+    client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch, projects: int, shown: int, note: str | None
+) -> None:
+    monkeypatch.setattr(home, "LIST_LIMIT", 3)
+    admin = await world.user("root", admin=True)
+    group = await world.group("many")
+    for i in range(projects):
+        await world.project(f"p{i}", group)
+    await signed_in(client, admin)
+    body = await (await client.get("/")).text()
+    listed = re.findall(r'<a href="(/many/[^"]+/-/settings/repository)"', body)
+    assert listed == [f"/many/p{i}/-/settings/repository" for i in range(shown)]  # by name
+    assert f'<span class="count">{projects}</span>' in body
+    assert (note in body) if note else ("Showing the first" not in body)
 
 
 async def test_create_shows_the_secret_once(

@@ -12,7 +12,8 @@ import pytest
 
 from gateway import tokens
 from gateway.errors import Conflict
-from gateway.store.base import AuditQuery, NewAuditEvent, NewDeployToken, Page, Store
+from gateway.store import queries
+from gateway.store.base import AuditQuery, Listing, NewAuditEvent, NewDeployToken, Page, Store
 from gateway.store.sqlite import migrations
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -181,19 +182,189 @@ async def test_a_group_tree(any_store: Store, root: str, expected: list[str]) ->
     assert [g.id for g in tree] == sorted(g.id for g in tree)
 
 
-@pytest.mark.parametrize(
-    ("visibilities", "expected"),
-    [(("public",), ["b"]), (("public", "internal"), ["b", "c"]), (("private",), ["a", "d"]), ((), [])],
-)
-async def test_projects_by_visibility(any_store: Store, visibilities: tuple[str, ...], expected: list[str]) -> None:
-    g = await any_store.create_group(name="g", path="g", parent_id=None, visibility="public", description="", now=NOW)
-    for path, visibility in (("d", "private"), ("c", "internal"), ("b", "public"), ("a", "private")):
-        await any_store.create_project(
-            namespace_id=g.id, name=path, path=path, visibility=visibility, description="", creator_id=None, now=NOW
+async def listing_world(store: Store) -> dict[str, int]:
+    """Projects and groups for page_projects/page_groups: names that fold differently in Python and in ASCII-only
+    SQL (É), that sort differently by code point and by locale (é after z), equal once folded (ties), and every
+    way a user reaches them (group memberships at two levels, a project membership, the personal namespace)."""
+    u = await user(store, "u")
+    member = await store.get_user(u)
+    assert member is not None
+
+    async def group(name: str, path: str, parent: int | None, visibility: Any) -> int:
+        made = await store.create_group(
+            name=name, path=path, parent_id=parent, visibility=visibility, description="", now=NOW
         )
-    found = await any_store.list_projects_with_visibility(visibilities)
-    assert sorted(p.path for p in found) == expected
-    assert [p.id for p in found] == sorted(p.id for p in found)
+        return made.id
+
+    ids = {"u": u, "~u": member.namespace_id}
+    projects: dict[str, int] = {}
+    ids["alpha"] = await group("Alpha", "alpha", None, "private")
+    ids["alpha/beta"] = await group("beta", "beta", ids["alpha"], "private")
+    ids["emile"] = await group("Émile", "emile", None, "public")
+    ids["zeta"] = await group("zeta", "Zeta", None, "private")
+    ids["zeta/deep"] = await group("Deep", "deep", ids["zeta"], "private")
+    for namespace, name, path, visibility in (
+        ("alpha", "Zebra", "zebra", "private"),
+        ("alpha/beta", "apple", "apple", "private"),
+        ("emile", "Éclair", "eclair", "public"),
+        ("emile", "éclat", "eclat", "internal"),
+        ("zeta", "Same", "same-1", "private"),
+        ("zeta/deep", "same", "same-2", "private"),
+        ("zeta", "Banana", "Banana", "private"),
+        ("~u", "mine", "mine", "private"),
+    ):
+        project = await store.create_project(
+            namespace_id=ids[namespace],
+            name=name,
+            path=path,
+            visibility=visibility,
+            description="",
+            creator_id=None,
+            now=NOW,
+        )
+        projects[path] = project.id
+    await store.add_member(source_kind="namespace", source_id=ids["alpha"], user_id=u, access_level=10, now=NOW)
+    await store.add_member(source_kind="namespace", source_id=ids["zeta"], user_id=u, access_level=40, now=NOW)
+    await store.add_member(source_kind="project", source_id=projects["eclat"], user_id=u, access_level=30, now=NOW)
+    return ids
+
+
+EVERY: tuple[Any, ...] = ("private", "internal", "public")
+
+
+@pytest.mark.parametrize(
+    ("listing", "expected"),
+    [
+        # Folded by str.lower, ordered by code point (é after z), ties by id in the same direction.
+        (
+            {"open": EVERY, "order_by": "name"},
+            ["apple", "Banana", "mine", "same-1", "same-2", "zebra", "eclair", "eclat"],
+        ),
+        (
+            {"open": EVERY, "order_by": "name", "descending": True},
+            ["eclat", "eclair", "zebra", "same-2", "same-1", "mine", "Banana", "apple"],
+        ),
+        (
+            {"open": EVERY, "order_by": "path"},
+            ["apple", "Banana", "eclair", "eclat", "mine", "same-1", "same-2", "zebra"],
+        ),
+        (
+            {"open": EVERY, "order_by": "id", "descending": True},
+            ["mine", "Banana", "same-2", "same-1", "eclat", "eclair", "apple", "zebra"],
+        ),
+        (
+            {"open": EVERY, "order_by": "created_at"},
+            ["zebra", "apple", "eclair", "eclat", "same-1", "same-2", "Banana", "mine"],
+        ),
+        # search: a part of the folded name or path ("ÉCL" folds to "écl": both names hold it, Python's way).
+        ({"open": EVERY, "search": "écl"}, ["eclair", "eclat"]),
+        ({"open": EVERY, "search": "ana"}, ["Banana"]),
+        ({"open": EVERY, "search": "same-"}, ["same-1", "same-2"]),
+        ({"open": EVERY, "search": "%"}, []),
+        ({"open": EVERY, "visibility": "internal"}, ["eclat"]),
+        ({"open": EVERY, "namespace": ("zeta", "emile")}, ["eclair", "eclat", "same-1", "Banana"]),
+        ({"open": ("public",)}, ["eclair"]),
+        ({"open": ("public", "internal")}, ["eclair", "eclat"]),
+        ({}, []),
+        # A user's memberships: the trees below their groups, their projects; the personal namespace apart.
+        ({"member": True}, ["zebra", "apple", "eclat", "same-1", "same-2", "Banana"]),
+        ({"member": True, "min_level": 30}, ["eclat", "same-1", "same-2", "Banana"]),
+        ({"member": True, "min_level": 40}, ["same-1", "same-2", "Banana"]),
+        ({"member": True, "min_level": 50}, []),
+        ({"personal": True}, ["mine"]),
+        (
+            {"open": ("public",), "member": True, "personal": True, "min_level": 40},
+            ["eclair", "same-1", "same-2", "Banana", "mine"],
+        ),
+        (
+            {"open": ("public",), "member": True, "visibility": "private", "search": "a"},
+            ["zebra", "apple", "same-1", "same-2", "Banana"],
+        ),
+    ],
+)
+async def test_a_page_of_projects(any_store: Store, listing: dict[str, Any], expected: list[str]) -> None:
+    ids = await listing_world(any_store)
+    order = {"order_by": "id"} if "order_by" not in listing else {}
+    chosen = Listing(
+        open=listing.get("open", ()),
+        member_id=ids["u"] if listing.get("member") else None,
+        min_level=listing.get("min_level", 0),
+        personal_namespace_id=ids["~u"] if listing.get("personal") else None,
+        visibility=listing.get("visibility"),
+        search=listing.get("search", ""),
+        namespace_ids=tuple(ids[n] for n in listing["namespace"]) if "namespace" in listing else None,
+        **{**order, **{k: v for k, v in listing.items() if k in ("order_by", "descending")}},
+    )
+    whole = await any_store.page_projects(chosen, offset=0, limit=100)
+    assert [p.path for p in whole.items] == expected
+    assert whole.total == len(expected)
+    # Pages cut the same order, each with the whole total.
+    pages = [await any_store.page_projects(chosen, offset=o, limit=3) for o in range(0, len(expected) + 3, 3)]
+    assert [p.path for page in pages for p in page.items] == expected
+    assert {page.total for page in pages} == {len(expected)}
+
+
+@pytest.mark.parametrize(
+    ("listing", "expected"),
+    [
+        # By folded name, ties (deep, Deep? no: "Alpha"/"alpha" would clash by path) by id ascending either way.
+        ({"open": EVERY, "order_by": "name"}, ["alpha", "alpha/beta", "zeta/deep", "zeta", "emile"]),
+        (
+            {"open": EVERY, "order_by": "name", "descending": True},
+            ["emile", "zeta", "zeta/deep", "alpha/beta", "alpha"],
+        ),
+        ({"open": EVERY, "order_by": "path"}, ["alpha", "alpha/beta", "zeta/deep", "emile", "zeta"]),
+        ({"open": EVERY, "order_by": "id", "descending": True}, ["zeta/deep", "zeta", "emile", "alpha/beta", "alpha"]),
+        ({"open": EVERY, "top_level_only": True}, ["alpha", "emile", "zeta"]),
+        ({"open": EVERY, "parent": "zeta"}, ["zeta/deep"]),
+        ({"open": EVERY, "parent": "zeta/deep"}, []),
+        ({"open": EVERY, "search": "émi"}, ["emile"]),
+        ({"open": EVERY, "search": "ZET".lower()}, ["zeta"]),
+        ({"open": ("public",)}, ["emile"]),
+        ({"member": True}, ["alpha", "alpha/beta", "zeta", "zeta/deep"]),
+        ({"member": True, "min_level": 20}, ["zeta", "zeta/deep"]),
+        ({"member": True, "min_level": 20, "top_level_only": True}, ["zeta"]),
+        ({"open": ("public",), "member": True, "min_level": 50}, ["emile"]),
+        ({"personal": True}, []),  # a personal namespace is not a group
+    ],
+)
+async def test_a_page_of_groups(any_store: Store, listing: dict[str, Any], expected: list[str]) -> None:
+    ids = await listing_world(any_store)
+    chosen = Listing(
+        open=listing.get("open", ()),
+        member_id=ids["u"] if listing.get("member") else None,
+        min_level=listing.get("min_level", 0),
+        personal_namespace_id=ids["~u"] if listing.get("personal") else None,
+        search=listing.get("search", ""),
+        parent_id=ids[listing["parent"]] if "parent" in listing else None,
+        top_level_only=listing.get("top_level_only", False),
+        order_by=listing.get("order_by", "id"),
+        descending=listing.get("descending", False),
+    )
+    names = {v: k for k, v in ids.items() if k not in ("u", "~u")}
+    whole = await any_store.page_groups(chosen, offset=0, limit=100)
+    assert [names[g.id] for g in whole.items] == expected
+    assert whole.total == len(expected)
+    pages = [await any_store.page_groups(chosen, offset=o, limit=2) for o in range(0, len(expected) + 2, 2)]
+    assert [names[g.id] for page in pages for g in page.items] == expected
+    assert {page.total for page in pages} == {len(expected)}
+
+
+@pytest.mark.parametrize(
+    ("offset", "limit", "total"),
+    # Counted to one past max(COUNT_LIMIT, the page's end): enough to tell "more than the limit" and "a next page".
+    [(0, 2, 4), (2, 2, 5), (4, 3, 8), (6, 2, 8), (20, 2, 8), (0, 0, 4)],
+)
+async def test_a_lists_total_is_counted_no_further_than_needed(
+    any_store: Store, monkeypatch: pytest.MonkeyPatch, offset: int, limit: int, total: int
+) -> None:
+    monkeypatch.setattr(queries, "COUNT_LIMIT", 3)
+    await listing_world(any_store)  # 8 projects, 5 groups
+    everything = Listing(open=EVERY)
+    projects = await any_store.page_projects(everything, offset=offset, limit=limit)
+    assert (len(projects.items), projects.total) == (max(0, min(limit, 8 - offset)), total)
+    groups = await any_store.page_groups(everything, offset=offset, limit=limit)
+    assert groups.total == min(total, 5)
 
 
 async def test_a_lists_memberships_answer_as_the_store_does(any_store: Store) -> None:
