@@ -1,4 +1,4 @@
-"""The operators' tool: `gateway [--config FILE] init | serve | migrate | store copy | users ... | ci-variables ...`.
+"""The operators' tool: `gateway [--config FILE] init | serve | migrate | store copy | backup | restore | users ...`.
 
 User mistakes end with `gateway: error: <message>` on stderr and a non-zero exit (2: configuration, 1: other).
 """
@@ -419,6 +419,30 @@ def cmd_store_copy(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(config: Config, args: argparse.Namespace) -> int:
+    """The installation into a new folder, while it serves (gateway/backup.py)."""
+    from gateway import backup
+
+    folder = Path(args.folder)
+    manifest = asyncio.run(backup.take(config, folder, _note))
+    _say(
+        f"backed up {sum(manifest['rows'].values())} rows, {len(manifest['keys'])} key files,"
+        f" {len(manifest['repositories'])} repositories and {manifest['package_files']} package files to {folder}"
+    )
+    return 0
+
+
+def cmd_restore(config: Config, args: argparse.Namespace) -> int:
+    """A backup folder into the configured installation, which must be new (gateway/backup.py)."""
+    from gateway import backup
+
+    folder = Path(args.folder)
+    copied = asyncio.run(backup.restore(config, folder, _note))
+    _say(f"restored {sum(copied.rows.values())} rows from {folder}")
+    _note("now start the gateway: every token of the backup works, and ci-variables gives the same secrets")
+    return 0
+
+
 # --- users -----------------------------------------------------------------------------------------------------
 
 
@@ -658,6 +682,26 @@ def build_parser() -> argparse.ArgumentParser:
         " PostgreSQL",
     )
     c.set_defaults(func=cmd_store_copy)
+
+    p = commands.add_parser(
+        "backup",
+        help="back up the installation into a new folder, while it serves",
+        description="Write the database (one snapshot, as an SQLite file), the key files, one `git bundle` per"
+        " embedded repository and the embedded package files into FOLDER (new or empty), with a manifest.json"
+        " written last. The gateway may serve meanwhile: what it writes after the snapshot may be missing.",
+    )
+    p.add_argument("folder", metavar="FOLDER")
+    p.set_defaults(func=cmd_backup)
+    p = commands.add_parser(
+        "restore",
+        help="restore a backup folder into a new installation",
+        description="Restore FOLDER (from `gateway backup`) into the installation the configuration names, which"
+        " must be new: an empty database (do not run `gateway init` first), no repositories or package files, key"
+        " files absent or the same. The database is restored first, all or nothing; then the keys, repositories"
+        " and packages.",
+    )
+    p.add_argument("folder", metavar="FOLDER")
+    p.set_defaults(func=cmd_restore)
 
     p = commands.add_parser("users", help="manage users and their personal access tokens")
     user_commands = p.add_subparsers(dest="users_command", metavar="COMMAND", required=True)

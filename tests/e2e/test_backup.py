@@ -1,15 +1,19 @@
 """README "Backup and restore": the database copied with `store copy --to` while the gateway serves and writes (one
-snapshot), then restored with `store copy --from` into the database of a data folder whose own database was lost.
-Every token in the snapshot works on the restored installation, and none made after it appears."""
+snapshot) and restored with `store copy --from`; the whole installation with `gateway backup` and `gateway restore`.
+Every token in a snapshot works on the restored installation, and none made after it appears."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.gitcli import commit_file, git, git_env, make_seed, with_credentials
 from tests.replicas import api, basic, init, new_project, request, start_replica
 from tests.servers import run_gateway, write_config
 
@@ -73,3 +77,81 @@ def test_a_backup_taken_while_serving_restores_every_token_it_holds(tmp_path: Pa
         assert run_gateway(config, "ci-variables", project.path).stdout == ci_variables.stdout
     finally:
         again.stop()
+
+
+def package(base: str, project: int, file: str, *, headers: dict[str, str], body: bytes | None = None) -> bytes:
+    """PUT (with `body`) or GET one generic package file of the embedded store."""
+    url = f"{base}/api/v4/projects/{project}/packages/generic/tool/1.0/{file}"
+    method = "PUT" if body is not None else "GET"
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310 - loopback http
+    with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310 - a loopback test server
+        return bytes(response.read())
+
+
+def test_gateway_backup_of_a_serving_installation_restores_into_a_new_one(tmp_path: Path) -> None:
+    """`gateway backup` while the gateway serves, `gateway restore` into a new installation (no `gateway init`):
+    the pushed branches and HEAD, an empty repository, a package file, every token and the CI secret come back,
+    with the same registry key; restoring again over it is refused and changes nothing."""
+    env = git_env(tmp_path / "home")
+    config = write_config(tmp_path / "old")
+    root = init(config)
+    live = start_replica("old", config)
+    try:
+        project = new_project(live.url, root, "team")
+        empty = api(live.url, root, "POST", "/projects", {"name": "empty", "path": "empty"})
+        tokens = f"/projects/{project.id}/deploy_tokens"
+        scopes = ["read_repository", "read_package_registry", "write_package_registry"]
+        ci = api(live.url, root, "POST", tokens, {"name": "gitlab-deploy-token", "scopes": scopes})
+        work = tmp_path / "work"
+        make_seed(env, work)
+        git(env, "checkout", "-qb", "develop", cwd=work).check()
+        commit_file(env, work, "dev.txt", "on develop\n")
+        remote = with_credentials(f"{live.url}/{project.path}.git", "root", root)
+        git(env, "push", "-q", remote, "main", "develop", cwd=work).check()
+        # A default branch other than the one a new repository starts with: HEAD must come back as it was.
+        bare = tmp_path / "old" / "data" / "repositories" / f"{project.path}.git"
+        git(env, "--git-dir", str(bare), "symbolic-ref", "HEAD", "refs/heads/develop").check()
+        pushed = git(env, "ls-remote", "--symref", remote).check().out
+        assert "ref: refs/heads/develop\tHEAD" in pushed
+        payload = os.urandom(300_000)
+        package(live.url, project.id, "tool.bin", headers={"Deploy-Token": ci["token"]}, body=payload)
+        ci_variables = run_gateway(config, "ci-variables", project.path)
+        assert ci_variables.returncode == 0, ci_variables.stderr
+
+        backup = tmp_path / "backup"
+        taken = run_gateway(config, "backup", str(backup))
+        assert taken.returncode == 0, taken.stderr
+    finally:
+        live.stop()
+    # Keys: the encryption key, the registry's key and certificate; a package file is its pointer and its blob.
+    assert "3 key files, 2 repositories and 2 package files" in taken.stdout, taken.stdout
+    manifest = json.loads((backup / "manifest.json").read_text())
+    assert {r["path"]: r["bundle"] is not None for r in manifest["repositories"]} == {
+        project.path: True,
+        empty["path_with_namespace"]: False,
+    }
+
+    new = write_config(tmp_path / "new")
+    restored = run_gateway(new, "restore", str(backup))
+    assert restored.returncode == 0, restored.stderr
+    for key in ("secret.key", "registry.key", "registry.crt"):
+        assert (tmp_path / "new" / "data" / key).read_bytes() == (tmp_path / "old" / "data" / key).read_bytes()
+    again = start_replica("new", new)
+    try:
+        moved = with_credentials(f"{again.url}/{project.path}.git", ci["username"], ci["token"])
+        assert git(env, "ls-remote", "--symref", moved).check().out == pushed.replace(live.url, again.url)
+        clone = git(env, "clone", "-q", moved, str(tmp_path / "clone"))
+        assert clone.code == 0, clone.err
+        assert git(env, "rev-parse", "HEAD", cwd=tmp_path / "clone").check().out.strip() in pushed
+        empty_remote = with_credentials(f"{again.url}/{empty['path_with_namespace']}.git", "root", root)
+        assert git(env, "clone", "-q", empty_remote, str(tmp_path / "empty")).code == 0
+        assert package(again.url, project.id, "tool.bin", headers=basic(ci["username"], ci["token"])) == payload
+        assert run_gateway(new, "ci-variables", project.path).stdout == ci_variables.stdout
+        assert api(again.url, root, "GET", "/user")["username"] == "root"
+    finally:
+        again.stop()
+
+    before = sorted((p, p.stat().st_size) for p in (tmp_path / "new" / "data").rglob("*") if p.is_file())
+    twice = run_gateway(new, "restore", str(backup))
+    assert twice.returncode == 1 and "restore into a new installation" in twice.stderr, twice.stderr
+    assert sorted((p, p.stat().st_size) for p in (tmp_path / "new" / "data").rglob("*") if p.is_file()) == before

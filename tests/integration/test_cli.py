@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -552,6 +552,76 @@ def test_store_copy_from_another_database_fills_the_configured_one(gw: Gateway, 
     assert re.search(r"^  users +1 ", copied.stdout, re.M), copied.stdout
     listed = fresh.run("users", "tokens", "root")
     assert listed.returncode == 0 and "moved" in listed.stdout, listed.stderr
+
+
+def _manifest(change: dict[str, Any]) -> Callable[[Path, Gateway, Gateway], None]:
+    def edit(backup: Path, gw: Gateway, fresh: Gateway) -> None:
+        manifest = json.loads((backup / "manifest.json").read_text())
+        (backup / "manifest.json").write_text(json.dumps({**manifest, **change}))
+
+    return edit
+
+
+def _other_key(backup: Path, gw: Gateway, fresh: Gateway) -> None:
+    (fresh.folder / "data").mkdir()
+    (fresh.folder / "data" / "secret.key").write_bytes(os.urandom(32))
+
+
+def _repository_there(backup: Path, gw: Gateway, fresh: Gateway) -> None:
+    _manifest({"repositories": [{"path": "g/p", "bundle": None, "head": "refs/heads/main"}]})(backup, gw, fresh)
+    (fresh.folder / "data" / "repositories" / "g" / "p.git").mkdir(parents=True)
+    (fresh.folder / "data" / "repositories" / "g" / "p.git" / "HEAD").write_text("ref: refs/heads/main\n")
+
+
+@pytest.mark.parametrize(
+    ("setup", "into", "message"),
+    [
+        (lambda b, g, f: (b / "manifest.json").unlink(), "fresh", "no manifest.json in"),
+        (_manifest({"version": 99}), "fresh", "backup format version 99: this gateway reads version 1"),
+        (_manifest({"format": "tarball"}), "fresh", "is not a gateway backup's manifest"),
+        (_manifest({"database": "../install/gateway.toml"}), "fresh", "which is not a file in the backup"),
+        (
+            _manifest({"repositories": [{"path": "g/p", "bundle": None, "head": "--upload-pack=touch x"}]}),
+            "fresh",
+            "HEAD must name a branch",
+        ),
+        (
+            _manifest({"repositories": [{"path": "../p", "bundle": None, "head": "refs/heads/main"}]}),
+            "fresh",
+            "not a project path",
+        ),
+        (_other_key, "fresh", "secret.key exists and differs from the backup's"),
+        (_repository_there, "fresh", "p.git exists: restore into a new installation"),
+        (lambda b, g, f: None, "gw", "the target database is not empty"),
+    ],
+)
+def test_restore_mistakes_change_nothing(
+    gw: Gateway, tmp_path: Path, setup: Callable[[Path, Gateway, Gateway], None], into: str, message: str
+) -> None:
+    backup = tmp_path / "backup"
+    taken = gw.run("backup", str(backup))
+    assert taken.returncode == 0, taken.stderr
+    fresh = new_installation(tmp_path / "fresh")
+    setup(backup, gw, fresh)
+    target = {"gw": gw, "fresh": fresh}[into]
+    before = files_of(target.folder)
+    result = target.run("restore", str(backup))
+    assert result.returncode == 1, result.stdout
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert files_of(target.folder) == before
+    if into == "fresh":
+        assert not (fresh.folder / "data" / "gateway.db").exists()
+
+
+def test_backup_refuses_a_folder_that_holds_something(gw: Gateway, tmp_path: Path) -> None:
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "notes.txt").write_text("mine")
+    result = gw.run("backup", str(tmp_path / "backup"))
+    assert (result.returncode, result.stderr.strip()) == (
+        1,
+        f"gateway: error: {tmp_path / 'backup'} is not empty: back up into a new folder",
+    )
+    assert [p.name for p in (tmp_path / "backup").iterdir()] == ["notes.txt"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,237 @@
+"""`gateway backup DIR` / `gateway restore DIR`: an installation as a folder (the database as one SQLite snapshot,
+the key files, one `git bundle` per embedded repository, the embedded package files) and back into a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import filecmp
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway import repositories
+from gateway.config import Config
+from gateway.errors import GatewayError
+from gateway.store import open_store
+from gateway.store.copy import Copied, copy_store
+
+FORMAT = "deploy-token-gateway backup"
+VERSION = 1
+MANIFEST = "manifest.json"
+DATABASE = "database.db"
+PACKAGE_BLOBS = "blobs"  # package_store.py: content by digest; the rest are pointers to it
+PACKAGE_TMP = "tmp"
+
+
+class BackupError(GatewayError):
+    """A backup could not be taken or restored; nothing past the failed step was written."""
+
+
+@dataclass(frozen=True)
+class Repository:
+    path: str  # the project's full path
+    bundle: str | None  # relative to the backup folder; None for a repository without a ref
+    head: str  # what HEAD names, e.g. refs/heads/main
+
+
+def _keys(config: Config) -> dict[str, Path]:
+    """The key files an installation cannot be restored without: the encryption key (CI variables of each
+    `gitlab-deploy-token`), the registry's signing key and the certificate the registry trusts."""
+    return {
+        "encryption_key": Path(config.storage.encryption_key),
+        "registry_signing_key": Path(config.registry.signing_key),
+        "registry_certificate": Path(config.registry.certificate),
+    }
+
+
+def _packages(config: Config) -> Path:
+    return Path(config.storage.data_dir) / "packages"
+
+
+async def _git(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=repositories.git_env(),
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        command = args[2] if args[0] == "--git-dir" else args[0]
+        raise BackupError(f"git {command} failed: {err.decode(errors='replace').strip()}")
+    return out.decode(errors="replace").strip()
+
+
+async def _bundle(config: Config, full_path: str, folder: Path) -> Repository | None:
+    """One repository as a bundle of every ref (git's own consistent snapshot of it, taken while pushes go on)."""
+    repo = repositories.locate(config, full_path)
+    if repo is None or not (repo / "HEAD").is_file():
+        return None
+    head = await _git("--git-dir", str(repo), "symbolic-ref", "HEAD")
+    if not await _git("--git-dir", str(repo), "for-each-ref", "--count=1", "--format=%(refname)"):
+        return Repository(full_path, None, head)  # git refuses an empty bundle; restore makes the bare repository
+    relative = f"repositories/{repositories.relative_path(full_path)}".removesuffix(".git") + ".bundle"
+    target = folder / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    await _git("--git-dir", str(repo), "bundle", "create", "--quiet", str(target), "--all")
+    return Repository(full_path, relative, head)
+
+
+def _copy_packages(source: Path, target: Path) -> int:
+    """The pointers first, then the blobs: a pointer published meanwhile names a blob published before it, so
+    every pointer in the copy finds its blob there. Files only, the unfinished uploads (tmp) left out."""
+    if not source.is_dir():
+        return 0
+    copied = 0
+    for top in sorted(source.iterdir(), key=lambda p: p.name == PACKAGE_BLOBS):
+        if top.name == PACKAGE_TMP or not top.is_dir():
+            continue
+        for file in sorted(top.rglob("*")):
+            if file.is_file() and not file.is_symlink():
+                destination = target / file.relative_to(source)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, destination)
+                copied += 1
+    return copied
+
+
+async def take(config: Config, folder: Path, note: Callable[[str], None]) -> dict[str, Any]:
+    """Write a backup of the installation into `folder` (new or empty) while it serves; return the manifest."""
+    if folder.exists() and any(folder.iterdir()):
+        raise BackupError(f"{folder} is not empty: back up into a new folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    source = await open_store(config)
+    try:
+        snapshot = await open_store(config, f"sqlite:///{(folder / DATABASE).resolve()}")
+        try:
+            copied = await copy_store(source, snapshot)
+            note(f"database: {sum(copied.rows.values())} rows")
+            # The repositories of the snapshot's projects, taken after it: each holds at least what it named.
+            projects = [p.full_path for p in await snapshot.list_projects()]
+            schema = await snapshot.schema_version()
+        finally:
+            await snapshot.close()
+    finally:
+        await source.close()
+    keys = {}
+    for name, path in _keys(config).items():
+        if path.is_file():
+            (folder / "keys").mkdir(exist_ok=True, mode=0o700)
+            shutil.copy2(path, folder / "keys" / path.name)
+            keys[name] = f"keys/{path.name}"
+    bundled: list[Repository] = []
+    if config.git.backend == "embedded":
+        for full_path in projects:
+            if (repo := await _bundle(config, full_path, folder)) is not None:
+                bundled.append(repo)
+        note(f"repositories: {len(bundled)} of {len(projects)} projects")
+    files = _copy_packages(_packages(config), folder / "packages")
+    note(f"package files: {files}")
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "schema_version": schema,
+        "database": DATABASE,
+        "rows": copied.rows,
+        "keys": keys,
+        "git_backend": config.git.backend,
+        "repositories": [vars(r) for r in bundled],
+        "package_files": files,
+    }
+    # Written last: a folder without it is a backup that did not finish.
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BackupError(f"no {MANIFEST} in {folder}: not a backup, or one that did not finish") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BackupError(f"{folder / MANIFEST} cannot be read: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BackupError(f"{folder / MANIFEST} is not a gateway backup's manifest")
+    if manifest.get("version") != VERSION:
+        raise BackupError(f"backup format version {manifest.get('version')!r}: this gateway reads version {VERSION}")
+    return manifest
+
+
+def _inside(folder: Path, relative: object) -> Path:
+    """A file the manifest names, only inside the backup folder."""
+    if not isinstance(relative, str):
+        raise BackupError(f"{MANIFEST}: not a file name: {relative!r}")
+    path = (folder / relative).resolve()
+    if not path.is_relative_to(folder.resolve()) or not path.is_file():
+        raise BackupError(f"{MANIFEST} names {relative!r}, which is not a file in the backup")
+    return path
+
+
+def _check_target(config: Config, folder: Path, manifest: dict[str, Any]) -> list[tuple[Path, Path]]:
+    """Everything restore would overwrite, checked before it writes anything: a key file that differs, a repository
+    or package file already there. The (backup, installation) key files to copy."""
+    keys = []
+    for name, path in _keys(config).items():
+        if name not in manifest.get("keys", {}):
+            continue
+        saved = _inside(folder, manifest["keys"][name])
+        if path.exists() and not filecmp.cmp(saved, path, shallow=False):
+            raise BackupError(f"{path} exists and differs from the backup's: restore into a new installation")
+        keys.append((saved, path))
+    for entry in manifest.get("repositories", []):
+        repo = repositories.locate(config, str(entry.get("path")))
+        if repo is None:
+            raise BackupError(f"{MANIFEST}: not a project path: {entry.get('path')!r}")
+        if not str(entry.get("head")).startswith("refs/heads/"):
+            raise BackupError(f"{MANIFEST}: {entry['path']}: HEAD must name a branch, not {entry.get('head')!r}")
+        if repo.exists() and any(repo.iterdir()):
+            raise BackupError(f"{repo} exists: restore into a new installation")
+        if entry.get("bundle") is not None:
+            _inside(folder, entry["bundle"])
+    packages = _packages(config)
+    if (folder / "packages").is_dir() and packages.is_dir() and any(packages.iterdir()):
+        raise BackupError(f"{packages} is not empty: restore into a new installation")
+    return keys
+
+
+async def restore(config: Config, folder: Path, note: Callable[[str], None]) -> Copied:
+    """Restore the backup in `folder` into the configured installation, which must be new (no rows, no repository,
+    no package; key files absent or the same): the database first (all or nothing), then keys, repositories,
+    packages."""
+    manifest = read_manifest(folder)
+    keys = _check_target(config, folder, manifest)
+    if manifest.get("repositories") and config.git.backend != "embedded":
+        raise BackupError('the backup holds embedded repositories: set git.backend = "embedded" to restore them')
+    source = await open_store(config, f"sqlite:///{_inside(folder, manifest.get('database'))}")
+    try:
+        target = await open_store(config)
+        try:
+            copied = await copy_store(source, target)
+        finally:
+            await target.close()
+    finally:
+        await source.close()
+    note(f"database: {sum(copied.rows.values())} rows")
+    for saved, path in keys:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.copy2(saved, path)
+    note(f"key files: {len(keys)}")
+    for entry in manifest.get("repositories", []):
+        repo = await repositories.create_bare(config, entry["path"])
+        assert repo is not None  # embedded, checked above
+        if entry.get("bundle") is not None:
+            bundle = str(_inside(folder, entry["bundle"]))
+            await _git("--git-dir", str(repo), "fetch", "--quiet", bundle, "+refs/*:refs/*")
+        await _git("--git-dir", str(repo), "symbolic-ref", "HEAD", str(entry["head"]))
+    note(f"repositories: {len(manifest.get('repositories', []))}")
+    files = _copy_packages(folder / "packages", _packages(config))
+    note(f"package files: {files}")
+    return copied
