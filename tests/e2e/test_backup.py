@@ -4,15 +4,20 @@ Every token in a snapshot works on the restored installation, and none made afte
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests import pg
 from tests.gitcli import commit_file, git, git_env, make_seed, with_credentials
 from tests.replicas import api, basic, init, new_project, request, start_replica
 from tests.servers import run_gateway, write_config
@@ -88,12 +93,23 @@ def package(base: str, project: int, file: str, *, headers: dict[str, str], body
         return bytes(response.read())
 
 
-def test_gateway_backup_of_a_serving_installation_restores_into_a_new_one(tmp_path: Path) -> None:
+def database(request: pytest.FixtureRequest, kind: str) -> dict[str, dict[str, str | int | float]]:
+    """The storage section of an installation on SQLite (the default) or on a new PostgreSQL database."""
+    if kind == "sqlite":
+        return {}
+    cluster: pg.Cluster = request.getfixturevalue("postgres")
+    return {"storage": {"database": asyncio.run(cluster.create_database(f"backup_{uuid.uuid4().hex[:12]}"))}}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_gateway_backup_of_a_serving_installation_restores_into_a_new_one(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
     """`gateway backup` while the gateway serves, `gateway restore` into a new installation (no `gateway init`):
     the pushed branches and HEAD, an empty repository, a package file, every token and the CI secret come back,
     with the same registry key; restoring again over it is refused and changes nothing."""
     env = git_env(tmp_path / "home")
-    config = write_config(tmp_path / "old")
+    config = write_config(tmp_path / "old", sections=database(request, kind))
     root = init(config)
     live = start_replica("old", config)
     try:
@@ -131,7 +147,7 @@ def test_gateway_backup_of_a_serving_installation_restores_into_a_new_one(tmp_pa
         empty["path_with_namespace"]: False,
     }
 
-    new = write_config(tmp_path / "new")
+    new = write_config(tmp_path / "new", sections=database(request, kind))
     restored = run_gateway(new, "restore", str(backup))
     assert restored.returncode == 0, restored.stderr
     for key in ("secret.key", "registry.key", "registry.crt"):
