@@ -79,5 +79,16 @@ def respond(request: web.Request, items: Sequence[Any], total: int, pr: PageRequ
     return resp
 
 
+def respond_keyset(request: web.Request, items: Sequence[Any], after: dict[str, str] | None) -> web.Response:
+    """A JSON list with keyset pagination's one header: a Link to the next page, the request's query with `after`
+    (the cursor past the last item, e.g. id_after) in place of the old cursor; none after the last page."""
+    resp = web.json_response(list(items))
+    if after is not None:
+        base = base_url(request) + request.rel_url.raw_path
+        query = {k: v for k, v in request.query.items() if k not in ("id_after", "id_before", "page")}
+        resp.headers["Link"] = f'<{base}?{urlencode({**query, **after})}>; rel="next"'
+    return resp
+
+
 def slice_page(items: Sequence[T], pr: PageRequest) -> list[T]:
     return list(items[pr.offset : pr.offset + pr.per_page])

@@ -91,7 +91,14 @@ async def listing(
     min_level = min_access_level(p) or 0
     order_by = choice_param(p, "order_by", PROJECT_ORDER) or "created_at"
     descending = choice_param(p, "sort", ("asc", "desc"), "desc") == "desc"
+    keyset = choice_param(p, "pagination", ("offset", "keyset"), "offset") == "keyset"
+    id_after, id_before = int_param(p, "id_after"), int_param(p, "id_before")
     pr = pagination.page_request(request)
+    if keyset and order_by != "id":
+        # lib/api/helpers/pagination_strategies.rb: keyset pagination follows the primary key only.
+        return web.json_response(
+            {"error": "Keyset pagination is not yet available for this type of request"}, status=405
+        )
 
     # membership, owned and min_access_level keep the projects where the caller's level is at least theirs.
     floor = max(min_level, AccessLevel.OWNER if owned else 0, AccessLevel.GUEST if membership else 0)
@@ -100,10 +107,19 @@ async def listing(
         visibility=visibility,
         search=search,
         namespace_ids=namespace_ids,
+        id_after=id_after,
+        id_before=id_before,
         order_by=_LIST_ORDER[order_by],
         descending=descending,
     )
-    page = await request.app[STORE].page_projects(chosen, offset=pr.offset, limit=pr.per_page)
+    store = request.app[STORE]
+    if keyset:
+        # Each page starts past the last one's end, however deep: no offset, no total (one row more tells the rest).
+        page = await store.page_projects(chosen, offset=0, limit=pr.per_page, count_up_to=pr.per_page + 1)
+        last = page.items[-1].id if page.items and page.total > pr.per_page else None
+        after = None if last is None else {"id_before" if descending else "id_after": str(last)}
+        return pagination.respond_keyset(request, await present(request, page.items), after)
+    page = await store.page_projects(chosen, offset=pr.offset, limit=pr.per_page)
     return pagination.respond(request, await present(request, page.items), page.total, pr)
 
 

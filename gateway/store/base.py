@@ -238,6 +238,8 @@ class Listing:
     visibility: Visibility | None = None
     search: str = ""  # lower case (str.lower): a part of the item's lower-cased name or path
     namespace_ids: tuple[int, ...] | None = None  # projects: only those directly in these namespaces
+    id_after: int | None = None  # projects: only ids above this (GitLab's id_after; keyset pagination's cursor)
+    id_before: int | None = None  # projects: only ids below this
     parent_id: int | None = None  # groups: only the children of this group
     top_level_only: bool = False  # groups: only those without a parent
     order_by: ListOrder = "id"
@@ -319,9 +321,11 @@ class Store(Protocol):
     async def get_project_by_path(self, full_path: str) -> Project | None: ...
     async def find_projects_by_paths(self, full_paths: Sequence[str]) -> list[Project]: ...
     async def list_projects(self) -> list[Project]: ...
-    async def page_projects(self, listing: Listing, *, offset: int, limit: int) -> Page[Project]:
+    async def page_projects(
+        self, listing: Listing, *, offset: int, limit: int, count_up_to: int | None = None
+    ) -> Page[Project]:
         """The projects `listing` chooses, ordered by its key (case-insensitive for text), ties by id in the same
-        direction; the total counted up to past COUNT_LIMIT and past this page."""
+        direction; the total counted up to `count_up_to` (default: past COUNT_LIMIT and past this page)."""
         ...
 
     async def list_projects_in(self, namespace_ids: Sequence[int]) -> list[Project]:

@@ -301,11 +301,17 @@ class SharedQueries(ABC):
         )
         return [self._records.namespace(r) for r in rows]
 
-    async def page_projects(self, listing: Listing, *, offset: int, limit: int) -> Page[Project]:
+    async def page_projects(
+        self, listing: Listing, *, offset: int, limit: int, count_up_to: int | None = None
+    ) -> Page[Project]:
         where, args = self._chosen(listing, "p", [])
         if listing.namespace_ids is not None:
             where.append(f"p.namespace_id IN ({_marks(listing.namespace_ids)})")
             args.extend(listing.namespace_ids)
+        for bound, operator in ((listing.id_after, ">"), (listing.id_before, "<")):
+            if bound is not None:
+                where.append(f"p.id {operator} ?")
+                args.append(bound)
         direction = _direction(listing)
         if listing.order_by == "id":
             order = f"p.id {direction}"
@@ -322,7 +328,7 @@ class SharedQueries(ABC):
             offset,
             limit,
             join="JOIN namespaces n ON n.id = p.namespace_id",
-            count_up_to=_count_up_to(offset, limit),
+            count_up_to=count_up_to or _count_up_to(offset, limit),
         )
         return Page([self._records.project(r) for r in rows], total)
 

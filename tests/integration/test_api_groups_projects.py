@@ -652,6 +652,58 @@ async def test_a_list_past_the_count_limit_leaves_its_total_out(
 
 
 @pytest.mark.parametrize(
+    ("query", "walk"),
+    [
+        # GitLab's keyset pagination (order_by=id only): follow rel="next" until it is gone; every project once.
+        ({"order_by": "id", "sort": "asc", "per_page": "3"}, [[0, 1, 2], [3, 4, 5], [6]]),
+        ({"order_by": "id", "sort": "desc", "per_page": "3"}, [[6, 5, 4], [3, 2, 1], [0]]),
+        ({"order_by": "id", "sort": "asc", "per_page": "7"}, [[0, 1, 2, 3, 4, 5, 6]]),
+        ({"order_by": "id", "sort": "asc", "per_page": "2", "search": "odd"}, [[1, 3], [5]]),
+    ],
+)
+async def test_keyset_pagination_walks_every_project_once(
+    client: TestClient, world: World, query: dict[str, str], walk: list[list[int]]
+) -> None:
+    admin = await world.user("root", admin=True)
+    group = await world.group("keys")
+    made = [await world.project(f"{'odd' if i % 2 else 'even'}-{i}", group) for i in range(7)]
+    pages: list[list[int]] = []
+    url: str | None = str(client.make_url("/api/v4/projects").with_query({**query, "pagination": "keyset"}))
+    while url is not None:
+        r = await client.get(url.removeprefix(str(client.make_url(""))), headers=admin.headers)
+        assert r.status == 200, await r.text()
+        assert "X-Total" not in r.headers and "X-Page" not in r.headers
+        pages.append([made.index(next(p for p in made if p.id == item["id"])) for item in await r.json()])
+        link = r.headers.get("Link")
+        url = link.split(">")[0].lstrip("<") if link else None
+        if url is not None:
+            assert link is not None and link.endswith('rel="next"') and "pagination=keyset" in url
+            assert ("id_before=" if query["sort"] == "desc" else "id_after=") in url
+    assert pages == walk
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "body"),
+    [
+        (
+            {"pagination": "keyset", "order_by": "name"},
+            405,
+            {"error": "Keyset pagination is not yet available for this type of request"},
+        ),
+        ({"pagination": "keyset"}, 405, {"error": "Keyset pagination is not yet available for this type of request"}),
+        ({"pagination": "pages"}, 400, {"error": "pagination does not have a valid value"}),
+        ({"id_after": "two"}, 400, {"error": "id_after is invalid"}),
+    ],
+)
+async def test_keyset_pagination_mistakes(
+    client: TestClient, world: World, query: dict[str, str], status: int, body: dict[str, str]
+) -> None:
+    admin = await world.user("root", admin=True)
+    r = await client.get("/api/v4/projects", params=query, headers=admin.headers)
+    assert (r.status, await r.json()) == (status, body)
+
+
+@pytest.mark.parametrize(
     ("query", "error"),
     [
         ({"order_by": "stars"}, "order_by does not have a valid value"),

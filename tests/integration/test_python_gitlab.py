@@ -97,6 +97,9 @@ async def test_groups_projects_members_and_deploy_tokens(url: str, world: World)
             personal = ga.projects.create({"name": "Scratch"})
             assert personal.namespace["full_path"] == "alice"
             assert {p.id for p in ga.projects.list(get_all=True, membership=True)} == {project.id, personal.id}
+            # Keyset pagination, as python-gitlab walks it: the Link header's rel="next" (id_after) until it is gone.
+            walked = ga.projects.list(iterator=True, pagination="keyset", order_by="id", sort="asc", per_page=1)
+            assert [p.id for p in walked] == sorted((project.id, personal.id))
             assert [p.id for p in ga.groups.get(sub.id).projects.list(get_all=True)] == [project.id]
 
             member = project.members.create(

@@ -222,7 +222,7 @@ async def listing_world(store: Store) -> dict[str, int]:
             creator_id=None,
             now=NOW,
         )
-        projects[path] = project.id
+        projects[path] = ids[f"project:{path}"] = project.id
     await store.add_member(source_kind="namespace", source_id=ids["alpha"], user_id=u, access_level=10, now=NOW)
     await store.add_member(source_kind="namespace", source_id=ids["zeta"], user_id=u, access_level=40, now=NOW)
     await store.add_member(source_kind="project", source_id=projects["eclat"], user_id=u, access_level=30, now=NOW)
@@ -266,6 +266,10 @@ EVERY: tuple[Any, ...] = ("private", "internal", "public")
         ({"open": ("public",)}, ["eclair"]),
         ({"open": ("public", "internal")}, ["eclair", "eclat"]),
         ({}, []),
+        # GitLab's id_after / id_before (keyset pagination's cursor), with any order.
+        ({"open": EVERY, "after": "eclat"}, ["same-1", "same-2", "Banana", "mine"]),
+        ({"open": EVERY, "before": "eclair", "order_by": "name"}, ["apple", "zebra"]),
+        ({"open": EVERY, "after": "apple", "before": "same-2"}, ["eclair", "eclat", "same-1"]),
         # A user's memberships: the trees below their groups, their projects; the personal namespace apart.
         ({"member": True}, ["zebra", "apple", "eclat", "same-1", "same-2", "Banana"]),
         ({"member": True, "min_level": 30}, ["eclat", "same-1", "same-2", "Banana"]),
@@ -293,6 +297,8 @@ async def test_a_page_of_projects(any_store: Store, listing: dict[str, Any], exp
         visibility=listing.get("visibility"),
         search=listing.get("search", ""),
         namespace_ids=tuple(ids[n] for n in listing["namespace"]) if "namespace" in listing else None,
+        id_after=ids[f"project:{listing['after']}"] if "after" in listing else None,
+        id_before=ids[f"project:{listing['before']}"] if "before" in listing else None,
         **{**order, **{k: v for k, v in listing.items() if k in ("order_by", "descending")}},
     )
     whole = await any_store.page_projects(chosen, offset=0, limit=100)
@@ -341,7 +347,7 @@ async def test_a_page_of_groups(any_store: Store, listing: dict[str, Any], expec
         order_by=listing.get("order_by", "id"),
         descending=listing.get("descending", False),
     )
-    names = {v: k for k, v in ids.items() if k not in ("u", "~u")}
+    names = {v: k for k, v in ids.items() if k not in ("u", "~u") and not k.startswith("project:")}
     whole = await any_store.page_groups(chosen, offset=0, limit=100)
     assert [names[g.id] for g in whole.items] == expected
     assert whole.total == len(expected)
