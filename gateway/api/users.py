@@ -4,7 +4,7 @@ of users and of their personal access tokens, and revoking a token (its owner or
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -25,7 +25,7 @@ from gateway.app import AUDIT, CLOCK, HASHER, STORE
 from gateway.errors import BadRequest, NotFound, ParamError
 from gateway.policy import INSTANCE, INSUFFICIENT_SCOPE, Denied, Operation, user_target
 from gateway.principals import UserPrincipal
-from gateway.store.base import PersonalAccessToken, Store, User
+from gateway.store.base import PersonalAccessToken, Store, User, UserOrder
 
 MAX_NAME = 255
 MAX_EMAIL = 255
@@ -61,25 +61,16 @@ async def current(request: web.Request) -> web.Response:
     return web.json_response(entities.user_full(principal.user, entities.base_url(request), with_private=True))
 
 
-async def _matching(store: Store, search: str, principal: UserPrincipal) -> list[User]:
-    total = (await store.list_users(offset=0, limit=0, search=search)).total
-    found = (await store.list_users(offset=0, limit=total, search=search)).items
-    if principal.user.is_admin:
-        return found
-    # Only administrators search by e-mail address; others match usernames and names (GitLab's User.search).
-    needle = search.lower()
-    return [u for u in found if needle in u.username.lower() or needle in u.name.lower()]
-
-
 async def list_users(request: web.Request) -> web.Response:
     """GET /users: any signed-in user; `username=` (exact, case-insensitive) and `search=` filters; paginated,
-    newest first by default (order_by=id, sort=desc)."""
+    newest first by default (order_by=id, sort=desc). Only administrators search by e-mail address (GitLab's
+    User.search); the page is chosen, ordered and cut in the database."""
     principal = await caller(request)
     _allow(principal, Operation.READ_USERS)
     p: dict[str, Any] = dict(request.query)
     username = string_param(p, "username")
-    search = string_param(p, "search") or None
-    order_by = choice_param(p, "order_by", USER_ORDER, "id")
+    search = (string_param(p, "search") or "").lower()
+    order_by = choice_param(p, "order_by", USER_ORDER) or "id"
     descending = choice_param(p, "sort", ("asc", "desc"), "desc") == "desc"
     pr = pagination.page_request(request)
     store = request.app[STORE]
@@ -91,32 +82,16 @@ async def list_users(request: web.Request) -> web.Response:
         page = pagination.slice_page(matched, pr)
         return pagination.respond(request, [_listed(u, principal, base) for u in page], len(matched), pr)
 
-    if search is None and order_by == "id":
-        # The common case pages in the store: the descending page is the mirrored ascending window.
-        total = await store.count_users()
-        if descending:
-            end = max(0, total - pr.offset)
-            start = max(0, end - pr.per_page)
-            window = (await store.list_users(offset=start, limit=end - start)).items if end else []
-            items = list(reversed(window))
-        else:
-            items = (await store.list_users(offset=pr.offset, limit=pr.per_page)).items
-        return pagination.respond(request, [_listed(u, principal, base) for u in items], total, pr)
-
-    if search is None:
-        total = await store.count_users()
-        everyone = (await store.list_users(offset=0, limit=total)).items
-    else:
-        everyone = await _matching(store, search, principal)
-    everyone.sort(key=lambda u: u.id, reverse=descending)
-    if order_by == "name":
-        everyone.sort(key=lambda u: u.name.lower(), reverse=descending)
-    elif order_by == "username":
-        everyone.sort(key=lambda u: u.username.lower(), reverse=descending)
-    elif order_by in ("created_at", "updated_at"):  # users are never updated here: updated_at is created_at
-        everyone.sort(key=lambda u: u.created_at, reverse=descending)
-    page = pagination.slice_page(everyone, pr)
-    return pagination.respond(request, [_listed(u, principal, base) for u in page], len(everyone), pr)
+    found = await store.list_users(
+        offset=pr.offset,
+        limit=pr.per_page,
+        search=search,
+        search_email=principal.user.is_admin,
+        # users are never updated here: updated_at is created_at
+        order_by="created_at" if order_by == "updated_at" else cast(UserOrder, order_by),
+        descending=descending,
+    )
+    return pagination.respond(request, [_listed(u, principal, base) for u in found.items], found.total, pr)
 
 
 async def get(request: web.Request) -> web.Response:
@@ -154,9 +129,7 @@ def _user_problems(username: str, name: str, email: str, password: str | None) -
 
 
 async def _email_taken(store: Store, email: str) -> bool:
-    total = (await store.list_users(offset=0, limit=0, search=email)).total
-    candidates = (await store.list_users(offset=0, limit=total, search=email)).items
-    return any(u.email.lower() == email.lower() for u in candidates)
+    return await store.find_user_by_email(email) is not None
 
 
 async def create(request: web.Request) -> web.Response:

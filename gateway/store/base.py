@@ -222,6 +222,7 @@ class Page(Generic[T]):
 
 
 ListOrder = Literal["id", "name", "path", "created_at"]
+UserOrder = Literal["id", "name", "username", "created_at"]
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,25 @@ class Store(Protocol):
     ) -> User: ...
     async def get_user(self, user_id: int) -> User | None: ...
     async def get_user_by_username(self, username: str) -> User | None: ...
-    async def list_users(self, *, offset: int, limit: int, search: str | None = None) -> Page[User]: ...
+    async def list_users(
+        self,
+        *,
+        offset: int,
+        limit: int,
+        search: str = "",
+        search_email: bool = True,
+        order_by: UserOrder = "id",
+        descending: bool = False,
+    ) -> Page[User]:
+        """A page of users: `search` (lower case) a part of the lower-cased username, name or (`search_email`)
+        e-mail address; ordered by `order_by` (text case-insensitively), ties by id in the same direction; the total
+        counted up to past COUNT_LIMIT and past this page."""
+        ...
+
+    async def find_user_by_email(self, email: str) -> User | None:
+        """The user with this e-mail address, compared in lower case."""
+        ...
+
     async def count_users(self) -> int: ...
     async def set_user_state(self, user_id: int, state: UserState) -> User | None: ...
     async def create_personal_access_token(

@@ -30,6 +30,7 @@ from gateway.store.base import (
     SourceKind,
     TokenUse,
     User,
+    UserOrder,
     UserState,
     Visibility,
     WebSession,
@@ -488,15 +489,34 @@ class SharedQueries(ABC):
         assert user is not None
         return user
 
-    async def list_users(self, *, offset: int, limit: int, search: str | None = None) -> Page[User]:
+    async def list_users(
+        self,
+        *,
+        offset: int,
+        limit: int,
+        search: str = "",
+        search_email: bool = True,
+        order_by: UserOrder = "id",
+        descending: bool = False,
+    ) -> Page[User]:
         where, args = "", []
         if search:
-            # LIKE wildcards typed in the search are literal: '\' escapes them (standard_conforming_strings).
-            like = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where = " OR ".join(f"lower(u.{column}) LIKE ? ESCAPE '\\'" for column in ("username", "name", "email"))
-            where, args = f"WHERE {where}", [like] * 3
-        rows, total = await self._page(USER_COLUMNS, "users u", f" {where}", args, "u.id", offset, limit)
+            columns = ("username", "name", "email") if search_email else ("username", "name")
+            where = " WHERE " + " OR ".join(self._CONTAINS.format(self._folded(f"u.{c}")) for c in columns)
+            args = [search] * len(columns)
+        direction = "DESC" if descending else "ASC"
+        key = {c: self._folded(f"u.{c}") + self._BY_CODE_POINT for c in ("name", "username")}
+        key["created_at"] = "u.created_at"
+        order = f"{key[order_by]} {direction}, u.id {direction}" if order_by in key else f"u.id {direction}"
+        count_up_to = _count_up_to(offset, limit)
+        rows, total = await self._page(
+            USER_COLUMNS, "users u", where, args, order, offset, limit, count_up_to=count_up_to
+        )
         return Page([self._records.user(r) for r in rows], total)
+
+    async def find_user_by_email(self, email: str) -> User | None:
+        row = await self._row(f"SELECT {USER_COLUMNS} FROM users u WHERE {self._folded('u.email')} = ?", email.lower())
+        return self._records.user(row) if row else None
 
     async def create_personal_access_token(
         self,

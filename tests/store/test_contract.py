@@ -72,6 +72,50 @@ async def test_users_and_personal_namespace(any_store: Store) -> None:
     assert blocked is not None and not blocked.active
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({}, ["zed", "anna", "emil", "bo"]),
+        ({"descending": True}, ["bo", "emil", "anna", "zed"]),
+        # Names folded by str.lower, by code point (É after z), ties ("Anna"/"anna") by id in the same direction.
+        ({"order_by": "name"}, ["zed", "anna", "bo", "emil"]),
+        ({"order_by": "name", "descending": True}, ["emil", "bo", "anna", "zed"]),
+        ({"order_by": "username"}, ["anna", "bo", "emil", "zed"]),
+        ({"order_by": "created_at", "descending": True}, ["bo", "emil", "anna", "zed"]),
+        ({"search": "é"}, ["emil"]),
+        ({"search": "ann"}, ["zed", "anna"]),  # zed's name is "Anna"
+        ({"search": "@corp"}, ["emil"]),
+        ({"search": "@corp", "search_email": False}, []),
+        ({"search": "%"}, []),  # no LIKE wildcards
+    ],
+)
+async def test_a_page_of_users(any_store: Store, query: dict[str, Any], expected: list[str]) -> None:
+    for username, name, email in (
+        ("zed", "Anna", "z@x"),
+        ("anna", "anna", "a@x"),
+        ("emil", "Émile", "EMIL@corp.example"),
+        ("bo", "Bo", "b@x"),
+    ):
+        await any_store.create_user(
+            username=username, name=name, email=email, password_hash=None, is_admin=False, now=NOW
+        )
+    page = await any_store.list_users(offset=0, limit=10, **query)
+    assert ([u.username for u in page.items], page.total) == (expected, len(expected))
+    second = await any_store.list_users(offset=1, limit=2, **query)
+    assert [u.username for u in second.items] == expected[1:3]
+
+
+@pytest.mark.parametrize(
+    ("email", "found"), [("EMIL@corp.example", "emil"), ("emil@CORP.example", "emil"), ("emil@corp", None)]
+)
+async def test_a_user_by_email(any_store: Store, email: str, found: str | None) -> None:
+    await any_store.create_user(
+        username="emil", name="Émile", email="Emil@Corp.example", password_hash=None, is_admin=False, now=NOW
+    )
+    user_found = await any_store.find_user_by_email(email)
+    assert (user_found.username if user_found else None) == found
+
+
 async def test_failed_user_creation_leaves_nothing(any_store: Store) -> None:
     await any_store.create_group(name="G", path="taken", parent_id=None, visibility="private", description="", now=NOW)
     with pytest.raises(Conflict):
