@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, time
 
 from gateway.errors import Conflict, ParamError, ValidationFailed
 from gateway.secretbox import SecretBox
-from gateway.store.base import DeployToken, NewDeployToken, Store
+from gateway.store.base import DeployToken, NewDeployToken, Store, storable
 
 # GitLab always reports scopes in this order (DeployToken::AVAILABLE_SCOPES).
 SCOPES: tuple[str, ...] = (
@@ -104,6 +104,8 @@ def validate(name: str, username: str | None, scopes: Sequence[str]) -> None:
         messages.append("Name can't be blank")
     if len(name) > MAX_NAME:
         messages.append(f"Name is too long (maximum is {MAX_NAME} characters)")
+    elif not storable(name):
+        messages.append("Name is invalid")  # a NUL or a lone surrogate: no database stores it
     if username is not None:
         if len(username) > MAX_USERNAME:
             messages.append(f"Username is too long (maximum is {MAX_USERNAME} characters)")

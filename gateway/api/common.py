@@ -16,7 +16,7 @@ from gateway.middleware import PRINCIPAL, read_form
 from gateway.namespaces import parse_ref
 from gateway.policy import INSUFFICIENT_SCOPE, Denied, Deny, Operation, Target, effective_level
 from gateway.principals import ANONYMOUS, Anonymous, Principal, UserPrincipal
-from gateway.store.base import Namespace, Project
+from gateway.store.base import Namespace, Project, storable
 from gateway.users import AccessLevel
 
 
@@ -86,6 +86,8 @@ def string_param(p: dict[str, Any], key: str, *, required: bool = False, max_len
     if required and not text.strip():
         raise ParamError(f"{key} is empty")
     if len(text) > max_len * 4:  # bounded long before validation messages about length
+        raise ParamError(f"{key} is invalid")
+    if not storable(text):  # a NUL, or a lone surrogate from a JSON "\ud800" escape
         raise ParamError(f"{key} is invalid")
     return text
 

@@ -24,6 +24,32 @@ T = TypeVar("T")
 VISIBILITIES: tuple[Visibility, ...] = ("private", "internal", "public")
 
 
+def storable(text: str) -> bool:
+    """Text both databases store: no NUL (PostgreSQL refuses one in text) and no lone surrogate (a JSON "\\ud800"
+    escape, which neither driver encodes). Inputs are checked with this before anything is written; a read asked
+    to match such text finds nothing."""
+    if "\0" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def readable_args(args: Sequence[Any]) -> bool:
+    """Whether a read's parameters (and the items of list parameters) are all storable text or not text: when not,
+    no row can match, and the read answers nothing without asking the database."""
+    for arg in args:
+        if isinstance(arg, str) and not storable(arg):
+            return False
+        if isinstance(arg, list | tuple) and not readable_args(arg):
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class User:
     id: int

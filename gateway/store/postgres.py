@@ -18,6 +18,7 @@ from gateway.store import copy
 from gateway.store.base import (
     PackageName,
     Project,
+    readable_args,
 )
 from gateway.store.cache import DEFAULT_TTL, TTLCache, always, projects_by_paths
 from gateway.store.migrations import bundled, refuse_newer
@@ -230,12 +231,16 @@ class PostgresStore(SharedQueries):
                 self._cache.clear()
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        if not readable_args(args):
+            return []
         try:
             return list(await self.pool.fetch(sql, *args))
         except _OUTAGES as exc:
             raise self._unavailable(exc) from exc
 
     async def _fetchrow(self, sql: str, *args: Any) -> Any:
+        if not readable_args(args):
+            return None
         try:
             return await self.pool.fetchrow(sql, *args)
         except _OUTAGES as exc:

@@ -34,6 +34,7 @@ from gateway.store.base import (
     UserState,
     Visibility,
     WebSession,
+    storable,
 )
 from gateway.store.cache import TTLCache, project_key
 from gateway.store.rows import (
@@ -375,7 +376,9 @@ class SharedQueries(ABC):
         if listing.visibility is not None:
             where.append(f"{table}.visibility = ?")
             args.append(listing.visibility)
-        if listing.search:
+        if not storable(listing.search):
+            where.append("1 = 0")  # no name or path holds such text, and the databases refuse it
+        elif listing.search:
             name, path = self._folded(f"{table}.name"), self._folded(f"{table}.path")
             where.append(f"({self._CONTAINS.format(name)} OR {self._CONTAINS.format(path)})")
             args.extend((listing.search, listing.search))
@@ -500,7 +503,9 @@ class SharedQueries(ABC):
         descending: bool = False,
     ) -> Page[User]:
         where, args = "", []
-        if search:
+        if not storable(search):
+            where = " WHERE 1 = 0"  # no user's fields hold such text, and the databases refuse it
+        elif search:
             columns = ("username", "name", "email") if search_email else ("username", "name")
             where = " WHERE " + " OR ".join(self._CONTAINS.format(self._folded(f"u.{c}")) for c in columns)
             args = [search] * len(columns)

@@ -17,6 +17,7 @@ from gateway.store import copy
 from gateway.store.base import (
     PackageName,
     Project,
+    readable_args,
 )
 from gateway.store.cache import DEFAULT_TTL, TTLCache, always, projects_by_paths
 from gateway.store.migrations import bundled, refuse_newer
@@ -199,6 +200,8 @@ class SQLiteStore(SharedQueries):
                     self._cache.clear()
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if not readable_args(params):
+            return []
         # execute_fetchall is one hop to aiosqlite's thread; execute + fetch + close would be three (hot path).
         try:
             return list(await self.db.execute_fetchall(sql, params))

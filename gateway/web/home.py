@@ -17,6 +17,7 @@ from gateway.web.pages import href, nav, page
 from gateway.web.render import EMPTY, Safe, html_response, join, layout, render
 
 LIST_LIMIT = 100  # projects and groups shown; more are counted, not listed
+MAX_SEARCH = 255  # the longest name or path
 MANAGE_PROJECT = Operation.MANAGE_PROJECT_DEPLOY_TOKENS
 MANAGE_GROUP = Operation.MANAGE_GROUP_DEPLOY_TOKENS
 
@@ -29,10 +30,10 @@ def group_settings_url(group: Namespace) -> str:
     return href("groups", group.full_path, "-", "settings", "repository")
 
 
-def _scope(session: sessions.Session, kind: Literal["project", "group"], op: Operation) -> Listing:
+def _scope(session: sessions.Session, kind: Literal["project", "group"], op: Operation, search: str) -> Listing:
     """Where `op` is allowed, by name: selected in the database from policy's reach (an administrator's is every
-    project of the instance, so the page shows the first LIST_LIMIT and counts the rest)."""
-    return replace(access.list_scope(session.principal, kind, op), order_by="name")
+    project of the instance, so the page shows the first LIST_LIMIT, counts the rest and offers a filter)."""
+    return replace(access.list_scope(session.principal, kind, op), order_by="name", search=search.lower())
 
 
 async def _row(
@@ -52,19 +53,21 @@ def _more(shown: int, total: int, what: str) -> Safe:
     if total <= shown:
         return EMPTY
     counted = f"{total:,}" if total <= COUNT_LIMIT else f"more than {COUNT_LIMIT:,}"
-    return render("alert.html", kind="info", message=f"Showing the first {shown} of {counted} {what}, by name.")
+    message = f"Showing the first {shown} of {counted} {what}, by name: filter to find the others."
+    return render("alert.html", kind="info", message=message)
 
 
 @page
 async def landing(request: web.Request) -> web.StreamResponse:
     session = await sessions.require(request)
     store = request.app[STORE]
+    search = request.query.get("search", "").strip()[:MAX_SEARCH]
     # Maintainer or more: visibility never opens these, so a user's lists are their memberships' reach.
     projects = await store.page_projects(
-        _scope(session, "project", Operation.READ_PROJECT_DEPLOY_TOKENS), offset=0, limit=LIST_LIMIT
+        _scope(session, "project", Operation.READ_PROJECT_DEPLOY_TOKENS, search), offset=0, limit=LIST_LIMIT
     )
     groups = await store.page_groups(
-        _scope(session, "group", Operation.READ_GROUP_DEPLOY_TOKENS), offset=0, limit=LIST_LIMIT
+        _scope(session, "group", Operation.READ_GROUP_DEPLOY_TOKENS, search), offset=0, limit=LIST_LIMIT
     )
     levels = await access.for_list(store, session.principal)
     project_rows = [
@@ -78,6 +81,7 @@ async def landing(request: web.Request) -> web.StreamResponse:
     content = render(
         "landing.html",
         username=session.user.name or session.user.username,
+        search=search,
         projects=join(project_rows) if project_rows else empty,
         groups=join(group_rows) if group_rows else empty,
         project_count=_count(projects.total),

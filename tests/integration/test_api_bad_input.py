@@ -18,6 +18,7 @@ from gateway.secretbox import SecretBox
 from gateway.store.base import Namespace, Project
 from gateway.store.sqlite import SQLiteStore
 from gateway.users import AccessLevel
+from tests import unstorable_text
 from tests.conftest import make_config
 from tests.world import Actor, World
 
@@ -497,3 +498,21 @@ async def test_page_beyond_the_end_is_empty(client: TestClient, world: World, se
     r = await client.get(setup.url("project"), params={"page": "5"}, headers=setup.owner.headers)
     assert r.status == 200 and await r.json() == []
     assert r.headers["X-Total"] == "1" and r.headers["X-Next-Page"] == ""
+
+
+@pytest.mark.parametrize("case", unstorable_text.CASES, ids=lambda c: f"{c.method} {c.path}")
+async def test_text_no_database_stores_is_refused_or_found_nowhere(
+    client: TestClient, world: World, case: unstorable_text.Case
+) -> None:
+    """tests/unstorable_text.py on SQLite (tests/e2e/test_unstorable_text.py runs the same table on PostgreSQL)."""
+    root = await world.user("root", admin=True)
+    assert root.user.id == 1  # the table's /users/1
+    await world.project("p", await world.group("g"))
+    before = await world.store.count_users(), [g.id for g in await world.store.list_groups()]
+    r = await client.request(
+        case.method, case.path, data=case.raw_body(), headers=unstorable_text.headers(case, root.pat)
+    )
+    assert r.status == case.status, await r.text()
+    if case.answer is not None:
+        assert await r.json() == case.answer
+    assert (await world.store.count_users(), [g.id for g in await world.store.list_groups()]) == before

@@ -13,7 +13,7 @@ import pytest
 from gateway import tokens
 from gateway.errors import Conflict
 from gateway.store import queries
-from gateway.store.base import AuditQuery, Listing, NewAuditEvent, NewDeployToken, Page, Store
+from gateway.store.base import AuditQuery, Listing, NewAuditEvent, NewDeployToken, Page, Store, storable
 from gateway.store.sqlite import migrations
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -87,6 +87,7 @@ async def test_users_and_personal_namespace(any_store: Store) -> None:
         ({"search": "@corp"}, ["emil"]),
         ({"search": "@corp", "search_email": False}, []),
         ({"search": "%"}, []),  # no LIKE wildcards
+        ({"search": "\0"}, []),  # PostgreSQL refuses a NUL in text: nothing holds one
     ],
 )
 async def test_a_page_of_users(any_store: Store, query: dict[str, Any], expected: list[str]) -> None:
@@ -106,7 +107,8 @@ async def test_a_page_of_users(any_store: Store, query: dict[str, Any], expected
 
 
 @pytest.mark.parametrize(
-    ("email", "found"), [("EMIL@corp.example", "emil"), ("emil@CORP.example", "emil"), ("emil@corp", None)]
+    ("email", "found"),
+    [("EMIL@corp.example", "emil"), ("emil@CORP.example", "emil"), ("emil@corp", None), ("emil\0@corp.example", None)],
 )
 async def test_a_user_by_email(any_store: Store, email: str, found: str | None) -> None:
     await any_store.create_user(
@@ -114,6 +116,36 @@ async def test_a_user_by_email(any_store: Store, email: str, found: str | None) 
     )
     user_found = await any_store.find_user_by_email(email)
     assert (user_found.username if user_found else None) == found
+
+
+@pytest.mark.parametrize("text", ["a\0", "\0", "a\ud800", "\udfff/x"])
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda store, text: store.get_user_by_username(text),
+        lambda store, text: store.find_user_by_email(text),
+        lambda store, text: store.get_project_by_path(f"g/{text}"),
+        lambda store, text: store.get_namespace_by_path(text),
+        lambda store, text: store.find_projects_by_paths(["g/p", f"g/{text}"]),
+    ],
+    ids=["user by username", "user by e-mail", "project by path", "namespace by path", "projects by paths"],
+)
+async def test_a_read_of_text_no_database_stores_finds_nothing(
+    any_store: Store, read: Callable[[Store, str], Awaitable[Any]], text: str
+) -> None:
+    """A NUL (PostgreSQL refuses one in text) or a lone surrogate (neither driver encodes one) in a lookup: no row
+    holds such text, so the read answers nothing, on both databases, instead of failing."""
+    await user(any_store, "a")
+    found = await read(any_store, text)
+    assert found in (None, [])
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [("plain", True), ("Émile 🦊", True), ("", True), ("a\0b", False), ("\ud800", False), ("x\udc80y", False)],
+)
+def test_storable_text(text: str, ok: bool) -> None:
+    assert storable(text) is ok
 
 
 async def test_failed_user_creation_leaves_nothing(any_store: Store) -> None:
@@ -305,6 +337,7 @@ EVERY: tuple[Any, ...] = ("private", "internal", "public")
         ({"open": EVERY, "search": "ana"}, ["Banana"]),
         ({"open": EVERY, "search": "same-"}, ["same-1", "same-2"]),
         ({"open": EVERY, "search": "%"}, []),
+        ({"open": EVERY, "search": "a\0"}, []),
         ({"open": EVERY, "visibility": "internal"}, ["eclat"]),
         ({"open": EVERY, "namespace": ("zeta", "emile")}, ["eclair", "eclat", "same-1", "Banana"]),
         ({"open": ("public",)}, ["eclair"]),
@@ -369,6 +402,7 @@ async def test_a_page_of_projects(any_store: Store, listing: dict[str, Any], exp
         ({"open": EVERY, "parent": "zeta"}, ["zeta/deep"]),
         ({"open": EVERY, "parent": "zeta/deep"}, []),
         ({"open": EVERY, "search": "émi"}, ["emile"]),
+        ({"open": EVERY, "search": "\0"}, []),
         ({"open": EVERY, "search": "ZET".lower()}, ["zeta"]),
         ({"open": ("public",)}, ["emile"]),
         ({"member": True}, ["alpha", "alpha/beta", "zeta", "zeta/deep"]),
