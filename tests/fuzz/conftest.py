@@ -1,11 +1,12 @@
 """The fuzzed gateway: the whole app in process with a registry signing key (so /jwt/auth issues tokens), PyPI and
 npm backends that refuse connections (so uploads are parsed, then answered 502), the test client as a trusted proxy
-(so X-Forwarded-For is parsed), and a seeded world."""
+(so X-Forwarded-For is parsed), and a seeded world; on SQLite and on PostgreSQL (which refuses what SQLite takes)."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,10 +16,40 @@ from gateway.app import create_app
 from gateway.clock import FixedClock
 from gateway.secretbox import SecretBox
 from gateway.signing_keys import SigningKey, generate_key, self_signed_certificate
+from gateway.store.base import Store
+from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
+from tests import pg
 from tests.conftest import make_config, start_server
 from tests.fuzz.seed import Seed, build
 from tests.world import World
+
+
+@pytest.fixture(scope="module")
+def fuzz_postgres() -> Iterator[pg.Cluster]:
+    with pg.running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Every fuzzed request against both databases: PostgreSQL refuses text SQLite stores (a NUL), which once made
+    500s that a SQLite-only run could not see."""
+    made: Store
+    name = ""
+    if request.param == "sqlite":
+        made = await SQLiteStore(tmp_path / "store.db").open()
+    else:
+        cluster: pg.Cluster = request.getfixturevalue("fuzz_postgres")
+        name = f"fuzz_{uuid.uuid4().hex[:12]}"
+        made = await PostgresStore(await cluster.create_database(name)).open()
+    try:
+        await made.migrate()
+        yield made
+    finally:
+        await made.close()
+        if name:
+            await cluster.drop_database(name)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +68,7 @@ def closed_port() -> int:
 @pytest.fixture
 async def port(
     tmp_path: Path,
-    store: SQLiteStore,
+    store: Store,
     clock: FixedClock,
     box: SecretBox,
     signing_key: SigningKey,

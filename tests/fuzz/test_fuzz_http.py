@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from gateway.routes import ROUTES, Route
 from gateway.signing_keys import SigningKey
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.base import Store
 from gateway.web import csrf, sessions
 from tests.conftest import T0
 from tests.fuzz import oracle
@@ -500,7 +500,7 @@ WEB_ROUTES = tuple(r for r in ROUTES if r.name.startswith("web."))
 @given(data=st.data())
 @settings(FUZZ, max_examples=200)
 async def test_web_pages_with_a_session(
-    port: int, seed: Seed, logs: oracle.Logs, store: SQLiteStore, data: st.DataObject
+    port: int, seed: Seed, logs: oracle.Logs, store: Store, data: st.DataObject
 ) -> None:
     """Signed-in UI requests with valid, missing and forged CSRF tokens and cookies, fuzzed paths and forms."""
     who = data.draw(st.sampled_from(("owner", "dev", "outsider", "admin")), "who")
