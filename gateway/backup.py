@@ -4,7 +4,6 @@ the key files, one `git bundle` per embedded repository, the embedded package fi
 
 from __future__ import annotations
 
-import asyncio
 import filecmp
 import json
 import shutil
@@ -53,34 +52,18 @@ def _packages(config: Config) -> Path:
     return Path(config.storage.data_dir) / "packages"
 
 
-async def _git(*args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=repositories.git_env(),
-    )
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        command = args[2] if args[0] == "--git-dir" else args[0]
-        raise BackupError(f"git {command} failed: {err.decode(errors='replace').strip()}")
-    return out.decode(errors="replace").strip()
-
-
 async def _bundle(config: Config, full_path: str, folder: Path) -> Repository | None:
     """One repository as a bundle of every ref (git's own consistent snapshot of it, taken while pushes go on)."""
     repo = repositories.locate(config, full_path)
     if repo is None or not (repo / "HEAD").is_file():
         return None
-    head = await _git("--git-dir", str(repo), "symbolic-ref", "HEAD")
-    if not await _git("--git-dir", str(repo), "for-each-ref", "--count=1", "--format=%(refname)"):
+    head = await repositories.git("--git-dir", str(repo), "symbolic-ref", "HEAD")
+    if not await repositories.git("--git-dir", str(repo), "for-each-ref", "--count=1", "--format=%(refname)"):
         return Repository(full_path, None, head)  # git refuses an empty bundle; restore makes the bare repository
     relative = f"repositories/{repositories.relative_path(full_path)}".removesuffix(".git") + ".bundle"
     target = folder / relative
     target.parent.mkdir(parents=True, exist_ok=True)
-    await _git("--git-dir", str(repo), "bundle", "create", "--quiet", str(target), "--all")
+    await repositories.git("--git-dir", str(repo), "bundle", "create", "--quiet", str(target), "--all")
     return Repository(full_path, relative, head)
 
 
@@ -229,8 +212,8 @@ async def restore(config: Config, folder: Path, note: Callable[[str], None]) -> 
         assert repo is not None  # embedded, checked above
         if entry.get("bundle") is not None:
             bundle = str(_inside(folder, entry["bundle"]))
-            await _git("--git-dir", str(repo), "fetch", "--quiet", bundle, "+refs/*:refs/*")
-        await _git("--git-dir", str(repo), "symbolic-ref", "HEAD", str(entry["head"]))
+            await repositories.git("--git-dir", str(repo), "fetch", "--quiet", bundle, "+refs/*:refs/*")
+        await repositories.git("--git-dir", str(repo), "symbolic-ref", "HEAD", str(entry["head"]))
     note(f"repositories: {len(manifest.get('repositories', []))}")
     files = _copy_packages(folder / "packages", _packages(config))
     note(f"package files: {files}")

@@ -61,18 +61,22 @@ def git_env() -> dict[str, str]:
     return env
 
 
-async def _git(*args: str) -> None:
+async def git(*args: str) -> str:
+    """Run one git command to its end (no terminal, the minimal environment); its stdout, stripped. A failure is
+    RepositoryError with git's own message."""
     proc = await asyncio.create_subprocess_exec(
         "git",
         *args,
         stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=git_env(),
     )
-    _, err = await proc.communicate()
+    out, err = await proc.communicate()
     if proc.returncode != 0:
-        raise RepositoryError(f"git {args[0]} failed: {err.decode(errors='replace').strip()}")
+        command = args[2] if args[0] == "--git-dir" else args[0]
+        raise RepositoryError(f"git {command} failed: {err.decode(errors='replace').strip()}")
+    return out.decode(errors="replace").strip()
 
 
 async def create_bare(config: Config, full_path: str) -> Path | None:
@@ -88,8 +92,8 @@ async def create_bare(config: Config, full_path: str) -> Path | None:
     if (path / "HEAD").exists():
         return path
     # No template: sample hooks and descriptions serve nobody on a server (and cost a dozen files per project).
-    await _git("init", "--bare", "--quiet", "--template=", f"--initial-branch={INITIAL_BRANCH}", str(path))
+    await git("init", "--bare", "--quiet", "--template=", f"--initial-branch={INITIAL_BRANCH}", str(path))
     for key, value in SERVER_CONFIG:
-        await _git("--git-dir", str(path), "config", key, value)
+        await git("--git-dir", str(path), "config", key, value)
     log.info("created bare repository %s", path)
     return path
