@@ -77,7 +77,12 @@ async def landing(request: web.Request) -> web.StreamResponse:
     group_rows = [
         await _row(levels, session, g, Target.of_group(g), group_settings_url(g), MANAGE_GROUP) for g in groups.items
     ]
-    empty = render("landing_empty.html")
+    empty = render(
+        "landing_empty.html",
+        message=f"Nothing matches “{search}”."
+        if search
+        else "None: you need the Maintainer role (or Owner, for groups) to manage deploy tokens.",
+    )
     content = render(
         "landing.html",
         username=session.user.name or session.user.username,

@@ -8,7 +8,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from html import unescape
+from html import escape, unescape
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -178,6 +178,32 @@ async def test_landing_counts_what_it_does_not_list(
     assert listed == [f"/many/p{i}/-/settings/repository" for i in range(shown)]  # by name
     assert f'<span class="count">{projects}</span>' in body
     assert (note in body) if note else ("Showing the first" not in body)
+
+
+@pytest.mark.parametrize(
+    ("search", "projects", "groups"),
+    [
+        ("", ["/many/alpha-1", "/many/alpha-2", "/many/beta"], ["/groups/many"]),
+        ("ALPHA", ["/many/alpha-1", "/many/alpha-2"], []),
+        ("many", [], ["/groups/many"]),  # a name or a path, not the namespace above it (as GitLab's search)
+        ("zzz", [], []),
+        ("a\u0000", [], []),  # no name holds a NUL: found nowhere, on either database
+    ],
+)
+async def test_landing_filter(
+    client: TestClient, world: World, search: str, projects: list[str], groups: list[str]
+) -> None:
+    admin = await world.user("root", admin=True)
+    group = await world.group("many")
+    for path in ("beta", "alpha-2", "alpha-1"):
+        await world.project(path, group)
+    await signed_in(client, admin)
+    body = await (await client.get("/", params={"search": search})).text()
+    listed = re.findall(r'<a href="([^"]+)/-/settings/repository"', body)
+    assert listed == projects + groups  # projects by name, then groups
+    assert f'name="search" value="{escape(search)}"' in body
+    if not projects:
+        assert "Nothing matches" in body and "you need the Maintainer role" not in body
 
 
 async def test_create_shows_the_secret_once(
