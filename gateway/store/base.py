@@ -464,7 +464,8 @@ class Store(Protocol):
         ...
 
     async def list_audit_events(self, query: AuditQuery, *, offset: int, limit: int) -> Page[AuditEvent]:
-        """Matching events, newest first (id descending)."""
+        """Matching events, newest first (id descending); the total counted up to past COUNT_LIMIT and past this
+        page."""
         ...
 
     async def get_audit_event(self, event_id: int) -> AuditEvent | None: ...

@@ -817,7 +817,11 @@ class SharedQueries(ABC):
         clauses = [clause for clause, value in filters if value is not None]
         args = [value for _, value in filters if value is not None]
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        rows, total = await self._page(AUDIT_COLUMNS, "audit_events", where, args, "id DESC", offset, limit)
+        # An instance's trail grows without end: count no further than a page needs (GitLab's 10,000 rule).
+        up_to = _count_up_to(offset, limit)
+        rows, total = await self._page(
+            AUDIT_COLUMNS, "audit_events", where, args, "id DESC", offset, limit, count_up_to=up_to
+        )
         return Page([self._records.audit_event(r) for r in rows], total)
 
     async def get_audit_event(self, event_id: int) -> AuditEvent | None:

@@ -755,6 +755,22 @@ async def test_a_page_and_the_total_of_every_list(
     assert len(page.items) == count
 
 
+@pytest.mark.parametrize("seven", [_seven_users, _seven_events], ids=["users", "audit"])
+@pytest.mark.parametrize(("offset", "limit", "total"), [(0, 2, 4), (2, 3, 6), (4, 3, 7), (9, 3, 7), (0, 0, 4)])
+async def test_the_lists_that_grow_without_end_count_no_further_than_a_page_needs(
+    any_store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    seven: Callable[[Store], Awaitable[Callable[[int, int], Awaitable[Page[Any]]]]],
+    offset: int,
+    limit: int,
+    total: int,
+) -> None:
+    """Users and audit events, like projects and groups: counted to one past max(COUNT_LIMIT, the page's end)."""
+    monkeypatch.setattr(queries, "COUNT_LIMIT", 3)
+    listing = await seven(any_store)
+    assert (await listing(offset, limit)).total == total
+
+
 async def test_an_empty_list_totals_zero(any_store: Store) -> None:
     g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
     assert await any_store.list_deploy_tokens(group_id=g.id, offset=0, limit=20) == Page([], 0)
