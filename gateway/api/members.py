@@ -24,7 +24,7 @@ from gateway.audit import Change
 from gateway.errors import Conflict, NotFound, ParamError
 from gateway.policy import Denied, Operation, Target
 from gateway.principals import UserPrincipal
-from gateway.store.base import Member, SourceKind, User
+from gateway.store.base import SourceKind, User
 from gateway.users import MEMBER_LEVELS, AccessLevel
 
 
@@ -49,18 +49,19 @@ async def _list(request: web.Request, kind: SourceKind, source_id: int) -> web.R
     for key in request.query:
         if key.endswith("[]"):
             p[key[:-2]] = request.query.getall(key)
-    query = (string_param(p, "query") or "").lower()
+    query = string_param(p, "query") or ""
     user_ids = _user_ids(p)
     pr = pagination.page_request(request)
-    members = [
-        m
-        for m in await request.app[STORE].list_members(kind, source_id)
-        if (not query or query in m.user.username.lower() or query in m.user.name.lower())
-        and (user_ids is None or m.user.id in user_ids)
-    ]
+    found = await request.app[STORE].page_members(
+        kind,
+        source_id,
+        offset=pr.offset,
+        limit=pr.per_page,
+        query=query,
+        user_ids=sorted(user_ids) if user_ids is not None else None,
+    )
     base = entities.base_url(request)
-    page = [entities.member(m, base) for m in pagination.slice_page(members, pr)]
-    return pagination.respond(request, page, len(members), pr)
+    return pagination.respond(request, [entities.member(m, base) for m in found.items], found.total, pr)
 
 
 async def list_project_members(request: web.Request) -> web.Response:
@@ -112,8 +113,7 @@ async def _add(
     """members.rb order: 409 if already a member, 404 if the user does not exist, then the model's validations."""
     store = request.app[STORE]
     user = await new.user(request)
-    existing: list[Member] = await store.list_members(kind, source_id)
-    if user is not None and any(m.user.id == user.id for m in existing):
+    if user is not None and await store.get_member(kind, source_id, user.id) is not None:
         return conflict("Member already exists")
     if user is None:
         raise NotFound("404 User Not Found")

@@ -239,6 +239,10 @@ class TokenUse:
 # pagination: "for performance reasons, if a query returns more than 10,000 records" no x-total, x-total-pages or
 # rel="last").
 COUNT_LIMIT = 10_000
+# A search term this long matches a part of a name, a shorter one only a whole name (GitLab's Gitlab::SQL::Pattern
+# MIN_CHARS_FOR_PARTIAL_MATCHING): one or two letters would match most of an instance, and no trigram index serves
+# them.
+MIN_CHARS_FOR_PARTIAL_MATCHING = 3
 
 
 @dataclass(frozen=True)
@@ -263,7 +267,7 @@ class Listing:
     min_level: int = 0  # only memberships at this access level or above reach
     personal_namespace_id: int | None = None  # whose projects are the caller's own
     visibility: Visibility | None = None
-    search: str = ""  # lower case (str.lower): a part of the item's lower-cased name or path
+    search: str = ""  # the item's name or path, in any case: a part of it, or all of it if shorter than 3 characters
     namespace_ids: tuple[int, ...] | None = None  # projects: only those directly in these namespaces
     id_after: int | None = None  # projects: only ids above this (GitLab's id_after; keyset pagination's cursor)
     id_before: int | None = None  # projects: only ids below this
@@ -299,8 +303,9 @@ class Store(Protocol):
         order_by: UserOrder = "id",
         descending: bool = False,
     ) -> Page[User]:
-        """A page of users: `search` (lower case) a part of the lower-cased username, name or (`search_email`)
-        e-mail address; ordered by `order_by` (text case-insensitively), ties by id in the same direction; the total
+        """A page of users: `search` (any case) a part of the username or name (the whole of it if shorter than
+        MIN_CHARS_FOR_PARTIAL_MATCHING), or with `search_email` the whole e-mail address; ordered by `order_by`
+        (text case-insensitively), ties by id in the same direction; the total
         counted up to past COUNT_LIMIT and past this page."""
         ...
 
@@ -382,6 +387,22 @@ class Store(Protocol):
         self, *, source_kind: SourceKind, source_id: int, user_id: int, access_level: int, now: datetime
     ) -> Member: ...
     async def list_members(self, source_kind: SourceKind, source_id: int) -> list[Member]: ...
+    async def get_member(self, source_kind: SourceKind, source_id: int, user_id: int) -> Member | None: ...
+    async def page_members(
+        self,
+        source_kind: SourceKind,
+        source_id: int,
+        *,
+        offset: int,
+        limit: int,
+        query: str = "",
+        user_ids: Sequence[int] | None = None,
+    ) -> Page[Member]:
+        """A page of one project's or group's direct members, by user id: `query` (any case, any length, as GitLab's
+        members API) a part of the username or name, `user_ids` those users only; the total counted up to past
+        COUNT_LIMIT and past this page."""
+        ...
+
     async def list_user_memberships(self, user_id: int) -> list[Member]:
         """Every direct membership of one user (projects and groups), ordered by source kind then id."""
         ...
@@ -402,7 +423,10 @@ class Store(Protocol):
         active_at: datetime | None = None,
         offset: int = 0,
         limit: int = 100,
-    ) -> Page[DeployToken]: ...
+    ) -> Page[DeployToken]:
+        """A page of deploy tokens by id; the total counted up to past COUNT_LIMIT and past this page."""
+        ...
+
     async def find_named_deploy_token(
         self, name: str, *, project_id: int | None = None, group_id: int | None = None, active_at: datetime
     ) -> DeployToken | None: ...

@@ -41,26 +41,28 @@ def _table(name: str, key: str, columns: str, *, identity: bool = False) -> Tabl
     return Table(name, tuple(parsed), key, identity)  # type: ignore[arg-type]
 
 
-# Every table of the schema (migrations 0001-0006) but schema_version, in foreign-key order. A new migration that
+# Every table of the schema (migrations 0001-0008) but schema_version, in foreign-key order. A new migration that
 # adds a table or a column must add it here: tests/store/test_copy.py compares this list with both schemas.
 TABLES: tuple[Table, ...] = (
     _table(
         "namespaces",
         "id",
         "id kind:text name:text path:text full_path:text parent_id traversal_ids:ids visibility:text"
-        " description:text created_at:ts owner_id",
+        " description:text created_at:ts owner_id name_lower:text path_lower:text",
         identity=True,
     ),
     _table(
         "users",
         "id",
-        "id username:text name:text email:text password_hash:text is_admin:bool state:text created_at:ts namespace_id",
+        "id username:text name:text email:text password_hash:text is_admin:bool state:text created_at:ts namespace_id"
+        " username_lower:text name_lower:text email_lower:text",
         identity=True,
     ),
     _table(
         "projects",
         "id",
-        "id namespace_id name:text path:text full_path:text visibility:text description:text created_at:ts creator_id",
+        "id namespace_id name:text path:text full_path:text visibility:text description:text created_at:ts creator_id"
+        " name_lower:text path_lower:text",
         identity=True,
     ),
     _table("routes", "path_lower", "path_lower:text source_kind:text source_id"),

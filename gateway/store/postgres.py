@@ -158,7 +158,6 @@ class PostgresStore(SharedQueries):
         self.dsn = dsn
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
-        self._icu = False  # whether the cluster has ICU collations (read at open)
         # Hot-path reads (store/cache.py); every write transaction below clears it.
         self._cache: TTLCache[Any] = cache if cache is not None else TTLCache(DEFAULT_TTL)
         parts = urlsplit(dsn)
@@ -178,20 +177,23 @@ class PostgresStore(SharedQueries):
             )
         except _OUTAGES as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL at {self.where}: {self._describe(exc)}") from exc
-        self._icu = bool(await self._fetchrow("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'"))
         return self
 
-    # Byte order of UTF-8 is code point order, as Python compares str; strpos, as SQLite's instr.
-    _BY_CODE_POINT = ' COLLATE "C"'
-    _CONTAINS = "strpos({}, ?) > 0"
+    @staticmethod
+    def _contains(column: str, term: str) -> tuple[str, list[Any]]:
+        # A LIKE, which a trigram index serves (migration 0008; strpos could not use one), its pattern written into
+        # the statement: as a parameter, the generic plan PostgreSQL settles on after five calls cannot tell how few
+        # rows it matches, and walks the whole table down the list's order instead (15 ms, not 2, at 100,000
+        # users). An E'' literal: its escapes mean the same whatever standard_conforming_strings says; LIKE's own
+        # wildcards in the term are escaped first, to be sought as themselves; a `?` is written as \x3f, which the
+        # placeholder numbering (_numbered) does not see. The text is storable (no NUL).
+        pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        literal = pattern.replace("\\", "\\\\").replace("'", "''").replace("?", "\\x3f")
+        return f"{column} LIKE E'{literal}'", []
+
     # The values read once, as an array, and each row found by its index: for `IN (SELECT …)` the planner guesses
     # the size of the set, and at a few thousand rows it would rather scan the whole table than look a few up.
     _AMONG = "{0} = ANY (ARRAY({1}))"
-
-    def _folded(self, column: str) -> str:
-        # ICU's root-locale case mapping: the same for every database, whatever locale its cluster was made with
-        # (lower() under the "C" locale folds ASCII only). Without ICU, the database's own.
-        return f'lower({column} COLLATE "und-x-icu")' if self._icu else f"lower({column})"
 
     @property
     def pool(self) -> asyncpg.Pool:

@@ -41,10 +41,8 @@ PAT_COLUMNS = "id, user_id, name, scopes, expires_at, revoked, created_at, last_
 AUDIT_COLUMNS = "id, created_at, author_id, entity_type, entity_id, event_name, details"
 PACKAGE_COLUMNS = "format, name, project_id, created_at, updated_at"
 AUTH_FAILURE_COLUMNS = "address, failures, window_start, updated_at, banned_until"
-MEMBER_SELECT = (
-    f"SELECT m.source_kind, m.source_id, m.access_level, m.created_at, {USER_COLUMNS}"
-    " FROM members m JOIN users u ON u.id = m.user_id"
-)
+MEMBER_COLUMNS = f"m.source_kind, m.source_id, m.access_level, m.created_at, {USER_COLUMNS}"
+MEMBER_SELECT = f"SELECT {MEMBER_COLUMNS} FROM members m JOIN users u ON u.id = m.user_id"
 # The table a kind of token lives in (record_token_use).
 TOKEN_TABLES = {"deploy_token": "deploy_tokens", "personal_access_token": "personal_access_tokens"}
 

@@ -1,4 +1,4 @@
-"""Seeding aid for benchmarks and load tests: bulk-insert many deploy tokens in one transaction (COPY on
+"""Seeding aid for benchmarks and load tests: bulk-insert many deploy tokens or users in one transaction (COPY on
 PostgreSQL, executemany on SQLite), and planner statistics after a load. The gateway itself never calls it.
 """
 
@@ -57,3 +57,52 @@ async def fresh_statistics(store: Store) -> None:
     planner works from its indexes alone)."""
     if isinstance(store, PostgresStore):
         await store.pool.execute("ANALYZE")
+
+
+# A user's display name: "User " and eight hex digits that vary from one id to the next (Knuth's multiplicative
+# hash), the same in both databases, so that a search for a few of them finds a handful of users.
+_SQLITE_USERS = """
+WITH RECURSIVE s (i) AS (SELECT ? UNION ALL SELECT i + 1 FROM s WHERE i < ?)
+INSERT INTO namespaces (kind, name, path, full_path, traversal_ids, visibility, created_at, name_lower, path_lower)
+SELECT 'user', 'User ' || printf('%08x', (i * 2654435761) % 4294967296), 'seed-user-' || i, 'seed-user-' || i,
+       '', 'private', ?, 'user ' || printf('%08x', (i * 2654435761) % 4294967296), 'seed-user-' || i FROM s
+"""
+_POSTGRES_USERS = """
+INSERT INTO namespaces (kind, name, path, full_path, visibility, created_at, name_lower, path_lower)
+SELECT 'user', 'User ' || lpad(to_hex((i * 2654435761) % 4294967296), 8, '0'), 'seed-user-' || i, 'seed-user-' || i,
+       'private', $3, 'user ' || lpad(to_hex((i * 2654435761) % 4294967296), 8, '0'), 'seed-user-' || i
+FROM generate_series($1::bigint, $2::bigint) i
+"""
+# Then each namespace's user, its traversal ids its own id (as store/queries.py _insert_namespace writes them).
+_USERS_OF_NAMESPACES = """
+INSERT INTO users (username, name, email, created_at, namespace_id, username_lower, name_lower, email_lower)
+SELECT n.path, n.name, n.path || '@example.com', n.created_at, n.id, n.path_lower, n.name_lower,
+       n.path_lower || '@example.com'
+FROM namespaces n WHERE n.kind = 'user' AND n.path LIKE 'seed-user-%' AND n.id NOT IN (SELECT namespace_id FROM users)
+"""
+# And each namespace's owner, its user (as store/queries.py create_user writes it).
+_OWNERS = """
+UPDATE namespaces SET owner_id = u.id FROM users u
+WHERE u.namespace_id = namespaces.id AND namespaces.kind = 'user' AND namespaces.owner_id IS NULL
+  AND namespaces.path LIKE 'seed-user-%'
+"""
+
+
+async def seed_users(store: Store, *, count: int, now: datetime) -> None:
+    """Insert `count` users (`seed-user-{n}`, named "User" and eight hex digits) with their personal namespaces,
+    in one transaction."""
+    if isinstance(store, PostgresStore):
+        async with store._tx() as conn:
+            await conn.execute(_POSTGRES_USERS, 1, count, now)
+            await conn.execute("UPDATE namespaces SET traversal_ids = ARRAY[id] WHERE traversal_ids = '{}'")
+            await conn.execute(_USERS_OF_NAMESPACES)
+            await conn.execute(_OWNERS)
+        await fresh_statistics(store)
+    elif isinstance(store, SQLiteStore):
+        async with store._tx() as db:
+            await db.execute(_SQLITE_USERS, (1, count, ts(now)))
+            await db.execute("UPDATE namespaces SET traversal_ids = CAST(id AS TEXT) WHERE traversal_ids = ''")
+            await db.execute(_USERS_OF_NAMESPACES)
+            await db.execute(_OWNERS)
+    else:
+        raise TypeError(f"cannot seed a {type(store).__name__}")

@@ -149,14 +149,12 @@ class SQLiteStore(SharedQueries):
             await self._db.execute("PRAGMA journal_mode = WAL")
             await self._db.execute("PRAGMA synchronous = NORMAL")
             await self._db.execute("PRAGMA foreign_keys = ON")
-            # SQLite's own lower() folds ASCII only: lists search and order names by Python's (see _folded).
+            # SQLite's own lower() folds ASCII only: migration 0008 fills the lower-case keys of names that were
+            # written before it with Python's str.lower, as the store writes every new one.
             await self._db.create_function("unicode_lower", 1, _unicode_lower, deterministic=True)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open database: {exc}") from exc
         return self
-
-    def _folded(self, column: str) -> str:
-        return f"unicode_lower({column})"
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -369,6 +367,14 @@ class SQLiteStore(SharedQueries):
 
 
 def _statements(sql: str) -> list[str]:
-    """Split a migration into statements; our migrations keep ';' out of literals and comments."""
-    lines = [line.split("--", 1)[0] for line in sql.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    """Split a migration into statements, as SQLite's own parser ends them (sqlite3.complete_statement: a trigger's
+    body holds ';' of its own); our migrations keep "--" out of literals."""
+    statements, pending = [], ""
+    for line in sql.splitlines():
+        pending += line.split("--", 1)[0] + "\n"
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete statement at the end of a migration: {pending.strip()[:80]}")
+    return statements

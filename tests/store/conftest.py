@@ -48,7 +48,8 @@ async def postgres_databases(postgres_cluster: Cluster) -> AsyncIterator[NewData
 
 
 @pytest.fixture(params=BACKENDS)
-async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+async def blank_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A store of each kind on a new, empty database: no migration has run."""
     store: SQLiteStore | PostgresStore
     name = ""
     if request.param == "sqlite":
@@ -59,9 +60,15 @@ async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         name = f"t_{uuid.uuid4().hex[:16]}"
         store = await PostgresStore(await cluster.create_database(name)).open()
     try:
-        await store.migrate()
         yield store
     finally:
         await store.close()
         if name:
             await cluster.drop_database(name)
+
+
+@pytest.fixture
+async def any_store(blank_store: Store) -> Store:
+    """A store of each kind, migrated to this release's schema."""
+    await blank_store.migrate()
+    return blank_store

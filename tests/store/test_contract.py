@@ -67,7 +67,7 @@ async def test_users_and_personal_namespace(any_store: Store) -> None:
         await user(any_store, "Alice")
     page = await any_store.list_users(offset=0, limit=10, search="ali")
     assert [x.id for x in page.items] == [uid] and page.total == 1
-    assert (await any_store.list_users(offset=0, limit=10, search="%")).total == 0  # LIKE wildcards are literal
+    assert (await any_store.list_users(offset=0, limit=10, search="%li")).total == 0  # LIKE wildcards are literal
     blocked = await any_store.set_user_state(uid, "blocked")
     assert blocked is not None and not blocked.active
 
@@ -82,11 +82,23 @@ async def test_users_and_personal_namespace(any_store: Store) -> None:
         ({"order_by": "name", "descending": True}, ["emil", "bo", "anna", "zed"]),
         ({"order_by": "username"}, ["anna", "bo", "emil", "zed"]),
         ({"order_by": "created_at", "descending": True}, ["bo", "emil", "anna", "zed"]),
-        ({"search": "é"}, ["emil"]),
+        # A part of the username or name from 3 characters (folded as str.lower folds them), else all of it;
+        # an e-mail address only whole (GitLab's Gitlab::SQL::Pattern and User.search).
+        ({"search": "ÉMI"}, ["emil"]),
         ({"search": "ann"}, ["zed", "anna"]),  # zed's name is "Anna"
-        ({"search": "@corp"}, ["emil"]),
-        ({"search": "@corp", "search_email": False}, []),
-        ({"search": "%"}, []),  # no LIKE wildcards
+        ({"search": "BO"}, ["bo"]),
+        ({"search": "é"}, []),
+        ({"search": "an"}, []),
+        ({"search": "emil@CORP.example"}, ["emil"]),
+        ({"search": "@corp"}, []),
+        ({"search": "emil@corp.example", "search_email": False}, []),
+        ({"search": "%%%"}, []),  # no LIKE wildcards
+        ({"search": "_n_"}, []),
+        # Quotes, placeholders and escapes are text like any other (PostgreSQL writes the pattern into the SQL).
+        ({"search": "Bo O'"}, ["bo"]),
+        ({"search": "? \\ $1"}, ["bo"]),
+        ({"search": "\\x3f"}, []),
+        ({"search": "100%"}, ["bo"]),
         ({"search": "\0"}, []),  # PostgreSQL refuses a NUL in text: nothing holds one
     ],
 )
@@ -95,7 +107,7 @@ async def test_a_page_of_users(any_store: Store, query: dict[str, Any], expected
         ("zed", "Anna", "z@x"),
         ("anna", "anna", "a@x"),
         ("emil", "Émile", "EMIL@corp.example"),
-        ("bo", "Bo", "b@x"),
+        ("bo", "Bo O'Neil? \\ $1 100%", "b@x"),
     ):
         await any_store.create_user(
             username=username, name=name, email=email, password_hash=None, is_admin=False, now=NOW
@@ -332,11 +344,14 @@ EVERY: tuple[Any, ...] = ("private", "internal", "public")
             {"open": EVERY, "order_by": "created_at"},
             ["zebra", "apple", "eclair", "eclat", "same-1", "same-2", "Banana", "mine"],
         ),
-        # search: a part of the folded name or path ("ÉCL" folds to "écl": both names hold it, Python's way).
-        ({"open": EVERY, "search": "écl"}, ["eclair", "eclat"]),
+        # search: a part of the folded name or path ("ÉCL" folds to "écl": both names hold it, Python's way),
+        # from 3 characters; a shorter term only the whole of one (GitLab's Gitlab::SQL::Pattern).
+        ({"open": EVERY, "search": "ÉCL"}, ["eclair", "eclat"]),
         ({"open": EVERY, "search": "ana"}, ["Banana"]),
         ({"open": EVERY, "search": "same-"}, ["same-1", "same-2"]),
-        ({"open": EVERY, "search": "%"}, []),
+        ({"open": EVERY, "search": "ap"}, []),
+        ({"open": EVERY, "search": "%%%"}, []),
+        ({"open": EVERY, "search": "_a_"}, []),  # LIKE's wildcards are sought as themselves
         ({"open": EVERY, "search": "a\0"}, []),
         ({"open": EVERY, "visibility": "internal"}, ["eclat"]),
         ({"open": EVERY, "namespace": ("zeta", "emile")}, ["eclair", "eclat", "same-1", "Banana"]),
@@ -358,8 +373,8 @@ EVERY: tuple[Any, ...] = ("private", "internal", "public")
             ["eclair", "same-1", "same-2", "Banana", "mine"],
         ),
         (
-            {"open": ("public",), "member": True, "visibility": "private", "search": "a"},
-            ["zebra", "apple", "same-1", "same-2", "Banana"],
+            {"open": ("public",), "member": True, "visibility": "private", "search": "AmE"},
+            ["same-1", "same-2"],
         ),
     ],
 )
@@ -403,7 +418,8 @@ async def test_a_page_of_projects(any_store: Store, listing: dict[str, Any], exp
         ({"open": EVERY, "parent": "zeta/deep"}, []),
         ({"open": EVERY, "search": "émi"}, ["emile"]),
         ({"open": EVERY, "search": "\0"}, []),
-        ({"open": EVERY, "search": "ZET".lower()}, ["zeta"]),
+        ({"open": EVERY, "search": "ZET"}, ["zeta"]),
+        ({"open": EVERY, "search": "ze"}, []),
         ({"open": ("public",)}, ["emile"]),
         ({"member": True}, ["alpha", "alpha/beta", "zeta", "zeta/deep"]),
         ({"member": True, "min_level": 20}, ["zeta", "zeta/deep"]),
@@ -727,6 +743,18 @@ async def _seven_tokens(store: Store) -> Callable[[int, int], Awaitable[Page[Any
     return lambda offset, limit: store.list_deploy_tokens(group_id=g.id, offset=offset, limit=limit)
 
 
+async def _seven_members(store: Store) -> Callable[[int, int], Awaitable[Page[Any]]]:
+    g = await store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
+    for i in range(7):
+        made = await user(store, f"member{i}")
+        await store.add_member(source_kind="namespace", source_id=g.id, user_id=made, access_level=30, now=NOW)
+    return lambda offset, limit: store.page_members("namespace", g.id, offset=offset, limit=limit)
+
+
+def _ident(item: Any) -> int:
+    return int(item.user.id if hasattr(item, "user") else item.id)
+
+
 async def _seven_events(store: Store) -> Callable[[int, int], Awaitable[Page[Any]]]:
     await store.insert_audit_events(
         [NewAuditEvent(NOW, 1, "Project", 7, f"event_{n}", {}) for n in range(7)]  # listed newest (highest id) first
@@ -734,7 +762,9 @@ async def _seven_events(store: Store) -> Callable[[int, int], Awaitable[Page[Any
     return lambda offset, limit: store.list_audit_events(AuditQuery(), offset=offset, limit=limit)
 
 
-@pytest.mark.parametrize("seven", [_seven_users, _seven_tokens, _seven_events], ids=["users", "tokens", "audit"])
+@pytest.mark.parametrize(
+    "seven", [_seven_users, _seven_tokens, _seven_members, _seven_events], ids=["users", "tokens", "members", "audit"]
+)
 @pytest.mark.parametrize(
     ("offset", "limit", "count"), [(0, 3, 3), (3, 3, 3), (6, 3, 1), (5, 100, 2), (7, 3, 0), (50, 3, 0), (0, 0, 0)]
 )
@@ -751,11 +781,13 @@ async def test_a_page_and_the_total_of_every_list(
     everything = await listing(0, 100)
     page = await listing(offset, limit)
     assert page.total == everything.total == len(everything.items) == 7
-    assert [x.id for x in page.items] == [x.id for x in everything.items][offset : offset + limit]
+    assert [_ident(x) for x in page.items] == [_ident(x) for x in everything.items][offset : offset + limit]
     assert len(page.items) == count
 
 
-@pytest.mark.parametrize("seven", [_seven_users, _seven_events], ids=["users", "audit"])
+@pytest.mark.parametrize(
+    "seven", [_seven_users, _seven_tokens, _seven_members, _seven_events], ids=["users", "tokens", "members", "audit"]
+)
 @pytest.mark.parametrize(("offset", "limit", "total"), [(0, 2, 4), (2, 3, 6), (4, 3, 7), (9, 3, 7), (0, 0, 4)])
 async def test_the_lists_that_grow_without_end_count_no_further_than_a_page_needs(
     any_store: Store,
@@ -765,10 +797,49 @@ async def test_the_lists_that_grow_without_end_count_no_further_than_a_page_need
     limit: int,
     total: int,
 ) -> None:
-    """Users and audit events, like projects and groups: counted to one past max(COUNT_LIMIT, the page's end)."""
+    """Every offset-paged list, like projects and groups: counted to one past max(COUNT_LIMIT, the page's end)."""
     monkeypatch.setattr(queries, "COUNT_LIMIT", 3)
     listing = await seven(any_store)
     assert (await listing(offset, limit)).total == total
+
+
+@pytest.mark.parametrize(
+    ("query", "user_ids", "expected"),
+    [
+        ("", None, ["ann", "bob", "émile"]),
+        ("OB", None, ["bob"]),  # however short: GitLab's members API searches with use_minimum_char_limit: false
+        ("b", None, ["ann", "bob"]),
+        ("ÉMI", None, ["émile"]),
+        ("Anne", None, ["ann"]),  # ann's name is "Anne Bo"
+        ("%", None, []),
+        ("_", None, []),
+        ("a\0", None, []),
+        ("", ["bob", "émile", "outsider"], ["bob", "émile"]),
+        ("o", ["bob"], ["bob"]),
+        ("", [], []),
+    ],
+)
+async def test_a_page_of_members(any_store: Store, query: str, user_ids: list[str] | None, expected: list[str]) -> None:
+    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
+    other = await any_store.create_group(
+        name="H", path="h", parent_id=None, visibility="private", description="", now=NOW
+    )
+    ids = {}
+    for username, name in (("ann", "Anne Bo"), ("bob", "Bob"), ("émile", "Émile"), ("outsider", "Bob Too")):
+        made = await any_store.create_user(
+            username=username, name=name, email=f"{len(ids)}@x", password_hash=None, is_admin=False, now=NOW
+        )
+        ids[username] = made.id
+        where = other if username == "outsider" else g
+        await any_store.add_member(
+            source_kind="namespace", source_id=where.id, user_id=made.id, access_level=30, now=NOW
+        )
+    chosen = [ids[u] for u in user_ids] if user_ids is not None else None
+    page = await any_store.page_members("namespace", g.id, offset=0, limit=10, query=query, user_ids=chosen)
+    assert ([m.user.username for m in page.items], page.total) == (expected, len(expected))
+    bob = await any_store.get_member("namespace", g.id, ids["bob"])
+    assert bob is not None and (bob.user.username, bob.access_level) == ("bob", 30)
+    assert await any_store.get_member("namespace", g.id, ids["outsider"]) is None
 
 
 async def test_an_empty_list_totals_zero(any_store: Store) -> None:
@@ -795,3 +866,47 @@ async def test_a_database_migrated_by_a_newer_release_is_refused(
     assert await any_store.schema_version() == version
     monkeypatch.undo()
     assert await any_store.migrate() == version  # the release that knows it serves it
+
+
+async def test_names_written_before_their_keys_are_found_after_the_upgrade(
+    blank_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 0008 lowers the names of release 7's rows as the store lowers new ones (Python's str.lower:
+    "ÉMILE" folds to "émile" on SQLite, whose own lower() folds ASCII only, and whatever the cluster's locale)."""
+    import importlib
+
+    from gateway.store.queries import SharedQueries
+
+    module = importlib.import_module(type(blank_store).__module__)
+    known = module.migrations()
+    monkeypatch.setattr(module, "migrations", lambda: [m for m in known if m[0] < 8])
+    assert await blank_store.migrate() == 7
+    store = blank_store
+    assert isinstance(store, SharedQueries)
+    async with store._tx() as db:  # rows as release 7 wrote them: no lower-case keys
+        for name, path in (("ÉMILE Group", "Emile-G"), ("zeta", "zeta")):
+            ns = await store._insert(
+                db,
+                "INSERT INTO namespaces (kind, name, path, full_path, traversal_ids, visibility, description,"
+                " created_at) VALUES ('group', ?, ?, ?, ?, 'public', '', ?)",
+                *(name, path, path, store._ids(()), store._stamp(NOW)),
+                conflict="taken",
+            )
+            await store._execute(db, "UPDATE namespaces SET traversal_ids = ? WHERE id = ?", store._ids((ns,)), ns)
+    monkeypatch.undo()
+    assert await store.migrate() == known[-1][0]
+    everyone = Listing(open=("private", "internal", "public"), order_by="name")
+    assert [g.path for g in (await store.page_groups(everyone, offset=0, limit=10)).items] == ["zeta", "Emile-G"]
+    for term in ("émile", "EMILE-g"):
+        found = await store.page_groups(Listing(open=everyone.open, search=term), offset=0, limit=10)
+        assert [g.path for g in found.items] == ["Emile-G"]
+    # A new row written without its keys is refused, not left where no search finds it.
+    with pytest.raises(Conflict, match="lower-case keys are required"):
+        async with store._tx() as db:
+            await store._insert(
+                db,
+                "INSERT INTO namespaces (kind, name, path, full_path, traversal_ids, visibility, description,"
+                " created_at) VALUES ('group', 'x', 'x', 'x', ?, 'public', '', ?)",
+                *(store._ids(()), store._stamp(NOW)),
+                conflict="refused: lower-case keys are required",
+            )

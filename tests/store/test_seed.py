@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from gateway import tokens
 from gateway.store.base import NewDeployToken, Store
-from gateway.store.seed import seed_deploy_tokens
+from gateway.store.seed import seed_deploy_tokens, seed_users
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -37,3 +37,29 @@ async def test_seeded_tokens_are_ordinary_tokens(any_store: Store) -> None:
         )
     )
     assert made.id > max(t.id for t in (await any_store.list_deploy_tokens(group_id=g.id, limit=250)).items)
+
+
+async def test_seeded_users_are_ordinary_users(any_store: Store) -> None:
+    existing = await any_store.create_user(
+        username="root", name="Root", email="r@x", password_hash=None, is_admin=True, now=NOW
+    )
+    await seed_users(any_store, count=300, now=NOW)
+    everyone = await any_store.list_users(offset=0, limit=1000)
+    assert everyone.total == 301
+    seeded = {u.username: u for u in everyone.items if u != existing}
+    assert set(seeded) == {f"seed-user-{n}" for n in range(1, 301)}
+    one = seeded["seed-user-7"]
+    # The name's hex digits differ from user to user; both databases make the same ones.
+    assert one.name == f"User {7 * 2654435761 % 2**32:08x}" and one.email == "seed-user-7@example.com"
+    assert len({u.name for u in seeded.values()}) == 300
+    namespace = await any_store.get_namespace(one.namespace_id)
+    assert namespace is not None and namespace.traversal_ids == (namespace.id,) and namespace.owner_id == one.id
+    assert await any_store.get_user_by_username("SEED-USER-7") == one
+    found = await any_store.list_users(offset=0, limit=10, search=one.name[-6:].upper())
+    assert one in found.items
+    assert (await any_store.find_user_by_email("Seed-User-7@example.com")) == one
+    # The id sequences moved past the seeded rows.
+    after = await any_store.create_user(
+        username="after", name="After", email="a@x", password_hash=None, is_admin=False, now=NOW
+    )
+    assert after.id > max(u.id for u in everyone.items)
