@@ -267,7 +267,9 @@ class Listing:
     min_level: int = 0  # only memberships at this access level or above reach
     personal_namespace_id: int | None = None  # whose projects are the caller's own
     visibility: Visibility | None = None
-    search: str = ""  # the item's name or path, in any case: a part of it, or all of it if shorter than 3 characters
+    # The item's name or path (a project's description too), in any case: a part of one, or all of one if shorter than
+    # MIN_CHARS_FOR_PARTIAL_MATCHING.
+    search: str = ""
     namespace_ids: tuple[int, ...] | None = None  # projects: only those directly in these namespaces
     id_after: int | None = None  # projects: only ids above this (GitLab's id_after; keyset pagination's cursor)
     id_before: int | None = None  # projects: only ids below this

@@ -62,7 +62,7 @@ TABLES: tuple[Table, ...] = (
         "projects",
         "id",
         "id namespace_id name:text path:text full_path:text visibility:text description:text created_at:ts creator_id"
-        " name_lower:text path_lower:text",
+        " name_lower:text path_lower:text description_lower:text",
         identity=True,
     ),
     _table("routes", "path_lower", "path_lower:text source_kind:text source_id"),

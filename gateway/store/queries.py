@@ -402,7 +402,9 @@ class SharedQueries(ABC):
             where.append(f"{table}.visibility = ?")
             args.append(listing.visibility)
         if listing.search:
-            found, found_args = self._matching(listing.search, (f"{table}.name_lower", f"{table}.path_lower"))
+            # A project's description too, as GitLab's Project.search (a group's name and path only, as Group.search).
+            keys = ("name_lower", "path_lower", "description_lower") if table == "p" else ("name_lower", "path_lower")
+            found, found_args = self._matching(listing.search, [f"{table}.{key}" for key in keys])
             where.append(found)
             args.extend(found_args)
         return where, args
@@ -670,9 +672,9 @@ class SharedQueries(ABC):
             project_id = await self._insert(
                 db,
                 "INSERT INTO projects (namespace_id, name, path, full_path, visibility, description, created_at,"
-                " creator_id, name_lower, path_lower) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " creator_id, name_lower, path_lower, description_lower) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 *(namespace_id, name, path, full_path, visibility, description, self._stamp(now), creator_id),
-                *_lower(name, path),
+                *_lower(name, path, description),
                 conflict="has already been taken",
             )
             await self._insert_route(db, full_path, "project", project_id)

@@ -270,6 +270,10 @@ async def test_a_group_tree(any_store: Store, root: str, expected: list[str]) ->
     assert [g.id for g in tree] == sorted(g.id for g in tree)
 
 
+# Descriptions: a project's is searched, a group's is not (GitLab's Project.search and Group.search).
+DESCRIBED = {"zebra": "Crème brûlée", "deep": "Crème caramel"}
+
+
 async def listing_world(store: Store) -> dict[str, int]:
     """Projects and groups for page_projects/page_groups: names that fold differently in Python and in ASCII-only
     SQL (É), that sort differently by code point and by locale (é after z), equal once folded (ties), and every
@@ -280,7 +284,7 @@ async def listing_world(store: Store) -> dict[str, int]:
 
     async def group(name: str, path: str, parent: int | None, visibility: Any) -> int:
         made = await store.create_group(
-            name=name, path=path, parent_id=parent, visibility=visibility, description="", now=NOW
+            name=name, path=path, parent_id=parent, visibility=visibility, description=DESCRIBED.get(path, ""), now=NOW
         )
         return made.id
 
@@ -306,7 +310,7 @@ async def listing_world(store: Store) -> dict[str, int]:
             name=name,
             path=path,
             visibility=visibility,
-            description="",
+            description=DESCRIBED.get(path, ""),
             creator_id=None,
             now=NOW,
         )
@@ -350,6 +354,7 @@ EVERY: tuple[Any, ...] = ("private", "internal", "public")
         ({"open": EVERY, "search": "ana"}, ["Banana"]),
         ({"open": EVERY, "search": "same-"}, ["same-1", "same-2"]),
         ({"open": EVERY, "search": "ap"}, []),
+        ({"open": EVERY, "search": "CRÈME"}, ["zebra"]),
         ({"open": EVERY, "search": "%%%"}, []),
         ({"open": EVERY, "search": "_a_"}, []),  # LIKE's wildcards are sought as themselves
         ({"open": EVERY, "search": "a\0"}, []),
@@ -420,6 +425,7 @@ async def test_a_page_of_projects(any_store: Store, listing: dict[str, Any], exp
         ({"open": EVERY, "search": "\0"}, []),
         ({"open": EVERY, "search": "ZET"}, ["zeta"]),
         ({"open": EVERY, "search": "ze"}, []),
+        ({"open": EVERY, "search": "crème"}, []),
         ({"open": ("public",)}, ["emile"]),
         ({"member": True}, ["alpha", "alpha/beta", "zeta", "zeta/deep"]),
         ({"member": True, "min_level": 20}, ["zeta", "zeta/deep"]),

@@ -5,7 +5,8 @@
 ALTER TABLE users ADD COLUMN username_lower text COLLATE "C", ADD COLUMN name_lower text COLLATE "C",
     ADD COLUMN email_lower text COLLATE "C";
 ALTER TABLE namespaces ADD COLUMN name_lower text COLLATE "C", ADD COLUMN path_lower text COLLATE "C";
-ALTER TABLE projects ADD COLUMN name_lower text COLLATE "C", ADD COLUMN path_lower text COLLATE "C";
+ALTER TABLE projects ADD COLUMN name_lower text COLLATE "C", ADD COLUMN path_lower text COLLATE "C",
+    ADD COLUMN description_lower text COLLATE "C";
 -- Existing rows: ICU's root-locale lowering where the cluster has it (Python's str.lower follows the same Unicode
 -- case mapping), else the database's own.
 DO $$
@@ -16,12 +17,14 @@ BEGIN
     EXECUTE format('UPDATE users SET username_lower = lower(username%1$s), name_lower = lower(name%1$s),'
                    ' email_lower = lower(email%1$s)', icu);
     EXECUTE format('UPDATE namespaces SET name_lower = lower(name%1$s), path_lower = lower(path%1$s)', icu);
-    EXECUTE format('UPDATE projects SET name_lower = lower(name%1$s), path_lower = lower(path%1$s)', icu);
+    EXECUTE format('UPDATE projects SET name_lower = lower(name%1$s), path_lower = lower(path%1$s),'
+                   ' description_lower = lower(description%1$s)', icu);
 END $$;
 ALTER TABLE users ALTER COLUMN username_lower SET NOT NULL, ALTER COLUMN name_lower SET NOT NULL,
     ALTER COLUMN email_lower SET NOT NULL;
 ALTER TABLE namespaces ALTER COLUMN name_lower SET NOT NULL, ALTER COLUMN path_lower SET NOT NULL;
-ALTER TABLE projects ALTER COLUMN name_lower SET NOT NULL, ALTER COLUMN path_lower SET NOT NULL;
+ALTER TABLE projects ALTER COLUMN name_lower SET NOT NULL, ALTER COLUMN path_lower SET NOT NULL,
+    ALTER COLUMN description_lower SET NOT NULL;
 -- Ordered lists (order_by=name, path, username) read their first page down these; an e-mail address is matched
 -- whole (GitLab's User.search).
 CREATE INDEX users_name_lower ON users (name_lower, id);
@@ -50,5 +53,6 @@ BEGIN
         CREATE INDEX namespaces_path_trgm ON namespaces USING gin (path_lower gin_trgm_ops);
         CREATE INDEX projects_name_trgm ON projects USING gin (name_lower gin_trgm_ops);
         CREATE INDEX projects_path_trgm ON projects USING gin (path_lower gin_trgm_ops);
+        CREATE INDEX projects_description_trgm ON projects USING gin (description_lower gin_trgm_ops);
     END IF;
 END $$;

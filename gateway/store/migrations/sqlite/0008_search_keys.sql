@@ -8,10 +8,12 @@ ALTER TABLE namespaces ADD COLUMN name_lower TEXT;
 ALTER TABLE namespaces ADD COLUMN path_lower TEXT;
 ALTER TABLE projects ADD COLUMN name_lower TEXT;
 ALTER TABLE projects ADD COLUMN path_lower TEXT;
+ALTER TABLE projects ADD COLUMN description_lower TEXT;
 UPDATE users SET username_lower = unicode_lower(username), name_lower = unicode_lower(name),
     email_lower = unicode_lower(email);
 UPDATE namespaces SET name_lower = unicode_lower(name), path_lower = unicode_lower(path);
-UPDATE projects SET name_lower = unicode_lower(name), path_lower = unicode_lower(path);
+UPDATE projects SET name_lower = unicode_lower(name), path_lower = unicode_lower(path),
+    description_lower = unicode_lower(description);
 -- SQLite cannot add a NOT NULL column without a default: a row written without its keys is refused here instead,
 -- as PostgreSQL's NOT NULL refuses it (it would never be found by a search).
 CREATE TRIGGER users_keys BEFORE INSERT ON users
@@ -21,7 +23,7 @@ CREATE TRIGGER namespaces_keys BEFORE INSERT ON namespaces
 WHEN NEW.name_lower IS NULL OR NEW.path_lower IS NULL
 BEGIN SELECT RAISE(ABORT, 'namespaces: lower-case keys are required'); END;
 CREATE TRIGGER projects_keys BEFORE INSERT ON projects
-WHEN NEW.name_lower IS NULL OR NEW.path_lower IS NULL
+WHEN NEW.name_lower IS NULL OR NEW.path_lower IS NULL OR NEW.description_lower IS NULL
 BEGIN SELECT RAISE(ABORT, 'projects: lower-case keys are required'); END;
 -- Ordered lists (order_by=name, path, username) read their first page down these; an e-mail address is matched
 -- whole (GitLab's User.search).
