@@ -73,7 +73,7 @@ def _count_up_to(offset: int, limit: int) -> int:
     return max(COUNT_LIMIT, offset + limit) + 1
 
 
-def partial(term: str) -> bool:
+def _partial(term: str) -> bool:
     """Whether a search term matches a part of a name, or only a whole one."""
     return len(term) >= MIN_CHARS_FOR_PARTIAL_MATCHING
 
@@ -358,7 +358,7 @@ class SharedQueries(ABC):
         term = term.lower()
         tests, args = [], list[Any]()
         for column in columns:
-            test, test_args = self._contains(column, term) if partial(term) else (f"{column} = ?", [term])
+            test, test_args = self._contains(column, term) if _partial(term) else (f"{column} = ?", [term])
             tests.append(test)
             args.extend(test_args)
         return f"({' OR '.join(tests)})", args
@@ -570,9 +570,11 @@ class SharedQueries(ABC):
         descending: bool = False,
     ) -> Page[User]:
         where, args = "", list[Any]()
-        if search:
+        if not storable(search):
+            where = " WHERE 1 = 0"  # no user's fields hold such text, and the databases refuse it
+        elif search:
             found, args = self._matching(search, ("u.username_lower", "u.name_lower"))
-            if search_email and found != "1 = 0":
+            if search_email:
                 # An address is matched whole, never a part of it (GitLab's User.search): a part would list
                 # everyone at a domain.
                 found = f"({found} OR u.email_lower = ?)"
@@ -588,8 +590,6 @@ class SharedQueries(ABC):
         return Page([self._records.user(r) for r in rows], total)
 
     async def find_user_by_email(self, email: str) -> User | None:
-        if not storable(email):
-            return None  # no address holds such text, and the databases refuse it
         row = await self._row(f"SELECT {USER_COLUMNS} FROM users u WHERE u.email_lower = ?", email.lower())
         return self._records.user(row) if row else None
 
