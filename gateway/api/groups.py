@@ -84,7 +84,7 @@ async def _listing(request: web.Request, principal: Principal, *, parent_id: int
         all_available = not is_user or cast(UserPrincipal, principal).user.is_admin
     owned = bool_param(p, "owned") or False
     min_level = project_api.min_access_level(p) or 0
-    search = (string_param(p, "search") or "").lower()
+    search = string_param(p, "search") or ""  # any case: the store lowers it
     top_level_only = bool_param(p, "top_level_only") or False
     order_by = choice_param(p, "order_by", GROUP_ORDER) or "name"
     descending = choice_param(p, "sort", ("asc", "desc"), "asc") == "desc"

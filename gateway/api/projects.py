@@ -84,7 +84,7 @@ async def listing(
     GitLab does (order_by=created_at, sort=desc by default; ties broken by id in the same direction): one query, so
     that a page costs the same in an instance of fifty projects as in one of fifty thousand."""
     p: dict[str, Any] = dict(request.query)
-    search = (string_param(p, "search") or "").lower()
+    search = string_param(p, "search") or ""  # any case: the store lowers it
     visibility = cast(Visibility | None, choice_param(p, "visibility", VISIBILITIES))
     membership = bool_param(p, "membership") or False
     owned = bool_param(p, "owned") or False

@@ -69,7 +69,7 @@ async def list_users(request: web.Request) -> web.Response:
     _allow(principal, Operation.READ_USERS)
     p: dict[str, Any] = dict(request.query)
     username = string_param(p, "username")
-    search = (string_param(p, "search") or "").lower()
+    search = string_param(p, "search") or ""  # any case: the store lowers it
     order_by = choice_param(p, "order_by", USER_ORDER) or "id"
     descending = choice_param(p, "sort", ("asc", "desc"), "desc") == "desc"
     pr = pagination.page_request(request)

@@ -33,7 +33,7 @@ def group_settings_url(group: Namespace) -> str:
 def _scope(session: sessions.Session, kind: Literal["project", "group"], op: Operation, search: str) -> Listing:
     """Where `op` is allowed, by name: selected in the database from policy's reach (an administrator's is every
     project of the instance, so the page shows the first LIST_LIMIT, counts the rest and offers a filter)."""
-    return replace(access.list_scope(session.principal, kind, op), order_by="name", search=search.lower())
+    return replace(access.list_scope(session.principal, kind, op), order_by="name", search=search)
 
 
 async def _row(
