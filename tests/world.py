@@ -43,13 +43,20 @@ class World:
         self.store, self.clock, self.box, self.hasher, self.config = store, clock, box, hasher, config
 
     async def user(
-        self, username: str, *, admin: bool = False, scopes: tuple[str, ...] = ("api",), password: str | None = None
+        self,
+        username: str,
+        *,
+        admin: bool = False,
+        scopes: tuple[str, ...] = ("api",),
+        password: str | None = None,
+        name: str | None = None,
     ) -> Actor:
         password = password or f"pw-{username}-secret"
         user = await users.create_user(
             self.store,
             self.hasher,
             username=username,
+            name=name,
             email=f"{username}@example.com",
             password=password,
             is_admin=admin,

@@ -1,7 +1,11 @@
-"""GitLab offset pagination: `page`/`per_page` in, X-Total… and Link headers out (offset_pagination.rb)."""
+"""GitLab pagination: offset (`page`/`per_page` in, X-Total… and Link headers out; offset_pagination.rb) and keyset
+(a Link to the next page only, past an `id_after` or an opaque `cursor`; keyset/paginator.rb)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -11,7 +15,7 @@ from aiohttp import web
 
 from gateway.api.entities import base_url
 from gateway.errors import ParamError
-from gateway.store.base import COUNT_LIMIT
+from gateway.store.base import COUNT_LIMIT, storable
 
 T = TypeVar("T")
 
@@ -79,13 +83,50 @@ def respond(request: web.Request, items: Sequence[Any], total: int, pr: PageRequ
     return resp
 
 
+# The cursor's own key for its direction (GitLab's Paginator direction_key): "n" reads on. The REST API only ever
+# links forward, so "p" (backward) is not accepted.
+_DIRECTION = "_kd"
+_FORWARD = "n"
+MAX_CURSOR = 4096
+
+
+def encode_cursor(values: dict[str, str]) -> str:
+    """GitLab's Base64CursorConverter: the last item's order values as JSON, URL-safe base64 (padded), e.g.
+    {"name": "Alice", "id": "12", "_kd": "n"}. Opaque to clients, which follow the Link header."""
+    data = json.dumps({**values, _DIRECTION: _FORWARD}, separators=(",", ":"), ensure_ascii=False)
+    return base64.urlsafe_b64encode(data.encode()).decode("ascii")
+
+
+def decode_cursor(raw: str, keys: Sequence[str]) -> dict[str, str] | None:
+    """The values `encode_cursor` wrote, each of `keys` a string (`id` one of digits: every cursor holds the last
+    item's id); None for an empty cursor (the first page). Anything else, whoever made it, is the client's
+    mistake: 400 "cursor is invalid", never a server error."""
+    if raw == "":
+        return None
+    try:
+        if len(raw) > MAX_CURSOR:
+            raise ValueError("too long")
+        values = json.loads(base64.urlsafe_b64decode(raw.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error) as exc:
+        raise ParamError("cursor is invalid") from exc
+    if not isinstance(values, dict) or values.get(_DIRECTION, _FORWARD) != _FORWARD:
+        raise ParamError("cursor is invalid")
+    found = {key: values.get(key) for key in keys}
+    if not all(isinstance(value, str) and storable(value) for value in found.values()):
+        raise ParamError("cursor is invalid")
+    raw_id = str(found.get("id", "0"))
+    if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):
+        raise ParamError("cursor is invalid")
+    return {key: str(value) for key, value in found.items()}
+
+
 def respond_keyset(request: web.Request, items: Sequence[Any], after: dict[str, str] | None) -> web.Response:
     """A JSON list with keyset pagination's one header: a Link to the next page, the request's query with `after`
-    (the cursor past the last item, e.g. id_after) in place of the old cursor; none after the last page."""
+    (the position past the last item: id_after, or a cursor) in place of the old one; none after the last page."""
     resp = web.json_response(list(items))
     if after is not None:
         base = base_url(request) + request.rel_url.raw_path
-        query = {k: v for k, v in request.query.items() if k not in ("id_after", "id_before", "page")}
+        query = {k: v for k, v in request.query.items() if k not in ("id_after", "id_before", "cursor", "page")}
         resp.headers["Link"] = f'<{base}?{urlencode({**query, **after})}>; rel="next"'
     return resp
 

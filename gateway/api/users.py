@@ -4,6 +4,7 @@ of users and of their personal access tokens, and revoking a token (its owner or
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
+from functools import partial
 from typing import Any, cast
 
 from aiohttp import web
@@ -25,7 +26,7 @@ from gateway.app import AUDIT, CLOCK, HASHER, STORE
 from gateway.errors import BadRequest, NotFound, ParamError
 from gateway.policy import INSTANCE, INSUFFICIENT_SCOPE, Denied, Operation, user_target
 from gateway.principals import UserPrincipal
-from gateway.store.base import PersonalAccessToken, Store, User, UserOrder
+from gateway.store.base import Keyset, PersonalAccessToken, Store, User, UserOrder
 
 MAX_NAME = 255
 MAX_EMAIL = 255
@@ -63,8 +64,9 @@ async def current(request: web.Request) -> web.Response:
 
 async def list_users(request: web.Request) -> web.Response:
     """GET /users: any signed-in user; `username=` (exact, case-insensitive) and `search=` filters; paginated,
-    newest first by default (order_by=id, sort=desc). Only administrators search by e-mail address (GitLab's
-    User.search); the page is chosen, ordered and cut in the database."""
+    newest first by default (order_by=id, sort=desc), by offset or by keyset (pagination=keyset, any order, as
+    GitLab's CursorBasedKeyset has for User). Only administrators search by e-mail address (GitLab's User.search);
+    the page is chosen, ordered and cut in the database."""
     principal = await caller(request)
     _allow(principal, Operation.READ_USERS)
     p: dict[str, Any] = dict(request.query)
@@ -72,6 +74,7 @@ async def list_users(request: web.Request) -> web.Response:
     search = string_param(p, "search") or ""  # any case: the store lowers it
     order_by = choice_param(p, "order_by", USER_ORDER) or "id"
     descending = choice_param(p, "sort", ("asc", "desc"), "desc") == "desc"
+    keyset = choice_param(p, "pagination", ("offset", "keyset"), "offset") == "keyset"
     pr = pagination.page_request(request)
     store = request.app[STORE]
     base = entities.base_url(request)
@@ -79,19 +82,55 @@ async def list_users(request: web.Request) -> web.Response:
     if username is not None:
         user = await store.get_user_by_username(username) if username else None
         matched = [user] if user is not None else []
+        if keyset:  # one user at most: there is never a next page
+            return pagination.respond_keyset(request, [_listed(u, principal, base) for u in matched], None)
         page = pagination.slice_page(matched, pr)
         return pagination.respond(request, [_listed(u, principal, base) for u in page], len(matched), pr)
 
-    found = await store.list_users(
-        offset=pr.offset,
-        limit=pr.per_page,
-        search=search,
-        search_email=principal.user.is_admin,
-        # users are never updated here: updated_at is created_at
-        order_by="created_at" if order_by == "updated_at" else cast(UserOrder, order_by),
-        descending=descending,
+    # users are never updated here: updated_at is created_at
+    key = cast(UserOrder, "created_at" if order_by == "updated_at" else order_by)
+    chosen = partial(
+        store.list_users, search=search, search_email=principal.user.is_admin, order_by=key, descending=descending
     )
+    if keyset:
+        # Each page starts past the last one's end, however deep: no offset, no total (one row more tells the rest).
+        after = _cursor_position(p, order_by)
+        found = await chosen(offset=0, limit=pr.per_page, after=after, count_up_to=pr.per_page + 1)
+        last = found.items[-1] if found.items and found.total > pr.per_page else None
+        cursor = None if last is None else {"cursor": pagination.encode_cursor(_cursor_values(last, order_by))}
+        return pagination.respond_keyset(request, [_listed(u, principal, base) for u in found.items], cursor)
+    found = await chosen(offset=pr.offset, limit=pr.per_page)
     return pagination.respond(request, [_listed(u, principal, base) for u in found.items], found.total, pr)
+
+
+def _cursor_values(user: User, order_by: str) -> dict[str, str]:
+    """What keyset pagination's cursor holds of a page's last user: its order value and id, as GitLab's does."""
+    values = {"id": str(user.id)}
+    if order_by in ("name", "username"):
+        values[order_by] = getattr(user, order_by)
+    elif order_by in ("created_at", "updated_at"):
+        values[order_by] = user.created_at.isoformat()
+    return values
+
+
+def _cursor_position(p: dict[str, Any], order_by: str) -> Keyset | None:
+    """The position a `cursor` names in a list ordered by `order_by`, or None for the first page. A cursor made for
+    another order (or by hand) is 400 "cursor is invalid"."""
+    keys = ("id",) if order_by == "id" else ("id", order_by)
+    values = pagination.decode_cursor(string_param(p, "cursor") or "", keys)
+    if values is None:
+        return None
+    if order_by == "id":
+        return Keyset(None, int(values["id"]))
+    if order_by in ("name", "username"):
+        return Keyset(values[order_by], int(values["id"]))
+    try:
+        moment = datetime.fromisoformat(values[order_by])
+    except ValueError as exc:
+        raise ParamError("cursor is invalid") from exc
+    if moment.tzinfo is None:
+        raise ParamError("cursor is invalid")
+    return Keyset(moment, int(values["id"]))
 
 
 async def get(request: web.Request) -> web.Response:

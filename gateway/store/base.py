@@ -256,6 +256,15 @@ UserOrder = Literal["id", "name", "username", "created_at"]
 
 
 @dataclass(frozen=True)
+class Keyset:
+    """Keyset pagination's cursor: the previous page's last item, by the list's order key (a name in any case, or a
+    time; None when the list is ordered by id) and its id. The next page starts past it, however deep."""
+
+    key: str | datetime | None
+    id: int
+
+
+@dataclass(frozen=True)
 class Listing:
     """One page of a project or group list (GET /projects, GET /groups, a group's projects and subgroups), chosen,
     ordered and cut in the database. What it may hold is policy's (policy.list_reach): every item of the `open`
@@ -275,6 +284,7 @@ class Listing:
     id_before: int | None = None  # projects: only ids below this
     parent_id: int | None = None  # groups: only the children of this group
     top_level_only: bool = False  # groups: only those without a parent
+    after: Keyset | None = None  # groups: only those past this cursor in the listing's order
     order_by: ListOrder = "id"
     descending: bool = False
 
@@ -304,11 +314,13 @@ class Store(Protocol):
         search_email: bool = True,
         order_by: UserOrder = "id",
         descending: bool = False,
+        after: Keyset | None = None,
+        count_up_to: int | None = None,
     ) -> Page[User]:
         """A page of users: `search` (any case) a part of the username or name (the whole of it if shorter than
         MIN_CHARS_FOR_PARTIAL_MATCHING), or with `search_email` the whole e-mail address; ordered by `order_by`
-        (text case-insensitively), ties by id in the same direction; the total
-        counted up to past COUNT_LIMIT and past this page."""
+        (text case-insensitively), ties by id in the same direction; only those past `after` in that order; the
+        total counted up to `count_up_to` (default: past COUNT_LIMIT and past this page)."""
         ...
 
     async def find_user_by_email(self, email: str) -> User | None:
@@ -347,9 +359,11 @@ class Store(Protocol):
     async def get_namespace(self, namespace_id: int) -> Namespace | None: ...
     async def get_namespace_by_path(self, full_path: str) -> Namespace | None: ...
     async def list_groups(self) -> list[Namespace]: ...
-    async def page_groups(self, listing: Listing, *, offset: int, limit: int) -> Page[Namespace]:
+    async def page_groups(
+        self, listing: Listing, *, offset: int, limit: int, count_up_to: int | None = None
+    ) -> Page[Namespace]:
         """The groups `listing` chooses, ordered by its key (case-insensitive for text, ties by id ascending); the
-        total counted up to past COUNT_LIMIT and past this page."""
+        total counted up to `count_up_to` (default: past COUNT_LIMIT and past this page)."""
         ...
 
     async def list_group_tree(self, group_id: int) -> list[Namespace]:

@@ -19,6 +19,7 @@ from gateway.store.base import (
     AuditQuery,
     AuthFailures,
     DeployToken,
+    Keyset,
     Listing,
     Member,
     Namespace,
@@ -280,18 +281,24 @@ class SharedQueries(ABC):
         rows = await self._rows(f"SELECT {NS_COLUMNS} FROM namespaces n WHERE n.kind = 'group' ORDER BY n.id")
         return [self._records.namespace(r) for r in rows]
 
-    async def page_groups(self, listing: Listing, *, offset: int, limit: int) -> Page[Namespace]:
+    async def page_groups(
+        self, listing: Listing, *, offset: int, limit: int, count_up_to: int | None = None
+    ) -> Page[Namespace]:
         where, args = self._chosen(listing, "n", ["n.kind = 'group'"])
         if listing.parent_id is not None:
             where.append("n.parent_id = ?")
             args.append(listing.parent_id)
         if listing.top_level_only:
             where.append("n.parent_id IS NULL")
-        if listing.order_by == "id":
-            order = f"n.id {_direction(listing)}"
-        else:
-            # Ties by id ascending whatever the direction (GitLab's groups.rb order_groups).
-            order = f"{self._text_key('n', listing)} {_direction(listing)}, n.id ASC"
+        key = None if listing.order_by == "id" else self._text_key("n", listing)
+        # Ties by id ascending whatever the direction (GitLab's groups.rb order_groups).
+        order = f"n.id {_direction(listing)}" if key is None else f"{key} {_direction(listing)}, n.id ASC"
+        if listing.after is not None:
+            if key is not None and listing.descending:
+                raise ValueError("keyset pagination of groups by a descending text key: ties go up, the key down")
+            past, past_args = self._past(key, "n.id", listing.after, listing.descending)
+            where.append(past)
+            args.extend(past_args)
         rows, total = await self._page(
             NS_COLUMNS,
             "namespaces n",
@@ -300,7 +307,7 @@ class SharedQueries(ABC):
             order,
             offset,
             limit,
-            count_up_to=_count_up_to(offset, limit),
+            count_up_to=count_up_to or _count_up_to(offset, limit),
         )
         return Page([self._records.namespace(r) for r in rows], total)
 
@@ -344,6 +351,19 @@ class SharedQueries(ABC):
             count_up_to=count_up_to or _count_up_to(offset, limit),
         )
         return Page([self._records.project(r) for r in rows], total)
+
+    def _past(self, key: str | None, id_column: str, after: Keyset, descending: bool) -> tuple[str, list[Any]]:
+        """The condition (and its arguments) that a row lies past keyset pagination's cursor `after`, in a list
+        ordered by `key` (a lower-case key column, or a time; None for id alone) then by id, both in one direction:
+        a row-value comparison, which both databases answer by seeking the (key, id) index."""
+        operator = "<" if descending else ">"
+        if key is None:
+            return f"{id_column} {operator} ?", [after.id]
+        if isinstance(after.key, datetime):
+            return f"({key}, {id_column}) {operator} (?, ?)", [self._stamp(after.key), after.id]
+        if after.key is None or not storable(after.key):
+            return "1 = 0", []  # no key holds such text (the databases refuse it): nothing lies past it
+        return f"({key}, {id_column}) {operator} (?, ?)", [*_lower(after.key), after.id]
 
     @staticmethod
     def _text_key(table: str, listing: Listing) -> str:
@@ -568,6 +588,8 @@ class SharedQueries(ABC):
         search_email: bool = True,
         order_by: UserOrder = "id",
         descending: bool = False,
+        after: Keyset | None = None,
+        count_up_to: int | None = None,
     ) -> Page[User]:
         where, args = "", list[Any]()
         if not storable(search):
@@ -581,11 +603,21 @@ class SharedQueries(ABC):
                 args.append(search.lower())
             where = f" WHERE {found}"
         direction = "DESC" if descending else "ASC"
-        key = {"name": "u.name_lower", "username": "u.username_lower", "created_at": "u.created_at"}
-        order = f"{key[order_by]} {direction}, u.id {direction}" if order_by in key else f"u.id {direction}"
-        count_up_to = _count_up_to(offset, limit)
+        key = {"name": "u.name_lower", "username": "u.username_lower", "created_at": "u.created_at"}.get(order_by)
+        order = f"{key} {direction}, u.id {direction}" if key else f"u.id {direction}"
+        if after is not None:
+            past, past_args = self._past(key, "u.id", after, descending)
+            where = f"{where} AND {past}" if where else f" WHERE {past}"
+            args.extend(past_args)
         rows, total = await self._page(
-            USER_COLUMNS, "users u", where, args, order, offset, limit, count_up_to=count_up_to
+            USER_COLUMNS,
+            "users u",
+            where,
+            args,
+            order,
+            offset,
+            limit,
+            count_up_to=count_up_to or _count_up_to(offset, limit),
         )
         return Page([self._records.user(r) for r in rows], total)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from gateway import repositories
 from gateway.api import pagination
@@ -14,6 +15,7 @@ from gateway.policy import Operation, Target
 from gateway.store import queries
 from gateway.store.base import Namespace
 from gateway.users import AccessLevel
+from tests.links import walk_next
 from tests.world import INSUFFICIENT_API_SCOPE, Actor, World, policy_verdict, policy_world
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -282,6 +284,54 @@ async def test_list_groups_pagination(client: TestClient, world: World) -> None:
         )
         pages.append([g["path"] for g in await r.json()])
     assert pages == [["g0", "g1"], ["g2", "g3"], ["g4"]]
+
+
+@pytest.mark.parametrize(
+    ("who", "query", "walk"),
+    [
+        # GitLab's keyset pagination of groups (by name ascending only): rel="next" holds an opaque cursor.
+        ("admin", {"per_page": "2"}, [["child", "internal-g"], ["mine", "public-g"], ["secret"]]),
+        (
+            "admin",
+            {"per_page": "2", "order_by": "name", "sort": "asc"},
+            [["child", "internal-g"], ["mine", "public-g"], ["secret"]],
+        ),
+        ("admin", {"per_page": "5"}, [["child", "internal-g", "mine", "public-g", "secret"]]),
+        ("admin", {"per_page": "1", "search": "L-G"}, [["internal-g"]]),
+        ("alice", {"per_page": "1"}, [["child"], ["mine"]]),
+        ("anonymous", {"per_page": "1"}, [["public-g"]]),
+        ("admin", {"per_page": "1", "search": "nothing"}, [[]]),
+    ],
+)
+async def test_keyset_pagination_walks_every_group_once(
+    client: TestClient, world: World, who: str, query: dict[str, str], walk: list[list[str]]
+) -> None:
+    w = await visible_world(world)
+    admin = await world.user("root", admin=True)
+    headers = {"alice": w["alice"].headers, "admin": admin.headers, "anonymous": {}}[who]
+    pages, links = await walk_next(client, "/api/v4/groups", {**query, "pagination": "keyset"}, headers)
+    assert [[g["path"] for g in page] for page in pages] == walk
+    for url in links:
+        assert set(URL(url).query.keys()) == {*query, "pagination", "cursor"}, url  # the query kept, no page
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "body"),
+    [
+        ({"order_by": "path"}, 405, {"error": "Keyset pagination is not yet available for this type of request"}),
+        ({"order_by": "id"}, 405, {"error": "Keyset pagination is not yet available for this type of request"}),
+        ({"sort": "desc"}, 405, {"error": "Keyset pagination is not yet available for this type of request"}),
+        ({"cursor": "!!"}, 400, {"error": "cursor is invalid"}),
+        ({"cursor": pagination.encode_cursor({"name": "x"})}, 400, {"error": "cursor is invalid"}),
+        ({"cursor": pagination.encode_cursor({"id": "1"})}, 400, {"error": "cursor is invalid"}),
+    ],
+)
+async def test_keyset_pagination_of_groups_mistakes(
+    client: TestClient, world: World, query: dict[str, str], status: int, body: dict[str, str]
+) -> None:
+    admin = await world.user("root", admin=True)
+    r = await client.get("/api/v4/groups", params={**query, "pagination": "keyset"}, headers=admin.headers)
+    assert (r.status, await r.json()) == (status, body)
 
 
 @pytest.mark.parametrize(
@@ -667,19 +717,11 @@ async def test_keyset_pagination_walks_every_project_once(
     admin = await world.user("root", admin=True)
     group = await world.group("keys")
     made = [await world.project(f"{'odd' if i % 2 else 'even'}-{i}", group) for i in range(7)]
-    pages: list[list[int]] = []
-    url: str | None = str(client.make_url("/api/v4/projects").with_query({**query, "pagination": "keyset"}))
-    while url is not None:
-        r = await client.get(url.removeprefix(str(client.make_url(""))), headers=admin.headers)
-        assert r.status == 200, await r.text()
-        assert "X-Total" not in r.headers and "X-Page" not in r.headers
-        pages.append([made.index(next(p for p in made if p.id == item["id"])) for item in await r.json()])
-        link = r.headers.get("Link")
-        url = link.split(">")[0].lstrip("<") if link else None
-        if url is not None:
-            assert link is not None and link.endswith('rel="next"') and "pagination=keyset" in url
-            assert ("id_before=" if query["sort"] == "desc" else "id_after=") in url
-    assert pages == walk
+    ids = [p.id for p in made]
+    pages, links = await walk_next(client, "/api/v4/projects", {**query, "pagination": "keyset"}, admin.headers)
+    assert [[ids.index(item["id"]) for item in page] for page in pages] == walk
+    cursor = "id_before=" if query["sort"] == "desc" else "id_after="
+    assert all("pagination=keyset" in url and cursor in url for url in links)
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
+from gateway.api.pagination import encode_cursor
 from gateway.clock import FixedClock
+from tests.links import walk_next
 from tests.world import INSUFFICIENT_API_SCOPE, World
 
 NEW_USER = {"username": "newbie", "name": "New Bie", "email": "newbie@example.com", "password": "s3cret-enough"}
@@ -118,6 +121,83 @@ async def test_users_pagination(client: TestClient, world: World, sort: str) -> 
         assert (r.headers["X-Total"], r.headers["X-Total-Pages"], r.headers["X-Page"]) == ("7", "3", str(page))
         seen += [u["id"] for u in await r.json()]
     assert seen == ids
+
+
+@pytest.mark.parametrize(
+    ("query", "walk"),
+    [
+        # GitLab's keyset pagination of users (CursorBasedKeyset: id, name, username, created_at, updated_at, either
+        # way): follow rel="next", an opaque cursor, until it is gone; every user once. Names tie ("sam", "Sam"):
+        # ties go by id in the list's direction.
+        ({"per_page": "2"}, [["erin", "dan"], ["carol", "bob"], ["alice"]]),
+        ({"per_page": "2", "sort": "asc"}, [["alice", "bob"], ["carol", "dan"], ["erin"]]),
+        ({"per_page": "2", "order_by": "name", "sort": "asc"}, [["carol", "erin"], ["bob", "dan"], ["alice"]]),
+        ({"per_page": "2", "order_by": "name"}, [["alice", "dan"], ["bob", "erin"], ["carol"]]),
+        ({"per_page": "3", "order_by": "username", "sort": "asc"}, [["alice", "bob", "carol"], ["dan", "erin"]]),
+        ({"per_page": "1", "order_by": "created_at"}, [["erin"], ["dan"], ["carol"], ["bob"], ["alice"]]),
+        ({"per_page": "4", "order_by": "updated_at", "sort": "asc"}, [["alice", "bob", "carol", "dan"], ["erin"]]),
+        ({"per_page": "5", "order_by": "name"}, [["alice", "dan", "bob", "erin", "carol"]]),
+        ({"per_page": "1", "search": "SAM"}, [["dan"], ["bob"]]),
+        ({"per_page": "1", "username": "BOB"}, [["bob"]]),
+        ({"per_page": "1", "search": "nobody"}, [[]]),
+    ],
+)
+async def test_keyset_pagination_walks_every_user_once(
+    client: TestClient, world: World, clock: FixedClock, query: dict[str, str], walk: list[list[str]]
+) -> None:
+    made = []
+    for username, name in (("alice", "Zed"), ("bob", "sam"), ("carol", "Ann"), ("dan", "Sam"), ("erin", "Bea")):
+        clock.advance(timedelta(minutes=1))
+        made.append(await world.user(username, name=name))
+    pages, links = await walk_next(client, "/api/v4/users", {**query, "pagination": "keyset"}, made[0].headers)
+    assert [[u["username"] for u in page] for page in pages] == walk
+    for url in links:
+        assert set(URL(url).query.keys()) == {*query, "pagination", "cursor"}, url  # the query kept, no page
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "body"),
+    [
+        ({"cursor": "not base64 at all!"}, 400, {"error": "cursor is invalid"}),
+        ({"cursor": "é"}, 400, {"error": "cursor is invalid"}),
+        ({"cursor": "bm90IGpzb24="}, 400, {"error": "cursor is invalid"}),  # "not json"
+        ({"cursor": "WzFd"}, 400, {"error": "cursor is invalid"}),  # [1]
+        ({"cursor": encode_cursor({"id": "x1"})}, 400, {"error": "cursor is invalid"}),
+        ({"cursor": encode_cursor({"id": "1" * 19})}, 400, {"error": "cursor is invalid"}),
+        ({"cursor": encode_cursor({"id": "1"})[:-4]}, 400, {"error": "cursor is invalid"}),
+        ({"cursor": "A" * 5000}, 400, {"error": "cursor is invalid"}),
+        # A cursor made for another order lacks its key; one naming a NUL or a naive time is refused too.
+        ({"order_by": "name", "cursor": encode_cursor({"id": "1"})}, 400, {"error": "cursor is invalid"}),
+        (
+            {"order_by": "name", "cursor": encode_cursor({"id": "1", "name": "a\0"})},
+            400,
+            {"error": "cursor is invalid"},
+        ),
+        (
+            {"order_by": "created_at", "cursor": encode_cursor({"id": "1", "created_at": "yesterday"})},
+            400,
+            {"error": "cursor is invalid"},
+        ),
+        (
+            {"order_by": "created_at", "cursor": encode_cursor({"id": "1", "created_at": "2026-01-01T00:00:00"})},
+            400,
+            {"error": "cursor is invalid"},
+        ),
+        # Backward cursors ("_kd": "p") are GraphQL's: the REST API links forward only.
+        ({"cursor": "eyJpZCI6IjEiLCJfa2QiOiJwIn0="}, 400, {"error": "cursor is invalid"}),
+        ({"pagination": "pages"}, 400, {"error": "pagination does not have a valid value"}),
+        # An empty cursor is the first page, as GitLab's Paginator has it.
+        ({"cursor": ""}, 200, None),
+    ],
+)
+async def test_keyset_pagination_of_users_mistakes(
+    client: TestClient, world: World, query: dict[str, str], status: int, body: dict[str, str] | None
+) -> None:
+    alice = await world.user("alice")
+    r = await client.get("/api/v4/users", params={"pagination": "keyset", **query}, headers=alice.headers)
+    assert r.status == status
+    if body is not None:
+        assert await r.json() == body
 
 
 @pytest.mark.parametrize(

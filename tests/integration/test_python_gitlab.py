@@ -89,6 +89,11 @@ async def test_groups_projects_members_and_deploy_tokens(url: str, world: World)
             for i in range(6):
                 ga.groups.create({"name": f"Team {i}", "path": f"team-{i}", "parent_id": top.id})
             assert len(ga.groups.list(get_all=True)) == 8
+            # Keyset pagination of groups (by name) and users (any order): python-gitlab follows the opaque cursor.
+            walked_groups = ga.groups.list(iterator=True, pagination="keyset", order_by="name", per_page=3)
+            assert [g.path for g in walked_groups] == ["sub", *(f"team-{i}" for i in range(6)), "top"]
+            walked_users = ga.users.list(iterator=True, pagination="keyset", order_by="username", per_page=1)
+            assert [u.username for u in walked_users] == ["root", "bob", "alice"]  # sort=desc by default
             assert [g.path for g in top.subgroups.list(get_all=True)][:2] == ["sub", "team-0"]
 
             project = ga.projects.create({"name": "App", "namespace_id": sub.id})

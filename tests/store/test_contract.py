@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import pytest
 from gateway import tokens
 from gateway.errors import Conflict
 from gateway.store import queries
-from gateway.store.base import AuditQuery, Listing, NewAuditEvent, NewDeployToken, Page, Store, storable
+from gateway.store.base import AuditQuery, Keyset, Listing, NewAuditEvent, NewDeployToken, Page, Store, storable
 from gateway.store.sqlite import migrations
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -54,6 +54,25 @@ async def test_migrate_is_idempotent(any_store: Store) -> None:
     latest = max(v for v, _, _ in migrations())
     assert await any_store.schema_version() == latest
     assert await any_store.migrate() == latest
+
+
+def position(item: Any, order_by: str) -> Keyset:
+    """Keyset pagination's cursor past `item` in a list ordered by `order_by` (then id), as the API makes it."""
+    return Keyset(None if order_by == "id" else getattr(item, order_by), item.id)
+
+
+async def walk(fetch: Callable[[Keyset | None, int], Awaitable[Page[Any]]], order_by: str, size: int) -> list[Any]:
+    """Every item of a list, page by page past the previous page's last item, each page counted one past its
+    size (what keyset pagination asks): the walk ends at the first page that is not followed by more."""
+    items: list[Any] = []
+    after = None
+    for _ in range(50):
+        page = await fetch(after, size)
+        items += page.items
+        if page.total <= size:
+            return items
+        after = position(page.items[-1], order_by)
+    raise AssertionError("the walk does not end")
 
 
 async def test_users_and_personal_namespace(any_store: Store) -> None:
@@ -103,19 +122,34 @@ async def test_users_and_personal_namespace(any_store: Store) -> None:
     ],
 )
 async def test_a_page_of_users(any_store: Store, query: dict[str, Any], expected: list[str]) -> None:
-    for username, name, email in (
-        ("zed", "Anna", "z@x"),
-        ("anna", "anna", "a@x"),
-        ("emil", "Émile", "EMIL@corp.example"),
-        ("bo", "Bo O'Neil? \\ $1 100%", "b@x"),
+    for minute, (username, name, email) in enumerate(
+        (
+            ("zed", "Anna", "z@x"),
+            ("anna", "anna", "a@x"),
+            ("emil", "Émile", "EMIL@corp.example"),
+            ("bo", "Bo O'Neil? \\ $1 100%", "b@x"),
+        )
     ):
         await any_store.create_user(
-            username=username, name=name, email=email, password_hash=None, is_admin=False, now=NOW
+            username=username,
+            name=name,
+            email=email,
+            password_hash=None,
+            is_admin=False,
+            now=NOW + timedelta(minutes=minute),
         )
     page = await any_store.list_users(offset=0, limit=10, **query)
     assert ([u.username for u in page.items], page.total) == (expected, len(expected))
     second = await any_store.list_users(offset=1, limit=2, **query)
     assert [u.username for u in second.items] == expected[1:3]
+    # Keyset pagination walks the same list, past each page's last user.
+    for size in (1, 3):
+        walked = await walk(
+            lambda after, n: any_store.list_users(offset=0, limit=n, after=after, count_up_to=n + 1, **query),
+            query.get("order_by", "id"),
+            size,
+        )
+        assert [u.username for u in walked] == expected
 
 
 @pytest.mark.parametrize(
@@ -454,6 +488,13 @@ async def test_a_page_of_groups(any_store: Store, listing: dict[str, Any], expec
     pages = [await any_store.page_groups(chosen, offset=o, limit=2) for o in range(0, len(expected) + 2, 2)]
     assert [names[g.id] for page in pages for g in page.items] == expected
     assert {page.total for page in pages} == {len(expected)}
+    if chosen.order_by == "id" or not chosen.descending:  # text keys page by keyset ascending only, as GitLab's
+        walked = await walk(
+            lambda after, n: any_store.page_groups(replace(chosen, after=after), offset=0, limit=n, count_up_to=n + 1),
+            chosen.order_by,
+            2,
+        )
+        assert [names[g.id] for g in walked] == expected
 
 
 @pytest.mark.parametrize(

@@ -312,6 +312,7 @@ async def test_an_empty_source_is_refused_before_the_target_is_touched(opener: O
 async def test_a_source_behind_the_gateways_schema_is_refused(opener: Opener, tmp_path: Path) -> None:
     old = tmp_path / "old.db"
     with sqlite3.connect(old) as db:
+        db.create_function("unicode_lower", 1, str.lower, deterministic=True)  # migration 0008's backfill
         db.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT)")
         for version, name, sql in migrations()[:-1]:
             db.executescript(sql)
