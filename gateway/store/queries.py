@@ -369,28 +369,31 @@ class SharedQueries(ABC):
     def _text_key(table: str, listing: Listing) -> str:
         return f"{table}.{'path' if listing.order_by == 'path' else 'name'}_lower"
 
-    def _matching(self, term: str, columns: Sequence[str]) -> tuple[str, list[Any]]:
-        """The condition (and its arguments) that one of the lower-case key `columns` matches a search `term`, as
-        GitLab's Gitlab::SQL::Pattern has it: a part of the key if the term has MIN_CHARS_FOR_PARTIAL_MATCHING
-        characters or more, else the whole key; case-insensitively."""
+    def _matching(self, term: str, table: str, alias: str, keys: Sequence[str]) -> tuple[str, list[Any]]:
+        """The condition (and its arguments) that one of the lower-case `keys` of `table` (aliased `alias`) matches a
+        search `term`, as GitLab's Gitlab::SQL::Pattern has it: a part of the key if the term has
+        MIN_CHARS_FOR_PARTIAL_MATCHING characters or more, else the whole key; case-insensitively."""
         if not storable(term):
             return "1 = 0", []  # no name holds such text, and the databases refuse it
         term = term.lower()
-        tests, args = [], list[Any]()
-        for column in columns:
-            test, test_args = self._contains(column, term) if _partial(term) else (f"{column} = ?", [term])
-            tests.append(test)
-            args.extend(test_args)
-        return f"({' OR '.join(tests)})", args
+        if _partial(term):
+            return self._contains_any(table, alias, keys, term)
+        return f"({' OR '.join(f'{alias}.{key} = ?' for key in keys)})", [term] * len(keys)
+
+    def _contains_any(self, table: str, alias: str, keys: Sequence[str], term: str) -> tuple[str, list[Any]]:
+        """SQL true when one of the `keys` of `table` holds `term` (storable, lower-case, of
+        MIN_CHARS_FOR_PARTIAL_MATCHING characters or more), and its arguments: by default each key tested."""
+        tests = [self._contains(f"{alias}.{key}", term) for key in keys]
+        return f"({' OR '.join(sql for sql, _ in tests)})", [arg for _, args in tests for arg in args]
 
     def _chosen(self, listing: Listing, table: str, where: list[str]) -> tuple[list[str], list[Any]]:
         """The conditions (joined by AND) and their arguments that choose a listing's projects (`table` p) or groups
         (n): what policy shows (listing.open, the memberships' reach, the personal namespace), then its filters."""
         args: list[Any] = []
+        items = "projects" if table == "p" else "namespaces"
         if not set(VISIBILITIES) <= set(listing.open):
             # The ids each path opens, united: every branch is read down an index (visibility, namespace, a user's
             # memberships), where one OR of them would test every row of the instance.
-            items = "projects" if table == "p" else "namespaces"
             ids = []
             if listing.open:
                 # Written out, not parameters: a prepared statement's generic plan then knows how few rows they
@@ -424,7 +427,7 @@ class SharedQueries(ABC):
         if listing.search:
             # A project's description too, as GitLab's Project.search (a group's name and path only, as Group.search).
             keys = ("name_lower", "path_lower", "description_lower") if table == "p" else ("name_lower", "path_lower")
-            found, found_args = self._matching(listing.search, [f"{table}.{key}" for key in keys])
+            found, found_args = self._matching(listing.search, items, table, keys)
             where.append(found)
             args.extend(found_args)
         return where, args
@@ -595,7 +598,7 @@ class SharedQueries(ABC):
         if not storable(search):
             where = " WHERE 1 = 0"  # no user's fields hold such text, and the databases refuse it
         elif search:
-            found, args = self._matching(search, ("u.username_lower", "u.name_lower"))
+            found, args = self._matching(search, "users", "u", ("username_lower", "name_lower"))
             if search_email:
                 # An address is matched whole, never a part of it (GitLab's User.search): a part would list
                 # everyone at a domain.

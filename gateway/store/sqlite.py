@@ -227,6 +227,17 @@ class SQLiteStore(SharedQueries):
     def _words(values: Sequence[str]) -> str:
         return " ".join(values)
 
+    def _contains_any(self, table: str, alias: str, keys: Sequence[str], term: str) -> tuple[str, list[Any]]:
+        # The rows whose keys hold the term, looked up in the table's FTS5 trigram index (migration 0009), not read
+        # row by row: one phrase of the term's trigrams, in those columns only, matches exactly the keys holding it
+        # (the index is case-sensitive, keys and term both lowered already). Inside an FTS5 string only `"` is
+        # special (doubled); the term has 3 characters or more, so it has a trigram to look up.
+        phrase = '"' + term.replace('"', '""') + '"'
+        search = f"{table}_search"
+        return f"{alias}.id IN (SELECT rowid FROM {search} WHERE {search} MATCH ?)", [
+            f"{{{' '.join(keys)}}} : {phrase}"
+        ]
+
     @staticmethod
     def _ids(values: Sequence[int]) -> str:
         return "/".join(map(str, values))
