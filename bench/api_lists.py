@@ -1,8 +1,8 @@
 """API lists against the size of the instance: a group's projects and a member's GET /projects with 5,000 projects in
 the database against 50, the member's group holding 25 either way. Neither may grow with the rest of the instance
 (ratio <= 1.2, like the store's lookups). Reported: an administrator's GET /projects and GET /users by name with
-100,000 users against 1,000 (read down an index, but X-Total counts up to GitLab's 10,000), and a user search
-(what a trigram index finds on PostgreSQL, a whole table on SQLite).
+100,000 users against 1,000 (read down an index, but X-Total counts up to GitLab's 10,000), a user search (what a
+trigram index finds) and a keyset page from the middle of the users by name.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from bench.common import Context, Gateway, Row, tempdir
 from gateway import config as config_module
+from gateway.api.pagination import encode_cursor
 from gateway.store import open_store
 from gateway.store.seed import fresh_statistics, seed_users
 
@@ -31,6 +33,19 @@ BLOCK, BLOCKS = 20, 10
 # The user whose name a search looks for (store/seed.py names users by a hash of their number): a part of its hex
 # digits, which a handful of others share.
 SOUGHT = 4242
+
+
+# Keyset pagination's next page from the middle of the users by name (seeded names run from "User 00000000" to
+# "User ffffffff"): read from the cursor on, where an offset would count every user before it.
+MIDDLE_PAGE = urlencode(
+    {
+        "pagination": "keyset",
+        "order_by": "name",
+        "sort": "asc",
+        "per_page": "20",
+        "cursor": encode_cursor({"name": "User 80000000", "id": "0"}),
+    }
+)
 
 
 def sought_part() -> str:
@@ -104,6 +119,7 @@ def run(ctx: Context) -> list[Row]:
             "admin": lambda i: ("/api/v4/projects?per_page=20", i["gw"].root_token),
             "users-name": lambda i: ("/api/v4/users?order_by=name&sort=asc&per_page=20", i["member"]),
             "users-search": lambda i: (f"/api/v4/users?search={sought_part()}&per_page=20", i["member"]),
+            "users-keyset": lambda i: (f"/api/v4/users?{MIDDLE_PAGE}", i["member"]),
         }
         times: dict[tuple[str, str], list[float]] = {(a, s): [] for a in asks for s in sizes}
         for _ in range(BLOCKS):
@@ -125,6 +141,7 @@ def run(ctx: Context) -> list[Row]:
         ("admin", "GET /projects?per_page=20, administrator (pages every project)", projects, None),
         ("users-name", "GET /users?order_by=name&per_page=20 (X-Total counts to 10,000)", people, None),
         ("users-search", f"GET /users?search={sought_part()} (a part of a handful of names)", people, None),
+        ("users-keyset", "GET /users?pagination=keyset&order_by=name, a page from the middle", people, None),
     ):
         large, small = (statistics.median(times[ask, s]) * 1000 for s in ("large", "small"))
         ratio = large / small

@@ -99,6 +99,32 @@ async def test_column_types(postgres_databases: NewDatabase) -> None:
     assert secrets_ == {"bytea"}
 
 
+async def test_trigram_indexes_take_new_rows_in_at_once(postgres_databases: NewDatabase) -> None:
+    """Every trigram index (pg_trgm ships with Debian's postgresql) has fastupdate off: no pending list that each
+    search would read whole until a vacuum (migration 0009)."""
+    store = await PostgresStore(await postgres_databases()).open()
+    try:
+        await store.migrate()
+        rows = await store.pool.fetch(
+            "SELECT c.relname, c.reloptions FROM pg_class c JOIN pg_am a ON a.oid = c.relam"
+            " WHERE c.relkind = 'i' AND a.amname = 'gin' AND c.relnamespace = current_schema()::regnamespace"
+        )
+    finally:
+        await store.close()
+    assert {r["relname"]: r["reloptions"] for r in rows} == {
+        name: ["fastupdate=off"]
+        for name in (
+            "users_name_trgm",
+            "users_username_trgm",
+            "namespaces_name_trgm",
+            "namespaces_path_trgm",
+            "projects_name_trgm",
+            "projects_path_trgm",
+            "projects_description_trgm",
+        )
+    }
+
+
 async def test_ids_are_never_reused(postgres_databases: NewDatabase) -> None:
     """The default username gitlab+deploy-token-{id} must never name a second token, even after a delete."""
     # One pooled connection: the failed (rolled back) write below must leave it clean for the next statement.
