@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,28 +68,60 @@ async def _bundle(config: Config, full_path: str, folder: Path) -> Repository | 
     return Repository(full_path, relative, head)
 
 
-def _copy_packages(source: Path, target: Path) -> int:
+@dataclass
+class Filed:
+    """What the copy of package files did: files written, and of those, blobs linked to an earlier backup's."""
+
+    files: int = 0
+    linked: int = 0
+
+
+def _link_or_copy(file: Path, destination: Path, same: Path) -> bool:
+    """A blob (named by its SHA-256, written once, never changed) as a hard link to `same`, the same blob in an
+    earlier backup, as rsync --link-dest does: no bytes copied, no space taken twice. True if linked; a copy where
+    the earlier backup lacks it or no link can be made (another file system)."""
+    try:
+        if same.is_file() and not same.is_symlink() and same.stat().st_size == file.stat().st_size:
+            os.link(same, destination)
+            return True
+    except OSError:
+        pass  # another file system, or one without hard links: copy it
+    shutil.copy2(file, destination)
+    return False
+
+
+def _copy_packages(source: Path, target: Path, earlier: Path | None = None) -> Filed:
     """The pointers first, then the blobs: a pointer published meanwhile names a blob published before it, so
-    every pointer in the copy finds its blob there. Files only, the unfinished uploads (tmp) left out."""
+    every pointer in the copy finds its blob there. Files only, the unfinished uploads (tmp) left out. Blobs that
+    `earlier` (a previous copy's folder) holds are linked to it rather than copied."""
+    filed = Filed()
     if not source.is_dir():
-        return 0
-    copied = 0
+        return filed
     for top in sorted(source.iterdir(), key=lambda p: p.name == PACKAGE_BLOBS):
         if top.name == PACKAGE_TMP or not top.is_dir():
             continue
         for file in sorted(top.rglob("*")):
             if file.is_file() and not file.is_symlink():
-                destination = target / file.relative_to(source)
+                relative = file.relative_to(source)
+                destination = target / relative
                 destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(file, destination)
-                copied += 1
-    return copied
+                if top.name == PACKAGE_BLOBS and earlier is not None:
+                    filed.linked += _link_or_copy(file, destination, earlier / relative)
+                else:
+                    shutil.copy2(file, destination)
+                filed.files += 1
+    return filed
 
 
-async def take(config: Config, folder: Path, note: Callable[[str], None]) -> dict[str, Any]:
-    """Write a backup of the installation into `folder` (new or empty) while it serves; return the manifest."""
+async def take(
+    config: Config, folder: Path, note: Callable[[str], None], *, link_dest: Path | None = None
+) -> dict[str, Any]:
+    """Write a backup of the installation into `folder` (new or empty) while it serves; return the manifest. With
+    `link_dest` (a finished earlier backup), the package blobs it holds are hard links to its own."""
     if folder.exists() and any(folder.iterdir()):
         raise BackupError(f"{folder} is not empty: back up into a new folder")
+    if link_dest is not None:
+        read_manifest(link_dest)  # a finished backup (so never the new, empty folder), or nothing is written
     folder.mkdir(parents=True, exist_ok=True)
     source = await open_store(config)
     try:
@@ -115,8 +148,8 @@ async def take(config: Config, folder: Path, note: Callable[[str], None]) -> dic
             if (repo := await _bundle(config, full_path, folder)) is not None:
                 bundled.append(repo)
         note(f"repositories: {len(bundled)} of {len(projects)} projects")
-    files = _copy_packages(_packages(config), folder / "packages")
-    note(f"package files: {files}")
+    filed = _copy_packages(_packages(config), folder / "packages", link_dest / "packages" if link_dest else None)
+    note(f"package files: {filed.files}" + (f" ({filed.linked} linked to {link_dest})" if link_dest else ""))
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -127,7 +160,8 @@ async def take(config: Config, folder: Path, note: Callable[[str], None]) -> dic
         "keys": keys,
         "git_backend": config.git.backend,
         "repositories": [vars(r) for r in bundled],
-        "package_files": files,
+        "package_files": filed.files,
+        "package_files_linked": filed.linked,
     }
     # Written last: a folder without it is a backup that did not finish.
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -215,6 +249,6 @@ async def restore(config: Config, folder: Path, note: Callable[[str], None]) -> 
             await repositories.git("--git-dir", str(repo), "fetch", "--quiet", bundle, "+refs/*:refs/*")
         await repositories.git("--git-dir", str(repo), "symbolic-ref", "HEAD", str(entry["head"]))
     note(f"repositories: {len(manifest.get('repositories', []))}")
-    files = _copy_packages(folder / "packages", _packages(config))
-    note(f"package files: {files}")
+    filed = _copy_packages(folder / "packages", _packages(config))
+    note(f"package files: {filed.files}")
     return copied

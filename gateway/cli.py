@@ -424,10 +424,13 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     from gateway import backup
 
     folder = Path(args.folder)
-    manifest = asyncio.run(backup.take(config, folder, _note))
+    link_dest = Path(args.link_dest) if args.link_dest else None
+    manifest = asyncio.run(backup.take(config, folder, _note, link_dest=link_dest))
+    linked = f" ({manifest['package_files_linked']} linked to {link_dest})" if link_dest else ""
     _say(
         f"backed up {sum(manifest['rows'].values())} rows, {len(manifest['keys'])} key files,"
-        f" {len(manifest['repositories'])} repositories and {manifest['package_files']} package files to {folder}"
+        f" {len(manifest['repositories'])} repositories and {manifest['package_files']} package files{linked}"
+        f" to {folder}"
     )
     return 0
 
@@ -691,6 +694,13 @@ def build_parser() -> argparse.ArgumentParser:
         " written last. The gateway may serve meanwhile: what it writes after the snapshot may be missing.",
     )
     p.add_argument("folder", metavar="FOLDER")
+    p.add_argument(
+        "--link-dest",
+        metavar="EARLIER",
+        help="an earlier backup's folder: package blobs it holds are hard-linked to it rather than copied (as"
+        " rsync --link-dest; blobs are named by their SHA-256 and never change), so a daily backup of a large"
+        " package store writes only what is new. Copied where no link can be made (another file system)",
+    )
     p.set_defaults(func=cmd_backup)
     p = commands.add_parser(
         "restore",

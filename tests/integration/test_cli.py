@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -622,6 +623,67 @@ def test_backup_refuses_a_folder_that_holds_something(gw: Gateway, tmp_path: Pat
         f"gateway: error: {tmp_path / 'backup'} is not empty: back up into a new folder",
     )
     assert [p.name for p in (tmp_path / "backup").iterdir()] == ["notes.txt"]
+
+
+def _put_package_file(install: Gateway, name: str, content: bytes) -> None:
+    """A package file as the embedded store lays it out (package_store.py): its blob, named by the SHA-256 of its
+    bytes, and a pointer to it."""
+    digest = hashlib.sha256(content).hexdigest()
+    packages = install.folder / "data" / "packages"
+    (packages / "blobs" / digest[:2]).mkdir(parents=True, exist_ok=True)
+    (packages / "blobs" / digest[:2] / digest).write_bytes(content)
+    pointer = packages / "generic" / "1" / "tool" / "1.0" / f".f.{name}"
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.write_text(json.dumps({"sha256": digest, "size": len(content)}))
+
+
+def _blob(folder: Path, content: bytes) -> Path:
+    digest = hashlib.sha256(content).hexdigest()
+    return folder / "packages" / "blobs" / digest[:2] / digest
+
+
+def test_a_backup_links_the_blobs_an_earlier_one_holds(gw: Gateway, tmp_path: Path) -> None:
+    """--link-dest: blobs the earlier backup holds (same name, same size) are hard links to its files; new blobs,
+    changed ones and the pointers are copies; the linked backup restores like any other."""
+    kept, changed, new = b"kept" * 1000, b"changed" * 1000, b"new" * 1000
+    _put_package_file(gw, "kept.bin", kept)
+    _put_package_file(gw, "changed.bin", changed)
+    monday = tmp_path / "monday"
+    assert gw.run("backup", str(monday)).returncode == 0
+    _blob(monday, changed).write_bytes(b"damaged")  # not the same size: never linked to
+    _put_package_file(gw, "new.bin", new)
+    tuesday = tmp_path / "tuesday"
+    taken = gw.run("backup", str(tuesday), "--link-dest", str(monday))
+    assert taken.returncode == 0, taken.stderr
+    assert f"and 6 package files (1 linked to {monday}) to {tuesday}" in taken.stdout, taken.stdout
+    assert json.loads((tuesday / "manifest.json").read_text())["package_files_linked"] == 1
+    assert _blob(tuesday, kept).stat().st_ino == _blob(monday, kept).stat().st_ino
+    for content in (changed, new):
+        assert _blob(tuesday, content).stat().st_nlink == 1 and _blob(tuesday, content).read_bytes() == content
+    pointers = [p for p in (tuesday / "packages" / "generic").rglob(".f.*")]
+    assert len(pointers) == 3 and {p.stat().st_nlink for p in pointers} == {1}
+    fresh = new_installation(tmp_path / "fresh")
+    restored = fresh.run("restore", str(tuesday))
+    assert restored.returncode == 0, restored.stderr
+    for content in (kept, changed, new):
+        assert _blob(fresh.folder / "data", content).read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    ("earlier", "message"),
+    [
+        ("nowhere", "no manifest.json in"),
+        ("half", "not a backup, or one that did not finish"),
+        ("tuesday", "no manifest.json in"),  # the new backup's own folder
+    ],
+)
+def test_a_link_dest_that_is_no_earlier_backup_is_refused(
+    gw: Gateway, tmp_path: Path, earlier: str, message: str
+) -> None:
+    (tmp_path / "half" / "packages").mkdir(parents=True)  # a backup that did not finish: no manifest
+    result = gw.run("backup", str(tmp_path / "tuesday"), "--link-dest", str(tmp_path / earlier))
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "tuesday").exists() or not any((tmp_path / "tuesday").iterdir())
 
 
 @pytest.mark.parametrize(
