@@ -16,7 +16,7 @@ import pytest
 
 from gateway.errors import StoreError
 from gateway.store import copy
-from gateway.store.base import AuditQuery, NewAuditEvent, NewDeployToken, Store, TokenUse
+from gateway.store.base import AuditQuery, Listing, NewAuditEvent, NewDeployToken, Store, TokenUse
 from gateway.store.copy import TABLES, NotEmpty, SchemaMismatch, copy_store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore, migrations
@@ -166,6 +166,16 @@ async def test_copy_carries_every_row_and_value(
     assert await target.list_audit_events(query, offset=0, limit=10) == await source.list_audit_events(
         query, offset=0, limit=10
     )
+    # Searches find what was copied (on SQLite through the search indexes its triggers filled as rows arrived).
+    for term in ("LICÉ", "SUB", "App"):
+        everything = Listing(open=("private", "internal", "public"), search=term)
+        found = [
+            [u.id for u in (await store.list_users(offset=0, limit=10, search=term)).items]
+            + [g.id for g in (await store.page_groups(everything, offset=0, limit=10)).items]
+            + [p.id for p in (await store.page_projects(everything, offset=0, limit=10)).items]
+            for store in (source, target)
+        ]
+        assert found[0] == found[1] and found[0], term
     # Sequences carry over past deleted rows: new rows get the ids the source would have handed out next.
     assert copied.id_positions["deploy_tokens"] == highest["deploy_tokens"]
     new = token(b"\x07" * 32, group_id=highest["group"])
