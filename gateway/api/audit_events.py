@@ -11,7 +11,7 @@ from aiohttp import web
 
 from gateway import access, audit
 from gateway.api import entities, pagination
-from gateway.api.common import caller, find_group, find_project, path_id, raise_denied
+from gateway.api.common import caller, choice_param, find_group, find_project, path_id, raise_denied, string_param
 from gateway.app import STORE
 from gateway.errors import NotFound, ParamError
 from gateway.policy import INSTANCE, Denied, Operation, Target
@@ -52,9 +52,26 @@ def _query(request: web.Request, fixed: AuditQuery) -> AuditQuery:
 
 
 async def _respond(request: web.Request, query: AuditQuery) -> web.Response:
+    """A page of events, newest first: by offset, or by keyset (pagination=keyset, as GitLab's CursorBasedKeyset
+    has for AuditEvent: by id descending only), whose next page is read from the cursor on, however deep."""
+    p = dict(request.query)
+    keyset = choice_param(p, "pagination", ("offset", "keyset"), "offset") == "keyset"
     pr = pagination.page_request(request)
-    page = await request.app[STORE].list_audit_events(query, offset=pr.offset, limit=pr.per_page)
-    return pagination.respond(request, [entity(e) for e in page.items], page.total, pr)
+    store = request.app[STORE]
+    if not keyset:
+        page = await store.list_audit_events(query, offset=pr.offset, limit=pr.per_page)
+        return pagination.respond(request, [entity(e) for e in page.items], page.total, pr)
+    if p.get("order_by", "id") != "id" or p.get("sort", "desc") != "desc":
+        return web.json_response(
+            {"error": "Keyset pagination is not yet available for this type of request"}, status=405
+        )
+    values = pagination.decode_cursor(string_param(p, "cursor") or "", ("id",))
+    if values is not None:
+        query = replace(query, id_before=int(values["id"]))
+    page = await store.list_audit_events(query, offset=0, limit=pr.per_page, count_up_to=pr.per_page + 1)
+    last = page.items[-1] if page.items and page.total > pr.per_page else None
+    cursor = None if last is None else {"cursor": pagination.encode_cursor({"id": str(last.id)})}
+    return pagination.respond_keyset(request, [entity(e) for e in page.items], cursor)
 
 
 async def _one(request: web.Request, query: AuditQuery) -> web.Response:

@@ -220,6 +220,7 @@ class AuditQuery:
     author_id: int | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    id_before: int | None = None  # only events older than this one (keyset pagination's cursor)
 
 
 TokenKind = Literal["deploy_token", "personal_access_token"]
@@ -503,9 +504,11 @@ class Store(Protocol):
         """Append events in one transaction, in order."""
         ...
 
-    async def list_audit_events(self, query: AuditQuery, *, offset: int, limit: int) -> Page[AuditEvent]:
-        """Matching events, newest first (id descending); the total counted up to past COUNT_LIMIT and past this
-        page."""
+    async def list_audit_events(
+        self, query: AuditQuery, *, offset: int, limit: int, count_up_to: int | None = None
+    ) -> Page[AuditEvent]:
+        """Matching events, newest first (id descending); the total counted up to `count_up_to` (default: past
+        COUNT_LIMIT and past this page)."""
         ...
 
     async def get_audit_event(self, event_id: int) -> AuditEvent | None: ...

@@ -913,19 +913,22 @@ class SharedQueries(ABC):
                 rows,
             )
 
-    async def list_audit_events(self, query: AuditQuery, *, offset: int, limit: int) -> Page[AuditEvent]:
+    async def list_audit_events(
+        self, query: AuditQuery, *, offset: int, limit: int, count_up_to: int | None = None
+    ) -> Page[AuditEvent]:
         filters = (
             ("entity_type = ?", query.entity_type),
             ("entity_id = ?", query.entity_id),
             ("author_id = ?", query.author_id),
             ("created_at >= ?", None if query.created_after is None else self._stamp(query.created_after)),
             ("created_at <= ?", None if query.created_before is None else self._stamp(query.created_before)),
+            ("id < ?", query.id_before),
         )
         clauses = [clause for clause, value in filters if value is not None]
         args = [value for _, value in filters if value is not None]
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         # An instance's trail grows without end: count no further than a page needs (GitLab's 10,000 rule).
-        up_to = _count_up_to(offset, limit)
+        up_to = count_up_to or _count_up_to(offset, limit)
         rows, total = await self._page(
             AUDIT_COLUMNS, "audit_events", where, args, "id DESC", offset, limit, count_up_to=up_to
         )

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
+from gateway.api.pagination import encode_cursor
 from gateway.app import AUDIT, create_app
 from gateway.audit import AuditLog
 from gateway.clock import FixedClock
@@ -23,6 +25,7 @@ from gateway.store.base import AuditEvent, AuditQuery, NewAuditEvent, Project
 from gateway.store.sqlite import SQLiteStore
 from gateway.users import AccessLevel
 from tests.conftest import make_config, start_server
+from tests.links import walk_next
 from tests.webui import post_form, signed_in
 from tests.world import Actor, World
 
@@ -508,6 +511,45 @@ async def test_pages(gw: TestClient, scene: Scene, world: World) -> None:
     assert 'rel="next"' in r.headers["Link"] and "entity_type=Project" in r.headers["Link"]
     r = await gw.get(url + "&page=2", headers=scene.admin.headers)
     assert _names(await r.json()) == ["e1"] and r.headers["X-Next-Page"] == ""
+
+
+@pytest.mark.parametrize(
+    ("who", "path", "query", "walk"),
+    [
+        # GitLab's keyset pagination of audit events (by id, newest first): rel="next" holds an opaque cursor.
+        ("admin", "/api/v4/audit_events", {"entity_type": "Group", "per_page": "1"}, [["e5"], ["e4"], ["e3"]]),
+        ("admin", "/api/v4/audit_events", {"entity_type": "Group", "per_page": "2"}, [["e5", "e4"], ["e3"]]),
+        ("owner", "/api/v4/groups/{g}/audit_events", {"per_page": "1"}, [["e4"], ["e3"]]),
+        ("developer", "/api/v4/projects/{p}/audit_events", {"per_page": "1"}, [["e2"]]),  # their own only
+        ("admin", "/api/v4/audit_events", {"entity_type": "Group", "created_before": "2026-01-13"}, [[]]),
+    ],
+)
+async def test_keyset_pages(
+    gw: TestClient, scene: Scene, world: World, who: str, path: str, query: dict[str, str], walk: list[list[str]]
+) -> None:
+    await _seed_events(world, scene)
+    actor: Actor = getattr(scene, who)
+    url = path.format(g=scene.group.id, p=scene.project.id)
+    pages, links = await walk_next(gw, url, {**query, "pagination": "keyset"}, actor.headers)
+    assert [_names(page) for page in pages] == walk
+    for link in links:
+        assert set(URL(link).query.keys()) == {*query, "pagination", "cursor"}, link
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "body"),
+    [
+        ({"sort": "asc"}, 405, {"error": "Keyset pagination is not yet available for this type of request"}),
+        ({"order_by": "created_at"}, 405, {"error": "Keyset pagination is not yet available for this type of request"}),
+        ({"cursor": "%%"}, 400, {"error": "cursor is invalid"}),
+        ({"cursor": encode_cursor({"id": "-1"})}, 400, {"error": "cursor is invalid"}),
+    ],
+)
+async def test_keyset_mistakes(
+    gw: TestClient, scene: Scene, query: dict[str, str], status: int, body: dict[str, str]
+) -> None:
+    r = await gw.get("/api/v4/audit_events", params={**query, "pagination": "keyset"}, headers=scene.admin.headers)
+    assert (r.status, await r.json()) == (status, body)
 
 
 async def test_retention_purges_old_events(gw: TestClient, scene: Scene, world: World) -> None:

@@ -48,6 +48,9 @@ FILTERS: list[tuple[str, AuditQuery, list[str]]] = [
         AuditQuery(entity_type="Project", created_after=NOW - timedelta(hours=1), created_before=NOW),
         ["event_2"],
     ),
+    # Keyset pagination's cursor: older than an event (ids 1-5 in a new database, in the order inserted).
+    ("older than an event", AuditQuery(id_before=3), ["event_2", "event_1"]),
+    ("older than an event, of an entity", AuditQuery(entity_type="Project", id_before=5), ["event_2", "event_1"]),
 ]
 
 
@@ -76,6 +79,15 @@ async def test_pages(any_store: Store) -> None:
         ["event_1"],
     ]
     assert {p.total for p in pages} == {7}
+    # Keyset pagination walks the same pages, each read from past the last one's oldest event, counted one past it.
+    walked, query = [], AuditQuery()
+    while True:
+        page = await any_store.list_audit_events(query, offset=0, limit=3, count_up_to=4)
+        walked.append([e.event_name for e in page.items])
+        if page.total <= 3:
+            break
+        query = AuditQuery(id_before=page.items[-1].id)
+    assert walked == [[e.event_name for e in p.items] for p in pages]
 
 
 async def test_purge_before(any_store: Store) -> None:
