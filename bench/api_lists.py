@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from bench.common import Context, Gateway, Row, tempdir
+from bench.common import SPREAD, Context, Gateway, Row, tempdir
 from gateway import config as config_module
 from gateway.api.pagination import encode_cursor
 from gateway.store import open_store
@@ -27,7 +27,7 @@ from gateway.store.seed import fresh_statistics, seed_users
 
 PER_GROUP = 25
 # Requests per block, blocks per side: the two installations are asked in turns, so a drift of the VM hits both.
-BLOCK, BLOCKS = 20, 10
+BLOCK, BLOCKS = 20, 12
 
 
 # The user whose name a search looks for (store/seed.py names users by a hash of their number): a part of its hex
@@ -107,12 +107,15 @@ def run(ctx: Context) -> list[Row]:
         for label, groups in sizes.items():
             gw = Gateway(tmp / label, ctx, {"log": {"level": "warning"}}).install()
             group_id = asyncio.run(seed(gw.config_file, groups, users[label]))
-            url = gw.serve(1, f"gateway-{label}")
+            # Each side served by SPREAD processes, block b through process b % SPREAD: one process's luck (its
+            # memory layout; two identical processes differ by up to 10 %) would otherwise weigh on one side only.
+            urls = [gw.serve(1, f"gateway-{label}-{n}") for n in range(SPREAD)]
+            url = urls[0]
             made = re.search(r"\(id (\d+)\)", gw.cli("users", "create", "dev"))
             assert made is not None
             member = gw.cli("users", "token", "dev").strip()
             gw.api(url, "POST", f"/groups/{group_id}/members", {"user_id": int(made.group(1)), "access_level": 30})
-            installs[label] = {"gw": gw, "url": url, "group": group_id, "member": member}
+            installs[label] = {"gw": gw, "urls": urls, "group": group_id, "member": member}
         asks: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
             "group": lambda i: (f"/api/v4/groups/{i['group']}/projects?include_subgroups=true", i["member"]),
             "member": lambda i: ("/api/v4/projects?per_page=20", i["member"]),
@@ -122,12 +125,13 @@ def run(ctx: Context) -> list[Row]:
             "users-keyset": lambda i: (f"/api/v4/users?{MIDDLE_PAGE}", i["member"]),
         }
         times: dict[tuple[str, str], list[float]] = {(a, s): [] for a in asks for s in sizes}
-        for _ in range(BLOCKS):
+        for block in range(BLOCKS):
             for ask, make in asks.items():
                 for label, install in installs.items():
                     path, token = make(install)
-                    latency(install["url"], path, token)  # warm: the token and the caches
-                    times[ask, label] += [latency(install["url"], path, token) for _ in range(BLOCK)]
+                    url = install["urls"][block % SPREAD]
+                    latency(url, path, token)  # warm: the token and the caches
+                    times[ask, label] += [latency(url, path, token) for _ in range(BLOCK)]
     finally:
         for install in installs.values():
             install["gw"].stop()

@@ -62,15 +62,12 @@ async def _respond(request: web.Request, query: AuditQuery) -> web.Response:
         page = await store.list_audit_events(query, offset=pr.offset, limit=pr.per_page)
         return pagination.respond(request, [entity(e) for e in page.items], page.total, pr)
     if p.get("order_by", "id") != "id" or p.get("sort", "desc") != "desc":
-        return web.json_response(
-            {"error": "Keyset pagination is not yet available for this type of request"}, status=405
-        )
+        return pagination.keyset_unavailable()
     values = pagination.decode_cursor(string_param(p, "cursor") or "", ("id",))
     if values is not None:
         query = replace(query, id_before=int(values["id"]))
     page = await store.list_audit_events(query, offset=0, limit=pr.per_page, count_up_to=pr.per_page + 1)
-    last = page.items[-1] if page.items and page.total > pr.per_page else None
-    cursor = None if last is None else {"cursor": pagination.encode_cursor({"id": str(last.id)})}
+    cursor = pagination.next_cursor(page.items, page.total, pr.per_page, lambda e: {"id": str(e.id)})
     return pagination.respond_keyset(request, [entity(e) for e in page.items], cursor)
 
 

@@ -92,9 +92,7 @@ async def _listing(request: web.Request, principal: Principal, *, parent_id: int
     pr = pagination.page_request(request)
     if keyset and (order_by != "name" or descending):
         # lib/gitlab/pagination/cursor_based_keyset.rb: groups are paged by keyset by name ascending only.
-        return web.json_response(
-            {"error": "Keyset pagination is not yet available for this type of request"}, status=405
-        )
+        return pagination.keyset_unavailable()
 
     floor = max(min_level, AccessLevel.OWNER if owned else 0, 0 if all_available else AccessLevel.GUEST)
     chosen = replace(
@@ -113,8 +111,9 @@ async def _listing(request: web.Request, principal: Principal, *, parent_id: int
         page = await store.page_groups(
             replace(chosen, after=after), offset=0, limit=pr.per_page, count_up_to=pr.per_page + 1
         )
-        last = page.items[-1] if page.items and page.total > pr.per_page else None
-        cursor = None if last is None else {"cursor": pagination.encode_cursor({"name": last.name, "id": str(last.id)})}
+        cursor = pagination.next_cursor(
+            page.items, page.total, pr.per_page, lambda g: {"name": g.name, "id": str(g.id)}
+        )
         return pagination.respond_keyset(request, await _present(request, page.items), cursor)
     page = await store.page_groups(chosen, offset=pr.offset, limit=pr.per_page)
     return pagination.respond(request, await _present(request, page.items), page.total, pr)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -118,6 +118,22 @@ def decode_cursor(raw: str, keys: Sequence[str]) -> dict[str, str] | None:
     if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):
         raise ParamError("cursor is invalid")
     return {key: str(value) for key, value in found.items()}
+
+
+def keyset_unavailable() -> web.Response:
+    """405, as GitLab answers pagination=keyset for an order its keyset pagination does not follow
+    (lib/api/helpers/pagination_strategies.rb)."""
+    return web.json_response({"error": "Keyset pagination is not yet available for this type of request"}, status=405)
+
+
+def next_cursor(
+    items: Sequence[T], total: int, per_page: int, values: Callable[[T], dict[str, str]]
+) -> dict[str, str] | None:
+    """The `cursor` of the page after `items` (read as a page and one row more, which `total` counts): the last
+    item's order `values`; None on the last page."""
+    if not items or total <= per_page:
+        return None
+    return {"cursor": encode_cursor(values(items[-1]))}
 
 
 def respond_keyset(request: web.Request, items: Sequence[Any], after: dict[str, str] | None) -> web.Response:

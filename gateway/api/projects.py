@@ -96,9 +96,7 @@ async def listing(
     pr = pagination.page_request(request)
     if keyset and order_by != "id":
         # lib/api/helpers/pagination_strategies.rb: keyset pagination follows the primary key only.
-        return web.json_response(
-            {"error": "Keyset pagination is not yet available for this type of request"}, status=405
-        )
+        return pagination.keyset_unavailable()
 
     # membership, owned and min_access_level keep the projects where the caller's level is at least theirs.
     floor = max(min_level, AccessLevel.OWNER if owned else 0, AccessLevel.GUEST if membership else 0)

@@ -96,8 +96,9 @@ async def list_users(request: web.Request) -> web.Response:
         # Each page starts past the last one's end, however deep: no offset, no total (one row more tells the rest).
         after = _cursor_position(p, order_by)
         found = await chosen(offset=0, limit=pr.per_page, after=after, count_up_to=pr.per_page + 1)
-        last = found.items[-1] if found.items and found.total > pr.per_page else None
-        cursor = None if last is None else {"cursor": pagination.encode_cursor(_cursor_values(last, order_by))}
+        cursor = pagination.next_cursor(
+            found.items, found.total, pr.per_page, partial(_cursor_values, order_by=order_by)
+        )
         return pagination.respond_keyset(request, [_listed(u, principal, base) for u in found.items], cursor)
     found = await chosen(offset=pr.offset, limit=pr.per_page)
     return pagination.respond(request, [_listed(u, principal, base) for u in found.items], found.total, pr)
