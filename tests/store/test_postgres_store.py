@@ -73,6 +73,16 @@ async def test_replicas_starting_together_migrate_once(postgres_databases: NewDa
         await close_all(replicas)
 
 
+async def schema_rows(postgres_databases: NewDatabase, sql: str) -> list[asyncpg.Record]:
+    """What `sql` reads of the catalog of a new database migrated to this release's schema."""
+    store = await PostgresStore(await postgres_databases()).open()
+    try:
+        await store.migrate()
+        return list(await store.pool.fetch(sql))
+    finally:
+        await store.close()
+
+
 async def test_postgres_migrations_mirror_the_sqlite_ones() -> None:
     from gateway.store.sqlite import migrations as sqlite_migrations
 
@@ -81,15 +91,11 @@ async def test_postgres_migrations_mirror_the_sqlite_ones() -> None:
 
 async def test_column_types(postgres_databases: NewDatabase) -> None:
     """ids are `bigint generated always as identity`, times timestamptz, digests and ciphertexts bytea."""
-    store = await PostgresStore(await postgres_databases()).open()
-    try:
-        await store.migrate()
-        rows = await store.pool.fetch(
-            "SELECT table_name, column_name, data_type, identity_generation FROM information_schema.columns"
-            " WHERE table_schema = current_schema() AND table_name <> 'schema_version'"
-        )
-    finally:
-        await store.close()
+    rows = await schema_rows(
+        postgres_databases,
+        "SELECT table_name, column_name, data_type, identity_generation FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name <> 'schema_version'",
+    )
     ids = {(r["table_name"], r["data_type"], r["identity_generation"]) for r in rows if r["column_name"] == "id"}
     assert {(kind, always) for _, kind, always in ids} == {("bigint", "ALWAYS")}
     assert {t for t, _, _ in ids} >= {"namespaces", "users", "projects", "personal_access_tokens", "deploy_tokens"}
@@ -102,15 +108,11 @@ async def test_column_types(postgres_databases: NewDatabase) -> None:
 async def test_trigram_indexes_take_new_rows_in_at_once(postgres_databases: NewDatabase) -> None:
     """Every trigram index (pg_trgm ships with Debian's postgresql) has fastupdate off: no pending list that each
     search would read whole until a vacuum (migration 0009)."""
-    store = await PostgresStore(await postgres_databases()).open()
-    try:
-        await store.migrate()
-        rows = await store.pool.fetch(
-            "SELECT c.relname, c.reloptions FROM pg_class c JOIN pg_am a ON a.oid = c.relam"
-            " WHERE c.relkind = 'i' AND a.amname = 'gin' AND c.relnamespace = current_schema()::regnamespace"
-        )
-    finally:
-        await store.close()
+    rows = await schema_rows(
+        postgres_databases,
+        "SELECT c.relname, c.reloptions FROM pg_class c JOIN pg_am a ON a.oid = c.relam"
+        " WHERE c.relkind = 'i' AND a.amname = 'gin' AND c.relnamespace = current_schema()::regnamespace",
+    )
     assert {r["relname"]: r["reloptions"] for r in rows} == {
         name: ["fastupdate=off"]
         for name in (
