@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from yarl import URL
 
 from gateway.api.pagination import encode_cursor
 from gateway.app import AUDIT, create_app
@@ -530,10 +529,8 @@ async def test_keyset_pages(
     await _seed_events(world, scene)
     actor: Actor = getattr(scene, who)
     url = path.format(g=scene.group.id, p=scene.project.id)
-    pages, links = await walk_next(gw, url, {**query, "pagination": "keyset"}, actor.headers)
+    pages = await walk_next(gw, url, {**query, "pagination": "keyset"}, actor.headers)
     assert [_names(page) for page in pages] == walk
-    for link in links:
-        assert set(URL(link).query.keys()) == {*query, "pagination", "cursor"}, link
 
 
 @pytest.mark.parametrize(
