@@ -166,6 +166,7 @@ async def test_copy_carries_every_row_and_value(
     assert await target.list_audit_events(query, offset=0, limit=10) == await source.list_audit_events(
         query, offset=0, limit=10
     )
+    assert await gin_options(target) == ({"fastupdate=off"} if target_kind == "postgres" else set())
     # Searches find what was copied (on SQLite through the search indexes its triggers filled as rows arrived).
     for term in ("LICÉ", "SUB", "App"):
         everything = Listing(open=("private", "internal", "public"), search=term)
@@ -254,8 +255,24 @@ async def test_a_failure_midway_leaves_the_target_empty(opener: Opener, source_k
         await copy_store(source, target, progress=interrupt)
 
     assert all(not rows for rows in (await dump(target)).values())
+    one_by_one = {"fastupdate=off"} if target_kind == "postgres" else set()
+    assert await gin_options(target) == one_by_one  # the load's setting went with the rollback
     await copy_store(source, target)  # and it can simply be run again
     assert await dump(target) == await dump(source)
+    assert await gin_options(target) == one_by_one
+
+
+async def gin_options(store: Store) -> set[str]:
+    """The options of PostgreSQL's GIN indexes (the copy loads with fastupdate on, then sets it off again); none on
+    SQLite."""
+    if not isinstance(store, PostgresStore):
+        return set()
+    rows = await store.pool.fetch(
+        "SELECT c.reloptions FROM pg_class c JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'gin'"
+        " AND c.relnamespace = current_schema()::regnamespace"
+    )
+    assert len(rows) == 7
+    return {option for row in rows for option in row[0] or ["(none)"]}
 
 
 class WriteBeforeUsers:
