@@ -473,10 +473,13 @@ class SharedQueries(ABC):
         if not storable(query):
             where.append("1 = 0")  # no name holds such text, and the databases refuse it
         elif query:
-            # A part of either, however short (GitLab's members API searches with use_minimum_char_limit: false).
-            tests = [self._contains(column, query.lower()) for column in ("u.username_lower", "u.name_lower")]
-            where.append(f"({' OR '.join(sql for sql, _ in tests)})")
-            args.extend(arg for _, test_args in tests for arg in test_args)
+            # A part of either, however short (GitLab's members API searches with use_minimum_char_limit: false):
+            # each key tested, never a trigram index (a term under 3 characters has no trigram to look up).
+            found, found_args = SharedQueries._contains_any(
+                self, "users", "u", ("username_lower", "name_lower"), query.lower()
+            )
+            where.append(found)
+            args.extend(found_args)
         if user_ids is not None:
             where.append(f"m.user_id IN ({_marks(user_ids)})" if user_ids else "1 = 0")
             args.extend(user_ids)
