@@ -120,7 +120,7 @@ SUITES = [
     Suite("lists", "API lists (a group's projects, GET /projects), 5,000 vs 50 projects in the instance", True, _lists),
     Suite("store", "token lookup with 1k vs 1M tokens, group depth 1 vs 20 (store, cache off)", False, _store),
     Suite("copy", "`gateway store copy` of 1M deploy tokens, SQLite to PostgreSQL and back", False, _copy),
-    Suite("backup", "`gateway backup`'s package files: first backup vs cp -a, then --link-dest", False, _backup),
+    Suite("backup", "`gateway backup` of packages, repositories: first vs cp -a, next --link-dest", False, _backup),
     Suite("soak", "200 connections of mixed clients for 60 s: errors, p50/p99, RSS over time", True, _soak),
     Suite("metrics", "metric updates per /jwt/auth request, in memory and multiprocess (mmap)", False, _metrics),
     Suite("audit", "audit trail + last use per request (buffered), one batched flush", False, _audit),

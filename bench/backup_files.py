@@ -1,10 +1,11 @@
-"""Benchmark: the package files of `gateway backup` (gateway/backup.py), 1,000 blobs of 1 MiB: a first backup
-against `cp -a` of the same folder (the machine's copy, same run), and the next day's with --link-dest when 1 % of
-the blobs are new. Reported, not judged.
+"""Benchmark: `gateway backup` (gateway/backup.py). Package files, 1,000 blobs of 1 MiB, and embedded
+repositories, 50 of 4 MiB: a first backup against `cp -a` of the same folder (the machine's copy, same run), and the
+next day's with --link-dest when 1 % of the blobs are new and one repository was pushed to. Reported, not judged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shutil
@@ -14,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import Context, Row, tempdir
-from gateway import backup
+from gateway import backup, repositories
+from gateway import config as config_module
+from tests.gitcli import FAST_PACK, commit_file, git, git_env, make_random_repo, push_direct
 
 BLOB = 1024 * 1024
 
@@ -38,7 +41,79 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def run_repositories(ctx: Context) -> list[Row]:
+    tmp = tempdir("bench-backup-")
+    try:
+        return _repositories(ctx, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _repositories(ctx: Context, tmp: Path) -> list[Row]:
+    count, megabytes = ctx.pick((50, 4), (10, 2))
+    env = git_env(tmp / "home")
+    config_file = tmp / "gateway.toml"
+    config_file.write_text(f'[git]\nrepositories = "{tmp / "repositories"}"\n')
+    config = config_module.load(config_file)
+    work = tmp / "work"
+    make_random_repo(env, work, megabytes=megabytes, blob_mb=1)
+    git(env, "branch", "-qM", "main", cwd=work).check()
+    projects = [f"bench/app{i:03d}" for i in range(count)]
+    for project in projects:
+        bare = asyncio.run(repositories.create_bare(config, project))
+        assert bare is not None
+        push_direct(env, work, bare, "main")
+    copied = timed(lambda: subprocess.run(["cp", "-a", str(tmp / "repositories"), str(tmp / "cp")], check=True))
+    monday, tuesday = tmp / "monday", tmp / "tuesday"
+    made: list[backup.Repository] = []
+
+    def first_backup() -> None:
+        for project in projects:
+            bundled = asyncio.run(backup._bundle(config, project, monday, None))
+            assert bundled is not None
+            made.append(bundled[0])
+
+    first = timed(first_backup)
+    commit_file(env, work, "tuesday.txt", "one repository pushed to\n")
+    pushed = repositories.locate(config, projects[0])
+    assert pushed is not None
+    git(env, *FAST_PACK, "push", "-q", str(pushed), "main", cwd=work).check()
+    earlier = backup.Earlier(monday, {r.path: vars(r) for r in made})
+    linked: list[int] = []
+
+    def second_backup() -> None:
+        n = 0
+        for project in projects:
+            bundled = asyncio.run(backup._bundle(config, project, tuesday, earlier))
+            assert bundled is not None
+            n += bundled[1]
+        linked.append(n)
+
+    second = timed(second_backup)
+    mib = count * megabytes
+    return [
+        Row(
+            f"backup, repositories: {count} of {megabytes} MiB ({mib:,} MiB), one bundle each, first backup",
+            f"{first:.2f} s",
+            f"{copied:.2f} s (cp -a)",
+            f"{first / copied:.2f}",
+            "(reported)",
+        ),
+        Row(
+            f"backup --link-dest the first, 1 repository pushed to ({linked[0]} bundles linked)",
+            f"{second:.2f} s",
+            f"{first:.2f} s (the first backup)",
+            f"{second / first:.2f}",
+            "(reported)",
+        ),
+    ]
+
+
 def run(ctx: Context) -> list[Row]:
+    return run_packages(ctx) + run_repositories(ctx)
+
+
+def run_packages(ctx: Context) -> list[Row]:
     files = ctx.pick(1000, 200)
     tmp = tempdir("bench-backup-")
     try:

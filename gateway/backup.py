@@ -5,6 +5,7 @@ the key files, one `git bundle` per embedded repository, the embedded package fi
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ class Repository:
     path: str  # the project's full path
     bundle: str | None  # relative to the backup folder; None for a repository without a ref
     head: str  # what HEAD names, e.g. refs/heads/main
+    sha256: str | None = None  # of the bundle file: restore checks it first; --link-dest links to it only if it holds
 
 
 def _keys(config: Config) -> dict[str, Path]:
@@ -53,19 +55,72 @@ def _packages(config: Config) -> Path:
     return Path(config.storage.data_dir) / "packages"
 
 
-async def _bundle(config: Config, full_path: str, folder: Path) -> Repository | None:
-    """One repository as a bundle of every ref (git's own consistent snapshot of it, taken while pushes go on)."""
+def _digest(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+async def _refs(repo: Path) -> list[str]:
+    """Every ref of a repository as `object name`, sorted: what `git bundle create --all` writes into its header."""
+    return sorted(
+        (await repositories.git("--git-dir", str(repo), "for-each-ref", "--format=%(objectname) %(refname)")).split(
+            "\n"
+        )
+    )
+
+
+async def _unchanged(earlier: Path, entry: dict[str, Any], refs: list[str]) -> Path | None:
+    """The earlier backup's bundle of this repository if it holds exactly `refs` (then it holds every object they
+    reach: git names objects by their content) and its bytes are still the ones its manifest recorded."""
+    try:
+        bundle = _inside(earlier, entry.get("bundle"))
+        heads = await repositories.git("bundle", "list-heads", str(bundle))
+    except (BackupError, repositories.RepositoryError):
+        return None  # an earlier backup without this repository's bundle, or a bundle git cannot read
+    # The header names HEAD too where it points at a branch; the manifest keeps what HEAD names.
+    if sorted(line for line in heads.split("\n") if not line.endswith(" HEAD")) != refs:
+        return None
+    if not isinstance(entry.get("sha256"), str) or _digest(bundle) != entry["sha256"]:
+        return None  # damaged since, or from a backup that recorded no digest: bundled anew
+    return bundle
+
+
+async def _bundle(
+    config: Config, full_path: str, folder: Path, earlier: Earlier | None
+) -> tuple[Repository, bool] | None:
+    """One repository as a bundle of every ref (git's own consistent snapshot of it, taken while pushes go on), or
+    a hard link to the earlier backup's bundle where its refs have not moved since. True if linked."""
     repo = repositories.locate(config, full_path)
     if repo is None or not (repo / "HEAD").is_file():
         return None
     head = await repositories.git("--git-dir", str(repo), "symbolic-ref", "HEAD")
-    if not await repositories.git("--git-dir", str(repo), "for-each-ref", "--count=1", "--format=%(refname)"):
-        return Repository(full_path, None, head)  # git refuses an empty bundle; restore makes the bare repository
+    refs = await _refs(repo)
+    if refs == [""]:
+        return Repository(full_path, None, head), False  # git refuses an empty bundle; restore makes the repository
     relative = f"repositories/{repositories.relative_path(full_path)}".removesuffix(".git") + ".bundle"
     target = folder / relative
     target.parent.mkdir(parents=True, exist_ok=True)
+    entry = earlier.repositories.get(full_path) if earlier is not None else None
+    if earlier is not None and entry is not None and (same := await _unchanged(earlier.folder, entry, refs)):
+        linked = _link_or_copy(same, target, same)
+        return Repository(full_path, relative, head, str(entry["sha256"])), linked
     await repositories.git("--git-dir", str(repo), "bundle", "create", "--quiet", str(target), "--all")
-    return Repository(full_path, relative, head)
+    return Repository(full_path, relative, head, _digest(target)), False
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """The finished backup that --link-dest names: its folder and its repositories by project path."""
+
+    folder: Path
+    repositories: dict[str, dict[str, Any]]
+
+    @classmethod
+    def read(cls, folder: Path) -> Earlier:
+        manifest = read_manifest(folder)  # a finished backup (so never the new, empty folder), or nothing is written
+        entries = manifest.get("repositories")
+        listed = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+        return cls(folder, {str(e.get("path")): e for e in listed})
 
 
 @dataclass
@@ -117,11 +172,11 @@ async def take(
     config: Config, folder: Path, note: Callable[[str], None], *, link_dest: Path | None = None
 ) -> dict[str, Any]:
     """Write a backup of the installation into `folder` (new or empty) while it serves; return the manifest. With
-    `link_dest` (a finished earlier backup), the package blobs it holds are hard links to its own."""
+    `link_dest` (a finished earlier backup), the package blobs and repository bundles it holds are hard links to its
+    own."""
     if folder.exists() and any(folder.iterdir()):
         raise BackupError(f"{folder} is not empty: back up into a new folder")
-    if link_dest is not None:
-        read_manifest(link_dest)  # a finished backup (so never the new, empty folder), or nothing is written
+    earlier = Earlier.read(link_dest) if link_dest is not None else None
     folder.mkdir(parents=True, exist_ok=True)
     source = await open_store(config)
     try:
@@ -143,11 +198,14 @@ async def take(
             shutil.copy2(path, folder / "keys" / path.name)
             keys[name] = f"keys/{path.name}"
     bundled: list[Repository] = []
+    bundles_linked = 0
     if config.git.backend == "embedded":
         for full_path in projects:
-            if (repo := await _bundle(config, full_path, folder)) is not None:
-                bundled.append(repo)
-        note(f"repositories: {len(bundled)} of {len(projects)} projects")
+            if (repo := await _bundle(config, full_path, folder, earlier)) is not None:
+                bundled.append(repo[0])
+                bundles_linked += repo[1]
+        linked = f" ({bundles_linked} bundles linked to {link_dest})" if link_dest else ""
+        note(f"repositories: {len(bundled)} of {len(projects)} projects{linked}")
     filed = _copy_packages(_packages(config), folder / "packages", link_dest / "packages" if link_dest else None)
     note(f"package files: {filed.files}" + (f" ({filed.linked} linked to {link_dest})" if link_dest else ""))
     manifest = {
@@ -160,6 +218,7 @@ async def take(
         "keys": keys,
         "git_backend": config.git.backend,
         "repositories": [vars(r) for r in bundled],
+        "repositories_linked": bundles_linked,
         "package_files": filed.files,
         "package_files_linked": filed.linked,
     }
@@ -193,8 +252,9 @@ def _inside(folder: Path, relative: object) -> Path:
 
 
 def _check_target(config: Config, folder: Path, manifest: dict[str, Any]) -> list[tuple[Path, Path]]:
-    """Everything restore would overwrite, checked before it writes anything: a key file that differs, a repository
-    or package file already there. The (backup, installation) key files to copy."""
+    """Everything restore would overwrite or read, checked before it writes anything: a key file that differs, a
+    repository or package file already there, a bundle that is not what the backup wrote. The (backup,
+    installation) key files to copy."""
     keys = []
     for name, path in _keys(config).items():
         if name not in manifest.get("keys", {}):
@@ -212,7 +272,10 @@ def _check_target(config: Config, folder: Path, manifest: dict[str, Any]) -> lis
         if repo.exists() and any(repo.iterdir()):
             raise BackupError(f"{repo} exists: restore into a new installation")
         if entry.get("bundle") is not None:
-            _inside(folder, entry["bundle"])
+            bundle = _inside(folder, entry["bundle"])
+            # A damaged bundle would fail its fetch after the database is restored: refused before anything is.
+            if entry.get("sha256") is not None and _digest(bundle) != entry["sha256"]:
+                raise BackupError(f"{bundle} is damaged: its SHA-256 is not the one {MANIFEST} records")
     packages = _packages(config)
     if (folder / "packages").is_dir() and packages.is_dir() and any(packages.iterdir()):
         raise BackupError(f"{packages} is not empty: restore into a new installation")

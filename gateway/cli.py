@@ -426,11 +426,12 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     link_dest = Path(args.link_dest) if args.link_dest else None
     manifest = asyncio.run(backup.take(config, folder, _note, link_dest=link_dest))
+    bundles = f" ({manifest['repositories_linked']} linked)" if link_dest else ""
     linked = f" ({manifest['package_files_linked']} linked to {link_dest})" if link_dest else ""
     _say(
         f"backed up {sum(manifest['rows'].values())} rows, {len(manifest['keys'])} key files,"
-        f" {len(manifest['repositories'])} repositories and {manifest['package_files']} package files{linked}"
-        f" to {folder}"
+        f" {len(manifest['repositories'])} repositories{bundles} and {manifest['package_files']} package"
+        f" files{linked} to {folder}"
     )
     return 0
 
@@ -697,9 +698,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--link-dest",
         metavar="EARLIER",
-        help="an earlier backup's folder: package blobs it holds are hard-linked to it rather than copied (as"
-        " rsync --link-dest; blobs are named by their SHA-256 and never change), so a daily backup of a large"
-        " package store writes only what is new. Copied where no link can be made (another file system)",
+        help="an earlier backup's folder: package blobs it holds, and the bundles of repositories whose refs have"
+        " not moved since, are hard-linked to it rather than written again (as rsync --link-dest; blobs are named"
+        " by their SHA-256 and never change, a bundle is checked against the digest its manifest records), so a"
+        " daily backup writes only what changed. Copied where no link can be made (another file system)",
     )
     p.set_defaults(func=cmd_backup)
     p = commands.add_parser(

@@ -105,9 +105,10 @@ def database(request: pytest.FixtureRequest, kind: str) -> dict[str, dict[str, s
 def test_gateway_backup_of_a_serving_installation_restores_into_a_new_one(
     tmp_path: Path, request: pytest.FixtureRequest, kind: str
 ) -> None:
-    """`gateway backup` while the gateway serves, `gateway restore` into a new installation (no `gateway init`):
-    the pushed branches and HEAD, an empty repository, a package file, every token and the CI secret come back,
-    with the same registry key; restoring again over it is refused and changes nothing."""
+    """`gateway backup` while the gateway serves, the next day's with --link-dest after a push, `gateway restore`
+    of that one into a new installation (no `gateway init`): the pushed branches and HEAD, an untouched repository,
+    an empty one, a package file, every token and the CI secret come back, with the same registry key; restoring
+    again over it is refused and changes nothing."""
     env = git_env(tmp_path / "home")
     config = write_config(tmp_path / "old", sections=database(request, kind))
     root = init(config)
@@ -127,25 +128,37 @@ def test_gateway_backup_of_a_serving_installation_restores_into_a_new_one(
         # A default branch other than the one a new repository starts with: HEAD must come back as it was.
         bare = tmp_path / "old" / "data" / "repositories" / f"{project.path}.git"
         git(env, "--git-dir", str(bare), "symbolic-ref", "HEAD", "refs/heads/develop").check()
-        pushed = git(env, "ls-remote", "--symref", remote).check().out
-        assert "ref: refs/heads/develop\tHEAD" in pushed
+        kept = new_project(live.url, root, "kept")  # pushed once, before both backups
+        kept_remote = with_credentials(f"{live.url}/{kept.path}.git", "root", root)
+        git(env, "push", "-q", kept_remote, "main", cwd=work).check()
         payload = os.urandom(300_000)
         package(live.url, project.id, "tool.bin", headers={"Deploy-Token": ci["token"]}, body=payload)
         ci_variables = run_gateway(config, "ci-variables", project.path)
         assert ci_variables.returncode == 0, ci_variables.stderr
 
-        backup = tmp_path / "backup"
-        taken = run_gateway(config, "backup", str(backup))
+        monday = tmp_path / "monday"
+        first = run_gateway(config, "backup", str(monday))
+        assert first.returncode == 0, first.stderr
+        # Keys: the encryption key, the registry's key and certificate; a package file is its pointer and its blob.
+        assert "3 key files, 3 repositories and 2 package files" in first.stdout, first.stdout
+
+        commit_file(env, work, "tuesday.txt", "pushed between the backups\n")
+        git(env, "push", "-q", remote, "develop", cwd=work).check()
+        pushed = git(env, "ls-remote", "--symref", remote).check().out
+        assert "ref: refs/heads/develop\tHEAD" in pushed
+        backup = tmp_path / "tuesday"
+        taken = run_gateway(config, "backup", str(backup), "--link-dest", str(monday))
         assert taken.returncode == 0, taken.stderr
     finally:
         live.stop()
-    # Keys: the encryption key, the registry's key and certificate; a package file is its pointer and its blob.
-    assert "3 key files, 2 repositories and 2 package files" in taken.stdout, taken.stdout
+    assert f"3 repositories (1 linked) and 2 package files (1 linked to {monday})" in taken.stdout, taken.stdout
     manifest = json.loads((backup / "manifest.json").read_text())
-    assert {r["path"]: r["bundle"] is not None for r in manifest["repositories"]} == {
-        project.path: True,
-        empty["path_with_namespace"]: False,
-    }
+    bundles = {r["path"]: r["bundle"] for r in manifest["repositories"]}
+    assert bundles.keys() == {project.path, kept.path, empty["path_with_namespace"]}
+    assert bundles[empty["path_with_namespace"]] is None
+    inode = {day: (day / bundles[kept.path]).stat().st_ino for day in (monday, backup)}
+    assert inode[monday] == inode[backup]  # the untouched repository's bundle: linked to Monday's
+    assert (backup / bundles[project.path]).stat().st_nlink == 1  # the pushed one: bundled anew
 
     new = write_config(tmp_path / "new", sections=database(request, kind))
     restored = run_gateway(new, "restore", str(backup))
@@ -159,6 +172,8 @@ def test_gateway_backup_of_a_serving_installation_restores_into_a_new_one(
         clone = git(env, "clone", "-q", moved, str(tmp_path / "clone"))
         assert clone.code == 0, clone.err
         assert git(env, "rev-parse", "HEAD", cwd=tmp_path / "clone").check().out.strip() in pushed
+        kept_moved = with_credentials(f"{again.url}/{kept.path}.git", "root", root)
+        assert git(env, "clone", "-q", kept_moved, str(tmp_path / "kept")).code == 0
         empty_remote = with_credentials(f"{again.url}/{empty['path_with_namespace']}.git", "root", root)
         assert git(env, "clone", "-q", empty_remote, str(tmp_path / "empty")).code == 0
         assert package(again.url, project.id, "tool.bin", headers=basic(ci["username"], ci["token"])) == payload

@@ -574,10 +574,19 @@ def _repository_there(backup: Path, gw: Gateway, fresh: Gateway) -> None:
     (fresh.folder / "data" / "repositories" / "g" / "p.git" / "HEAD").write_text("ref: refs/heads/main\n")
 
 
+def _damaged_bundle(backup: Path, gw: Gateway, fresh: Gateway) -> None:
+    """A bundle whose bytes are not the ones the manifest recorded (bit rot, a truncated copy)."""
+    (backup / "repositories").mkdir()
+    (backup / "repositories" / "p.bundle").write_bytes(b"# v2 git bundle\n")
+    entry = {"path": "g/p", "bundle": "repositories/p.bundle", "head": "refs/heads/main", "sha256": "0" * 64}
+    _manifest({"repositories": [entry]})(backup, gw, fresh)
+
+
 @pytest.mark.parametrize(
     ("setup", "into", "message"),
     [
         (lambda b, g, f: (b / "manifest.json").unlink(), "fresh", "no manifest.json in"),
+        (_damaged_bundle, "fresh", "p.bundle is damaged: its SHA-256 is not the one manifest.json records"),
         (_manifest({"version": 99}), "fresh", "backup format version 99: this gateway reads version 1"),
         (_manifest({"format": "tarball"}), "fresh", "is not a gateway backup's manifest"),
         (_manifest({"database": "../install/gateway.toml"}), "fresh", "which is not a file in the backup"),
