@@ -2,7 +2,8 @@
 the database against 50, the member's group holding 25 either way. Neither may grow with the rest of the instance
 (ratio <= 1.2, like the store's lookups). Reported: an administrator's GET /projects and GET /users by name with
 100,000 users against 1,000 (read down an index, but X-Total counts up to GitLab's 10,000), a user search (what a
-trigram index finds) and a keyset page from the middle of the users by name.
+trigram index finds), a search for a part of every user's name (where reading rows in order wins) and a keyset page
+from the middle of the users by name.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def run(ctx: Context) -> list[Row]:
             "admin": lambda i: ("/api/v4/projects?per_page=20", i["gw"].root_token),
             "users-name": lambda i: ("/api/v4/users?order_by=name&sort=asc&per_page=20", i["member"]),
             "users-search": lambda i: (f"/api/v4/users?search={sought_part()}&per_page=20", i["member"]),
+            "users-common": lambda i: ("/api/v4/users?search=user&per_page=20", i["member"]),
             "users-keyset": lambda i: (f"/api/v4/users?{MIDDLE_PAGE}", i["member"]),
         }
         times: dict[tuple[str, str], list[float]] = {(a, s): [] for a in asks for s in sizes}
@@ -145,6 +147,7 @@ def run(ctx: Context) -> list[Row]:
         ("admin", "GET /projects?per_page=20, administrator (pages every project)", projects, None),
         ("users-name", "GET /users?order_by=name&per_page=20 (X-Total counts to 10,000)", people, None),
         ("users-search", f"GET /users?search={sought_part()} (a part of a handful of names)", people, None),
+        ("users-common", "GET /users?search=user (a part of every user's name)", people, None),
         ("users-keyset", "GET /users?pagination=keyset&order_by=name, a page from the middle", people, None),
     ):
         large, small = (statistics.median(times[ask, s]) * 1000 for s in ("large", "small"))

@@ -284,7 +284,7 @@ class SharedQueries(ABC):
     async def page_groups(
         self, listing: Listing, *, offset: int, limit: int, count_up_to: int | None = None
     ) -> Page[Namespace]:
-        where, args = self._chosen(listing, "n", ["n.kind = 'group'"])
+        where, args = await self._chosen(listing, "n", ["n.kind = 'group'"])
         if listing.parent_id is not None:
             where.append("n.parent_id = ?")
             args.append(listing.parent_id)
@@ -324,7 +324,7 @@ class SharedQueries(ABC):
     async def page_projects(
         self, listing: Listing, *, offset: int, limit: int, count_up_to: int | None = None
     ) -> Page[Project]:
-        where, args = self._chosen(listing, "p", [])
+        where, args = await self._chosen(listing, "p", [])
         if listing.namespace_ids is not None:
             where.append(f"p.namespace_id IN ({_marks(listing.namespace_ids)})")
             args.extend(listing.namespace_ids)
@@ -369,7 +369,7 @@ class SharedQueries(ABC):
     def _text_key(table: str, listing: Listing) -> str:
         return f"{table}.{'path' if listing.order_by == 'path' else 'name'}_lower"
 
-    def _matching(self, term: str, table: str, alias: str, keys: Sequence[str]) -> tuple[str, list[Any]]:
+    async def _matching(self, term: str, table: str, alias: str, keys: Sequence[str]) -> tuple[str, list[Any]]:
         """The condition (and its arguments) that one of the lower-case `keys` of `table` (aliased `alias`) matches a
         search `term`, as GitLab's Gitlab::SQL::Pattern has it: a part of the key if the term has
         MIN_CHARS_FOR_PARTIAL_MATCHING characters or more, else the whole key; case-insensitively."""
@@ -377,16 +377,21 @@ class SharedQueries(ABC):
             return "1 = 0", []  # no name holds such text, and the databases refuse it
         term = term.lower()
         if _partial(term):
-            return self._contains_any(table, alias, keys, term)
+            return await self._contains_any(table, alias, keys, term)
         return f"({' OR '.join(f'{alias}.{key} = ?' for key in keys)})", [term] * len(keys)
 
-    def _contains_any(self, table: str, alias: str, keys: Sequence[str], term: str) -> tuple[str, list[Any]]:
+    async def _contains_any(self, table: str, alias: str, keys: Sequence[str], term: str) -> tuple[str, list[Any]]:
         """SQL true when one of the `keys` of `table` holds `term` (storable, lower-case, of
-        MIN_CHARS_FOR_PARTIAL_MATCHING characters or more), and its arguments: by default each key tested."""
+        MIN_CHARS_FOR_PARTIAL_MATCHING characters or more), and its arguments: by default each key tested (which
+        PostgreSQL's planner serves from the trigram indexes or by a scan, as the term's statistics say)."""
+        return self._each_key(alias, keys, term)
+
+    def _each_key(self, alias: str, keys: Sequence[str], term: str) -> tuple[str, list[Any]]:
+        """SQL true when one of the `keys` (of the table aliased `alias`) holds `term`, each tested on the row."""
         tests = [self._contains(f"{alias}.{key}", term) for key in keys]
         return f"({' OR '.join(sql for sql, _ in tests)})", [arg for _, args in tests for arg in args]
 
-    def _chosen(self, listing: Listing, table: str, where: list[str]) -> tuple[list[str], list[Any]]:
+    async def _chosen(self, listing: Listing, table: str, where: list[str]) -> tuple[list[str], list[Any]]:
         """The conditions (joined by AND) and their arguments that choose a listing's projects (`table` p) or groups
         (n): what policy shows (listing.open, the memberships' reach, the personal namespace), then its filters."""
         args: list[Any] = []
@@ -427,7 +432,7 @@ class SharedQueries(ABC):
         if listing.search:
             # A project's description too, as GitLab's Project.search (a group's name and path only, as Group.search).
             keys = ("name_lower", "path_lower", "description_lower") if table == "p" else ("name_lower", "path_lower")
-            found, found_args = self._matching(listing.search, items, table, keys)
+            found, found_args = await self._matching(listing.search, items, table, keys)
             where.append(found)
             args.extend(found_args)
         return where, args
@@ -475,9 +480,7 @@ class SharedQueries(ABC):
         elif query:
             # A part of either, however short (GitLab's members API searches with use_minimum_char_limit: false):
             # each key tested, never a trigram index (a term under 3 characters has no trigram to look up).
-            found, found_args = SharedQueries._contains_any(
-                self, "users", "u", ("username_lower", "name_lower"), query.lower()
-            )
+            found, found_args = self._each_key("u", ("username_lower", "name_lower"), query.lower())
             where.append(found)
             args.extend(found_args)
         if user_ids is not None:
@@ -601,7 +604,7 @@ class SharedQueries(ABC):
         if not storable(search):
             where = " WHERE 1 = 0"  # no user's fields hold such text, and the databases refuse it
         elif search:
-            found, args = self._matching(search, "users", "u", ("username_lower", "name_lower"))
+            found, args = await self._matching(search, "users", "u", ("username_lower", "name_lower"))
             if search_email:
                 # An address is matched whole, never a part of it (GitLab's User.search): a part would list
                 # everyone at a domain.

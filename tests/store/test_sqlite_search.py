@@ -82,3 +82,45 @@ async def test_a_search_reads_its_index(store: SQLiteStore, search: str, index: 
     [statement] = [s for s in statements if "MATCH" in s]
     plan = await store.db.execute_fetchall(f"EXPLAIN QUERY PLAN {statement}")
     assert any(f"SCAN {index} VIRTUAL TABLE" in row[-1] for row in plan), plan
+
+
+@pytest.mark.parametrize(
+    ("term", "plan"),
+    [
+        ("seed-user-7", "ids"),  # fewer matches than the probe reads: those rows by their key
+        ("zzz", "none"),
+        ("seed-user-3", "index"),  # more, and spread thin (3, 30, 31, 32, ...): the index
+        ("user", "scan"),  # every row: each row tested, in the list's order
+        ("SEED-USER-1", "scan"),  # 1 and 10-19 of the first ids: dense
+    ],
+)
+@pytest.mark.parametrize("order_by", ["id", "name"])
+async def test_a_search_plan_is_chosen_by_its_first_matches(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, term: str, plan: str, order_by: str
+) -> None:
+    """The plan a search takes (SQLiteStore._contains_any) follows how many rows hold the term, and how densely;
+    whichever it takes, the pages list exactly the users that hold it, each once, in order, with the right total."""
+    monkeypatch.setattr(SQLiteStore, "SEARCH_PROBE", 4)
+    await seed_users(store, count=40, now=NOW)
+    everyone = (await store.list_users(offset=0, limit=100, order_by=order_by)).items
+    expected = [u.id for u in everyone if term.lower() in u.username.lower() or term.lower() in u.name.lower()]
+    statements: list[str] = []
+    await store.db.set_trace_callback(statements.append)
+    pages = [
+        await store.list_users(offset=offset, limit=5, search=term, search_email=False, order_by=order_by)
+        for offset in range(0, 45, 5)
+    ]
+    await store.db.set_trace_callback(None)
+    assert [u.id for page in pages for u in page.items] == expected
+    assert {page.total for page in pages} == {len(expected)}
+    [page_statement, *_] = [s for s in statements if "FROM users u" in s]
+    taken = (
+        "index"
+        if "MATCH" in page_statement
+        else "none"
+        if "1 = 0" in page_statement
+        else "ids"
+        if "u.id IN (" in page_statement
+        else "scan"
+    )
+    assert taken == plan, page_statement
