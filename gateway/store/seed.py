@@ -92,7 +92,7 @@ async def seed_users(store: Store, *, count: int, now: datetime) -> None:
     """Insert `count` users (`seed-user-{n}`, named "User" and eight hex digits) with their personal namespaces,
     in one transaction."""
     if isinstance(store, PostgresStore):
-        async with store._tx() as conn:
+        async with store._tx() as conn, store.loading(conn):
             await conn.execute(_POSTGRES_USERS, 1, count, now)
             await conn.execute("UPDATE namespaces SET traversal_ids = ARRAY[id] WHERE traversal_ids = '{}'")
             await conn.execute(_USERS_OF_NAMESPACES)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from gateway import tokens
 from gateway.store.base import NewDeployToken, Store
 from gateway.store.seed import seed_deploy_tokens, seed_users
+from tests.store.test_copy import gin_options
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -44,6 +45,8 @@ async def test_seeded_users_are_ordinary_users(any_store: Store) -> None:
         username="root", name="Root", email="r@x", password_hash=None, is_admin=True, now=NOW
     )
     await seed_users(any_store, count=300, now=NOW)
+    # Loaded through GIN's pending list, which is merged and switched off again: no search reads it whole.
+    assert await gin_options(any_store) <= {"fastupdate=off"}
     everyone = await any_store.list_users(offset=0, limit=1000)
     assert everyone.total == 301
     seeded = {u.username: u for u in everyone.items if u != existing}
