@@ -22,8 +22,9 @@ LIMIT = 1.0
 def run(ctx: Context) -> list[Row]:
     trials = ctx.pick(5, 2)
     tmp = tempdir("bench-replicas-")
-    # Polling revoked tokens sends many rejected secrets from one address: no failed authentication ban here.
-    gw = Gateway(tmp, ctx, {"log": {"level": "warning"}, "bruteforce": {"max_failures": 1_000_000}})
+    # Polling revoked tokens sends many rejected secrets from one address: no failed authentication ban here. The
+    # access log tells which worker gave each answer: every worker must have answered (tests/replicas.py wait_all).
+    gw = Gateway(tmp, ctx, {"log": {"level": "info"}, "bruteforce": {"max_failures": 1_000_000}})
     try:
         gw.install()
         a, b = gw.serve(ctx.workers, "replica-a"), gw.serve(ctx.workers, "replica-b")
@@ -37,7 +38,7 @@ def run(ctx: Context) -> list[Row]:
             probes: list[Probe] = [
                 p(r, project["path_with_namespace"], creds) for r in replicas for p in (git_probe, jwt_probe)
             ]
-            repeat = 3 * ctx.workers  # new connections: every worker of a replica gets some
+            repeat = 3 * ctx.workers  # new connections, which SO_REUSEPORT spreads over the workers
             before = statuses(probes, repeat)
             assert {s for _, s in before} == {200}, before
             gw.api(a, "POST", f"/projects/{project['id']}/deploy_tokens/{token['id']}/revoke")

@@ -105,17 +105,21 @@ class Probe:
     label: str
     url: str
     headers: dict[str, str] = field(default_factory=dict)
+    replica: Replica | None = None  # whose access log tells which worker answered (wait_all)
 
 
 def git_probe(replica: Replica, project: str, headers: dict[str, str]) -> Probe:
     return Probe(
-        f"{replica.name} git info/refs", f"{replica.url}/{project}.git/info/refs?service=git-upload-pack", headers
+        f"{replica.name} git info/refs",
+        f"{replica.url}/{project}.git/info/refs?service=git-upload-pack",
+        headers,
+        replica,
     )
 
 
 def jwt_probe(replica: Replica, project: str, headers: dict[str, str]) -> Probe:
     query = f"service=container_registry&scope=repository:{project}:pull"
-    return Probe(f"{replica.name} /jwt/auth", f"{replica.url}/jwt/auth?{query}", headers)
+    return Probe(f"{replica.name} /jwt/auth", f"{replica.url}/jwt/auth?{query}", headers, replica)
 
 
 def statuses(probes: Sequence[Probe], repeat: int) -> list[tuple[str, int]]:
@@ -131,33 +135,62 @@ def wait_all(
     timeout: float = 5.0,
     pause: float = 0.0,
 ) -> tuple[float, list[tuple[str, int]]]:
-    """Poll (one request at a time, each on a new connection) until one whole round of probes is accepted, waiting
-    `pause` seconds after a round that was not (bounding the rejected secrets a poll sends: brute-force bans).
+    """Poll (one request at a time, each on a new connection) until one whole round of probes is accepted, and every
+    worker of each probe's replica gave some of the answers accepted since the last one that was not (SO_REUSEPORT
+    hashes each connection onto a worker: six of them can all land on one, and the other may still answer the old
+    state); wait `pause` seconds after a round that was not accepted (bounding the rejected secrets a poll sends:
+    brute-force bans).
 
     Returns (T, the last answers not accepted): T is the monotonic time the first request after the last
     non-accepted answer was sent, i.e. from T on every answer was accepted. Fails with the statuses after `timeout`.
     """
     deadline = time.monotonic() + timeout
     stale: list[tuple[str, int]] = []
+    streak: list[tuple[Probe, str]] = []  # the answers accepted since the last one that was not: probe, request id
     since = time.monotonic()
     while True:
         round_ok = last_refused = True
         for probe in probes:
             for _ in range(repeat):
-                status = request(probe.url, headers=probe.headers)
+                request_id = f"probe-{uuid.uuid4().hex}"
+                status = request(probe.url, headers={**probe.headers, "X-Request-Id": request_id})
                 last_refused = not accept(status)
-                if last_refused:
-                    round_ok = False
-                    stale = [*stale[-7:], (probe.label, status)]
-                    since = time.monotonic()  # the next request is sent no earlier than this
-                    if since > deadline:
-                        raise AssertionError(f"not seen everywhere after {timeout} s: {stale}")
-        if round_ok:
+                if not last_refused:
+                    streak.append((probe, request_id))
+                    continue
+                round_ok, streak = False, []
+                stale = [*stale[-7:], (probe.label, status)]
+                since = time.monotonic()  # the next request is sent no earlier than this
+                if since > deadline:
+                    raise AssertionError(f"not seen everywhere after {timeout} s: {stale}")
+        if round_ok and _every_worker_answered(streak):
             return since, stale
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not every worker answered within {timeout} s: {stale}")
         if pause:
             time.sleep(pause)
             if last_refused:
                 since = time.monotonic()
+
+
+def _every_worker_answered(answers: Sequence[tuple[Probe, str]], timeout: float = 5.0) -> bool:
+    """Whether every worker of a multi-worker replica gave some of the `answers` (request ids) to each of its probes,
+    as the replica's access log tells; waits for the lines to be written (the workers log through the parent)."""
+    asked: dict[str, tuple[Replica, set[str]]] = {}  # by probe label
+    for probe, request_id in answers:
+        if probe.replica is not None and probe.replica.workers > 1:
+            asked.setdefault(probe.label, (probe.replica, set()))[1].add(request_id)
+    deadline = time.monotonic() + timeout
+    for label, (replica, ids) in asked.items():
+        while True:
+            logged = {e["request_id"]: e.get("worker") for e in replica.access_log() if e.get("request_id") in ids}
+            if len(logged) == len(ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert len(logged) == len(ids), f"{label}: {len(ids) - len(logged)} answers missing from the log"
+        if set(logged.values()) != set(range(replica.workers)):
+            return False
+    return True
 
 
 @dataclass

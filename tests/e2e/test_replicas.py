@@ -139,7 +139,7 @@ def test_a_change_through_replica_a_is_seen_by_every_worker_within_a_second(
 ) -> None:
     name = scenario.__name__.replace("_", "-")
     change = scenario(cluster, name)
-    repeat = 3 * max(r.workers for r in cluster.replicas)  # fresh connections: both workers of a replica get some
+    repeat = 3 * max(r.workers for r in cluster.replicas)  # fresh connections, which SO_REUSEPORT spreads
     before = statuses(change.probes, repeat)  # every worker reads (and caches) the old state just now
     assert all(change.before(status) for _, status in before), before
     effective = change.make()
