@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,9 @@ from gateway import repositories
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.store import open_store
+from gateway.store.base import Store
 from gateway.store.copy import Copied, copy_store
+from gateway.store.migrations import bundled
 
 FORMAT = "deploy-token-gateway backup"
 VERSION = 1
@@ -282,6 +285,27 @@ def _check_target(config: Config, folder: Path, manifest: dict[str, Any]) -> lis
     return keys
 
 
+async def _snapshot(config: Config, database: Path, scratch: Path, note: Callable[[str], None]) -> Store:
+    """The backup's database, opened to be copied from. A backup of an earlier release is at an earlier schema
+    version, which copy_store refuses: a copy of it in `scratch` is migrated to this release's, as `gateway migrate`
+    would the installation it came from, and the backup itself is left as it was."""
+    source = await open_store(config, f"sqlite:///{database}")
+    found = await source.schema_version()
+    if not 0 < found < bundled("sqlite")[-1][0]:
+        return source  # this release's schema; or none, or a newer one, which copy_store explains
+    await source.close()
+    upgraded = scratch / DATABASE
+    shutil.copy2(database, upgraded)
+    source = await open_store(config, f"sqlite:///{upgraded}")
+    try:
+        version = await source.migrate()
+    except BaseException:
+        await source.close()
+        raise
+    note(f"database: a backup of schema version {found}, migrated to {version} in a copy")
+    return source
+
+
 async def restore(config: Config, folder: Path, note: Callable[[str], None]) -> Copied:
     """Restore the backup in `folder` into the configured installation, which must be new (no rows, no repository,
     no package; key files absent or the same): the database first (all or nothing), then keys, repositories,
@@ -290,15 +314,16 @@ async def restore(config: Config, folder: Path, note: Callable[[str], None]) -> 
     keys = _check_target(config, folder, manifest)
     if manifest.get("repositories") and config.git.backend != "embedded":
         raise BackupError('the backup holds embedded repositories: set git.backend = "embedded" to restore them')
-    source = await open_store(config, f"sqlite:///{_inside(folder, manifest.get('database'))}")
-    try:
-        target = await open_store(config)
+    with tempfile.TemporaryDirectory(prefix="gateway-restore-") as scratch:
+        source = await _snapshot(config, _inside(folder, manifest.get("database")), Path(scratch), note)
         try:
-            copied = await copy_store(source, target)
+            target = await open_store(config)
+            try:
+                copied = await copy_store(source, target)
+            finally:
+                await target.close()
         finally:
-            await target.close()
-    finally:
-        await source.close()
+            await source.close()
     note(f"database: {sum(copied.rows.values())} rows")
     for saved, path in keys:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -27,7 +28,8 @@ import pytest
 from gateway import config as config_module
 from gateway import secretbox, tokens
 from gateway.store import open_store
-from gateway.store.base import Namespace, Project, Store
+from gateway.store.base import Listing, Namespace, Project, Store
+from gateway.store.migrations import bundled
 from gateway.tokens import Holder
 from tests.conftest import FAST_KDF
 from tests.procs import wait_until
@@ -676,6 +678,56 @@ def test_a_backup_links_the_blobs_an_earlier_one_holds(gw: Gateway, tmp_path: Pa
     assert restored.returncode == 0, restored.stderr
     for content in (kept, changed, new):
         assert _blob(fresh.folder / "data", content).read_bytes() == content
+
+
+async def _database_of_release_7(path: Path) -> None:
+    """A database as release 7 left it (migrations 1 to 7), holding a group whose name's lower-case key release 7
+    never wrote (migration 0008 adds the keys)."""
+    from gateway.store import sqlite as module
+    from gateway.store.sqlite import SQLiteStore
+
+    known = module.migrations()
+    store = await SQLiteStore(path).open()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(module, "migrations", lambda: [m for m in known if m[0] < 8])
+            assert await store.migrate() == 7
+        async with store._tx() as db:
+            await db.execute(
+                "INSERT INTO namespaces (kind, name, path, full_path, traversal_ids, visibility, description,"
+                " created_at) VALUES ('group', 'ÉMILE Group', 'emile', 'emile', '', 'public', '', ?)",
+                (NOW.isoformat(),),
+            )
+            await db.execute("UPDATE namespaces SET traversal_ids = CAST(id AS TEXT)")
+    finally:
+        await store.close()
+
+
+def test_a_backup_of_an_earlier_release_restores_into_this_one(tmp_path: Path) -> None:
+    """Restore migrates a copy of the backup's database (at release 7's schema) to this release's, as `gateway
+    migrate` would have migrated the installation itself; the backup is not touched."""
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    asyncio.run(_database_of_release_7(backup / "database.db"))
+    manifest = {"format": "deploy-token-gateway backup", "version": 1, "database": "database.db", "keys": {}}
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+    before = files_of(backup)
+    fresh = new_installation(tmp_path / "fresh")
+    restored = fresh.run("restore", str(backup))
+    assert restored.returncode == 0, restored.stderr
+    latest = bundled("sqlite")[-1][0]
+    assert f"a backup of schema version 7, migrated to {latest} in a copy" in restored.stderr
+    assert files_of(backup) == before
+
+    async def groups_found() -> list[str]:
+        store = await open_store(fresh.config())
+        try:
+            listing = Listing(open=("public",), search="émile")  # found by the key migration 0008 wrote
+            return [g.name for g in (await store.page_groups(listing, offset=0, limit=10)).items]
+        finally:
+            await store.close()
+
+    assert asyncio.run(groups_found()) == ["ÉMILE Group"]
 
 
 @pytest.mark.parametrize(
