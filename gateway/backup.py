@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from typing import Any
 
 from gateway import repositories
 from gateway.config import Config
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StoreError
 from gateway.store import open_store
 from gateway.store.base import Store
-from gateway.store.copy import Copied, copy_store
+from gateway.store.copy import TABLES, Copied, copy_store
 from gateway.store.migrations import bundled
+from gateway.store.sqlite import SQLiteStore
 
 FORMAT = "deploy-token-gateway backup"
 VERSION = 1
@@ -304,6 +306,112 @@ async def _snapshot(config: Config, database: Path, scratch: Path, note: Callabl
         raise
     note(f"database: a backup of schema version {found}, migrated to {version} in a copy")
     return source
+
+
+async def check(config: Config, folder: Path, note: Callable[[str], None]) -> list[str]:
+    """Read every file of the backup in `folder` whole and check it against what the backup recorded, writing
+    nothing anywhere: what `restore` would find wrong only halfway, or never (a damaged package blob). The problems
+    found, none when the backup is whole. Whether the installation could take it is restore's own first check."""
+    manifest = read_manifest(folder)
+    problems: list[str] = []
+    problems += await _check_database(config, folder, manifest, note)
+    for name, relative in (manifest.get("keys") or {}).items():
+        try:
+            _inside(folder, relative)
+        except BackupError as exc:
+            problems.append(f"key file {name}: {exc}")
+    problems += await _check_bundles(folder, manifest.get("repositories") or [], note)
+    problems += _check_packages(folder / "packages", note)
+    return problems
+
+
+async def _check_database(
+    config: Config, folder: Path, manifest: dict[str, Any], note: Callable[[str], None]
+) -> list[str]:
+    """The snapshot: SQLite's integrity check, a schema this release can restore, and the rows the manifest
+    counted, table by table."""
+    try:
+        database = _inside(folder, manifest.get("database"))
+        snapshot = await open_store(config, f"sqlite:///{database}")
+    except (BackupError, StoreError) as exc:
+        return [f"database: {exc}"]
+    problems = []
+    try:
+        assert isinstance(snapshot, SQLiteStore)  # an sqlite:/// URL
+        problems += [f"database: {problem}" for problem in await snapshot.integrity_problems()]
+        version = await snapshot.schema_version()
+        latest = bundled("sqlite")[-1][0]
+        if not 0 < version <= latest:
+            problems.append(f"database: schema version {version}; this gateway restores versions 1 to {latest}")
+        recorded = manifest.get("rows")
+        counted: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+        async with snapshot.copy_transaction(write=False) as side:
+            rows = {table.name: await side.count(table) for table in TABLES if version}
+        for table, count in rows.items():
+            if counted.get(table, count) != count:
+                problems.append(f"database: {table} holds {count} rows, the manifest counted {counted[table]}")
+        note(f"database: {sum(rows.values())} rows, schema version {version}")
+    except (StoreError, sqlite3.Error) as exc:
+        problems.append(f"database: cannot be read whole: {exc}")
+    finally:
+        await snapshot.close()
+    return problems
+
+
+async def _check_bundles(folder: Path, entries: list[Any], note: Callable[[str], None]) -> list[str]:
+    """Each bundle's bytes against the SHA-256 the manifest recorded; a bundle of a backup that recorded none is
+    checked by git itself (`git bundle verify`, its header and prerequisites)."""
+    problems, bundles = [], 0
+    with tempfile.TemporaryDirectory(prefix="gateway-check-") as scratch:
+        verifier: Path | None = None
+        for entry in entries:
+            if not isinstance(entry, dict) or entry.get("bundle") is None:
+                continue
+            try:
+                bundle = _inside(folder, entry["bundle"])
+                bundles += 1
+                if isinstance(entry.get("sha256"), str):
+                    if _digest(bundle) != entry["sha256"]:
+                        problems.append(f"{bundle} is damaged: its SHA-256 is not the one {MANIFEST} records")
+                    continue
+                if verifier is None:
+                    verifier = Path(scratch) / "verify.git"
+                    await repositories.git("init", "--bare", "--quiet", str(verifier))
+                await repositories.git("--git-dir", str(verifier), "bundle", "verify", "--quiet", str(bundle))
+            except (BackupError, repositories.RepositoryError) as exc:
+                problems.append(f"repository {entry.get('path')!r}: {exc}")
+    note(f"repositories: {bundles} bundles")
+    return problems
+
+
+def _check_packages(packages: Path, note: Callable[[str], None]) -> list[str]:
+    """Each blob's bytes against the SHA-256 that names it, and each pointer's blob there, of the size it says."""
+    problems: list[str] = []
+    if not packages.is_dir():
+        return problems
+    blobs = packages / PACKAGE_BLOBS
+    checked = 0
+    for blob in sorted(blobs.rglob("*")) if blobs.is_dir() else []:
+        if blob.is_file():
+            checked += 1
+            if _digest(blob) != blob.name:
+                problems.append(f"{blob} is damaged: its SHA-256 is not its name")
+    pointers = 0
+    for pointer in sorted(packages.rglob(".f.*")):
+        if pointer.is_relative_to(blobs) or not pointer.is_file():
+            continue
+        pointers += 1
+        try:
+            meta = json.loads(pointer.read_text(encoding="utf-8"))
+            digest, size = str(meta["sha256"]), int(meta["size"])
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+            problems.append(f"{pointer} cannot be read: {exc}")
+            continue
+        blob = blobs / digest[:2] / digest
+        if not blob.is_file() or blob.stat().st_size != size:
+            problems.append(f"{pointer} names a blob of {size} bytes that the backup does not hold: {blob}")
+    note(f"package files: {checked} blobs, {pointers} pointers")
+    return problems
 
 
 async def restore(config: Config, folder: Path, note: Callable[[str], None]) -> Copied:

@@ -441,6 +441,14 @@ def cmd_restore(config: Config, args: argparse.Namespace) -> int:
     from gateway import backup
 
     folder = Path(args.folder)
+    if args.check:
+        problems = asyncio.run(backup.check(config, folder, _note))
+        for problem in problems:
+            _note(problem)
+        if problems:
+            raise CommandError(f"{folder}: {len(problems)} problem{'s' if len(problems) > 1 else ''} found")
+        _say(f"{folder} is a whole backup: every file it records reads back as it was written")
+        return 0
     copied = asyncio.run(backup.restore(config, folder, _note))
     _say(f"restored {sum(copied.rows.values())} rows from {folder}")
     _note("now start the gateway: every token of the backup works, and ci-variables gives the same secrets")
@@ -713,6 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
         " and packages.",
     )
     p.add_argument("folder", metavar="FOLDER")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="restore nothing: read every file of the backup whole and check it against what the backup recorded"
+        " (SQLite's integrity check and the rows counted, each bundle's and each package blob's SHA-256, each"
+        " package file's blob); exit 1 listing what is wrong",
+    )
     p.set_defaults(func=cmd_restore)
 
     p = commands.add_parser("users", help="manage users and their personal access tokens")

@@ -153,6 +153,9 @@ class SQLiteStore(SharedQueries):
             # written before it with Python's str.lower, as the store writes every new one.
             await self._db.create_function("unicode_lower", 1, _unicode_lower, deterministic=True)
         except sqlite3.Error as exc:
+            # The connection's thread is not a daemon: left open, it would keep the process from exiting (a
+            # damaged file would hang `gateway serve` after its error instead of ending it).
+            await self.close()
             raise StoreUnavailable(f"cannot open database: {exc}") from exc
         return self
 
@@ -284,6 +287,11 @@ class SQLiteStore(SharedQueries):
         and their insert) already run one after the other. No row lock either (_FOR_UPDATE)."""
 
     # --- lifecycle --------------------------------------------------------------------------------------------
+
+    async def integrity_problems(self) -> list[str]:
+        """What SQLite's own check of the whole file (PRAGMA integrity_check: every page, index and constraint)
+        finds wrong; none when it is whole."""
+        return [str(row[0]) for row in await self._all("PRAGMA integrity_check") if row[0] != "ok"]
 
     async def schema_version(self) -> int:
         row = await self._one("SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'")

@@ -680,6 +680,86 @@ def test_a_backup_links_the_blobs_an_earlier_one_holds(gw: Gateway, tmp_path: Pa
         assert _blob(fresh.folder / "data", content).read_bytes() == content
 
 
+def _backup_to_check(gw: Gateway, tmp_path: Path) -> Path:
+    """A backup of an installation holding one package file."""
+    _put_package_file(gw, "tool.bin", b"tool" * 1000)
+    backup = tmp_path / "backup"
+    taken = gw.run("backup", str(backup))
+    assert taken.returncode == 0, taken.stderr
+    return backup
+
+
+def test_restore_check_reads_a_whole_backup_and_writes_nothing(gw: Gateway, tmp_path: Path) -> None:
+    backup = _backup_to_check(gw, tmp_path)
+    fresh = new_installation(tmp_path / "fresh")
+    before = files_of(tmp_path)
+    checked = fresh.run("restore", str(backup), "--check")
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout == f"{backup} is a whole backup: every file it records reads back as it was written\n"
+    for line in ("database: ", " rows, schema version ", "repositories: 0 bundles", "1 blobs, 1 pointers"):
+        assert line in checked.stderr, checked.stderr
+    assert files_of(tmp_path) == before  # neither the backup nor the installation: no database made
+
+
+def _rewrite(path: str, change: Callable[[bytes], bytes]) -> Callable[[Path], None]:
+    def edit(backup: Path) -> None:
+        file = next(backup.glob(path))
+        file.write_bytes(change(file.read_bytes()))
+
+    return edit
+
+
+def _edit_manifest(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
+    def edit(backup: Path) -> None:
+        manifest = json.loads((backup / "manifest.json").read_text())
+        change(manifest)
+        (backup / "manifest.json").write_text(json.dumps(manifest))
+
+    return edit
+
+
+def _bundle_without_digest(backup: Path) -> None:
+    (backup / "repositories").mkdir()
+    (backup / "repositories" / "p.bundle").write_bytes(b"not a bundle")
+    entry = {"path": "g/p", "bundle": "repositories/p.bundle", "head": "refs/heads/main"}  # as session 16 wrote
+    _edit_manifest(lambda m: m.update(repositories=[entry]))(backup)
+
+
+def _newer_schema(backup: Path) -> None:
+    with sqlite3.connect(backup / "database.db") as db:
+        db.execute("INSERT INTO schema_version VALUES (99, '0099_future.sql', '2027-01-01')")
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_rewrite("packages/blobs/*/*", lambda b: b[:-1] + b"x"), "is damaged: its SHA-256 is not its name"),
+        (lambda b: next(b.glob("packages/blobs/*/*")).unlink(), "names a blob of 4000 bytes that the backup does not"),
+        (_rewrite("packages/generic/**/.f.*", lambda b: b"{"), "cannot be read: "),
+        (lambda b: _damaged_bundle(b, None, None), "p.bundle is damaged: its SHA-256 is not the one manifest.json"),  # type: ignore[arg-type]
+        (_bundle_without_digest, "repository 'g/p': git bundle failed"),
+        (_edit_manifest(lambda m: m["rows"].update(users=99)), "database: users holds 1 rows, the manifest counted 99"),
+        (_rewrite("database.db", lambda b: b[:4096] + bytes(len(b) - 4096)), "database: "),
+        (_rewrite("database.db", lambda b: b"not a database"), "database: "),
+        (_newer_schema, "database: schema version 99; this gateway restores versions 1 to "),
+        (lambda b: next(b.glob("keys/secret.key")).unlink(), "key file encryption_key: manifest.json names"),
+    ],
+)
+def test_restore_check_finds_what_is_damaged(
+    gw: Gateway, tmp_path: Path, damage: Callable[[Path], None], message: str
+) -> None:
+    backup = _backup_to_check(gw, tmp_path)
+    damage(backup)
+    fresh = new_installation(tmp_path / "fresh")
+    before = files_of(tmp_path)
+    checked = fresh.run("restore", str(backup), "--check")
+    assert checked.returncode == 1 and checked.stdout == "", checked.stdout
+    assert message in checked.stderr and "Traceback" not in checked.stderr, checked.stderr
+    assert re.search(rf"gateway: error: {re.escape(str(backup))}: \d+ problems? found$", checked.stderr), checked.stderr
+    assert files_of(tmp_path) == before
+
+
 async def _database_of_release_7(path: Path) -> None:
     """A database as release 7 left it (migrations 1 to 7), holding a group whose name's lower-case key release 7
     never wrote (migration 0008 adds the keys)."""
@@ -761,6 +841,20 @@ def test_a_database_migrated_by_a_newer_release_is_refused(gw: Gateway, command:
     assert result.stderr.startswith(
         f"gateway: error: the database is at schema version {latest + 1}, newer than this gateway's {latest}"
     ), result.stderr
+    assert "Traceback" not in result.stderr and "listening on" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["init"], ["migrate"], ["serve", "--listen", "127.0.0.1:0"], ["users", "tokens", "root"]]
+)
+def test_a_damaged_database_is_an_error_that_ends_the_command(gw: Gateway, command: list[str]) -> None:
+    """A database file SQLite cannot read (a damaged disk, a truncated copy): the error is printed and the process
+    ends, rather than waiting forever on the connection thread the failed open left behind."""
+    database = gw.folder / "data" / "gateway.db"
+    database.write_bytes(b"not an SQLite database" * 100)
+    result = gw.run(*command)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("gateway: error: cannot open database: file is not a database"), result.stderr
     assert "Traceback" not in result.stderr and "listening on" not in result.stderr
 
 
