@@ -161,6 +161,9 @@ def test_gateway_backup_of_a_serving_installation_restores_into_a_new_one(
     assert (backup / bundles[project.path]).stat().st_nlink == 1  # the pushed one: bundled anew
 
     new = write_config(tmp_path / "new", sections=database(request, kind))
+    checked = run_gateway(new, "restore", str(backup), "--check")  # the real bundles and blob, read back whole
+    assert checked.returncode == 0, checked.stderr
+    assert "repositories: 2 bundles" in checked.stderr and "1 blobs, 1 pointers" in checked.stderr, checked.stderr
     restored = run_gateway(new, "restore", str(backup))
     assert restored.returncode == 0, restored.stderr
     for key in ("secret.key", "registry.key", "registry.crt"):
