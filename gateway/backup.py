@@ -20,10 +20,9 @@ from typing import Any
 from gateway import repositories
 from gateway.config import Config
 from gateway.errors import GatewayError, StoreError
-from gateway.store import open_store
+from gateway.store import migrations, open_store, open_upgraded
 from gateway.store.base import Store
 from gateway.store.copy import TABLES, Copied, copy_store
-from gateway.store.migrations import bundled
 from gateway.store.sqlite import SQLiteStore
 
 FORMAT = "deploy-token-gateway backup"
@@ -288,23 +287,10 @@ def _check_target(config: Config, folder: Path, manifest: dict[str, Any]) -> lis
 
 
 async def _snapshot(config: Config, database: Path, scratch: Path, note: Callable[[str], None]) -> Store:
-    """The backup's database, opened to be copied from. A backup of an earlier release is at an earlier schema
-    version, which copy_store refuses: a copy of it in `scratch` is migrated to this release's, as `gateway migrate`
-    would the installation it came from, and the backup itself is left as it was."""
-    source = await open_store(config, f"sqlite:///{database}")
-    found = await source.schema_version()
-    if not 0 < found < bundled("sqlite")[-1][0]:
-        return source  # this release's schema; or none, or a newer one, which copy_store explains
-    await source.close()
-    upgraded = scratch / DATABASE
-    shutil.copy2(database, upgraded)
-    source = await open_store(config, f"sqlite:///{upgraded}")
-    try:
-        version = await source.migrate()
-    except BaseException:
-        await source.close()
-        raise
-    note(f"database: a backup of schema version {found}, migrated to {version} in a copy")
+    """The backup's database, opened to be copied from: one of an earlier release migrated in a copy."""
+    source, found = await open_upgraded(config, f"sqlite:///{database}", scratch)
+    if (version := await source.schema_version()) != found:
+        note(f"database: a backup of schema version {found}, migrated to {version} in a copy")
     return source
 
 
@@ -340,7 +326,7 @@ async def _check_database(
         assert isinstance(snapshot, SQLiteStore)  # an sqlite:/// URL
         problems += [f"database: {problem}" for problem in await snapshot.integrity_problems()]
         version = await snapshot.schema_version()
-        latest = bundled("sqlite")[-1][0]
+        latest = migrations.bundled("sqlite")[-1][0]
         if not 0 < version <= latest:
             problems.append(f"database: schema version {version}; this gateway restores versions 1 to {latest}")
         recorded = manifest.get("rows")

@@ -27,7 +27,7 @@ from gateway import audit, log_output, secretbox, signing_keys, tokens, users
 from gateway import config as config_module
 from gateway.config import Config
 from gateway.errors import ConfigError, GatewayError, HTTPFailure
-from gateway.store import open_store
+from gateway.store import open_store, open_upgraded
 from gateway.store.base import AuthFailures, Store
 
 if TYPE_CHECKING:
@@ -388,7 +388,16 @@ def cmd_store_copy(config: Config, args: argparse.Namespace) -> int:
         raise CommandError(f"no database at {source_label}: check {where}")
 
     async def work() -> Copied:
-        source = await open_store(config, source_url)
+        with tempfile.TemporaryDirectory(prefix="gateway-copy-") as scratch:
+            return await copy_from(scratch)
+
+    async def copy_from(scratch: str) -> Copied:
+        source, found = await open_upgraded(config, source_url, Path(scratch))
+        if (version := await source.schema_version()) != found:
+            _note(
+                f"{source_label}: an earlier release's database (schema version {found}), migrated to {version}"
+                " in a copy; the file itself is left as it was"
+            )
         try:
             target = await open_store(config, target_url)
             try:

@@ -783,9 +783,22 @@ async def _database_of_release_7(path: Path) -> None:
         await store.close()
 
 
-def test_a_backup_of_an_earlier_release_restores_into_this_one(tmp_path: Path) -> None:
-    """Restore migrates a copy of the backup's database (at release 7's schema) to this release's, as `gateway
-    migrate` would have migrated the installation itself; the backup is not touched."""
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["restore", "{backup}"], "a backup of schema version 7, migrated to {latest} in a copy"),
+        (
+            ["store", "copy", "--from", "sqlite:///{backup}/database.db"],
+            "an earlier release's database (schema version 7), migrated to {latest} in a copy",
+        ),
+    ],
+)
+def test_a_database_of_an_earlier_release_is_copied_into_this_one(
+    tmp_path: Path, command: list[str], said: str
+) -> None:
+    """Restore (a backup) and store copy --from (an old installation's database) migrate a copy of a database at
+    release 7's schema to this release's, as `gateway migrate` would have migrated the installation itself; the
+    file they were given is not touched."""
     backup = tmp_path / "backup"
     backup.mkdir()
     asyncio.run(_database_of_release_7(backup / "database.db"))
@@ -793,10 +806,9 @@ def test_a_backup_of_an_earlier_release_restores_into_this_one(tmp_path: Path) -
     (backup / "manifest.json").write_text(json.dumps(manifest))
     before = files_of(backup)
     fresh = new_installation(tmp_path / "fresh")
-    restored = fresh.run("restore", str(backup))
+    restored = fresh.run(*[part.format(backup=backup) for part in command])
     assert restored.returncode == 0, restored.stderr
-    latest = bundled("sqlite")[-1][0]
-    assert f"a backup of schema version 7, migrated to {latest} in a copy" in restored.stderr
+    assert said.format(latest=bundled("sqlite")[-1][0]) in restored.stderr, restored.stderr
     assert files_of(backup) == before
 
     async def groups_found() -> list[str]:
