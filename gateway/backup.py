@@ -288,7 +288,7 @@ def _check_target(config: Config, folder: Path, manifest: dict[str, Any]) -> lis
 
 async def _snapshot(config: Config, database: Path, scratch: Path, note: Callable[[str], None]) -> Store:
     """The backup's database, opened to be copied from: one of an earlier release migrated in a copy."""
-    source, found = await open_upgraded(config, f"sqlite:///{database}", scratch)
+    source, found = await open_upgraded(config, f"sqlite:///{database}", scratch, immutable=True)
     if (version := await source.schema_version()) != found:
         note(f"database: a backup of schema version {found}, migrated to {version} in a copy")
     return source
@@ -318,7 +318,7 @@ async def _check_database(
     counted, table by table."""
     try:
         database = _inside(folder, manifest.get("database"))
-        snapshot = await open_store(config, f"sqlite:///{database}")
+        snapshot = await open_store(config, f"sqlite:///{database}", immutable=True)
     except (BackupError, StoreError) as exc:
         return [f"database: {exc}"]
     problems = []

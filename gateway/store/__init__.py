@@ -10,14 +10,16 @@ from gateway.errors import ConfigError
 from gateway.store.base import Store
 
 
-async def open_store(config: Config, url: str | None = None) -> Store:
+async def open_store(config: Config, url: str | None = None, *, immutable: bool = False) -> Store:
     """Open (not migrate) the store named by `url`, by default storage.database: sqlite:///FILE (relative to the
-    config file's folder) or postgresql://…"""
+    config file's folder) or postgresql://…; `immutable`: an SQLite file that nothing changes while it is open, read
+    without writing anything (a backup's snapshot, perhaps on read-only storage)."""
     url = url or config.storage.database
     if url.startswith("sqlite:///"):
         from gateway.store.sqlite import SQLiteStore
 
-        return await SQLiteStore(sqlite_path(config, url), busy_timeout=config.storage.busy_timeout).open()
+        path = sqlite_path(config, url)
+        return await SQLiteStore(path, busy_timeout=config.storage.busy_timeout, immutable=immutable).open()
     if url.startswith(("postgresql://", "postgres://")):
         from gateway.store.postgres import PostgresStore
 
@@ -25,14 +27,14 @@ async def open_store(config: Config, url: str | None = None) -> Store:
     raise ConfigError(f"unsupported database URL scheme {url.split(':', 1)[0]!r} (sqlite:/// or postgresql://)")
 
 
-async def open_upgraded(config: Config, url: str, scratch: Path) -> tuple[Store, int]:
+async def open_upgraded(config: Config, url: str, scratch: Path, *, immutable: bool = False) -> tuple[Store, int]:
     """Open the store at `url` to copy from, and the schema version it was found at. An SQLite file of an earlier
     release (an old backup, an old installation's database) is at an earlier schema, which a copy refuses: a copy of
     the file in `scratch` is migrated to this release's, as `gateway migrate` would the installation it came from,
     and the file itself is left as it was. Any other database is opened as it is."""
     from gateway.store.migrations import bundled
 
-    source = await open_store(config, url)
+    source = await open_store(config, url, immutable=immutable)
     found = await source.schema_version()
     if not url.startswith("sqlite:///") or not 0 < found < bundled("sqlite")[-1][0]:
         return source, found  # this release's schema; or none, or a newer one, which the copy explains

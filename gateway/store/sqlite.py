@@ -129,9 +129,17 @@ class SQLiteStore(SharedQueries):
     _records = _ROWS
 
     def __init__(
-        self, path: Path | str, *, cache: TTLCache[Any] | None = None, busy_timeout: float = BUSY_TIMEOUT_MS / 1000
+        self,
+        path: Path | str,
+        *,
+        cache: TTLCache[Any] | None = None,
+        busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
+        immutable: bool = False,
     ) -> None:
         self.path = str(path)
+        # A file nothing changes while it is open (a backup's snapshot): read where nothing may be written, as on
+        # read-only storage, where SQLite could not create the -shm file a WAL database is otherwise read through.
+        self.immutable = immutable
         # How long a statement waits for another process's lock before it fails (storage.busy_timeout) → 503.
         self.busy_timeout_ms = max(1, round(busy_timeout * 1000))
         self._db: aiosqlite.Connection | None = None
@@ -140,14 +148,19 @@ class SQLiteStore(SharedQueries):
         self._cache: TTLCache[Any] = cache if cache is not None else TTLCache(DEFAULT_TTL)
 
     async def open(self) -> SQLiteStore:
-        if self.path != ":memory:":
+        if self.path != ":memory:" and not self.immutable:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # https://sqlite.org/uri.html: immutable=1 reads the file without locks, journal or -shm, and never writes.
+        where = Path(self.path).resolve().as_uri() + "?immutable=1" if self.immutable else self.path
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so a write never upgrades a read lock.
-            self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
+            self._db = await aiosqlite.connect(
+                where, isolation_level=None, timeout=self.busy_timeout_ms / 1000, uri=self.immutable
+            )
             await self._db.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
-            await self._db.execute("PRAGMA journal_mode = WAL")
-            await self._db.execute("PRAGMA synchronous = NORMAL")
+            if not self.immutable:
+                await self._db.execute("PRAGMA journal_mode = WAL")
+                await self._db.execute("PRAGMA synchronous = NORMAL")
             await self._db.execute("PRAGMA foreign_keys = ON")
             # SQLite's own lower() folds ASCII only: migration 0008 fills the lower-case keys of names that were
             # written before it with Python's str.lower, as the store writes every new one.

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -699,6 +700,36 @@ def test_restore_check_reads_a_whole_backup_and_writes_nothing(gw: Gateway, tmp_
     for line in ("database: ", " rows, schema version ", "repositories: 0 bundles", "1 blobs, 1 pointers"):
         assert line in checked.stderr, checked.stderr
     assert files_of(tmp_path) == before  # neither the backup nor the installation: no database made
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """`folder` seen through a read-only bind mount, as a backup on read-only storage (a snapshot, a mounted
+    archive) is; skipped where mounting is not allowed (it takes root)."""
+    view = folder.parent / f"{folder.name}-read-only"
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", str(folder), str(view)], capture_output=True).returncode != 0:
+        pytest.skip("a read-only bind mount needs root")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True, capture_output=True)
+        with pytest.raises(OSError, match="Read-only file system"):
+            (view / "probe").touch()
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+
+
+def test_a_backup_on_read_only_storage_is_checked_and_restored(gw: Gateway, tmp_path: Path) -> None:
+    """The backup's database is read as an immutable file: SQLite writes no -shm beside it, and needs none."""
+    backup = _backup_to_check(gw, tmp_path)
+    fresh = new_installation(tmp_path / "fresh")
+    with read_only(backup) as view:
+        checked = fresh.run("restore", str(view), "--check")
+        assert checked.returncode == 0, checked.stderr
+        restored = fresh.run("restore", str(view))
+        assert restored.returncode == 0, restored.stderr
+    listed = fresh.run("users", "tokens", "root")
+    assert listed.returncode == 0 and "\tactive\t" in listed.stdout, listed.stderr
 
 
 def _rewrite(path: str, change: Callable[[bytes], bytes]) -> Callable[[Path], None]:
