@@ -711,7 +711,8 @@ def read_only(folder: Path) -> Iterator[Path]:
     if subprocess.run(["mount", "--bind", str(folder), str(view)], capture_output=True).returncode != 0:
         pytest.skip("a read-only bind mount needs root")
     try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True, capture_output=True)
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], capture_output=True).returncode != 0:
+            pytest.skip("this machine does not allow a read-only remount")
         with pytest.raises(OSError, match="Read-only file system"):
             (view / "probe").touch()
         yield view
