@@ -20,9 +20,8 @@ from typing import Any
 from gateway import repositories
 from gateway.config import Config
 from gateway.errors import GatewayError, StoreError
-from gateway.store import migrations, open_store, open_upgraded
-from gateway.store.base import Store
-from gateway.store.copy import TABLES, Copied, copy_store
+from gateway.store import migrations, open_store
+from gateway.store.copy import Copied, copy_store, schema_tables
 from gateway.store.sqlite import SQLiteStore
 
 FORMAT = "deploy-token-gateway backup"
@@ -286,14 +285,6 @@ def _check_target(config: Config, folder: Path, manifest: dict[str, Any]) -> lis
     return keys
 
 
-async def _snapshot(config: Config, database: Path, scratch: Path, note: Callable[[str], None]) -> Store:
-    """The backup's database, opened to be copied from: one of an earlier release migrated in a copy."""
-    source, found = await open_upgraded(config, f"sqlite:///{database}", scratch, immutable=True)
-    if (version := await source.schema_version()) != found:
-        note(f"database: a backup of schema version {found}, migrated to {version} in a copy")
-    return source
-
-
 async def check(config: Config, folder: Path, note: Callable[[str], None]) -> list[str]:
     """Read every file of the backup in `folder` whole and check it against what the backup recorded, writing
     nothing anywhere: what `restore` would find wrong only halfway, or never (a damaged package blob). The problems
@@ -332,7 +323,9 @@ async def _check_database(
         recorded = manifest.get("rows")
         counted: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
         async with snapshot.copy_transaction(write=False) as side:
-            rows = {table.name: await side.count(table) for table in TABLES if version}
+            # As the backup's release left them: an earlier schema lacks the tables later migrations add.
+            tables = await schema_tables(side) if version else []
+            rows = {table.name: await side.count(table) for table in tables}
         for table, count in rows.items():
             if counted.get(table, count) != count:
                 problems.append(f"database: {table} holds {count} rows, the manifest counted {counted[table]}")
@@ -408,16 +401,17 @@ async def restore(config: Config, folder: Path, note: Callable[[str], None]) -> 
     keys = _check_target(config, folder, manifest)
     if manifest.get("repositories") and config.git.backend != "embedded":
         raise BackupError('the backup holds embedded repositories: set git.backend = "embedded" to restore them')
-    with tempfile.TemporaryDirectory(prefix="gateway-restore-") as scratch:
-        source = await _snapshot(config, _inside(folder, manifest.get("database")), Path(scratch), note)
+    source = await open_store(config, f"sqlite:///{_inside(folder, manifest.get('database'))}", immutable=True)
+    try:
+        target = await open_store(config)
         try:
-            target = await open_store(config)
-            try:
-                copied = await copy_store(source, target)
-            finally:
-                await target.close()
+            copied = await copy_store(source, target)
         finally:
-            await source.close()
+            await target.close()
+    finally:
+        await source.close()
+    if copied.version != copied.found:
+        note(f"database: a backup of schema version {copied.found}, copied and then migrated to {copied.version}")
     note(f"database: {sum(copied.rows.values())} rows")
     for saved, path in keys:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -27,7 +27,7 @@ from gateway import audit, log_output, secretbox, signing_keys, tokens, users
 from gateway import config as config_module
 from gateway.config import Config
 from gateway.errors import ConfigError, GatewayError, HTTPFailure
-from gateway.store import open_store, open_upgraded
+from gateway.store import open_store
 from gateway.store.base import AuthFailures, Store
 
 if TYPE_CHECKING:
@@ -388,16 +388,7 @@ def cmd_store_copy(config: Config, args: argparse.Namespace) -> int:
         raise CommandError(f"no database at {source_label}: check {where}")
 
     async def work() -> Copied:
-        with tempfile.TemporaryDirectory(prefix="gateway-copy-") as scratch:
-            return await copy_from(scratch)
-
-    async def copy_from(scratch: str) -> Copied:
-        source, found = await open_upgraded(config, source_url, Path(scratch))
-        if (version := await source.schema_version()) != found:
-            _note(
-                f"{source_label}: an earlier release's database (schema version {found}), migrated to {version}"
-                " in a copy; the file itself is left as it was"
-            )
+        source = await open_store(config, source_url)
         try:
             target = await open_store(config, target_url)
             try:
@@ -410,6 +401,11 @@ def cmd_store_copy(config: Config, args: argparse.Namespace) -> int:
             await source.close()
 
     copied = asyncio.run(work())
+    if copied.version != copied.found:
+        _note(
+            f"{source_label}: an earlier release's database (schema version {copied.found}), copied as it is and"
+            f" then migrated to {copied.version} in {target_label}; the source is left as it was"
+        )
     _say(f"copied {sum(copied.rows.values())} rows from {source_label} to {target_label}")
     _say(f"  {'table':<24}{'rows':>10}{'next id':>10}")
     for table, rows in copied.rows.items():

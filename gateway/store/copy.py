@@ -105,12 +105,12 @@ TABLES: tuple[Table, ...] = (
 def converter(kinds: Mapping[Kind, Callable[[Any], Any]]) -> Callable[[Table, Iterable[Sequence[Any]]], list[Row]]:
     """A converter of a batch of rows from one conversion per kind (a kind not named passes unchanged); None stays
     None. Only the columns that change are touched: a million rows must not pay a call per value."""
-    plans: dict[str, list[tuple[int, Callable[[Any], Any]]]] = {}
+    plans: dict[Table, list[tuple[int, Callable[[Any], Any]]]] = {}
 
     def convert(table: Table, rows: Iterable[Sequence[Any]]) -> list[Row]:
-        plan = plans.get(table.name)
+        plan = plans.get(table)  # by the whole table: an earlier schema's has fewer columns
         if plan is None:
-            plan = plans[table.name] = [(i, kinds[kind]) for i, (_, kind) in enumerate(table.columns) if kind in kinds]
+            plan = plans[table] = [(i, kinds[kind]) for i, (_, kind) in enumerate(table.columns) if kind in kinds]
         out: list[Row] = []
         for row in rows:
             values = list(row)
@@ -134,15 +134,16 @@ def encode_json(value: Any) -> str:
 class Side(Protocol):
     """One store inside one transaction of the copy: a snapshot to read, or the target's all-or-nothing write."""
 
+    async def columns(self, name: str) -> tuple[str, ...]: ...  # the table's columns; none: no such table
     def batches(self, table: Table) -> AsyncIterator[list[Row]]: ...
     async def count(self, table: Table) -> int: ...
     async def load(self, table: Table, rows: Sequence[Row]) -> None: ...
-    async def id_positions(self) -> dict[str, int]: ...
-    async def set_id_positions(self, positions: Mapping[str, int]) -> None: ...
+    async def id_positions(self, tables: Sequence[Table]) -> dict[str, int]: ...
+    async def set_id_positions(self, tables: Sequence[Table], positions: Mapping[str, int]) -> None: ...
 
 
 class Copyable(Protocol):
-    async def migrate(self) -> int: ...
+    async def migrate(self, *, upto: int | None = None) -> int: ...
     async def schema_version(self) -> int: ...
     def copy_transaction(self, *, write: bool) -> AbstractAsyncContextManager[Side]: ...
 
@@ -151,6 +152,8 @@ class Copyable(Protocol):
 class Copied:
     rows: dict[str, int]  # table → rows copied
     id_positions: dict[str, int]  # table → highest id ever handed out, now the target's too
+    found: int  # the source's schema version: the rows were copied at it
+    version: int  # the target's after the copy: later than `found` when the source is an earlier release's
 
 
 class NotEmpty(StoreError):
@@ -158,7 +161,21 @@ class NotEmpty(StoreError):
 
 
 class SchemaMismatch(StoreError):
-    """The two databases are at different schema versions."""
+    """The two databases cannot be copied one into the other at the same schema version."""
+
+
+async def schema_tables(side: Side) -> list[Table]:
+    """TABLES as they are in `side`'s database: an earlier release's schema lacks the tables and columns that later
+    migrations add (migrations only ever add them, never drop or rename, so each is a part of TABLES)."""
+    tables = []
+    for table in TABLES:
+        held = set(await side.columns(table.name))
+        if held - set(table.names):
+            unknown = ", ".join(sorted(held - set(table.names)))
+            raise SchemaMismatch(f"{table.name}: columns this gateway does not know: {unknown}")
+        if held:
+            tables.append(Table(table.name, tuple(c for c in table.columns if c[0] in held), table.key, table.identity))
+    return tables
 
 
 async def copy_store(
@@ -168,25 +185,38 @@ async def copy_store(
 
     One snapshot of the source (writes made meanwhile are not copied, and never half of one) and one transaction
     on the target: a failure leaves the target as empty as it was. `progress(table, rows)` after each table.
+
+    A source of an earlier release is copied as it is, into a target migrated only as far as the source's schema;
+    the target is then migrated the rest of the way, as `gateway migrate` would have migrated the source itself.
+    So the source is only ever read (an old backup, a database on read-only storage, an old installation's
+    PostgreSQL), and each later migration fills what it adds (migration 0008's search keys) on the target.
     """
     found = await source.schema_version()
     if found == 0:
         raise SchemaMismatch("the source database holds no gateway schema: nothing to copy (check storage.database)")
-    version = await target.migrate()
-    if found != version:
+    at = await target.migrate(upto=found)
+    if at < found:
         raise SchemaMismatch(
-            f"the source database is at schema version {found}, the target at {version}: "
-            + ("run `gateway migrate` on the source first" if found < version else "copy it with the newer gateway")
+            f"the source database is at schema version {found}, newer than this gateway's {at}:"
+            " copy it with the newer gateway"
+        )
+    if at > found:
+        raise SchemaMismatch(
+            f"the target database is already at schema version {at}, the source at {found}: copy into a new database"
+            " (do not run `gateway init` or `gateway migrate` on it first), or run `gateway migrate` on the source"
         )
     counts: dict[str, int] = {}
     async with source.copy_transaction(write=False) as src, target.copy_transaction(write=True) as dst:
-        for table in TABLES:
+        tables = await schema_tables(src)
+        if tables != await schema_tables(dst):
+            raise SchemaMismatch(f"the two databases differ at schema version {found}: was either changed by hand?")
+        for table in tables:
             if held := await dst.count(table):
                 raise NotEmpty(
                     f"the target database is not empty ({table.name}: {held} rows): copy only into a new database"
                     " (do not run `gateway init` on it first)"
                 )
-        for table in TABLES:
+        for table in tables:
             copied = 0
             async for batch in src.batches(table):
                 await dst.load(table, batch)
@@ -197,6 +227,14 @@ async def copy_store(
             counts[table.name] = copied
             if progress is not None:
                 progress(table.name, copied)
-        positions = await src.id_positions()
-        await dst.set_id_positions(positions)
-    return Copied(counts, positions)
+        positions = await src.id_positions(tables)
+        await dst.set_id_positions(tables, positions)
+    try:
+        version = await target.migrate()
+    except StoreError as exc:
+        # The rows are in, at the source's schema: what is left is what `gateway migrate` does on any installation.
+        raise StoreError(
+            f"the rows were copied at schema version {found}, but migrating them on: {exc};"
+            " `gateway migrate` on the target finishes it"
+        ) from exc
+    return Copied(counts, positions, found, version)

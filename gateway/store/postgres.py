@@ -127,17 +127,25 @@ class _CopySide:
     async def _sequence(self, table: copy.Table) -> str:
         return str(await self.conn.fetchval("SELECT pg_get_serial_sequence($1, 'id')", table.name))
 
-    async def id_positions(self) -> dict[str, int]:
+    async def columns(self, name: str) -> tuple[str, ...]:
+        rows = await self.conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = $1 ORDER BY ordinal_position",
+            name,
+        )
+        return tuple(str(r[0]) for r in rows)
+
+    async def id_positions(self, tables: Sequence[copy.Table]) -> dict[str, int]:
         positions = {}
-        for table in copy.TABLES:
+        for table in tables:
             if table.identity:
                 row = await self.conn.fetchrow(f"SELECT last_value, is_called FROM {await self._sequence(table)}")
                 # A sequence nothing was drawn from yet holds its start (1) uncalled: position 0.
                 positions[table.name] = int(row["last_value"]) - (0 if row["is_called"] else 1)
         return positions
 
-    async def set_id_positions(self, positions: Mapping[str, int]) -> None:
-        for table in copy.TABLES:
+    async def set_id_positions(self, tables: Sequence[copy.Table], positions: Mapping[str, int]) -> None:
+        for table in tables:
             if table.identity:
                 # Never below an id just loaded: the next row must not collide with a copied one.
                 top = max(
@@ -314,8 +322,9 @@ class PostgresStore(SharedQueries):
             return 0
         return int(await self._fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
 
-    async def migrate(self) -> int:
-        """Apply every migration newer than the schema version, each in its own transaction; return the version.
+    async def migrate(self, *, upto: int | None = None) -> int:
+        """Apply every migration newer than the schema version (up to `upto`: a copy of an earlier release's
+        database, store/copy.py), each in its own transaction; return the version.
 
         Replicas starting together queue on a session advisory lock: the first migrates, the others then find
         the schema current. The lock is the connection's, so a replica that dies mid-migration releases it.
@@ -331,7 +340,7 @@ class PostgresStore(SharedQueries):
                     current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
                     refuse_newer(current, migrations())
                     for version, name, sql in migrations():
-                        if version <= current:
+                        if version <= current or (upto is not None and version > upto):
                             continue
                         async with conn.transaction():
                             await conn.execute(sql)  # no arguments: the simple protocol runs every statement

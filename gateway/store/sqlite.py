@@ -106,14 +106,17 @@ class _CopySide:
         sql = f"INSERT INTO {table.name} ({', '.join(table.names)}) VALUES ({marks})"
         await self.db.executemany(sql, _STORED(table, rows))
 
-    async def id_positions(self) -> dict[str, int]:
+    async def columns(self, name: str) -> tuple[str, ...]:
+        return tuple(str(r[1]) for r in await self.db.execute_fetchall("SELECT * FROM pragma_table_info(?)", (name,)))
+
+    async def id_positions(self, tables: Sequence[copy.Table]) -> dict[str, int]:
         # AUTOINCREMENT keeps the highest id ever handed out in sqlite_sequence (a table that never had a row: none).
         rows = await self.db.execute_fetchall("SELECT name, seq FROM sqlite_sequence")
         seen = {str(name): int(seq) for name, seq in rows}
-        return {table.name: seen.get(table.name, 0) for table in copy.TABLES if table.identity}
+        return {table.name: seen.get(table.name, 0) for table in tables if table.identity}
 
-    async def set_id_positions(self, positions: Mapping[str, int]) -> None:
-        for table in copy.TABLES:
+    async def set_id_positions(self, tables: Sequence[copy.Table], positions: Mapping[str, int]) -> None:
+        for table in tables:
             if table.identity:
                 # Never below an id just loaded: the next row must not collide with a copied one.
                 await self.db.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table.name,))
@@ -313,8 +316,9 @@ class SQLiteStore(SharedQueries):
         row = await self._one("SELECT max(version) FROM schema_version")
         return int(row[0] or 0)
 
-    async def migrate(self) -> int:
-        """Apply every migration newer than the schema version, each in its own transaction; return the version."""
+    async def migrate(self, *, upto: int | None = None) -> int:
+        """Apply every migration newer than the schema version (up to `upto`: a copy of an earlier release's
+        database, store/copy.py), all in one transaction; return the version."""
         async with self._write_lock:
             db = self.db
             await db.execute("BEGIN IMMEDIATE")
@@ -328,7 +332,7 @@ class SQLiteStore(SharedQueries):
                 current = int(row[0]) if row else 0
                 refuse_newer(current, migrations())
                 for version, name, sql in migrations():
-                    if version <= current:
+                    if version <= current or (upto is not None and version > upto):
                         continue
                     # executescript would COMMIT our transaction; run statement by statement instead.
                     for statement in _statements(sql):

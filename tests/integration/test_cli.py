@@ -792,9 +792,9 @@ def test_restore_check_finds_what_is_damaged(
     assert files_of(tmp_path) == before
 
 
-async def _database_of_release_7(path: Path) -> None:
-    """A database as release 7 left it (migrations 1 to 7), holding a group whose name's lower-case key release 7
-    never wrote (migration 0008 adds the keys)."""
+async def _database_of_release(path: Path, release: int) -> None:
+    """A database as an earlier release left it (migrations 1 to `release`), holding a group whose name's lower-case
+    key that release never wrote (migration 0008 adds the keys)."""
     from gateway.store import sqlite as module
     from gateway.store.sqlite import SQLiteStore
 
@@ -802,8 +802,8 @@ async def _database_of_release_7(path: Path) -> None:
     store = await SQLiteStore(path).open()
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(module, "migrations", lambda: [m for m in known if m[0] < 8])
-            assert await store.migrate() == 7
+            patch.setattr(module, "migrations", lambda: [m for m in known if m[0] <= release])
+            assert await store.migrate() == release
         async with store._tx() as db:
             await db.execute(
                 "INSERT INTO namespaces (kind, name, path, full_path, traversal_ids, visibility, description,"
@@ -815,32 +815,35 @@ async def _database_of_release_7(path: Path) -> None:
         await store.close()
 
 
+@pytest.mark.parametrize("release", [4, 7])  # 4: before the audit trail's table and the last-use columns (0005)
 @pytest.mark.parametrize(
     ("command", "said"),
     [
-        (["restore", "{backup}"], "a backup of schema version 7, migrated to {latest} in a copy"),
+        (["restore", "{backup}"], "a backup of schema version {release}, copied and then migrated to {latest}"),
         (
             ["store", "copy", "--from", "sqlite:///{backup}/database.db"],
-            "an earlier release's database (schema version 7), migrated to {latest} in a copy",
+            "an earlier release's database (schema version {release}), copied as it is and then migrated to {latest}",
         ),
     ],
 )
 def test_a_database_of_an_earlier_release_is_copied_into_this_one(
-    tmp_path: Path, command: list[str], said: str
+    tmp_path: Path, command: list[str], said: str, release: int
 ) -> None:
-    """Restore (a backup) and store copy --from (an old installation's database) migrate a copy of a database at
-    release 7's schema to this release's, as `gateway migrate` would have migrated the installation itself; the
-    file they were given is not touched."""
+    """Restore (a backup) and store copy --from (an old installation's database) copy a database at release 7's
+    schema as it is, then migrate the copy to this release's, as `gateway migrate` would have migrated the
+    installation itself; the file they were given is not touched."""
     backup = tmp_path / "backup"
     backup.mkdir()
-    asyncio.run(_database_of_release_7(backup / "database.db"))
+    asyncio.run(_database_of_release(backup / "database.db", release))
     manifest = {"format": "deploy-token-gateway backup", "version": 1, "database": "database.db", "keys": {}}
     (backup / "manifest.json").write_text(json.dumps(manifest))
     before = files_of(backup)
     fresh = new_installation(tmp_path / "fresh")
+    checked = fresh.run("restore", str(backup), "--check")  # the tables that release had, counted
+    assert checked.returncode == 0 and f"rows, schema version {release}" in checked.stderr, checked.stderr
     restored = fresh.run(*[part.format(backup=backup) for part in command])
     assert restored.returncode == 0, restored.stderr
-    assert said.format(latest=bundled("sqlite")[-1][0]) in restored.stderr, restored.stderr
+    assert said.format(release=release, latest=bundled("sqlite")[-1][0]) in restored.stderr, restored.stderr
     assert files_of(backup) == before
 
     async def groups_found() -> list[str]:

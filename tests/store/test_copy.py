@@ -4,7 +4,6 @@ every table and column, id sequences, the snapshot, and the refusals that keep a
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -282,8 +281,8 @@ class WriteBeforeUsers:
     def __init__(self, store: SQLiteStore | PostgresStore, writer: Store) -> None:
         self.store, self.writer, self.written = store, writer, 0
 
-    async def migrate(self) -> int:
-        return await self.store.migrate()
+    async def migrate(self, *, upto: int | None = None) -> int:
+        return await self.store.migrate(upto=upto)
 
     async def schema_version(self) -> int:
         return await self.store.schema_version()
@@ -339,17 +338,86 @@ async def test_an_empty_source_is_refused_before_the_target_is_touched(opener: O
     assert await target.schema_version() == 0
 
 
-async def test_a_source_behind_the_gateways_schema_is_refused(opener: Opener, tmp_path: Path) -> None:
-    old = tmp_path / "old.db"
-    with sqlite3.connect(old) as db:
-        db.create_function("unicode_lower", 1, str.lower, deterministic=True)  # migration 0008's backfill
-        db.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT)")
-        for version, name, sql in migrations()[:-1]:
-            db.executescript(sql)
-            db.execute("INSERT INTO schema_version VALUES (?, ?, '2026-01-01')", (version, name))
-    source = await SQLiteStore(old).open()
-    try:
-        with pytest.raises(SchemaMismatch, match="run `gateway migrate` on the source first"):
-            await copy_store(source, await opener("postgres"))
-    finally:
-        await source.close()
+async def at_release(store: SQLiteStore | PostgresStore, version: int, rows: dict[str, list[copy.Row]]) -> None:
+    """`store` as the release of schema `version` would have left it holding `rows` (portable rows of this release's
+    schema): migrated only that far, each row cut down to the columns that schema has."""
+    assert await store.migrate(upto=version) == version
+    async with store.copy_transaction(write=True) as side:
+        tables = await copy.schema_tables(side)
+        for table in tables:
+            whole = next(t for t in TABLES if t.name == table.name)
+            kept = [whole.names.index(name) for name in table.names]
+            await side.load(table, [tuple(row[i] for i in kept) for row in rows[table.name]])
+        await side.set_id_positions(tables, {t.name: 100 + i for i, t in enumerate(tables)})
+
+
+# 5: before the search keys (0008) and the list and search indexes (0009); 7: the release before them; 8: keys but no
+# SQLite search index. Every table has existed since 0005.
+@pytest.mark.parametrize("release", [5, 7, 8])
+@pytest.mark.parametrize(("source_kind", "target_kind"), DIRECTIONS)
+async def test_a_source_of_an_earlier_release_is_copied_then_migrated(
+    opener: Opener, source_kind: str, target_kind: str, release: int
+) -> None:
+    """An old installation's database, or an old backup, is copied as it is and left so: the target takes the rows
+    at the source's schema, then the later migrations run on the target and fill what they add (the search keys,
+    the search indexes) as `gateway migrate` would have on the source."""
+    now = await opener(source_kind)
+    await fill(now)
+    expected = await dump(now)
+    source, target = await opener(source_kind), await opener(target_kind)
+    await at_release(source, release, expected)
+    before = await dump_as_found(source)
+    latest = migrations()[-1][0]
+
+    copied = await copy_store(source, target)
+
+    assert (copied.found, copied.version) == (release, latest)
+    assert await target.schema_version() == latest
+    assert await source.schema_version() == release and await dump_as_found(source) == before
+    assert await dump(target) == expected  # 0008's lower-case keys are again the ones this release writes
+    assert copied.id_positions == {t.name: 100 + i for i, t in enumerate(TABLES) if t.identity}
+    for term in ("LICÉ", "SUB", "App"):  # found through the keys and indexes the later migrations made
+        everything = Listing(open=("private", "internal", "public"), search=term)
+        found = [
+            [u.id for u in (await store.list_users(offset=0, limit=10, search=term)).items]
+            + [g.id for g in (await store.page_groups(everything, offset=0, limit=10)).items]
+            + [p.id for p in (await store.page_projects(everything, offset=0, limit=10)).items]
+            for store in (now, target)
+        ]
+        assert found[0] == found[1] and found[0], term
+    assert await target.find_deploy_token(b"\x01" * 32) == await now.find_deploy_token(b"\x01" * 32)
+
+
+async def dump_as_found(store: Store) -> dict[str, list[copy.Row]]:
+    """Every row of every table the database has, at its own schema."""
+    async with store.copy_transaction(write=False) as side:
+        return {
+            table.name: [row async for batch in side.batches(table) for row in batch]
+            for table in await copy.schema_tables(side)
+        }
+
+
+@pytest.mark.parametrize(("source_kind", "target_kind"), [("sqlite", "postgres"), ("postgres", "sqlite")])
+async def test_a_target_migrated_past_an_earlier_source_is_refused(
+    opener: Opener, source_kind: str, target_kind: str
+) -> None:
+    """A schema is never migrated backwards: an empty target already at this release's schema cannot take the rows
+    of release 7's, and says what can."""
+    source, target = await opener(source_kind), await opener(target_kind)
+    await source.migrate(upto=7)
+    await target.migrate()
+    with pytest.raises(
+        SchemaMismatch, match=r"already at schema version .*, the source at 7: copy into a new database"
+    ):
+        await copy_store(source, target)
+    assert await source.schema_version() == 7
+
+
+async def test_a_source_of_a_newer_release_is_refused(opener: Opener) -> None:
+    source, target = await opener("sqlite"), await opener("postgres")
+    await source.migrate()
+    assert isinstance(source, SQLiteStore)
+    async with source._tx() as db:
+        await db.execute("INSERT INTO schema_version VALUES (999, '0999_future.sql', '2030-01-01')")
+    with pytest.raises(SchemaMismatch, match=r"at schema version 999, newer than this gateway's .*newer gateway"):
+        await copy_store(source, target)
