@@ -607,9 +607,6 @@ def cmd_ci_variables(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-# --- argument parsing ------------------------------------------------------------------------------------------
-
-
 # --- bans ------------------------------------------------------------------------------------------------------
 
 
@@ -644,6 +641,62 @@ def cmd_bans_lift(config: Config, args: argparse.Namespace) -> int:
     lifted = asyncio.run(_with_store(config, work))
     _say(f"{key}: {'lifted' if lifted else 'nothing on record'}")
     return 0
+
+
+# --- registry signing key ---------------------------------------------------------------------------------------
+
+
+def cmd_registry_key_show(config: Config, args: argparse.Namespace) -> int:
+    """The certificates the registry is told to trust (registry.certificate), each with its key's role."""
+    from gateway import key_rotation
+
+    for cert in key_rotation.certificates(config.registry):
+        _say(f"{cert.role:<9} {cert.algorithm}  {cert.kid}  valid until {cert.not_after.date().isoformat()}")
+    return 0
+
+
+def cmd_registry_key_rotate(config: Config, args: argparse.Namespace) -> int:
+    from gateway import key_rotation
+
+    key = key_rotation.stage(config.registry, args.algorithm or config.registry.algorithm, _now())
+    _say(f"staged {key.algorithm} key {key.kid} in {key_rotation.staged_path(Path(config.registry.signing_key))}")
+    _note(
+        f"its certificate was added to {config.registry.certificate}; the active key signs on. Next: restart the"
+        " registry (it reads its rootcertbundle only when it starts), then `gateway registry-key activate`"
+    )
+    return 0
+
+
+def cmd_registry_key_activate(config: Config, args: argparse.Namespace) -> int:
+    from gateway import key_rotation
+
+    if not config.registry.backend and not args.no_check:
+        _note("registry.backend is not set: the registry's trust in the staged key is not checked")
+    key = asyncio.run(key_rotation.activate(config.registry, check=not args.no_check, now=_now()))
+    _say(f"activated {key.algorithm} key {key.kid} as {config.registry.signing_key}")
+    if key.algorithm != config.registry.algorithm:
+        _note(f'set registry.algorithm = "{key.algorithm}" in the configuration: the gateway refuses the key without')
+    _note(
+        "next: restart every gateway process, one replica after another (the registry trusts both keys meanwhile);"
+        f" registry.token_ttl ({config.registry.token_ttl} s) after the last restart, `gateway registry-key retire`"
+    )
+    return 0
+
+
+def cmd_registry_key_retire(config: Config, args: argparse.Namespace) -> int:
+    from gateway import key_rotation
+
+    retired = key_rotation.retire(config.registry, wait=not args.now)
+    if not retired:
+        _say("nothing to retire: every certificate is the active or the staged key's")
+        return 0
+    for cert in retired:
+        _say(f"retired {cert.algorithm} key {cert.kid}")
+    _note("next: restart the registry; from then on it refuses tokens the old key signed")
+    return 0
+
+
+# --- argument parsing ------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -770,6 +823,20 @@ def build_parser() -> argparse.ArgumentParser:
     b = ban_commands.add_parser("lift", help="lift the ban of an address and forget its failures")
     b.add_argument("address", metavar="ADDRESS", help="an IPv4 or IPv6 address (IPv6 is banned by its /64)")
     b.set_defaults(func=cmd_bans_lift)
+
+    p = commands.add_parser("registry-key", help="rotate the key that signs registry tokens, with no downtime")
+    key_commands = p.add_subparsers(dest="registry_key_command", metavar="COMMAND", required=True)
+    k = key_commands.add_parser("show", help="the certificates of registry.certificate and their keys' roles")
+    k.set_defaults(func=cmd_registry_key_show)
+    k = key_commands.add_parser("rotate", help="1. stage a new key and add its certificate to registry.certificate")
+    k.add_argument("--algorithm", choices=["RS256", "ES256"], help="the new key's (default: registry.algorithm)")
+    k.set_defaults(func=cmd_registry_key_rotate)
+    k = key_commands.add_parser("activate", help="2. sign with the staged key, once the registry trusts it")
+    k.add_argument("--no-check", action="store_true", help="do not ask the registry whether it trusts the key")
+    k.set_defaults(func=cmd_registry_key_activate)
+    k = key_commands.add_parser("retire", help="3. drop the old key's certificate from registry.certificate")
+    k.add_argument("--now", action="store_true", help="do not wait registry.token_ttl after the activation")
+    k.set_defaults(func=cmd_registry_key_retire)
 
     p = commands.add_parser(
         "ci-variables", help="print CI_DEPLOY_USER/CI_DEPLOY_PASSWORD from the project's gitlab-deploy-token"

@@ -149,7 +149,7 @@ def self_signed_certificate(key: PrivateKey, common_name: str, now: datetime) ->
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Create the key file with mode 0600 from the start (never world-readable, not even for an instant)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -176,7 +176,7 @@ def ensure(
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        _write_private(key_path, pem)
+        write_private(key_path, pem)
         created.append(key_path)
     else:
         key = _load_key(key_path)

@@ -1,0 +1,190 @@
+"""`gateway registry-key rotate / activate / retire` against a real registry (docker-registry 2.8) and real skopeo:
+the signing key changes, RSA to P-256, and no token the gateway hands out is refused at any step.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jwt
+import pytest
+
+from tests import servers
+from tests.oci import build_image
+from tests.procs import free_port
+from tests.replicas import Replica, basic, deploy_token, init, new_project, start_replica
+from tests.servers import run_gateway, write_config
+
+SKOPEO = "/usr/bin/skopeo"
+
+
+def get(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        connection.request("GET", f"{parts.path}?{parts.query}", headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def registry_token(gateway: Replica, credentials: dict[str, str], repository: str) -> str:
+    status, body = get(
+        f"{gateway.url}/jwt/auth?service=container_registry&scope=repository:{repository}:pull", credentials
+    )
+    assert status == 200, body
+    token: str = json.loads(body)["token"]
+    return token
+
+
+def registry_answer(registry: str, token: str, repository: str) -> int:
+    """What the registry itself answers a token: 200, or 401 when it does not trust the key that signed it."""
+    return get(f"{registry}/v2/{repository}/tags/list", {"Authorization": f"Bearer {token}"})[0]
+
+
+def skopeo(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin"), "REGISTRY_AUTH_FILE": str(home / "a.json")}
+    return subprocess.run([SKOPEO, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def gateway_says(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_gateway(config, "registry-key", *args)
+
+
+def bundle(config: Path) -> list[str]:
+    """The kids of registry.certificate's certificates, as `registry-key show` lists them, with their roles."""
+    shown = gateway_says(config, "show")
+    assert shown.returncode == 0, shown.stderr
+    return [" ".join(line.split()[:3]) for line in shown.stdout.splitlines()]
+
+
+def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path) -> None:
+    registry_port = free_port()
+    registry = f"http://127.0.0.1:{registry_port}"
+    config = write_config(tmp_path / "gw", sections={"registry": {"backend": registry}})
+    root = init(config)
+    certificate = config.parent / "data" / "registry.crt"
+    key_file = config.parent / "data" / "registry.key"
+    home = tmp_path / "home"
+    home.mkdir()
+    image = tmp_path / "image"
+    build_image(image, size=64 * 1024)
+
+    @contextmanager
+    def registry_running() -> Iterator[None]:
+        # The same storage and port each time: a restart, which is when the registry reads its rootcertbundle.
+        with servers.registry(tmp_path / "registry", certificate, f"{registry}/unused-realm", registry_port):
+            yield
+
+    def pull(via: Replica) -> subprocess.CompletedProcess[str]:
+        out = tmp_path / f"pulled-{uuid.uuid4().hex}"
+        source = f"docker://{via.url.removeprefix('http://')}/{repository}:v1"
+        return skopeo(home, "copy", "--src-tls-verify=false", "--src-creds", creds, source, f"dir:{out}")
+
+    with ExitStack() as stack:
+        registry_process = stack.enter_context(ExitStack())
+        registry_process.enter_context(registry_running())
+        first = start_replica("first", config)
+        stack.callback(first.stop)
+        project = new_project(first.url, root, "team")
+        made = deploy_token(first.url, root, project, scopes=("read_registry", "write_registry"))
+        credentials = basic(made["username"], made["token"])
+        creds = f"{made['username']}:{made['token']}"
+        repository = project.path
+        destination = f"docker://{first.url.removeprefix('http://')}/{repository}:v1"
+        pushed = skopeo(home, "copy", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{image}:v1", destination)
+        assert pushed.returncode == 0, pushed.stderr
+        old = registry_token(first, credentials, repository)
+        old_kid = jwt.get_unverified_header(old)["kid"]
+        assert bundle(config) == [f"active RS256 {old_kid}"]
+
+        # 1. A new key, P-256, is staged: the bundle lists it, the gateway still signs with the old one.
+        mode = certificate.stat().st_mode
+        staged = gateway_says(config, "rotate", "--algorithm", "ES256")
+        assert staged.returncode == 0, staged.stderr
+        assert certificate.stat().st_mode == mode  # the bundle is replaced, readable by the registry as before
+        new_kid = staged.stdout.split()[3]
+        assert bundle(config) == [f"active RS256 {old_kid}", f"staged ES256 {new_kid}"]
+        assert (key_file.with_name("registry.key.next").stat().st_mode & 0o777) == 0o600
+        assert jwt.get_unverified_header(registry_token(first, credentials, repository))["kid"] == old_kid
+
+        # 2. Activation waits for the registry to trust the new key: it has not restarted, so it does not yet.
+        active_key = key_file.read_bytes()
+        early = gateway_says(config, "activate")
+        assert early.returncode == 1 and "does not trust the staged key yet (HTTP 401" in early.stderr, early.stderr
+        assert key_file.read_bytes() == active_key and bundle(config)[1] == f"staged ES256 {new_kid}"
+        registry_process.close()  # restarted: it reads the bundle of both keys
+        registry_process.enter_context(registry_running())
+        assert registry_answer(registry, old, repository) == 200
+        activated = gateway_says(config, "activate")
+        assert activated.returncode == 0, activated.stderr
+        assert 'set registry.algorithm = "ES256"' in activated.stderr
+        assert bundle(config) == [f"retiring RS256 {old_kid}", f"active ES256 {new_kid}"]
+
+        # A rolling restart: the replica not yet restarted signs with the old key, the restarted one with the new,
+        # and the registry takes the tokens of both.
+        config.write_text(config.read_text() + 'algorithm = "ES256"\n')  # [registry] is the file's last table
+        second = start_replica("second", config)
+        stack.callback(second.stop)
+        still = registry_token(first, credentials, repository)
+        new = registry_token(second, credentials, repository)
+        assert jwt.get_unverified_header(still)["kid"] == old_kid
+        assert (jwt.get_unverified_header(new)["kid"], jwt.get_unverified_header(new)["alg"]) == (new_kid, "ES256")
+        assert [registry_answer(registry, token, repository) for token in (old, still, new)] == [200, 200, 200]
+        first.stop()
+        assert pull(second).returncode == 0
+
+        # 3. Retirement waits out the old key's last tokens (registry.token_ttl), unless told not to.
+        soon = gateway_says(config, "retire")
+        assert soon.returncode == 1 and "tokens the old one signed live registry.token_ttl" in soon.stderr
+        retired = gateway_says(config, "retire", "--now")
+        assert retired.returncode == 0 and f"retired RS256 key {old_kid}" in retired.stdout, retired.stderr
+        assert bundle(config) == [f"active ES256 {new_kid}"]
+        registry_process.close()
+        registry_process.enter_context(registry_running())
+        assert registry_answer(registry, old, repository) == 401  # the old key is trusted no more
+        assert registry_answer(registry, registry_token(second, credentials, repository), repository) == 200
+        pulled = pull(second)
+        assert pulled.returncode == 0, pulled.stderr
+        again = gateway_says(config, "retire")
+        assert again.returncode == 0 and "nothing to retire" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        (["activate"], "no key is staged"),
+        (["rotate", "rotate"], "a key is staged already"),
+    ],
+)
+def test_a_step_out_of_order_is_refused_and_changes_nothing(tmp_path: Path, steps: list[str], message: str) -> None:
+    config = write_config(tmp_path / "gw")
+    init(config)
+    *before, last = steps
+    for step in before:
+        assert gateway_says(config, step).returncode == 0
+    files = {p: p.read_bytes() for p in (config.parent / "data").glob("registry.*")}
+    refused = gateway_says(config, last)
+    assert refused.returncode == 1 and message in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    assert {p: p.read_bytes() for p in (config.parent / "data").glob("registry.*")} == files
+
+
+def test_activation_is_refused_when_the_registry_cannot_be_asked(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "gw", sections={"registry": {"backend": f"http://127.0.0.1:{free_port()}"}})
+    init(config)
+    assert gateway_says(config, "rotate").returncode == 0
+    refused = gateway_says(config, "activate")
+    assert refused.returncode == 1 and "cannot ask the registry" in refused.stderr and "--no-check" in refused.stderr
+    assert (config.parent / "data" / "registry.key.next").exists()
+    forced = gateway_says(config, "activate", "--no-check")
+    assert forced.returncode == 0, forced.stderr
+    assert not (config.parent / "data" / "registry.key.next").exists()
