@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -353,3 +354,54 @@ async def test_proxy_keeps_what_clients_rely_on(env: Env, registry: int) -> None
         async with http.get(f"http://{env.gateway}/v2/{repo}/manifests/v1", headers=accept) as r:
             assert r.status == 200
             assert r.headers["Content-Type"] == "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.mark.parametrize(
+    ("who", "mounted"),
+    [
+        ("group_rw", True),  # reads the source project and writes the target: the registry links the layer
+        ("q_write", False),  # the target's own token cannot read the source: refused, nothing linked
+    ],
+)
+async def test_a_layer_is_mounted_across_projects_only_for_a_token_that_reads_both(
+    env: Env, who: str, mounted: bool
+) -> None:
+    """Cross-repository blob mount (`POST /v2/B/blobs/uploads/?mount=DIGEST&from=A`, what docker and skopeo send
+    for a layer the registry already has): the registry links the blob only if the token grants pull on A (else
+    401 insufficient_scope), so the gateway's grants decide whether a token reaches another project's layers this
+    way. Clients then upload the layer instead: skopeo's copy succeeds either way."""
+    import aiohttp
+    import jwt as pyjwt
+
+    s = await scenario(env)
+    s["group_rw"] = await env.world.deploy_token(s["root"], ("read_registry", "write_registry"))
+    source, target = s["p"].full_path.lower(), s["q"].full_path.lower()
+    assert (await push(env, source, cred(s["write"])))[0] == 0
+    index = json.loads((env.image / "index.json").read_text())
+    manifest_digest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((env.image / "blobs" / "sha256" / manifest_digest).read_text())
+    layer = manifest["layers"][0]["digest"]
+    who_token = s[who]
+    scope = [("scope", f"repository:{target}:push,pull"), ("scope", f"repository:{source}:pull")]
+    auth = {"Authorization": aiohttp.encode_basic_auth(who_token.token.username, who_token.secret)}
+    async with aiohttp.ClientSession() as http:
+        params = [("service", "container_registry"), *scope]
+        async with http.get(f"http://{env.gateway}/jwt/auth", params=params, headers=auth) as r:
+            assert r.status == 200
+            token = (await r.json())["token"]
+        granted = {a["name"] for a in pyjwt.decode(token, options={"verify_signature": False})["access"]}
+        assert granted == ({target, source} if mounted else {target})
+        bearer = {"Authorization": f"Bearer {token}"}
+        uploads = f"http://{env.gateway}/v2/{target}/blobs/uploads/"
+        async with http.post(uploads, params={"mount": layer, "from": source}, headers=bearer) as r:
+            assert r.status == (201 if mounted else 401), await r.text()
+            assert mounted or 'error="insufficient_scope"' in r.headers["WWW-Authenticate"]
+        async with http.head(f"http://{env.gateway}/v2/{target}/blobs/{layer}", headers=bearer) as r:
+            assert r.status == (200 if mounted else 404)
+    rc, out = await skopeo(
+        env, "copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--src-creds", cred(s["write"]),
+        "--dest-creds", cred(who_token), f"docker://{env.gateway}/{source}:v1", f"docker://{env.gateway}/{target}:v1",
+    )  # fmt: skip
+    assert rc == 0, out
+    rc, out = await pull(env, target, cred(who_token))
+    assert rc == 0, out
