@@ -162,7 +162,7 @@ def cgi_env(
     request: web.Request, root: Path, repo_dir: Path, suffix: str, service: str | None, grant: Grant, raw_body: bool
 ) -> dict[str, str]:
     """RFC 3875 variables plus what git http-backend needs (git.md §3). Only validated values go in."""
-    env = repositories.git_env()
+    env = repositories.git_env(*repositories.SERVING_CONFIG)
     env.update(
         {
             "GATEWAY_INTERFACE": "CGI/1.1",

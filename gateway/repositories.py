@@ -52,12 +52,24 @@ def locate(config: Config, full_path: str) -> Path | None:
     return candidate
 
 
-def git_env() -> dict[str, str]:
-    """A minimal environment for git children: no inherited GIT_DIR & co. can redirect them."""
+# What `git http-backend` serves with, on every repository whatever its own config (GIT_CONFIG_COUNT, git 2.31+):
+# partial clones (`git clone --filter=blob:none`, GitLab's "Partial Clone"), with the settings Gitaly passes to
+# upload-pack (internal/git/uploadpack.go). allowAnySHA1InWant lets a protocol v0 client fetch the blobs it left out
+# on demand (v2 needs only allowFilter); a reader may then also fetch an object by its id that no ref reaches any
+# longer, as on GitLab: whoever may clone a repository may read all of it.
+SERVING_CONFIG = (("uploadpack.allowFilter", "true"), ("uploadpack.allowAnySHA1InWant", "true"))
+
+
+def git_env(*config: tuple[str, str]) -> dict[str, str]:
+    """A minimal environment for git children: no inherited GIT_DIR & co. can redirect them; `config` is passed
+    as command-line configuration, above every file's."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     # The gateway may run as a user that does not own the repositories (git.md §3: "dubious ownership").
-    env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*"})
+    settings = (("safe.directory", "*"), *config)
+    env["GIT_CONFIG_COUNT"] = str(len(settings))
+    for i, (key, value) in enumerate(settings):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
     return env
 
 

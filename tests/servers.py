@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway import repositories
 from tests.procs import Proc, free_port, processes, running, start, stop, wait_http, wait_tcp, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,8 +59,10 @@ class GitUpstream:
         subprocess.run(
             ["git", "init", "-q", "--bare", "--template=", "--initial-branch=main", str(bare)], check=True, env=env
         )
-        # Same server settings as the embedded backend (gateway/repositories.py): packs are kept as packs.
-        subprocess.run(["git", "--git-dir", str(bare), "config", "receive.unpackLimit", "1"], check=True, env=env)
+        # Same server settings as the embedded backend (gateway/repositories.py): packs are kept as packs, partial
+        # clones are served.
+        for key, value in (("receive.unpackLimit", "1"), *repositories.SERVING_CONFIG):
+            subprocess.run(["git", "--git-dir", str(bare), "config", key, value], check=True, env=env)
         return bare
 
 

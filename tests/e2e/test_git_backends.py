@@ -143,6 +143,40 @@ def test_clone_push_fetch_ls_remote(deployment: Deployment, version: int, delive
     assert "refs/heads/br-149" in listing
 
 
+@pytest.mark.parametrize("version", [0, 2])
+@pytest.mark.parametrize("clone", ["partial", "shallow"])
+def test_partial_and_shallow_clones(deployment: Deployment, version: int, clone: str, tmp_path: Path) -> None:
+    """`git clone --filter=blob:none` (blobs fetched when a checkout needs them) and `--depth 1` (what CI runners
+    fetch, GIT_DEPTH), with a deploy token, in both protocols: the history is there, the left-out part is not, and
+    what is left out comes later through the gateway."""
+    env, path = deployment.env, "tanuki/sub/small"
+    work = tmp_path / "work"
+    git(env, "clone", "-q", deployment.url(path, "dev"), str(work)).check()
+    git(env, "checkout", "-q", "-b", f"{clone}-{version}", cwd=work).check()
+    first = commit_file(env, work, "history.txt", "first version\n")
+    last = commit_file(env, work, "history.txt", "second version\n")
+    git(env, "push", "-q", "origin", "HEAD", cwd=work).check()
+    args = protocol_args(version)
+    copy = tmp_path / "copy"
+    narrowing = ["--filter=blob:none"] if clone == "partial" else ["--depth", "1"]
+    result = git(
+        env, *args, "clone", "-q", *narrowing, "-b", f"{clone}-{version}", deployment.url(path, "token"), str(copy)
+    )
+    assert result.check().err == "", result.err  # no "filtering not recognized by server, ignoring"
+    assert (copy / "history.txt").read_text() == "second version\n"
+    assert git(env, "rev-parse", "HEAD", cwd=copy).check().out.strip() == last
+    if clone == "partial":
+        missing = git(env, "rev-list", "--objects", "--all", "--missing=print", cwd=copy).check().out.split()
+        assert f"?{git(env, 'rev-parse', f'{first}:history.txt', cwd=work).check().out.strip()}" in missing
+        git(env, *args, "checkout", "-q", first, cwd=copy).check()  # the old blob, fetched on demand
+    else:
+        assert git(env, "rev-parse", "--is-shallow-repository", cwd=copy).check().out.strip() == "true"
+        assert git(env, "cat-file", "-e", first, cwd=copy).code != 0
+        git(env, *args, "fetch", "-q", "--unshallow", cwd=copy).check()
+        git(env, "checkout", "-q", first, cwd=copy).check()
+    assert (copy / "history.txt").read_text() == "first version\n"
+
+
 REFUSALS = [
     # (who, path, operation, what git shows) — the gateway answers before any backend sees the request.
     ("wrong", "tanuki/sub/small", "read", ("remote: HTTP Basic: Access denied.", "Authentication failed")),
