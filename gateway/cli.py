@@ -33,6 +33,8 @@ from gateway.store.base import AuthFailures, Store
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from gateway import tls
+
 log = logging.getLogger("gateway")
 T = TypeVar("T")
 # gateway.metrics.MULTIPROC_ENV, spelled here: importing gateway.metrics would import prometheus-client too early.
@@ -199,8 +201,8 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socket.socket] = ()) -> None:
@@ -208,10 +210,11 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
     # Imported here: the other commands do not need aiohttp, and each CLI call starts faster without it.
     from aiohttp import web
 
-    from gateway import proxy
+    from gateway import proxy, tls
     from gateway.app import create_app
     from gateway.server import Runner, settle_heap
 
+    context = tls.server_context(config.server)
     app = create_app(config)
     # auto_decompress=False: git sends gzip request bodies that must reach `git http-backend` untouched
     # (shared/notes/git.md §2). access_log=None: the request middleware writes the access log.
@@ -231,9 +234,15 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP (`systemctl reload`, a certbot deploy hook): the TLS certificate again; never the end of the server.
+    reloader = tls.Reloader(context, config.server) if context is not None else None
+    loop.add_signal_handler(
+        signal.SIGHUP, reloader.reload if reloader else lambda: log.info("SIGHUP: nothing to reload")
+    )
+    watching = asyncio.create_task(_watch_certificate(reloader)) if reloader else None
     try:
-        sites: list[web.BaseSite] = [web.SockSite(runner, sock) for sock in sockets]
-        sites = sites or [web.TCPSite(runner, host, port)]
+        sites: list[web.BaseSite] = [web.SockSite(runner, sock, ssl_context=context) for sock in sockets]
+        sites = sites or [web.TCPSite(runner, host, port, ssl_context=context)]
         for site in sites:
             try:
                 await site.start()
@@ -244,12 +253,14 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
             log.info("worker ready (pid %d)", os.getpid())  # the supervisor logged "listening on"
         else:
             for address in runner.addresses:
-                log.info("listening on %s", _url(str(address[0]), int(address[1])))
+                log.info("listening on %s", _url(str(address[0]), int(address[1]), "https" if context else "http"))
         log.info("startup heap settled: %d objects frozen out of full garbage collections", frozen)
         await stop.wait()
         log.info("shutting down")  # requests in flight get server.shutdown_timeout seconds (below)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        if watching is not None:
+            watching.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         # cleanup() closes the listening sockets first (new connections are refused), then waits for requests in
         # flight. aiohttp waits `shutdown_timeout` once for them and once more after cancelling only their request
@@ -259,6 +270,15 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
             await runner.cleanup()
         finally:
             cut.cancel()
+
+
+async def _watch_certificate(reloader: tls.Reloader) -> None:
+    """A renewal nobody signalled (certbot without a deploy hook, a mounted Kubernetes secret) is served too."""
+    from gateway import tls
+
+    while True:
+        await asyncio.sleep(tls.CHECK_INTERVAL)
+        reloader.reload(only_if_changed=True)
 
 
 def _cut_connections(runner: web.AppRunner) -> None:
@@ -309,7 +329,7 @@ def serve_workers(config: Config, host: str, port: int, count: int) -> int:
 
 
 def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
-    from gateway import metrics, workers
+    from gateway import metrics, tls, workers
     from gateway.app import load_signing_key
 
     # Before forking: migrations run once (not raced by N workers), and a bad key file or database fails here with
@@ -321,9 +341,10 @@ def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
         groups = workers.bind(host, port, count)
     except workers.ListenError as exc:
         raise CommandError(str(exc)) from None
+    scheme = "https" if tls.server_context(config.server) else "http"  # and a pair that does not load fails here
     for sock in groups[0]:
         address = sock.getsockname()
-        log.info("listening on %s", _url(str(address[0]), int(address[1])))
+        log.info("listening on %s", _url(str(address[0]), int(address[1]), scheme))
     log.info("serving with %d worker processes", count)
 
     def worker_main(slot: int, sockets: Sequence[socket.socket]) -> int:

@@ -32,6 +32,10 @@ class ServerConfig:
     # Seconds that requests in flight (a clone, a layer download) get to finish after SIGTERM/SIGINT; new
     # connections are refused at once, and whatever still runs at the deadline is cut (the client sees an error).
     shutdown_timeout: float = 60.0
+    # TLS on this port (gateway/tls.py): a PEM certificate chain and its private key, both or neither. Empty: plain
+    # HTTP, for a gateway behind a TLS-terminating load balancer.
+    tls_certificate: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,8 @@ class Config:
 
 # Keys whose values are file paths: resolved against the config file's folder.
 _PATH_KEYS = {
+    ("server", "tls_certificate"),
+    ("server", "tls_key"),
     ("storage", "data_dir"),
     ("storage", "encryption_key"),
     ("git", "repositories"),
@@ -223,7 +229,7 @@ def _section(name: str, cls: type[Any], raw: Any, base: Path) -> Any:
     for key in known - values.keys():
         if (name, key) in _PATH_KEYS:
             default = getattr(cls(), key)
-            values[key] = str((base / default).resolve())
+            values[key] = str((base / default).resolve()) if default else default  # empty: not set
     return cls(**values)
 
 
@@ -256,6 +262,8 @@ def _validate(config: Config) -> None:
     host, sep, port = config.server.listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"server.listen: expected HOST:PORT, got {config.server.listen!r}")
+    if bool(config.server.tls_certificate) != bool(config.server.tls_key):
+        raise ConfigError("server.tls_certificate and server.tls_key: set both (TLS) or neither (plain HTTP)")
     if config.server.external_url:
         parts = urlsplit(config.server.external_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -1,7 +1,7 @@
 """`gateway serve --workers N`: pre-forked worker processes on one port, supervised by the parent.
 
 The parent binds one SO_REUSEPORT socket per worker slot, forks, restarts a worker that dies, forwards SIGTERM/SIGINT
-for a graceful stop, and gives up (exit 1) when workers keep dying. Each worker runs its own event loop and store.
+(a graceful stop) and SIGHUP (a reload), and gives up when workers keep dying. Each worker has its own loop and store.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class Supervisor:
     never be lost between a check and a sleep, and no asyncio state exists in the parent when it forks.
     """
 
-    SIGNALS = frozenset({signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
+    SIGNALS = frozenset({signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
     def __init__(
         self,
@@ -184,9 +184,11 @@ class Supervisor:
         if pid == 0:  # the worker: never returns into the supervisor's code
             code = 1
             try:
-                signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
+                # A reload forwarded before the worker's loop handles SIGHUP must not end it (the default action).
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
                 _die_with_parent(parent)
                 for other, group in enumerate(self.groups):
                     if other != slot:
@@ -274,6 +276,11 @@ class Supervisor:
                 # At most a second: a lost wake-up (a signal taken by another thread) delays the loop, never stalls it.
                 timeout = max(0.01, min([*waits, 1.0]))
                 info = signal.sigtimedwait(self.SIGNALS, timeout)
+                if info is not None and info.si_signo == signal.SIGHUP and not self.stopping:
+                    log.info("SIGHUP: reloading %d workers", len(self.pids))
+                    for pid in self.pids:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGHUP)
                 if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
                     if self.stopping:
                         log.warning("second stop signal: killing the workers")

@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -74,13 +75,13 @@ def wait_tcp(proc: Proc, port: int, timeout: float = 15.0) -> None:
     raise AssertionError(f"{proc.name} did not listen on port {port} within {timeout}s:\n{proc.log_tail()}")
 
 
-def wait_http(proc: Proc, url: str, timeout: float = 15.0) -> None:
-    """Ready when the URL answers at all (any status): the server parses HTTP."""
+def wait_http(proc: Proc, url: str, timeout: float = 15.0, *, context: ssl.SSLContext | None = None) -> None:
+    """Ready when the URL answers at all (any status): the server parses HTTP (https: with `context`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         proc.assert_running()
         try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - a loopback test URL
+            with urllib.request.urlopen(url, timeout=1, context=context):  # noqa: S310 - a loopback test URL
                 return
         except urllib.error.HTTPError:
             return

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import http.client
 import json
+import ssl
 import sys
 import time
 import uuid
@@ -79,10 +80,22 @@ def request(url: str, *, method: str = "GET", headers: dict[str, str] | None = N
         connection.close()
 
 
-def api(base: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """One /api/v4 call with root's token; a non-2xx answer fails with the gateway's message."""
+def api(
+    base: str,
+    token: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    tls: ssl.SSLContext | None = None,
+) -> Any:
+    """One /api/v4 call with root's token (https: trusting `tls`); a non-2xx answer fails with the gateway's message."""
     parts = urlsplit(base)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    connection = (
+        http.client.HTTPSConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30, context=tls)
+        if parts.scheme == "https"
+        else http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    )
     try:
         headers = {"PRIVATE-TOKEN": token, "Content-Type": "application/json"}
         connection.request(method, f"/api/v4{path}", json.dumps(body).encode() if body is not None else None, headers)
@@ -199,19 +212,26 @@ class Project:
     path: str
 
 
-def new_project(base: str, token: str, name: str) -> Project:
-    group = api(base, token, "POST", "/groups", {"name": name, "path": name})
-    project = api(base, token, "POST", "/projects", {"name": "app", "path": "app", "namespace_id": group["id"]})
+def new_project(base: str, token: str, name: str, *, tls: ssl.SSLContext | None = None) -> Project:
+    group = api(base, token, "POST", "/groups", {"name": name, "path": name}, tls=tls)
+    body = {"name": "app", "path": "app", "namespace_id": group["id"]}
+    project = api(base, token, "POST", "/projects", body, tls=tls)
     return Project(project["id"], project["path_with_namespace"])
 
 
 def deploy_token(
-    base: str, token: str, project: Project, *, expires_at: str | None = None, scopes: Sequence[str] = ()
+    base: str,
+    token: str,
+    project: Project,
+    *,
+    expires_at: str | None = None,
+    scopes: Sequence[str] = (),
+    tls: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"name": "replicas", "scopes": list(scopes or ("read_repository", "read_registry"))}
     if expires_at is not None:
         body["expires_at"] = expires_at
-    created: dict[str, Any] = api(base, token, "POST", f"/projects/{project.id}/deploy_tokens", body)
+    created: dict[str, Any] = api(base, token, "POST", f"/projects/{project.id}/deploy_tokens", body, tls=tls)
     return created
 
 

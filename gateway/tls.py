@@ -1,0 +1,97 @@
+"""TLS on the gateway's own port (server.tls_certificate, server.tls_key): the server's SSL context, and a renewed
+certificate served without a restart (on SIGHUP, and when the files change).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import ssl
+import tempfile
+from pathlib import Path
+
+from gateway.config import ServerConfig
+from gateway.errors import ConfigError
+
+log = logging.getLogger("gateway.tls")
+
+# How often the files are looked at for a renewal that nobody signalled (certbot without a deploy hook).
+CHECK_INTERVAL = 60.0
+
+
+def _stamp(*paths: Path) -> tuple[tuple[int, int, int], ...]:
+    """What changes when a file is rewritten or replaced (renamed over, as ACME clients and Kubernetes do)."""
+    stamps = []
+    for path in paths:
+        st = path.stat()
+        stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamps)
+
+
+def _load(context: ssl.SSLContext, certificate: Path, key: Path) -> None:
+    """Load the pair into `context`, from a snapshot: files read once, so a renewal half-written (the certificate
+    new, the key still old) fails the check on a scratch context before the live one is touched."""
+    for setting, path in (("server.tls_certificate", certificate), ("server.tls_key", key)):
+        if not path.is_file():
+            raise ConfigError(f"{setting}: {path} is missing")
+    with tempfile.TemporaryDirectory(prefix="gateway-tls-") as folder:
+        copies = Path(folder) / "certificate.pem", Path(folder) / "key.pem"
+        try:
+            shutil.copyfile(certificate, copies[0])
+            shutil.copyfile(key, copies[1])
+        except OSError as exc:
+            raise ConfigError(
+                f"server.tls_certificate / server.tls_key: cannot read {exc.filename}: {exc.strerror}"
+            ) from None
+        scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        for attempt in (scratch, context):
+            try:
+                attempt.load_cert_chain(*copies)
+            except ssl.SSLError as exc:
+                raise ConfigError(
+                    f"server.tls_certificate {certificate} and server.tls_key {key} do not make a certificate and its"
+                    f" key ({exc.reason or exc})"
+                ) from None
+
+
+def server_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The listener's TLS context, None for plain HTTP (TLS ends in a load balancer, or nowhere). TLS 1.2 and newer,
+    HTTP/1.1 by ALPN (git, docker and pip all speak it), Python's secure defaults for the ciphers."""
+    if not config.tls_certificate:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    _load(context, Path(config.tls_certificate), Path(config.tls_key))
+    return context
+
+
+class Reloader:
+    """Loads the certificate again into the live context (new connections get it, open ones keep theirs) when asked
+    (SIGHUP) or when the files changed; a pair that does not load is logged and the one in use stays."""
+
+    def __init__(self, context: ssl.SSLContext, config: ServerConfig) -> None:
+        self.context = context
+        self.paths = Path(config.tls_certificate), Path(config.tls_key)
+        self.loaded = self._current()
+
+    def _current(self) -> tuple[tuple[int, int, int], ...] | None:
+        try:
+            return _stamp(*self.paths)
+        except OSError:
+            return None  # a renewal replacing the files right now: looked at again next time
+
+    def reload(self, *, only_if_changed: bool = False) -> bool:
+        stamp = self._current()
+        if only_if_changed and (stamp is None or stamp == self.loaded):
+            return False
+        try:
+            _load(self.context, *self.paths)
+        except ConfigError as exc:
+            log.error("TLS certificate not reloaded, the one loaded before is still served: %s", exc)
+            self.loaded = stamp  # not retried until the files change again
+            return False
+        self.loaded = stamp
+        log.info("TLS certificate reloaded from %s (pid %d)", self.paths[0], os.getpid())
+        return True
