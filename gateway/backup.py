@@ -180,7 +180,7 @@ async def take(
     if folder.exists() and any(folder.iterdir()):
         raise BackupError(f"{folder} is not empty: back up into a new folder")
     earlier = Earlier.read(link_dest) if link_dest is not None else None
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # the installation's secrets: its owner's alone
     source = await open_store(config)
     try:
         snapshot = await open_store(config, f"sqlite:///{(folder / DATABASE).resolve()}")

@@ -232,8 +232,19 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stop_signal() -> None:
+        # A worker gets the stop twice when the whole process group is signalled (`kill -- -PGID`, systemd stopping
+        # the unit): once itself, once forwarded by the supervisor, which also escalates if the stop takes too long.
+        # Only a lone server takes a second signal (a second Ctrl-C) as "now": it cuts what is still in flight.
+        if not stop.is_set():
+            stop.set()
+        elif not sockets:
+            log.warning("second stop signal: cutting the requests still in flight")
+            _cut_connections(runner)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop_signal)
     # SIGHUP (`systemctl reload`, a certbot deploy hook): the TLS certificate again; never the end of the server.
     reloader = tls.Reloader(context, config.server) if context is not None else None
     loop.add_signal_handler(
@@ -260,16 +271,19 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
     finally:
         if watching is not None:
             watching.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
         # cleanup() closes the listening sockets first (new connections are refused), then waits for requests in
         # flight. aiohttp waits `shutdown_timeout` once for them and once more after cancelling only their request
         # bodies, so a download could run for twice the deadline: at the deadline, cut what is left ourselves.
+        # The signal handlers stay meanwhile: a second stop signal must not end the process by its default action.
         cut = loop.call_later(deadline, _cut_connections, runner)
         try:
             await runner.cleanup()
         finally:
             cut.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+                if sockets:  # a worker about to exit: a stop forwarded late must not turn its exit into a kill
+                    signal.signal(sig, signal.SIG_IGN)
 
 
 async def _watch_certificate(reloader: tls.Reloader) -> None:

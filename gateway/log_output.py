@@ -96,7 +96,7 @@ class LineBuffer(logging.Handler):
 
     def _flush_idle(self) -> None:
         """Lines logged just before a quiet spell are written within `interval` all the same."""
-        # Never the thread a process signal lands on: the supervisor blocks SIGCHLD/SIGTERM/SIGINT and takes them
+        # Never the thread a process signal lands on: the supervisor blocks SIGCHLD/SIGTERM/SIGINT/SIGHUP and takes them
         # with sigtimedwait (workers.py), which a signal delivered to this thread (unblocked) would bypass and lose.
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         while not self._closed:

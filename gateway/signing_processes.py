@@ -305,8 +305,11 @@ def _serve(read: Callable[[int], bytes], write: Callable[[memoryview], int]) -> 
 
 
 def main() -> None:
-    # The terminal's Ctrl-C reaches the whole process group: the gateway shuts down, and closes our input.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A stop signal to the whole process group (the terminal's Ctrl-C, `kill -- -PGID`, systemd's stop of the unit)
+    # reaches us too: the gateway shuts down and closes our input, which ends us. Ended by the signal instead, we
+    # would be mourned as a crash while the gateway still answers its last requests.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     _serve(lambda n: os.read(0, n), lambda b: os.write(1, b))
 
 

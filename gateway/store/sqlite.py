@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -152,7 +153,12 @@ class SQLiteStore(SharedQueries):
 
     async def open(self) -> SQLiteStore:
         if self.path != ":memory:" and not self.immutable:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # The database holds token digests, password hashes, sessions and the encrypted CI secret: readable by
+            # the gateway's user alone, as `gateway init` makes the data folder (a restore, a `store copy --to`, a
+            # backup's snapshot create theirs here). SQLite gives its -wal and -shm files the database's mode.
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         # https://sqlite.org/uri.html: immutable=1 reads the file without locks, journal or -shm, and never writes.
         where = Path(self.path).resolve().as_uri() + "?immutable=1" if self.immutable else self.path
         try:

@@ -626,6 +626,35 @@ def test_restore_mistakes_change_nothing(
         assert not (fresh.folder / "data" / "gateway.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("command", "private"),
+    [
+        (["init"], ["install/data", "install/data/gateway.db"]),
+        (["backup", "{tmp}/backup"], ["backup", "backup/database.db", "backup/keys"]),
+        (["restore", "{tmp}/earlier"], ["target/data", "target/data/gateway.db"]),
+        (["store", "copy", "--to", "sqlite:///{tmp}/copies/copy.db"], ["copies", "copies/copy.db"]),
+    ],
+    ids=["init", "backup", "restore", "store-copy"],
+)
+def test_what_holds_the_database_is_its_owners_alone(
+    fresh: Gateway, tmp_path: Path, command: list[str], private: list[str]
+) -> None:
+    """Token digests, password hashes, sessions and the encrypted CI secret: every folder a command creates for a
+    database is 0700 and every database file 0600, whatever the umask (the usual 022 would let every user of the
+    machine read them)."""
+    runner = fresh
+    if command != ["init"]:
+        fresh.init()
+    if command[0] == "restore":
+        assert fresh.run("backup", str(tmp_path / "earlier")).returncode == 0
+        runner = new_installation(tmp_path / "target")
+    result = runner.run(*[part.format(tmp=tmp_path) for part in command])
+    assert result.returncode == 0, result.stderr
+    for name in private:
+        path = tmp_path / name
+        assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), (name, oct(path.stat().st_mode))
+
+
 def test_backup_refuses_a_folder_that_holds_something(gw: Gateway, tmp_path: Path) -> None:
     (tmp_path / "backup").mkdir()
     (tmp_path / "backup" / "notes.txt").write_text("mine")

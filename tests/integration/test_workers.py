@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.procs import alive, stop, wait_until
-from tests.replicas import request
+from tests.procs import alive, group_members, stop, wait_until
+from tests.replicas import basic, request
 from tests.servers import START_TIMEOUT, Served, init_gateway, run_gateway, write_config
 
 
@@ -108,6 +108,41 @@ def test_a_dead_worker_is_replaced_and_a_stop_signal_stops_everything(
     assert sum("stopped: exit status 0" in m for m in messages) == 2
     with pytest.raises(OSError):
         request(f"{server.url}/-/health")
+
+
+@pytest.mark.parametrize(
+    "stop_signal", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"]
+)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_signal_to_the_whole_process_group_ends_nothing_before_its_time(
+    template: Path, tmp_path: Path, served: list[Served], workers: int, stop_signal: signal.Signals
+) -> None:
+    """`kill -- -PGID`, systemd stopping the unit, the terminal's Ctrl-C: every process of the group gets the
+    signal, the signing processes too. A stop must be the gateway's graceful one, with no helper process dying
+    first and mourned as a crash in the log; a SIGHUP (a reload) must end nothing."""
+    subprocess.run(["cp", "-a", str(template), str(tmp_path / "install")], check=True)
+    config = tmp_path / "install" / "gateway.toml"
+    root = run_gateway(config, "users", "token", "root", "--scopes", "read_registry").stdout.strip()
+    server = serve(served, config, "--listen", "127.0.0.1:0", "--workers", str(workers))
+    ready = lambda: sum(m.startswith("startup heap settled") for m in server.messages()) == workers  # noqa: E731
+    assert wait_until(ready, START_TIMEOUT), server.proc.log_tail()
+    auth = basic("root", root)
+    for _ in range(4 * workers):  # every worker signs a token: its signing processes start
+        assert request(f"{server.url}/jwt/auth?service=container_registry", headers=auth) == 200
+    signers = [p for p in group_members(server.proc.pid) if "gateway.signing_processes" in p.cmdline]
+    assert signers, "no signing process started"
+    os.killpg(server.proc.pid, stop_signal)
+    if stop_signal == signal.SIGHUP:
+        time.sleep(0.5)
+        assert server.proc.popen.poll() is None and all(alive(p.pid) for p in signers)
+        assert [request(f"{server.url}/-/health") for _ in range(4)] == [200] * 4
+        os.kill(server.proc.pid, signal.SIGTERM)
+    assert server.exit_code() == 0
+    messages = server.messages()
+    assert not [m for m in messages if "signing process" in m and "ended" in m], messages
+    assert messages.count("shutting down") == workers  # each one stopped gracefully, none was killed by it
+    if workers > 1:
+        assert sum("stopped: exit status 0" in m for m in messages) == workers, messages
 
 
 def test_workers_that_keep_dying_make_the_parent_give_up(config: Path, served: list[Served]) -> None:

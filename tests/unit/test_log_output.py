@@ -118,12 +118,12 @@ def _blocked(native_id: int) -> int:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads a thread's signal mask from /proc (Linux)")
 def test_the_flush_thread_never_takes_a_process_signal(pipe: tuple[int, int]) -> None:
-    """The supervisor takes SIGCHLD/SIGTERM/SIGINT with sigtimedwait (workers.py): one delivered to this thread
+    """The supervisor takes SIGCHLD/SIGTERM/SIGINT/SIGHUP with sigtimedwait (workers.py): one delivered to this thread
     instead is lost, and a worker's exit goes unnoticed (the parent once waited a minute for an exited worker)."""
     _, write = pipe
     handler = LineBuffer(write, interval=0.05)
     _logger(handler).info("starts the flush thread")
-    wanted = sum(1 << (sig - 1) for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT))
+    wanted = sum(1 << (sig - 1) for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
     deadline, mask = time.monotonic() + 5, 0
     while time.monotonic() < deadline and mask & wanted != wanted:
         flushers = [t for t in threading.enumerate() if t.name == "log-flush" and t.native_id is not None]
