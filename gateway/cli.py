@@ -57,6 +57,10 @@ def _note(message: str) -> None:
     print(f"gateway: {message}", file=sys.stderr, flush=True)
 
 
+def _many(count: int, one: str, several: str = "") -> str:
+    return f"{count} {one if count == 1 else several or one + 's'}"
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -469,9 +473,9 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     bundles = f" ({manifest['repositories_linked']} linked)" if link_dest else ""
     linked = f" ({manifest['package_files_linked']} linked to {link_dest})" if link_dest else ""
     _say(
-        f"backed up {sum(manifest['rows'].values())} rows, {len(manifest['keys'])} key files,"
-        f" {len(manifest['repositories'])} repositories{bundles} and {manifest['package_files']} package"
-        f" files{linked} to {folder}"
+        f"backed up {_many(sum(manifest['rows'].values()), 'row')}, {_many(len(manifest['keys']), 'key file')},"
+        f" {_many(len(manifest['repositories']), 'repository', 'repositories')}{bundles} and"
+        f" {_many(manifest['package_files'], 'package file')}{linked} to {folder}"
     )
     return 0
 
@@ -654,8 +658,11 @@ def cmd_bans_list(config: Config, args: argparse.Namespace) -> int:
         return await store.list_auth_failures(now=now, updated_since=since, limit=args.limit)
 
     for row in asyncio.run(_with_store(config, work)):
-        state = f"banned until {row.banned_until.isoformat()}" if row.banned_until and row.banned_until > now else ""
-        _say(f"{row.address}\t{row.failures} failures since {row.window_start.isoformat()}\t{state}".rstrip())
+        # Whole seconds, as `users tokens` prints its times.
+        until = row.banned_until.isoformat(timespec="seconds") if row.banned_until else ""
+        state = f"banned until {until}" if row.banned_until and row.banned_until > now else ""
+        since = row.window_start.isoformat(timespec="seconds")
+        _say(f"{row.address}\t{_many(row.failures, 'failure')} since {since}\t{state}".rstrip())
     return 0
 
 

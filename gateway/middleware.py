@@ -189,7 +189,12 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         status = exc.status
         raise
     except ConnectionResetError:
-        status = CLIENT_CLOSED  # not the gateway's failure: the client went away mid-answer
+        status = CLIENT_CLOSED  # not the gateway's failure: the client went away mid-request or mid-answer
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            # Raised on, aiohttp would log the client's own disconnection as a server error with a traceback. This
+            # answer is never sent (the connection is gone): aiohttp notes that at debug level.
+            return web.Response(status=CLIENT_CLOSED)
         raise
     finally:
         elapsed = time.perf_counter() - started

@@ -10,6 +10,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -969,6 +970,40 @@ def test_serve_answers_health_and_stops_on_sigterm(gw: Gateway) -> None:
     assert "shutting down" in messages
     access = [entry for entry in server.log if entry.get("logger") == "gateway.access"]
     assert [(e["path"], e["status"]) for e in access] == [("/-/health", 200)]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_second_stop_signal_cuts_what_the_first_lets_finish(gw: Gateway, stop_signal: signal.Signals) -> None:
+    """The first Ctrl-C (or SIGTERM) lets requests in flight finish, for up to server.shutdown_timeout (60 s); the
+    second ends them now, as an operator pressing Ctrl-C again expects: the client's connection is cut, the server
+    exits 0 at once, with no traceback."""
+    token = gw.run("users", "token", "root").stdout.strip()
+    server = Server(gw, "--listen", "127.0.0.1:0")
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+        # A request whose body has not all come: its handler waits for the rest, in flight.
+        slow.sendall(
+            f"POST /api/v4/groups HTTP/1.1\r\nHost: x\r\nPRIVATE-TOKEN: {token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode()
+        )
+        time.sleep(0.3)
+        os.kill(server.proc.pid, stop_signal)
+        server.wait_log("shutting down")
+        time.sleep(0.5)
+        assert server.proc.poll() is None  # waiting for the request in flight
+        started = time.monotonic()
+        os.kill(server.proc.pid, stop_signal)
+        assert server.proc.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+        assert slow.recv(100) == b""  # cut, not answered
+        slow.close()
+    finally:
+        server.stop()
+    assert any(str(e.get("message")).startswith("second stop signal: cutting") for e in server.log), server.log
+    assert not [line for line in server.log if "Traceback" in json.dumps(line)], json.dumps(
+        [e for e in server.log if "Traceback" in json.dumps(e)]
+    )[:3000]
 
 
 def test_serve_uses_server_listen_and_reports_a_busy_port(gw: Gateway, serve: list[Server]) -> None:
