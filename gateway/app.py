@@ -37,6 +37,9 @@ STORE = web.AppKey("store", Store)
 CLOCK = web.AppKey("clock", Clock)
 HASHER = web.AppKey("hasher", PasswordHasher)
 BOX = web.AppKey("secretbox", SecretBox)
+# The MAC key of the registry's OAuth2 refresh tokens (registry_auth.refresh_token), derived from the encryption key.
+REFRESH_SECRET = web.AppKey("refresh_secret", bytes)
+REFRESH_PURPOSE = b"deploy-token-gateway registry refresh tokens v1"
 # None until `gateway init` made the key: /jwt/auth then answers 503 instead of the whole gateway failing.
 SIGNING_KEY: web.AppKey[SigningKey | None] = web.AppKey("signing_key")
 # Registry JWTs minted moments ago, reused for identical claims (signing_keys.SignedTokens).
@@ -84,6 +87,7 @@ def create_app(
     app[CLOCK] = clock or SystemClock()
     app[HASHER] = PasswordHasher(config.security.password_memory_kib, config.security.password_iterations)
     app[BOX] = box or secretbox.load(Path(config.storage.encryption_key))
+    app[REFRESH_SECRET] = app[BOX].derive(REFRESH_PURPOSE)
     app[SIGNING_KEY] = signing_key or load_signing_key(config)
     # A tenth of the token lifetime: a reused token still has at least 90 % of its life left.
     app[SIGNED_TOKENS] = SignedTokens(window=max(1, config.registry.token_ttl // 10))

@@ -18,7 +18,7 @@ import jwt
 from aiohttp import web
 
 from gateway import access, authn, credentials, metrics, namespaces, principals, random_ids, tokens
-from gateway.app import CLOCK, CONFIG, SIGNED_TOKENS, SIGNERS, SIGNING_KEY, STORE
+from gateway.app import CLOCK, CONFIG, REFRESH_SECRET, SIGNED_TOKENS, SIGNERS, SIGNING_KEY, STORE
 from gateway.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from gateway.middleware import GIT_UNAUTHORIZED, PRINCIPAL, read_form
 from gateway.policy import INSTANCE, Allowed, Operation, Target
@@ -203,10 +203,13 @@ def rfc3339(epoch_seconds: int) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def refresh_token(key: SigningKey, *, issuer: str, principal: Principal, now: datetime) -> str:
+def refresh_token(secret: bytes, *, issuer: str, principal: Principal, now: datetime) -> str:
     """An OAuth2 refresh token bound to the credential it came from; it dies with that credential.
 
-    Its audience differs from the registry service, so the registry never accepts it as an access token.
+    Only the gateway reads it back, so it is MACed (HS256) with a key of its own, derived from the encryption key
+    (app.REFRESH_PURPOSE), not signed with the registry's key: `docker login` keeps it for a year in place of the
+    password, and a rotation of the registry key (key_rotation.py) must not log every docker client out. Its
+    audience differs from the registry service, so the registry never accepts it as an access token either.
     """
     if isinstance(principal, DeployTokenPrincipal):
         bound: dict[str, Any] = {"kind": "deploy_token", "id": principal.token.id}
@@ -225,22 +228,40 @@ def refresh_token(key: SigningKey, *, issuer: str, principal: Principal, now: da
         "jti": secrets.token_hex(16),
         "bound": bound,
     }
-    return key.sign(claims)
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def _refresh_claims(raw: str, secret: bytes, trusted: Sequence[Any], issuer: str) -> dict[str, Any] | None:
+    """The claims of a refresh token this gateway issued: MACed with `secret`, or, issued by a release before that,
+    signed by a registry key whose certificate registry.certificate still lists (until a rotation retires it)."""
+    try:
+        algorithm = str(jwt.get_unverified_header(raw).get("alg"))
+    except jwt.PyJWTError:
+        return None
+    # The algorithm names the key to check with, never the other way round: an HS256 token is never checked
+    # against a public key (the classic JWT algorithm confusion), nor an RS256 one against the MAC key.
+    keys: Sequence[Any] = [secret] if algorithm == "HS256" else trusted if algorithm in ("RS256", "ES256") else []
+    for key in keys:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                raw,
+                key,
+                algorithms=[algorithm],
+                audience=issuer + REFRESH_AUDIENCE_SUFFIX,
+                issuer=issuer,
+                options={"require": ["exp", "iat", "aud", "iss"]},
+            )
+        except jwt.PyJWTError:
+            continue
+        return claims
+    return None
 
 
 async def principal_of_refresh_token(
-    store: Store, key: SigningKey, raw: str, *, issuer: str, now: datetime
+    store: Store, secret: bytes, trusted: Sequence[Any], raw: str, *, issuer: str, now: datetime
 ) -> Principal | None:
-    try:
-        claims = jwt.decode(
-            raw,
-            key.private_key.public_key(),
-            algorithms=[key.algorithm],
-            audience=issuer + REFRESH_AUDIENCE_SUFFIX,
-            issuer=issuer,
-            options={"require": ["exp", "iat", "aud", "iss"]},
-        )
-    except jwt.PyJWTError:
+    claims = _refresh_claims(raw, secret, trusted, issuer)
+    if claims is None:
         return None
     bound = claims.get("bound")
     if not isinstance(bound, dict) or not isinstance(bound.get("id"), int):
@@ -285,6 +306,10 @@ def _check_registry_ability(principal: Principal, scopes: Sequence[Scope]) -> No
             raise Forbidden("access forbidden")
     elif isinstance(principal, Anonymous) and not scopes:
         raise Forbidden("access forbidden")
+
+
+def _refresh_secret(request: web.Request) -> bytes:
+    return request.app[REFRESH_SECRET]
 
 
 def _signing_key(request: web.Request) -> SigningKey:
@@ -364,9 +389,11 @@ async def oauth(request: web.Request) -> web.Response:
         if not raw or len(raw) > 8192:
             raise BadRequest("refresh_token is required")
         key = _signing_key(request)
+        trusted, secret = key.trusted or (key.private_key.public_key(),), _refresh_secret(request)
         # A refresh token is a secret too: the same ban and failure accounting as a password (authn.py).
         principal = await authn.authenticate_with(
-            request, lambda: principal_of_refresh_token(store, key, raw, issuer=issuer, now=now)
+            request,
+            lambda: principal_of_refresh_token(store, secret, trusted, raw, issuer=issuer, now=now),
         )
     else:
         raise BadRequest("unsupported grant_type")
@@ -385,7 +412,7 @@ async def oauth(request: web.Request) -> web.Response:
         body["refresh_token"] = (
             fields["refresh_token"]
             if grant_type == "refresh_token"
-            else refresh_token(_signing_key(request), issuer=issuer, principal=principal, now=now)
+            else refresh_token(_refresh_secret(request), issuer=issuer, principal=principal, now=now)
         )
         if grant_type != "refresh_token":
             metrics.token_issued("refresh_token")

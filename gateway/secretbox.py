@@ -10,7 +10,9 @@ import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.errors import ConfigError
 
@@ -24,6 +26,12 @@ class SecretBox:
         if len(key) != KEY_BYTES:
             raise ConfigError(f"storage.encryption_key: expected {KEY_BYTES} bytes, got {len(key)}")
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derive(self, purpose: bytes) -> bytes:
+        """A 32-byte key of its own for `purpose` (HKDF-SHA256, RFC 5869): one secret file, keys that never
+        double for one another."""
+        return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=purpose).derive(self._key)
 
     def __repr__(self) -> str:
         return "SecretBox(<key redacted>)"

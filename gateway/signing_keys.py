@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -63,6 +63,9 @@ class SigningKey:
 
     private_key: PrivateKey
     certificate: x509.Certificate
+    # The public keys of every certificate of registry.certificate, its own among them: during a rotation
+    # (key_rotation.py) also the old key's, which may have signed what the gateway is shown again.
+    trusted: tuple[PublicKey, ...] = field(default=(), compare=False)  # not hashed: public keys are not hashable
 
     @functools.cached_property
     def algorithm(self) -> Algorithm:
@@ -228,9 +231,10 @@ def load(key_path: Path, cert_path: Path, *, algorithm: Algorithm | None = None)
         raise ConfigError(f"registry.certificate: {cert_path} holds no PEM certificate") from None
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     wanted = key.public_key().public_bytes(serialization.Encoding.DER, spki)
+    trusted = tuple(k for c in certs if isinstance(k := c.public_key(), rsa.RSAPublicKey | ec.EllipticCurvePublicKey))
     for cert in certs:
         if cert.public_key().public_bytes(serialization.Encoding.DER, spki) == wanted:
-            return SigningKey(key, cert)
+            return SigningKey(key, cert, trusted)
     raise ConfigError(f"registry.certificate: no certificate in {cert_path} matches registry.signing_key {key_path}")
 
 

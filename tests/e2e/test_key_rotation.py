@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import jwt
 import pytest
@@ -44,6 +44,22 @@ def registry_token(gateway: Replica, credentials: dict[str, str], repository: st
     assert status == 200, body
     token: str = json.loads(body)["token"]
     return token
+
+
+def oauth(gateway: Replica, form: dict[str, str]) -> dict[str, str]:
+    """The OAuth2 POST of /jwt/auth, as `docker login` sends it (password grant, offline) and later refreshes."""
+    parts = urlsplit(gateway.url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        body = urlencode(form)
+        connection.request("POST", "/jwt/auth", body, {"Content-Type": "application/x-www-form-urlencoded"})
+        response = connection.getresponse()
+        data = response.read()
+    finally:
+        connection.close()
+    assert response.status == 200, data
+    answer: dict[str, str] = json.loads(data)
+    return answer
 
 
 def registry_answer(registry: str, token: str, repository: str) -> int:
@@ -105,6 +121,10 @@ def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path) -> No
         assert pushed.returncode == 0, pushed.stderr
         old = registry_token(first, credentials, repository)
         old_kid = jwt.get_unverified_header(old)["kid"]
+        # `docker login` keeps a refresh token in place of the password, for a year.
+        login = {"grant_type": "password", "service": "container_registry", "access_type": "offline",
+                 "username": made["username"], "password": made["token"]}  # fmt: skip
+        refresh = oauth(first, login)["refresh_token"]
         assert bundle(config) == [f"active RS256 {old_kid}"]
 
         # 1. A new key, P-256, is staged: the bundle lists it, the gateway still signs with the old one.
@@ -155,6 +175,18 @@ def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path) -> No
         assert registry_answer(registry, registry_token(second, credentials, repository), repository) == 200
         pulled = pull(second)
         assert pulled.returncode == 0, pulled.stderr
+        # The docker client logged in before the rotation is still logged in: its refresh token gets a token of
+        # the new key, which the registry takes.
+        scope = f"repository:{repository}:pull"
+        grant = {
+            "grant_type": "refresh_token",
+            "service": "container_registry",
+            "refresh_token": refresh,
+            "scope": scope,
+        }
+        refreshed = oauth(second, grant)["access_token"]
+        assert jwt.get_unverified_header(refreshed)["kid"] == new_kid
+        assert registry_answer(registry, refreshed, repository) == 200
         again = gateway_says(config, "retire")
         assert again.returncode == 0 and "nothing to retire" in again.stdout
 

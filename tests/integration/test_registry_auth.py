@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
 import pytest
 from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives import serialization
 
 from gateway.app import create_app
 from gateway.clock import FixedClock
@@ -223,8 +227,9 @@ async def test_oauth2_password_and_refresh(registry_client: TestClient, world: W
     refresh = body["refresh_token"]
     assert write.secret not in refresh
     assert [a["actions"] for a in decode(body["access_token"], signing_key)["access"]] == [["pull", "push"]]
-    # The refresh token is no registry token: its audience differs.
-    with pytest.raises(jwt.InvalidAudienceError):
+    # The refresh token is no registry token: MACed with the gateway's own key, nothing the registry could verify.
+    assert jwt.get_unverified_header(refresh)["alg"] == "HS256"
+    with pytest.raises(jwt.InvalidTokenError):
         decode(refresh, signing_key)
     again = {
         "grant_type": "refresh_token",
@@ -240,6 +245,117 @@ async def test_oauth2_password_and_refresh(registry_client: TestClient, world: W
     await world.store.revoke_deploy_token(write.token.id)
     r = await registry_client.post("/jwt/auth", data=again)
     assert r.status == 401
+
+
+async def _refresh(client: TestClient, refresh: str) -> int:
+    form = {
+        "grant_type": "refresh_token",
+        "service": SERVICE,
+        "refresh_token": refresh,
+        "scope": "repository:g/sub/proj:pull",
+    }
+    return (await client.post("/jwt/auth", data=form)).status
+
+
+async def test_a_refresh_token_outlives_a_rotation_of_the_registry_key(
+    aiohttp_client: Any, config: Config, store: SQLiteStore, clock: FixedClock, box: SecretBox, world: World
+) -> None:
+    """`docker login` keeps the refresh token for a year instead of the password: a new registry signing key
+    (`gateway registry-key`) must not log every docker client out. The token is MACed with a key derived from the
+    encryption key, which a registry key rotation leaves alone."""
+    w = await build(world)
+    write = w["t"]["write"]
+    before, after = (generate_key("RS256"), generate_key("ES256"))
+    apps = [
+        await aiohttp_client(
+            create_app(
+                config,
+                store=store,
+                clock=clock,
+                box=box,
+                signing_key=SigningKey(k, self_signed_certificate(k, "t", datetime.now(UTC))),
+            )
+        )
+        for k in (before, after)
+    ]
+    form = {
+        "grant_type": "password",
+        "service": SERVICE,
+        "access_type": "offline",
+        "username": write.token.username,
+        "password": write.secret,
+    }
+    refresh = (await (await apps[0].post("/jwt/auth", data=form)).json())["refresh_token"]
+    assert [await _refresh(app, refresh) for app in apps] == [200, 200]
+    # Another installation (another encryption key) does not take it.
+    key = SigningKey(after, self_signed_certificate(after, "t", datetime.now(UTC)))
+    other = await aiohttp_client(
+        create_app(config, store=store, clock=clock, box=SecretBox(b"\x07" * 32), signing_key=key)
+    )
+    assert await _refresh(other, refresh) == 401
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _refresh_claims(bound_id: int, audience: str = "gitlab-issuer:refresh") -> dict[str, Any]:
+    now = int(datetime.now(UTC).timestamp())
+    return {"iss": "gitlab-issuer", "aud": audience, "iat": now, "exp": now + 3600, "jti": "x",
+            "bound": {"kind": "deploy_token", "id": bound_id}}  # fmt: skip
+
+
+def _mac(claims: dict[str, Any], secret: bytes, algorithm: str = "HS256") -> str:
+    """A JWT MACed by hand (PyJWT refuses a PEM as an HMAC secret, which is the point of the attack tested)."""
+    signing_input = f"{_b64(json.dumps({'alg': algorithm, 'typ': 'JWT'}).encode())}.{_b64(json.dumps(claims).encode())}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest() if algorithm != "none" else b""
+    return f"{signing_input}.{_b64(signature)}"
+
+
+@pytest.mark.parametrize(
+    ("forge", "trusted_during", "trusted_after"),
+    [
+        # Signed by the old registry key, as releases before this one did: good while the bundle lists the key.
+        (lambda old, pem, tid: jwt.encode(_refresh_claims(tid), old, algorithm="RS256"), 200, 401),
+        # The same with a registry token's audience: never a refresh token.
+        (
+            lambda old, pem, tid: jwt.encode(_refresh_claims(tid, "container_registry"), old, algorithm="RS256"),
+            401,
+            401,
+        ),
+        # HS256 MACed with the trusted public key's PEM: the JWT algorithm confusion.
+        (lambda old, pem, tid: _mac(_refresh_claims(tid), pem), 401, 401),
+        # No signature at all.
+        (lambda old, pem, tid: _mac(_refresh_claims(tid), b"", "none"), 401, 401),
+    ],
+    ids=["earlier-release", "access-token-audience", "hs256-with-public-key", "alg-none"],
+)
+async def test_refresh_tokens_signed_by_a_registry_key(
+    aiohttp_client: Any,
+    config: Config,
+    store: SQLiteStore,
+    clock: FixedClock,
+    box: SecretBox,
+    world: World,
+    forge: Any,
+    trusted_during: int,
+    trusted_after: int,
+) -> None:
+    """A refresh token of an earlier release (signed by the registry key) is accepted while registry.certificate
+    lists its key (the active one, or a retiring one during a rotation), and refused once the key is retired;
+    nothing else signed or MACed with what the gateway publishes is ever accepted."""
+    w = await build(world)
+    old, new = generate_key("RS256"), generate_key("RS256")
+    new_cert = self_signed_certificate(new, "t", datetime.now(UTC))
+    keys = {
+        "during": SigningKey(new, new_cert, (old.public_key(), new.public_key())),  # the bundle of a rotation
+        "after": SigningKey(new, new_cert, (new.public_key(),)),
+    }
+    pem = old.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    token = forge(old, pem, w["t"]["write"].token.id)
+    for name, expected in (("during", trusted_during), ("after", trusted_after)):
+        client = await aiohttp_client(create_app(config, store=store, clock=clock, box=box, signing_key=keys[name]))
+        assert await _refresh(client, token) == expected, name
 
 
 @pytest.mark.parametrize(
