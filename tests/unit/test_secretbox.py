@@ -37,3 +37,13 @@ def test_key_file(tmp_path: Path) -> None:
     (tmp_path / "bad.key").write_bytes(b"short")
     with pytest.raises(ConfigError, match="32 bytes"):
         load(tmp_path / "bad.key")
+
+
+def test_derived_keys_are_stable_and_apart() -> None:
+    """One key file, a key per purpose (HKDF): the same purpose gives the same key again (a refresh token MACed
+    yesterday still checks), another purpose or another file never does, and neither is the file's own key."""
+    secret = os.urandom(32)
+    box = SecretBox(secret)
+    derived = box.derive(b"refresh")
+    assert len(derived) == 32 and derived == SecretBox(secret).derive(b"refresh")
+    assert len({derived, box.derive(b"other"), SecretBox(os.urandom(32)).derive(b"refresh"), secret}) == 4
