@@ -137,6 +137,19 @@ async def dump(store: Store) -> dict[str, list[copy.Row]]:
     return out
 
 
+async def assert_same_searches(one: Store, other: Store) -> None:
+    """Users, groups and projects searched by a part of their names: the same non-empty answers from both."""
+    for term in ("LICÉ", "SUB", "App"):
+        everything = Listing(open=("private", "internal", "public"), search=term)
+        found = [
+            [u.id for u in (await store.list_users(offset=0, limit=10, search=term)).items]
+            + [g.id for g in (await store.page_groups(everything, offset=0, limit=10)).items]
+            + [p.id for p in (await store.page_projects(everything, offset=0, limit=10)).items]
+            for store in (one, other)
+        ]
+        assert found[0] == found[1] and found[0], term
+
+
 DIRECTIONS = [("sqlite", "postgres"), ("postgres", "sqlite"), ("sqlite", "sqlite"), ("postgres", "postgres")]
 
 
@@ -167,15 +180,7 @@ async def test_copy_carries_every_row_and_value(
     )
     assert await gin_options(target) == ({"fastupdate=off"} if target_kind == "postgres" else set())
     # Searches find what was copied (on SQLite through the search indexes its triggers filled as rows arrived).
-    for term in ("LICÉ", "SUB", "App"):
-        everything = Listing(open=("private", "internal", "public"), search=term)
-        found = [
-            [u.id for u in (await store.list_users(offset=0, limit=10, search=term)).items]
-            + [g.id for g in (await store.page_groups(everything, offset=0, limit=10)).items]
-            + [p.id for p in (await store.page_projects(everything, offset=0, limit=10)).items]
-            for store in (source, target)
-        ]
-        assert found[0] == found[1] and found[0], term
+    await assert_same_searches(source, target)
     # Sequences carry over past deleted rows: new rows get the ids the source would have handed out next.
     assert copied.id_positions["deploy_tokens"] == highest["deploy_tokens"]
     new = token(b"\x07" * 32, group_id=highest["group"])
@@ -376,15 +381,7 @@ async def test_a_source_of_an_earlier_release_is_copied_then_migrated(
     assert await source.schema_version() == release and await dump_as_found(source) == before
     assert await dump(target) == expected  # 0008's lower-case keys are again the ones this release writes
     assert copied.id_positions == {t.name: 100 + i for i, t in enumerate(TABLES) if t.identity}
-    for term in ("LICÉ", "SUB", "App"):  # found through the keys and indexes the later migrations made
-        everything = Listing(open=("private", "internal", "public"), search=term)
-        found = [
-            [u.id for u in (await store.list_users(offset=0, limit=10, search=term)).items]
-            + [g.id for g in (await store.page_groups(everything, offset=0, limit=10)).items]
-            + [p.id for p in (await store.page_projects(everything, offset=0, limit=10)).items]
-            for store in (now, target)
-        ]
-        assert found[0] == found[1] and found[0], term
+    await assert_same_searches(now, target)  # found through the keys and indexes the later migrations made
     assert await target.find_deploy_token(b"\x01" * 32) == await now.find_deploy_token(b"\x01" * 32)
 
 
