@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
 
 from aiohttp import web
 
-from gateway import secretbox, signing_keys
+from gateway import secretbox
 from gateway.audit import AuditLog
 from gateway.bruteforce import Guard
 from gateway.clients import CLIENTS, Clients
@@ -24,9 +23,9 @@ from gateway.middleware import (
     stamp_request_id,
 )
 from gateway.proxy import Forwarder
+from gateway.registry_signing import RegistrySigning, load_key
 from gateway.secretbox import SecretBox
-from gateway.signing_keys import SignedTokens, SigningKey
-from gateway.signing_processes import SigningProcesses, per_worker
+from gateway.signing_keys import SigningKey
 from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.users import PasswordHasher
@@ -40,12 +39,9 @@ BOX = web.AppKey("secretbox", SecretBox)
 # The MAC key of the registry's OAuth2 refresh tokens (registry_auth.refresh_token), derived from the encryption key.
 REFRESH_SECRET = web.AppKey("refresh_secret", bytes)
 REFRESH_PURPOSE = b"deploy-token-gateway registry refresh tokens v1"
-# None until `gateway init` made the key: /jwt/auth then answers 503 instead of the whole gateway failing.
-SIGNING_KEY: web.AppKey[SigningKey | None] = web.AppKey("signing_key")
-# Registry JWTs minted moments ago, reused for identical claims (signing_keys.SignedTokens).
-SIGNED_TOKENS = web.AppKey("signed_tokens", SignedTokens)
-# The child processes that sign registry JWTs (signing_processes.py); started on first use, stopped with the app.
-SIGNERS = web.AppKey("signers", SigningProcesses)
+# The registry signing key, its signing processes and reused tokens (registry_signing.py); no key until `gateway
+# init` made one: /jwt/auth then answers 503 instead of the whole gateway failing. Reloaded on SIGHUP.
+REGISTRY_SIGNING = web.AppKey("registry_signing", RegistrySigning)
 # The one streaming forwarder to backends (git upstream, registry, packages): one client session per process.
 PROXY = web.AppKey("proxy", Forwarder)
 # Bounds concurrent `git http-backend` children of the embedded git backend (git.max_processes).
@@ -56,14 +52,6 @@ LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 BRUTE_FORCE = web.AppKey("brute_force", Guard)
 # The audit trail and tokens' last use: buffered in memory, written in batches by a background task (audit.py).
 AUDIT = web.AppKey("audit", AuditLog)
-
-
-def load_signing_key(config: Config) -> SigningKey | None:
-    """Loaded once per process: every /jwt/auth request reuses the parsed key and its kid."""
-    key_path, cert_path = Path(config.registry.signing_key), Path(config.registry.certificate)
-    if not key_path.exists() and not cert_path.exists():
-        return None
-    return signing_keys.load(key_path, cert_path, algorithm=config.registry.algorithm)
 
 
 def create_app(
@@ -88,13 +76,8 @@ def create_app(
     app[HASHER] = PasswordHasher(config.security.password_memory_kib, config.security.password_iterations)
     app[BOX] = box or secretbox.load(Path(config.storage.encryption_key))
     app[REFRESH_SECRET] = app[BOX].derive(REFRESH_PURPOSE)
-    app[SIGNING_KEY] = signing_key or load_signing_key(config)
-    # A tenth of the token lifetime: a reused token still has at least 90 % of its life left.
-    app[SIGNED_TOKENS] = SignedTokens(window=max(1, config.registry.token_ttl // 10))
-    if (key := app[SIGNING_KEY]) is not None:
-        count = per_worker(config.registry.signing_processes, os.cpu_count() or 1, config.server.workers)
-        app[SIGNERS] = SigningProcesses(key, count)
-        app.on_cleanup.append(lambda app: app[SIGNERS].close())
+    app[REGISTRY_SIGNING] = RegistrySigning(config, signing_key or load_key(config))
+    app.on_cleanup.append(lambda app: app[REGISTRY_SIGNING].close())
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         if store is not None:

@@ -215,7 +215,7 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
     from aiohttp import web
 
     from gateway import proxy, tls
-    from gateway.app import create_app
+    from gateway.app import REGISTRY_SIGNING, create_app
     from gateway.server import Runner, settle_heap
 
     context = tls.server_context(config.server)
@@ -249,11 +249,17 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_signal)
-    # SIGHUP (`systemctl reload`, a certbot deploy hook): the TLS certificate again; never the end of the server.
+    # SIGHUP (`systemctl reload`, a certbot deploy hook, after `gateway registry-key activate`): the TLS certificate
+    # and the registry signing key again; never the end of the server.
     reloader = tls.Reloader(context, config.server) if context is not None else None
-    loop.add_signal_handler(
-        signal.SIGHUP, reloader.reload if reloader else lambda: log.info("SIGHUP: nothing to reload")
-    )
+
+    def reload() -> None:
+        log.info("SIGHUP: reloading the TLS certificate and the registry signing key")
+        if reloader is not None:
+            reloader.reload()
+        app[REGISTRY_SIGNING].reload()
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     watching = asyncio.create_task(_watch_certificate(reloader)) if reloader else None
     try:
         sites: list[web.BaseSite] = [web.SockSite(runner, sock, ssl_context=context) for sock in sockets]
@@ -348,12 +354,12 @@ def serve_workers(config: Config, host: str, port: int, count: int) -> int:
 
 def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
     from gateway import metrics, tls, workers
-    from gateway.app import load_signing_key
+    from gateway.registry_signing import load_key
 
     # Before forking: migrations run once (not raced by N workers), and a bad key file or database fails here with
     # one clear error instead of N crashing workers.
     secretbox.load(Path(config.storage.encryption_key))
-    load_signing_key(config)
+    load_key(config)
     asyncio.run(_with_store(config, lambda store: store.schema_version()))
     try:
         groups = workers.bind(host, port, count)
@@ -717,11 +723,16 @@ def cmd_registry_key_activate(config: Config, args: argparse.Namespace) -> int:
     key = asyncio.run(key_rotation.activate(config.registry, check=not args.no_check, now=_now()))
     _say(f"activated {key.algorithm} key {key.kid} as {config.registry.signing_key}")
     if key.algorithm != config.registry.algorithm:
-        _note(f'set registry.algorithm = "{key.algorithm}" in the configuration: the gateway refuses the key without')
-    _note(
-        "next: restart every gateway process, one replica after another (the registry trusts both keys meanwhile);"
-        f" registry.token_ttl ({config.registry.token_ttl} s) after the last restart, `gateway registry-key retire`"
-    )
+        _note(
+            f'set registry.algorithm = "{key.algorithm}" in the configuration, then restart every gateway process,'
+            " one replica after another (the registry trusts both keys meanwhile)"
+        )
+    else:
+        _note(
+            "next: reload every gateway process (SIGHUP: `systemctl reload gateway`, `kill -HUP <pid>`), or restart"
+            " them one replica after another (the registry trusts both keys meanwhile)"
+        )
+    _note(f"registry.token_ttl ({config.registry.token_ttl} s) after the last of them: `gateway registry-key retire`")
     return 0
 
 

@@ -18,11 +18,12 @@ import jwt
 from aiohttp import web
 
 from gateway import access, authn, credentials, metrics, namespaces, principals, random_ids, tokens
-from gateway.app import CLOCK, CONFIG, REFRESH_SECRET, SIGNED_TOKENS, SIGNERS, SIGNING_KEY, STORE
+from gateway.app import CLOCK, CONFIG, REFRESH_SECRET, REGISTRY_SIGNING, STORE
 from gateway.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from gateway.middleware import GIT_UNAUTHORIZED, PRINCIPAL, read_form
 from gateway.policy import INSTANCE, Allowed, Operation, Target
 from gateway.principals import Anonymous, DeployTokenPrincipal, Principal, UserPrincipal
+from gateway.registry_signing import Signer
 from gateway.signing_keys import SigningKey
 from gateway.store.base import Project, Store
 from gateway.users import pat_is_active
@@ -312,19 +313,22 @@ def _refresh_secret(request: web.Request) -> bytes:
     return request.app[REFRESH_SECRET]
 
 
-def _signing_key(request: web.Request) -> SigningKey:
-    key = request.app[SIGNING_KEY]
-    if key is None:
+def _signer(request: web.Request) -> Signer:
+    """The key this process signs with now, with its signing processes: taken once per request (a reload swaps it
+    whole, and a token's header and signature must come from the same key)."""
+    signer = request.app[REGISTRY_SIGNING].current
+    if signer is None:
         raise ServiceUnavailable("registry token signing key is not configured (run `gateway init`)")
-    return key
+    return signer
 
 
 async def _issue(request: web.Request, principal: Principal, scopes: Sequence[Scope]) -> dict[str, Any]:
     config = request.app[CONFIG].registry
-    key = _signing_key(request)
+    signer = _signer(request)
+    key = signer.key
     now = request.app[CLOCK].now()
     granted = await grant(request.app[STORE], principal, scopes)
-    cache = request.app[SIGNED_TOKENS]
+    cache = signer.reused
     cache_key = (subject(principal), auth_type(principal), tuple(granted))
     hit = cache.get(cache_key, int(now.timestamp()))
     metrics.token_issued("registry_jwt_reused" if hit is not None else "registry_jwt_minted")
@@ -341,7 +345,7 @@ async def _issue(request: web.Request, principal: Principal, scopes: Sequence[Sc
         )
         signing_input = key.signing_input(claims, include_x5c=config.include_x5c)
         # Only the private-key operation leaves the worker: a signing process (signing_processes.py).
-        token = key.compact(signing_input, await request.app[SIGNERS].signature(signing_input))
+        token = key.compact(signing_input, await signer.processes.signature(signing_input))
         iat = int(now.timestamp())
         cache.put(cache_key, token, iat)
     # containers/image caches issued_at + expires_in; expires_in must be an integer (registry.md §3), and
@@ -388,7 +392,7 @@ async def oauth(request: web.Request) -> web.Response:
         raw = fields.get("refresh_token", "")
         if not raw or len(raw) > 8192:
             raise BadRequest("refresh_token is required")
-        key = _signing_key(request)
+        key = _signer(request).key
         trusted, secret = key.trusted or (key.private_key.public_key(),), _refresh_secret(request)
         # A refresh token is a secret too: the same ban and failure accounting as a password (authn.py).
         principal = await authn.authenticate_with(

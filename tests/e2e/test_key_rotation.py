@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pytest
 
 from tests import servers
 from tests.oci import build_image
-from tests.procs import free_port
+from tests.procs import free_port, wait_until
 from tests.replicas import Replica, basic, deploy_token, init, new_project, start_replica
 from tests.servers import run_gateway, write_config
 
@@ -83,7 +84,14 @@ def bundle(config: Path) -> list[str]:
     return [" ".join(line.split()[:3]) for line in shown.stdout.splitlines()]
 
 
-def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("algorithm", "switch"),
+    [
+        ("ES256", "restart"),  # a new algorithm: registry.algorithm changes, replica after replica restarts
+        ("RS256", "reload"),  # the same one: SIGHUP, every worker of the running gateway takes the new key
+    ],
+)
+def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path, algorithm: str, switch: str) -> None:
     registry_port = free_port()
     registry = f"http://127.0.0.1:{registry_port}"
     config = write_config(tmp_path / "gw", sections={"registry": {"backend": registry}})
@@ -109,7 +117,7 @@ def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path) -> No
     with ExitStack() as stack:
         registry_process = stack.enter_context(ExitStack())
         registry_process.enter_context(registry_running())
-        first = start_replica("first", config)
+        first = start_replica("first", config, workers=2)
         stack.callback(first.stop)
         project = new_project(first.url, root, "team")
         made = deploy_token(first.url, root, project, scopes=("read_registry", "write_registry"))
@@ -127,13 +135,13 @@ def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path) -> No
         refresh = oauth(first, login)["refresh_token"]
         assert bundle(config) == [f"active RS256 {old_kid}"]
 
-        # 1. A new key, P-256, is staged: the bundle lists it, the gateway still signs with the old one.
+        # 1. A new key is staged: the bundle lists it, the gateway still signs with the old one.
         mode = certificate.stat().st_mode
-        staged = gateway_says(config, "rotate", "--algorithm", "ES256")
+        staged = gateway_says(config, "rotate", "--algorithm", algorithm)
         assert staged.returncode == 0, staged.stderr
         assert certificate.stat().st_mode == mode  # the bundle is replaced, readable by the registry as before
         new_kid = staged.stdout.split()[3]
-        assert bundle(config) == [f"active RS256 {old_kid}", f"staged ES256 {new_kid}"]
+        assert bundle(config) == [f"active RS256 {old_kid}", f"staged {algorithm} {new_kid}"]
         assert (key_file.with_name("registry.key.next").stat().st_mode & 0o777) == 0o600
         assert jwt.get_unverified_header(registry_token(first, credentials, repository))["kid"] == old_kid
 
@@ -141,26 +149,34 @@ def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path) -> No
         active_key = key_file.read_bytes()
         early = gateway_says(config, "activate")
         assert early.returncode == 1 and "does not trust the staged key yet (HTTP 401" in early.stderr, early.stderr
-        assert key_file.read_bytes() == active_key and bundle(config)[1] == f"staged ES256 {new_kid}"
+        assert key_file.read_bytes() == active_key and bundle(config)[1] == f"staged {algorithm} {new_kid}"
         registry_process.close()  # restarted: it reads the bundle of both keys
         registry_process.enter_context(registry_running())
         assert registry_answer(registry, old, repository) == 200
         activated = gateway_says(config, "activate")
         assert activated.returncode == 0, activated.stderr
-        assert 'set registry.algorithm = "ES256"' in activated.stderr
-        assert bundle(config) == [f"retiring RS256 {old_kid}", f"active ES256 {new_kid}"]
-
-        # A rolling restart: the replica not yet restarted signs with the old key, the restarted one with the new,
-        # and the registry takes the tokens of both.
-        config.write_text(config.read_text() + 'algorithm = "ES256"\n')  # [registry] is the file's last table
-        second = start_replica("second", config)
-        stack.callback(second.stop)
-        still = registry_token(first, credentials, repository)
-        new = registry_token(second, credentials, repository)
+        assert ('set registry.algorithm = "ES256"' in activated.stderr) == (algorithm == "ES256")
+        assert bundle(config) == [f"retiring RS256 {old_kid}", f"active {algorithm} {new_kid}"]
+        still = registry_token(first, credentials, repository)  # loaded at start: the old key signs on
         assert jwt.get_unverified_header(still)["kid"] == old_kid
-        assert (jwt.get_unverified_header(new)["kid"], jwt.get_unverified_header(new)["alg"]) == (new_kid, "ES256")
-        assert [registry_answer(registry, token, repository) for token in (old, still, new)] == [200, 200, 200]
-        first.stop()
+        if switch == "restart":
+            # A rolling restart: the replica not yet restarted signs with the old key, the restarted one with the
+            # new, and the registry takes the tokens of both.
+            config.write_text(config.read_text() + f'algorithm = "{algorithm}"\n')  # [registry]: the last table
+            second = start_replica("second", config, workers=2)
+            stack.callback(second.stop)
+        else:
+            os.kill(first.proc.pid, signal.SIGHUP)  # to the supervisor: every worker reloads
+            reloaded = lambda: first.log.read_text().count("registry signing key reloaded: kid") == 2  # noqa: E731
+            assert wait_until(reloaded), first.log.read_text()[-2000:]
+            second = first
+        fresh = [registry_token(second, credentials, repository) for _ in range(6)]  # both workers answer
+        assert {(jwt.get_unverified_header(t)["kid"], jwt.get_unverified_header(t)["alg"]) for t in fresh} == {
+            (new_kid, algorithm)
+        }
+        assert [registry_answer(registry, token, repository) for token in (old, still, fresh[0])] == [200, 200, 200]
+        if switch == "restart":
+            first.stop()
         assert pull(second).returncode == 0
 
         # 3. Retirement waits out the old key's last tokens (registry.token_ttl), unless told not to.
@@ -168,7 +184,7 @@ def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path) -> No
         assert soon.returncode == 1 and "tokens the old one signed live registry.token_ttl" in soon.stderr
         retired = gateway_says(config, "retire", "--now")
         assert retired.returncode == 0 and f"retired RS256 key {old_kid}" in retired.stdout, retired.stderr
-        assert bundle(config) == [f"active ES256 {new_kid}"]
+        assert bundle(config) == [f"active {algorithm} {new_kid}"]
         registry_process.close()
         registry_process.enter_context(registry_running())
         assert registry_answer(registry, old, repository) == 401  # the old key is trusted no more
