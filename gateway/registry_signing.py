@@ -69,9 +69,10 @@ class RegistrySigning:
         self.current = self._signer(key)
         log.info("registry signing key reloaded: kid %s (%s)", key.kid, key.algorithm)
         if current is not None:
-            # Requests that took the old Signer finish with it: its processes stop now, and a signature asked of
-            # them meanwhile is made in the worker with the old key, which matches the header it goes under.
-            task = asyncio.get_running_loop().create_task(current.processes.close())
+            # Requests that took the old Signer finish with it: its processes answer what they were asked, then
+            # stop; a signature asked of them after that is made in the worker with the old key, which matches the
+            # header it goes under.
+            task = asyncio.get_running_loop().create_task(current.processes.retire())
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
         return True

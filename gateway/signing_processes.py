@@ -208,7 +208,8 @@ class _Child:
         if self.alive:
             self._retire()
             for future in self.waiting.values():
-                future.cancel()
+                if not future.done():  # the request signs in its worker instead (SigningProcesses.signature)
+                    future.set_exception(SigningFailed("the signing process was stopped"))
             self.waiting.clear()
             self._close()
         deadline = time.monotonic() + timeout
@@ -269,6 +270,15 @@ class SigningProcesses:
         children, self.children = self.children, []
         await asyncio.gather(*(c.stop() for c in children))
 
+    async def retire(self) -> None:
+        """Close once the signatures asked of the pool are answered (a key replaced by a reload): no new job is
+        taken, and none waiting is lost. A child still silent after ANSWER_TIMEOUT is stopped all the same."""
+        self._closed = True
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        while any(c.waiting for c in self.children) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await self.close()
+
 
 class _Signer(Protocol):
     def sign(self, msg: bytes, key: Any) -> bytes: ...
@@ -304,13 +314,19 @@ def _serve(read: Callable[[int], bytes], write: Callable[[memoryview], int]) -> 
             view = view[write(view) :]
 
 
+def _serve_until_closed(read: Callable[[int], bytes], write: Callable[[memoryview], int]) -> None:
+    # The worker closed our output (it stopped us, or died) while answers were on their way: nobody waits for them.
+    with contextlib.suppress(BrokenPipeError):
+        _serve(read, write)
+
+
 def main() -> None:
     # A stop signal to the whole process group (the terminal's Ctrl-C, `kill -- -PGID`, systemd's stop of the unit)
     # reaches us too: the gateway shuts down and closes our input, which ends us. Ended by the signal instead, we
     # would be mourned as a crash while the gateway still answers its last requests.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    _serve(lambda n: os.read(0, n), lambda b: os.write(1, b))
+    _serve_until_closed(lambda n: os.read(0, n), lambda b: os.write(1, b))
 
 
 if __name__ == "__main__":

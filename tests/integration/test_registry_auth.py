@@ -7,7 +7,10 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import signal
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -15,7 +18,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 
-from gateway.app import create_app
+from gateway import signing_keys
+from gateway.app import REGISTRY_SIGNING, create_app
 from gateway.clock import FixedClock
 from gateway.config import Config
 from gateway.secretbox import SecretBox
@@ -470,3 +474,56 @@ async def test_git_and_new_image_names_at_once_on_a_cold_cache(
         assert all(r.status < 500 for r in answers[8:]), [r.status for r in answers[8:]]
         for r in answers[:8]:
             assert (await r.json())["token"]
+
+
+async def test_a_key_reload_mid_flight_loses_no_request(
+    aiohttp_client: Any, tmp_path: Path, store: SQLiteStore, clock: FixedClock, box: SecretBox, world: World
+) -> None:
+    """SIGHUP after `registry-key activate` while signatures wait in the signing process: every request is answered,
+    each token's signature is made by the key its header names (old or new), and the new key signs from then on."""
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, registry={"signing_processes": 1})
+    key_path, cert_path = Path(config.registry.signing_key), Path(config.registry.certificate)
+    signing_keys.ensure(key_path, cert_path, algorithm="RS256", common_name="t")
+    old = signing_keys.load(key_path, cert_path)
+    project = await world.project("proj", await world.group("g"))
+    made = [await world.deploy_token(project, ("read_registry",)) for _ in range(30)]
+    app = create_app(config, store=store, clock=clock, box=box)
+    client = await aiohttp_client(app)
+    params = {"service": SERVICE, "scope": "repository:g/proj:pull"}
+
+    async def token_of(created: Any) -> str:
+        response = await client.get("/jwt/auth", params=params, headers=basic(created.token.username, created.secret))
+        assert response.status == 200
+        return str((await response.json())["token"])
+
+    await token_of(made[0])  # the signing process runs
+    key_path.unlink()  # an activation: new key files
+    cert_path.unlink()
+    signing_keys.ensure(key_path, cert_path, algorithm="RS256", common_name="t")
+    new = signing_keys.load(key_path, cert_path)
+    signing = app[REGISTRY_SIGNING]
+    before = signing.current
+    assert before is not None and len(before.processes.children) == 1
+    child = before.processes.children[0].proc
+    os.kill(child.pid, signal.SIGSTOP)  # a busy signing process: the signatures asked of it wait
+    asked = [asyncio.create_task(token_of(created)) for created in made[1:]]
+
+    def in_child() -> int:
+        return sum(len(c.waiting) for c in before.processes.children)
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while in_child() < 3 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.001)
+    assert in_child() >= 3, "no signature waited in the signing process"
+    assert signing.reload()
+    await asyncio.sleep(0.1)
+    os.kill(child.pid, signal.SIGCONT)
+    tokens = await asyncio.gather(*asked)
+    keys = {old.kid: old, new.kid: new}
+    for token in tokens:
+        kid = jwt.get_unverified_header(token)["kid"]
+        decode(token, keys[kid])  # raises unless that key made the signature
+    assert {jwt.get_unverified_header(t)["kid"] for t in tokens} == {old.kid, new.kid}
+    assert jwt.get_unverified_header(await token_of(made[0]))["kid"] == new.kid
