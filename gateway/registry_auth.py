@@ -17,9 +17,9 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from gateway import access, authn, credentials, metrics, namespaces, principals, random_ids, tokens
+from gateway import access, authn, credentials, metrics, namespaces, principals, random_ids, signing_keys, tokens
 from gateway.app import CLOCK, CONFIG, REFRESH_SECRET, REGISTRY_SIGNING, STORE
-from gateway.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from gateway.errors import BadRequest, Forbidden, GatewayError, NotFound, ServiceUnavailable, Unauthorized
 from gateway.middleware import GIT_UNAUTHORIZED, PRINCIPAL, read_form
 from gateway.policy import INSTANCE, Allowed, Operation, Target
 from gateway.principals import Anonymous, DeployTokenPrincipal, Principal, UserPrincipal
@@ -232,6 +232,13 @@ def refresh_token(secret: bytes, *, issuer: str, principal: Principal, now: date
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def _algorithm(key: Any) -> str | None:
+    try:
+        return signing_keys.algorithm_of(key)
+    except GatewayError:  # a certificate of a key registry tokens are never signed with (another EC curve)
+        return None
+
+
 def _refresh_claims(raw: str, secret: bytes, trusted: Sequence[Any], issuer: str) -> dict[str, Any] | None:
     """The claims of a refresh token this gateway issued: MACed with `secret`, or, issued by a release before that,
     signed by a registry key whose certificate registry.certificate still lists (until a rotation retires it)."""
@@ -241,7 +248,11 @@ def _refresh_claims(raw: str, secret: bytes, trusted: Sequence[Any], issuer: str
         return None
     # The algorithm names the key to check with, never the other way round: an HS256 token is never checked
     # against a public key (the classic JWT algorithm confusion), nor an RS256 one against the MAC key.
-    keys: Sequence[Any] = [secret] if algorithm == "HS256" else trusted if algorithm in ("RS256", "ES256") else []
+    if algorithm == "HS256":
+        keys: Sequence[Any] = [secret]
+    else:
+        # Only the keys of the token's own algorithm: PyJWT raises TypeError for an RSA key on an ES256 token.
+        keys = [k for k in trusted if _algorithm(k) == algorithm]
     for key in keys:
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -252,7 +263,7 @@ def _refresh_claims(raw: str, secret: bytes, trusted: Sequence[Any], issuer: str
                 issuer=issuer,
                 options={"require": ["exp", "iat", "aud", "iss"]},
             )
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, TypeError):  # a key PyJWT cannot use for this token is no match either
             continue
         return claims
     return None

@@ -331,8 +331,10 @@ def _mac(claims: dict[str, Any], secret: bytes, algorithm: str = "HS256") -> str
         (lambda old, pem, tid: _mac(_refresh_claims(tid), pem), 401, 401),
         # No signature at all.
         (lambda old, pem, tid: _mac(_refresh_claims(tid), b"", "none"), 401, 401),
+        # ES256 to an RSA installation: no key of that kind to check with (PyJWT raised TypeError: a 500).
+        (lambda old, pem, tid: jwt.encode(_refresh_claims(tid), generate_key("ES256"), algorithm="ES256"), 401, 401),
     ],
-    ids=["earlier-release", "access-token-audience", "hs256-with-public-key", "alg-none"],
+    ids=["earlier-release", "access-token-audience", "hs256-with-public-key", "alg-none", "es256-on-rsa"],
 )
 async def test_refresh_tokens_signed_by_a_registry_key(
     aiohttp_client: Any,
