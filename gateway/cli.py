@@ -292,7 +292,9 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
             cut.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-                if sockets:  # a worker about to exit: a stop forwarded late must not turn its exit into a kill
+                if sockets or sig == signal.SIGHUP:
+                    # A worker about to exit: a stop forwarded late must not turn its exit into a kill; and a
+                    # reload never ends a server.
                     signal.signal(sig, signal.SIG_IGN)
 
 
@@ -320,6 +322,10 @@ def _cut_connections(runner: web.AppRunner) -> None:
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    # A reload asked while the server starts (a certbot hook at boot, `systemctl reload` during a restart) must not
+    # end it by SIGHUP's default action: ignored until the server takes it (the loop's handler in a server, the
+    # supervisor's sigtimedwait, to which a blocked signal is delivered whatever its disposition).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     host, port = split_listen(args.listen or config.server.listen)
     count = args.workers if args.workers is not None else config.server.workers
     if count < 1:
@@ -718,8 +724,6 @@ def cmd_registry_key_rotate(config: Config, args: argparse.Namespace) -> int:
 def cmd_registry_key_activate(config: Config, args: argparse.Namespace) -> int:
     from gateway import key_rotation
 
-    if not config.registry.backend and not args.no_check:
-        _note("registry.backend is not set: the registry's trust in the staged key is not checked")
     key = asyncio.run(key_rotation.activate(config.registry, check=not args.no_check, now=_now()))
     _say(f"activated {key.algorithm} key {key.kid} as {config.registry.signing_key}")
     if key.algorithm != config.registry.algorithm:

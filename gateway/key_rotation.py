@@ -163,7 +163,12 @@ async def activate(config: RegistryConfig, *, check: bool, now: datetime) -> Sig
     if not staged.exists():
         raise RotationError(f"no key is staged ({staged} is missing): `gateway registry-key rotate` first")
     key = _loaded(staged, cert_path, "the staged key")
-    if check and config.backend:
+    if check and not config.backend:
+        raise RotationError(
+            "registry.backend is not set, so the registry cannot be asked whether it trusts the staged key: restart"
+            " the registry so that it reads the bundle, then pass --no-check"
+        )
+    if check:
         accepted, answer = await trusted(config, key, now)
         if not accepted:
             raise RotationError(

@@ -212,6 +212,7 @@ def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path, algor
     [
         (["activate"], "no key is staged"),
         (["rotate", "rotate"], "a key is staged already"),
+        (["rotate", "activate"], "registry.backend is not set, so the registry cannot be asked"),
     ],
 )
 def test_a_step_out_of_order_is_refused_and_changes_nothing(tmp_path: Path, steps: list[str], message: str) -> None:

@@ -527,5 +527,6 @@ async def test_a_key_reload_mid_flight_loses_no_request(
     for token in tokens:
         kid = jwt.get_unverified_header(token)["kid"]
         decode(token, keys[kid])  # raises unless that key made the signature
-    assert {jwt.get_unverified_header(t)["kid"] for t in tokens} == {old.kid, new.kid}
+    # Those asked before the reload are the old key's (others may be too, if they took it before the reload).
+    assert old.kid in {jwt.get_unverified_header(t)["kid"] for t in tokens}
     assert jwt.get_unverified_header(await token_of(made[0]))["kid"] == new.kid

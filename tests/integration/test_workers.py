@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.procs import alive, group_members, stop, wait_until
+from tests.procs import alive, group_members, start, stop, wait_until
 from tests.replicas import basic, request
-from tests.servers import START_TIMEOUT, Served, init_gateway, run_gateway, write_config
+from tests.servers import ROOT, START_TIMEOUT, Served, gateway_env, init_gateway, run_gateway, write_config
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +144,29 @@ def test_a_signal_to_the_whole_process_group_ends_nothing_before_its_time(
     assert messages.count("shutting down") == workers  # each one stopped gracefully, none was killed by it
     if workers > 1:
         assert sum("stopped: exit status 0" in m for m in messages) == workers, messages
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reload_while_the_server_starts_does_not_end_it(config: Path, tmp_path: Path, workers: int) -> None:
+    """SIGHUP as the process starts (a certbot hook at boot): before the server handles it, its default action would
+    end the process, and systemd counts death by SIGHUP as a clean exit that it does not restart."""
+    argv = [sys.executable, "-m", "gateway", "--config", str(config), "serve", "--listen", "127.0.0.1:0"]
+    proc = start(
+        "gateway",
+        [*argv, "--workers", str(workers)],
+        log=tmp_path / "early.log",
+        env=gateway_env(config.parent),
+        cwd=ROOT,
+    )
+    try:
+        for delay in (0.05, 0.1, 0.2, 0.4):  # through the whole start: imports, migrations, binding, forks
+            time.sleep(delay)
+            os.kill(proc.pid, signal.SIGHUP)
+        assert wait_until(lambda: "listening on " in proc.log.read_text(), START_TIMEOUT), proc.log_tail()
+        time.sleep(0.3)
+        proc.assert_running()
+    finally:
+        stop(proc)
 
 
 def test_workers_that_keep_dying_make_the_parent_give_up(config: Path, served: list[Served]) -> None:

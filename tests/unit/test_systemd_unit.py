@@ -57,8 +57,9 @@ def test_the_unit_runs_the_gateway_as_it_expects() -> None:
     assert unit["Environment"] == "GATEWAY_CONFIG=/etc/gateway/gateway.toml"  # the path docker-compose mounts too
     # A reload is SIGHUP to the main process, which forwards it to every worker (TLS certificate).
     assert shlex.split(unit["ExecReload"]) == ["/bin/kill", "-HUP", "$MAINPID"]
-    # A stop reaches every process of the unit (KillMode=control-group, the default): the gateway's graceful stop.
-    assert unit.get("KillMode", "control-group") == "control-group"
+    # A stop is SIGTERM to the main process, which stops its workers gracefully; the git children of clones in
+    # flight must not get it too (control-group, the default, signals every process of the unit at once).
+    assert unit["KillMode"] == "mixed"
     # systemd must not kill before the gateway's own deadline: shutdown_timeout, then the supervisor's grace.
     assert int(unit["TimeoutStopSec"]) > ServerConfig().shutdown_timeout + workers.STOP_GRACE
     assert unit["UMask"] == "0077"
