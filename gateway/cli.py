@@ -214,7 +214,7 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
     # Imported here: the other commands do not need aiohttp, and each CLI call starts faster without it.
     from aiohttp import web
 
-    from gateway import proxy, tls
+    from gateway import proxy, service_manager, tls
     from gateway.app import REGISTRY_SIGNING, create_app
     from gateway.server import Runner, settle_heap
 
@@ -275,8 +275,11 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
         else:
             for address in runner.addresses:
                 log.info("listening on %s", _url(str(address[0]), int(address[1]), "https" if context else "http"))
+            service_manager.notify("READY=1")
         log.info("startup heap settled: %d objects frozen out of full garbage collections", frozen)
         await stop.wait()
+        if not sockets:
+            service_manager.notify("STOPPING=1")
         log.info("shutting down")  # requests in flight get server.shutdown_timeout seconds (below)
     finally:
         if watching is not None:
@@ -359,7 +362,7 @@ def serve_workers(config: Config, host: str, port: int, count: int) -> int:
 
 
 def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
-    from gateway import metrics, tls, workers
+    from gateway import metrics, service_manager, tls, workers
     from gateway.registry_signing import load_key
 
     # Before forking: migrations run once (not raced by N workers), and a bad key file or database fails here with
@@ -376,6 +379,8 @@ def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
         address = sock.getsockname()
         log.info("listening on %s", _url(str(address[0]), int(address[1]), scheme))
     log.info("serving with %d worker processes", count)
+    # The port is bound and listening: connections wait in its backlog while the workers start.
+    service_manager.notify("READY=1")
 
     def worker_main(slot: int, sockets: Sequence[socket.socket]) -> int:
         configure_logging(config.log.level, {"worker": slot})

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,27 +148,43 @@ def test_a_signal_to_the_whole_process_group_ends_nothing_before_its_time(
         assert sum("stopped: exit status 0" in m for m in messages) == workers, messages
 
 
+def _ignores_sighup(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_reload_while_the_server_starts_does_not_end_it(config: Path, tmp_path: Path, workers: int) -> None:
-    """SIGHUP as the process starts (a certbot hook at boot): before the server handles it, its default action would
-    end the process, and systemd counts death by SIGHUP as a clean exit that it does not restart."""
+def test_a_service_manager_learns_when_it_serves_and_a_reload_while_it_starts_ends_nothing(
+    config: Path, tmp_path: Path, workers: int
+) -> None:
+    """systemd (Type=notify) hears READY=1 once the port listens, not before; a SIGHUP from the moment the command
+    runs (a certbot hook at boot) until then does not end it by SIGHUP's default action, which systemd would count
+    as a clean exit and not restart."""
+    folder = Path(tempfile.mkdtemp(dir="/tmp", prefix="notify-"))  # a unix socket path is short (108 bytes)
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(str(folder / "notify"))
+    manager.settimeout(START_TIMEOUT)
     argv = [sys.executable, "-m", "gateway", "--config", str(config), "serve", "--listen", "127.0.0.1:0"]
-    proc = start(
-        "gateway",
-        [*argv, "--workers", str(workers)],
-        log=tmp_path / "early.log",
-        env=gateway_env(config.parent),
-        cwd=ROOT,
-    )
+    env = gateway_env(config.parent) | {"NOTIFY_SOCKET": str(folder / "notify")}
+    proc = start("gateway", [*argv, "--workers", str(workers)], log=tmp_path / "early.log", env=env, cwd=ROOT)
     try:
-        for delay in (0.05, 0.1, 0.2, 0.4):  # through the whole start: imports, migrations, binding, forks
-            time.sleep(delay)
+        assert wait_until(lambda: _ignores_sighup(proc.pid), START_TIMEOUT)  # the command runs
+        sent = 0
+        while "listening on " not in proc.log.read_text() and sent < 200:  # through imports, migrations, binding
             os.kill(proc.pid, signal.SIGHUP)
-        assert wait_until(lambda: "listening on " in proc.log.read_text(), START_TIMEOUT), proc.log_tail()
+            sent += 1
+            time.sleep(0.005)
+        assert sent > 0
+        assert manager.recv(100) == b"READY=1"
+        assert "listening on " in proc.log.read_text()  # told after the port listens, not before
         time.sleep(0.3)
         proc.assert_running()
     finally:
         stop(proc)
+        manager.close()
+        shutil.rmtree(folder)
 
 
 def test_workers_that_keep_dying_make_the_parent_give_up(config: Path, served: list[Served]) -> None:
