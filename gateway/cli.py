@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from gateway import tls
+    from gateway.signing_keys import SigningKey
 
 log = logging.getLogger("gateway")
 T = TypeVar("T")
@@ -209,8 +210,33 @@ def _url(host: str, port: int, scheme: str = "http") -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socket.socket] = ()) -> None:
-    """Serve until SIGTERM/SIGINT on host:port, or on already listening `sockets` (a worker of gateway/workers.py)."""
+@dataclasses.dataclass
+class Preloaded:
+    """What the supervisor loaded before it forked, and loads again on its SIGHUP: a worker started later begins
+    with it instead of reading the files itself, so a worker restarted after a crash never fails on key files that
+    a reload refused (another algorithm before a restart, a half-written certificate renewal)."""
+
+    key: SigningKey | None
+    certificate: tls.Reloader | None
+
+    def reload(self) -> None:
+        from gateway.registry_signing import load_key
+
+        if self.certificate is not None:
+            self.certificate.reload()
+        try:
+            self.key = load_key(self.config)
+        except GatewayError as exc:
+            log.error("registry signing key not reloaded, the one loaded before still signs: %s", exc)
+
+    config: Config = dataclasses.field(repr=False, default_factory=Config)
+
+
+async def serve(
+    config: Config, host: str, port: int, *, sockets: Sequence[socket.socket] = (), preloaded: Preloaded | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT on host:port, or on already listening `sockets` (a worker of gateway/workers.py,
+    which starts with what its supervisor `preloaded`)."""
     # Imported here: the other commands do not need aiohttp, and each CLI call starts faster without it.
     from aiohttp import web
 
@@ -218,8 +244,9 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
     from gateway.app import REGISTRY_SIGNING, create_app
     from gateway.server import Runner, settle_heap
 
-    context = tls.server_context(config.server)
-    app = create_app(config)
+    reloader = preloaded.certificate if preloaded is not None else tls.Reloader.load(config.server)
+    context = reloader.context if reloader is not None else None
+    app = create_app(config, signing_key=preloaded.key if preloaded is not None else None)
     # auto_decompress=False: git sends gzip request bodies that must reach `git http-backend` untouched
     # (shared/notes/git.md §2). access_log=None: the request middleware writes the access log.
     deadline = config.server.shutdown_timeout
@@ -251,7 +278,6 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
         loop.add_signal_handler(sig, stop_signal)
     # SIGHUP (`systemctl reload`, a certbot deploy hook, after `gateway registry-key activate`): the TLS certificate
     # and the registry signing key again; never the end of the server.
-    reloader = tls.Reloader(context, config.server) if context is not None else None
 
     def reload() -> None:
         log.info("SIGHUP: reloading the TLS certificate and the registry signing key")
@@ -270,6 +296,12 @@ async def serve(config: Config, host: str, port: int, *, sockets: Sequence[socke
             except OSError as exc:
                 raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         frozen = settle_heap()  # the app is built and listening: what exists now lives as long as the server
+        if preloaded is not None:
+            # Files changed since the supervisor loaded them (a SIGHUP this worker was too young to take): loaded
+            # now, or the error logged and what the supervisor had kept.
+            if reloader is not None:
+                reloader.reload(only_if_changed=True)
+            app[REGISTRY_SIGNING].reload()
         if sockets:
             log.info("worker ready (pid %d)", os.getpid())  # the supervisor logged "listening on"
         else:
@@ -368,13 +400,13 @@ def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
     # Before forking: migrations run once (not raced by N workers), and a bad key file or database fails here with
     # one clear error instead of N crashing workers.
     secretbox.load(Path(config.storage.encryption_key))
-    load_key(config)
+    preloaded = Preloaded(load_key(config), tls.Reloader.load(config.server), config)
     asyncio.run(_with_store(config, lambda store: store.schema_version()))
     try:
         groups = workers.bind(host, port, count)
     except workers.ListenError as exc:
         raise CommandError(str(exc)) from None
-    scheme = "https" if tls.server_context(config.server) else "http"  # and a pair that does not load fails here
+    scheme = "https" if preloaded.certificate is not None else "http"
     for sock in groups[0]:
         address = sock.getsockname()
         log.info("listening on %s", _url(str(address[0]), int(address[1]), scheme))
@@ -385,7 +417,7 @@ def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
     def worker_main(slot: int, sockets: Sequence[socket.socket]) -> int:
         configure_logging(config.log.level, {"worker": slot})
         try:
-            asyncio.run(serve(config, host, port, sockets=sockets))
+            asyncio.run(serve(config, host, port, sockets=sockets, preloaded=preloaded))
         except GatewayError as exc:
             log.error("worker %d cannot serve: %s", slot, exc)
             return 1
@@ -395,7 +427,9 @@ def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
 
     settle_heap()  # before the forks: the workers share these pages instead of copying them on their first collection
     stop_timeout = config.server.shutdown_timeout + workers.STOP_GRACE
-    supervisor = workers.Supervisor(groups, worker_main, stop_timeout=stop_timeout, on_exit=metrics.worker_exited)
+    supervisor = workers.Supervisor(
+        groups, worker_main, stop_timeout=stop_timeout, on_exit=metrics.worker_exited, on_reload=preloaded.reload
+    )
     status = supervisor.run()
     log.info("stopped" if status == 0 else "stopped: workers kept dying")
     return status

@@ -20,7 +20,17 @@ log = logging.getLogger("gateway.tls")
 CHECK_INTERVAL = 60.0
 
 
-def _stamp(*paths: Path) -> tuple[tuple[int, int, int], ...]:
+Stamp = tuple[tuple[int, int, int], ...]
+
+
+def _current_stamp(*paths: Path) -> Stamp | None:
+    try:
+        return _stamp(*paths)
+    except OSError:
+        return None  # a renewal replacing the files right now: looked at again next time
+
+
+def _stamp(*paths: Path) -> Stamp:
     """What changes when a file is rewritten or replaced (renamed over, as ACME clients and Kubernetes do)."""
     stamps = []
     for path in paths:
@@ -71,16 +81,25 @@ class Reloader:
     """Loads the certificate again into the live context (new connections get it, open ones keep theirs) when asked
     (SIGHUP) or when the files changed; a pair that does not load is logged and the one in use stays."""
 
-    def __init__(self, context: ssl.SSLContext, config: ServerConfig) -> None:
+    def __init__(self, context: ssl.SSLContext, config: ServerConfig, loaded: Stamp | None = None) -> None:
         self.context = context
         self.paths = Path(config.tls_certificate), Path(config.tls_key)
-        self.loaded = self._current()
+        # The files as they were when the context was loaded: a change after that, even one made while the
+        # server started, is a change to load (taken after the load, the stamp would hide it).
+        self.loaded = loaded if loaded is not None else self._current()
 
-    def _current(self) -> tuple[tuple[int, int, int], ...] | None:
-        try:
-            return _stamp(*self.paths)
-        except OSError:
-            return None  # a renewal replacing the files right now: looked at again next time
+    @classmethod
+    def load(cls, config: ServerConfig) -> Reloader | None:
+        """The listener's context with its reloader (None: plain HTTP); the files' stamp taken before reading."""
+        if not config.tls_certificate:
+            return None
+        stamp = _current_stamp(Path(config.tls_certificate), Path(config.tls_key))
+        context = server_context(config)
+        assert context is not None
+        return cls(context, config, stamp)
+
+    def _current(self) -> Stamp | None:
+        return _current_stamp(*self.paths)
 
     def reload(self, *, only_if_changed: bool = False) -> bool:
         stamp = self._current()

@@ -161,12 +161,14 @@ class Supervisor:
         *,
         stop_timeout: float = STOP_TIMEOUT,
         on_exit: Callable[[int], None] | None = None,
+        on_reload: Callable[[], None] | None = None,
     ) -> None:
         self.groups = groups
         self.worker_main = worker_main
         self.policy = policy or RestartPolicy()
         self.stop_timeout = stop_timeout
         self.on_exit = on_exit  # called with the pid of every worker that exited (metrics.worker_exited)
+        self.on_reload = on_reload  # SIGHUP, before it is forwarded: what a worker started from now on begins with
         self.pids: dict[int, int] = {}  # pid → slot
         self.deaths: deque[float] = deque()
         self.due: dict[int, float] = {}  # slot → monotonic time of its restart
@@ -278,6 +280,11 @@ class Supervisor:
                 info = signal.sigtimedwait(self.SIGNALS, timeout)
                 if info is not None and info.si_signo == signal.SIGHUP and not self.stopping:
                     log.info("SIGHUP: reloading %d workers", len(self.pids))
+                    if self.on_reload is not None:
+                        try:
+                            self.on_reload()
+                        except Exception:  # the supervisor must outlive whatever a reload meets
+                            log.exception("reload in the supervisor failed")
                     for pid in self.pids:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGHUP)

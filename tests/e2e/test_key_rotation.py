@@ -20,7 +20,7 @@ import pytest
 
 from tests import servers
 from tests.oci import build_image
-from tests.procs import free_port, wait_until
+from tests.procs import free_port, live, processes, wait_until
 from tests.replicas import Replica, basic, deploy_token, init, new_project, start_replica
 from tests.servers import run_gateway, write_config
 
@@ -237,3 +237,27 @@ def test_activation_is_refused_when_the_registry_cannot_be_asked(tmp_path: Path)
     forced = gateway_says(config, "activate", "--no-check")
     assert forced.returncode == 0, forced.stderr
     assert not (config.parent / "data" / "registry.key.next").exists()
+
+
+def test_a_worker_restarted_before_the_restart_an_activation_needs_keeps_serving(tmp_path: Path) -> None:
+    """Activated to another algorithm, the key files need a restart with registry.algorithm changed. A worker that
+    dies before that starts again with the key its supervisor loaded (it read the files itself, failed on the
+    algorithm, and after six such deaths the supervisor gave up: the whole gateway stopped)."""
+    config = write_config(tmp_path / "gw")
+    root = init(config)
+    gateway = start_replica("gw", config, workers=2)
+    try:
+        before = registry_token(gateway, basic("root", root), "any/thing")
+        assert gateway_says(config, "rotate", "--algorithm", "ES256").returncode == 0
+        assert gateway_says(config, "activate", "--no-check").returncode == 0
+        for _ in range(3):  # each replacement must start (a failing one dies again and again, and the parent gives up)
+            workers = [p.pid for p in processes() if p.ppid == gateway.proc.pid and live(p)]
+            os.kill(workers[0], signal.SIGKILL)
+            ready = gateway.log.read_text().count("worker ready")
+            assert wait_until(lambda r=ready: gateway.log.read_text().count("worker ready") > r, 20)  # type: ignore[misc]
+        gateway.proc.assert_running()
+        assert "registry signing key not reloaded" in gateway.log.read_text()
+        after = registry_token(gateway, basic("root", root), "any/thing")
+        assert jwt.get_unverified_header(after)["kid"] == jwt.get_unverified_header(before)["kid"]
+    finally:
+        gateway.stop()
