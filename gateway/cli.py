@@ -477,8 +477,12 @@ def cmd_store_copy(config: Config, args: argparse.Namespace) -> int:
         where = "storage.database" if option == "--to" else "--from"
         raise CommandError(f"no database at {source_label}: check {where}")
 
+    # A database where nothing may be written (read-only storage, a mounted snapshot) is read as an immutable file:
+    # SQLite could not create the -shm file it otherwise reads a WAL database through, and no one writes there.
+    immutable = source_url.startswith("sqlite:///") and not os.access(Path(source_label).parent, os.W_OK)
+
     async def work() -> Copied:
-        source = await open_store(config, source_url)
+        source = await open_store(config, source_url, immutable=immutable)
         try:
             target = await open_store(config, target_url)
             try:

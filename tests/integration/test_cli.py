@@ -751,16 +751,22 @@ def read_only(folder: Path) -> Iterator[Path]:
 
 
 def test_a_backup_on_read_only_storage_is_checked_and_restored(gw: Gateway, tmp_path: Path) -> None:
-    """The backup's database is read as an immutable file: SQLite writes no -shm beside it, and needs none."""
+    """The backup's database is read as an immutable file: SQLite writes no -shm beside it, and needs none. So does
+    `store copy --from` a database in a folder it cannot write."""
     backup = _backup_to_check(gw, tmp_path)
     fresh = new_installation(tmp_path / "fresh")
+    copied = new_installation(tmp_path / "copied")
     with read_only(backup) as view:
         checked = fresh.run("restore", str(view), "--check")
         assert checked.returncode == 0, checked.stderr
         restored = fresh.run("restore", str(view))
         assert restored.returncode == 0, restored.stderr
-    listed = fresh.run("users", "tokens", "root")
-    assert listed.returncode == 0 and "\tactive\t" in listed.stdout, listed.stderr
+        # store copy --from the same database where it lies (it failed: SQLite could not create its -shm there)
+        moved = copied.run("store", "copy", "--from", f"sqlite:///{view / 'database.db'}")
+        assert moved.returncode == 0, moved.stderr
+    for installation in (fresh, copied):
+        listed = installation.run("users", "tokens", "root")
+        assert listed.returncode == 0 and "\tactive\t" in listed.stdout, listed.stderr
 
 
 def _rewrite(path: str, change: Callable[[bytes], bytes]) -> Callable[[Path], None]:
