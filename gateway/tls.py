@@ -39,12 +39,16 @@ def _stamp(*paths: Path) -> Stamp:
     return tuple(stamps)
 
 
-def _load(context: ssl.SSLContext, certificate: Path, key: Path) -> None:
-    """Load the pair into `context`, from a snapshot: files read once, so a renewal half-written (the certificate
-    new, the key still old) fails the check on a scratch context before the live one is touched."""
+def _load(certificate: Path, key: Path) -> ssl.SSLContext:
+    """A new context holding the pair, read from a snapshot (each file read once: a renewal half-written, the
+    certificate new and the key still old, is refused whole). TLS 1.2 and newer, HTTP/1.1 by ALPN (git, docker and
+    pip all speak it), Python's secure defaults for the ciphers."""
     for setting, path in (("server.tls_certificate", certificate), ("server.tls_key", key)):
         if not path.is_file():
             raise ConfigError(f"{setting}: {path} is missing")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
     with tempfile.TemporaryDirectory(prefix="gateway-tls-") as folder:
         copies = Path(folder) / "certificate.pem", Path(folder) / "key.pem"
         try:
@@ -54,27 +58,21 @@ def _load(context: ssl.SSLContext, certificate: Path, key: Path) -> None:
             raise ConfigError(
                 f"server.tls_certificate / server.tls_key: cannot read {exc.filename}: {exc.strerror}"
             ) from None
-        scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        for attempt in (scratch, context):
-            try:
-                attempt.load_cert_chain(*copies)
-            except ssl.SSLError as exc:
-                raise ConfigError(
-                    f"server.tls_certificate {certificate} and server.tls_key {key} do not make a certificate and its"
-                    f" key ({exc.reason or exc})"
-                ) from None
+        try:
+            context.load_cert_chain(*copies)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"server.tls_certificate {certificate} and server.tls_key {key} do not make a certificate and its"
+                f" key ({exc.reason or exc})"
+            ) from None
+    return context
 
 
 def server_context(config: ServerConfig) -> ssl.SSLContext | None:
-    """The listener's TLS context, None for plain HTTP (TLS ends in a load balancer, or nowhere). TLS 1.2 and newer,
-    HTTP/1.1 by ALPN (git, docker and pip all speak it), Python's secure defaults for the ciphers."""
+    """The listener's TLS context, None for plain HTTP (TLS ends in a load balancer, or nowhere)."""
     if not config.tls_certificate:
         return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
-    _load(context, Path(config.tls_certificate), Path(config.tls_key))
-    return context
+    return _load(Path(config.tls_certificate), Path(config.tls_key))
 
 
 class Reloader:
@@ -82,7 +80,12 @@ class Reloader:
     (SIGHUP) or when the files changed; a pair that does not load is logged and the one in use stays."""
 
     def __init__(self, context: ssl.SSLContext, config: ServerConfig, loaded: Stamp | None = None) -> None:
-        self.context = context
+        # `context` is the listener's for good; each reload makes a whole new context, which every handshake from
+        # then on switches to (SNI callback, called with or without a server name). Loading into the listener's
+        # own context instead would keep a certificate of another key type beside the new one: OpenSSL holds one
+        # per key type, and a renewal from EC to RSA would go on serving the old EC certificate.
+        self.context = self.current = context
+        context.sni_callback = self._switch
         self.paths = Path(config.tls_certificate), Path(config.tls_key)
         # The files as they were when the context was loaded: a change after that, even one made while the
         # server started, is a change to load (taken after the load, the stamp would hide it).
@@ -98,6 +101,10 @@ class Reloader:
         assert context is not None
         return cls(context, config, stamp)
 
+    def _switch(self, connection: ssl.SSLObject, server_name: str | None, listener: ssl.SSLContext) -> None:
+        if self.current is not listener:
+            connection.context = self.current
+
     def _current(self) -> Stamp | None:
         return _current_stamp(*self.paths)
 
@@ -106,7 +113,7 @@ class Reloader:
         if only_if_changed and (stamp is None or stamp == self.loaded):
             return False
         try:
-            _load(self.context, *self.paths)
+            self.current = _load(*self.paths)
         except ConfigError as exc:
             log.error("TLS certificate not reloaded, the one loaded before is still served: %s", exc)
             self.loaded = stamp  # not retried until the files change again

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 
@@ -42,9 +42,13 @@ class Authority:
         (folder / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cls(key, cert, folder / "ca.crt")
 
-    def issue(self, certificate: Path, key_file: Path) -> int:
-        """A server certificate for 127.0.0.1 and its key into the two files; its serial number."""
-        key = ec.generate_private_key(ec.SECP256R1())
+    def issue(self, certificate: Path, key_file: Path, *, rsa_key: bool = False) -> int:
+        """A server certificate for 127.0.0.1 and its key (P-256, or RSA) into the two files; its serial number."""
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            if rsa_key
+            else ec.generate_private_key(ec.SECP256R1())
+        )
         now = datetime.now(UTC)
         cert = (
             x509.CertificateBuilder()

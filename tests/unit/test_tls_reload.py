@@ -64,3 +64,17 @@ async def test_a_changed_pair_is_loaded_once_and_a_broken_one_never(
 
 def test_plain_http_has_no_context() -> None:
     assert tls.server_context(ServerConfig()) is None
+
+
+async def test_a_renewal_to_another_key_type_serves_the_new_certificate(tmp_path: Path) -> None:
+    """OpenSSL keeps one certificate per key type in a context: loaded into the listener's own context, an RSA
+    renewal of an EC certificate was a "successful" reload that went on serving the old EC certificate."""
+    authority = Authority.make(tmp_path / "ca")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    authority.issue(cert, key)
+    config = ServerConfig(tls_certificate=str(cert), tls_key=str(key))
+    reloader = tls.Reloader.load(config)
+    assert reloader is not None
+    renewed = authority.issue(cert, key, rsa_key=True)
+    assert reloader.reload() is True
+    assert await served_serial(reloader.context, authority.client()) == renewed
