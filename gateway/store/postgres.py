@@ -5,7 +5,8 @@ under an advisory lock when several replicas start together, the same hot-read c
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +58,51 @@ _OUTAGES: tuple[type[BaseException], ...] = (
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every bundled PostgreSQL migration, in order (numbered like the SQLite ones)."""
     return bundled("postgres")
+
+
+# Migration 0008's search keys (store/queries.py _lower): the columns each table's keys lower.
+_SEARCH_KEYS = {
+    "users": ("username", "name", "email"),
+    "namespaces": ("name", "path"),
+    "projects": ("name", "path", "description"),
+}
+SEARCH_KEY_BATCH = 10_000  # rows per UPDATE: 100,000 users in ten statements, not a round trip per row
+
+
+async def _fill_search_keys(conn: asyncpg.Connection) -> None:
+    """The keys of the rows written before migration 0008 (or copied in at an earlier schema, store/copy.py), lowered
+    by Python's str.lower as the store lowers new ones. SQL's lower() folds as the database's locale does (ASCII only
+    under "C") or as ICU does: either may differ from Python's, and such a row would not be found by a search."""
+    for table, columns in _SEARCH_KEYS.items():
+        names = ", ".join(columns)
+        arrays = ", ".join(f"${i}::text[]" for i in range(2, len(columns) + 2))
+        keys = ", ".join(f"{column}_lower = k.{column}" for column in columns)
+        update = f"UPDATE {table} t SET {keys} FROM unnest($1::bigint[], {arrays}) AS k(id, {names}) WHERE t.id = k.id"
+        # Down the primary key from where the last batch ended. (Not a cursor: its portal stays open until the
+        # transaction ends, and PostgreSQL then refuses the ALTER TABLE that follows on a table "in use".)
+        read = f"SELECT id, {names} FROM {table} WHERE id > $1 ORDER BY id LIMIT {SEARCH_KEY_BATCH}"
+        last = await conn.fetchval(f"SELECT min(id) - 1 FROM {table}")
+        while last is not None and (rows := await conn.fetch(read, last)):
+            lowered = ([row[i].lower() for row in rows] for i in range(1, len(columns) + 1))
+            await conn.execute(update, [row[0] for row in rows], *lowered)
+            last = rows[-1][0]
+
+
+# A migration's steps that only Python can take, each run in the migration's transaction where its SQL has a line
+# `-- python: <step>`: after the statements above that line, before those below it.
+_STEPS: dict[str, Callable[[asyncpg.Connection], Awaitable[None]]] = {"fill_search_keys": _fill_search_keys}
+_STEP = re.compile(r"^-- python: (\w+)$", re.MULTILINE)
+
+
+async def _apply(conn: asyncpg.Connection, sql: str) -> None:
+    """Run one migration's SQL and Python steps, in order, inside the caller's transaction."""
+    for i, part in enumerate(_STEP.split(sql)):  # SQL, a step's name, SQL, ...
+        if i % 2:
+            await _STEPS[part](conn)
+        elif any(line.strip() and not line.lstrip().startswith("--") for line in part.splitlines()):
+            # No arguments: the simple protocol runs every statement. (A part of comments only is skipped:
+            # asyncpg fails on the empty response PostgreSQL gives it.)
+            await conn.execute(part)
 
 
 def _ts(value: datetime | None) -> datetime | None:
@@ -343,7 +389,7 @@ class PostgresStore(SharedQueries):
                         if version <= current or (upto is not None and version > upto):
                             continue
                         async with conn.transaction():
-                            await conn.execute(sql)  # no arguments: the simple protocol runs every statement
+                            await _apply(conn, sql)
                             await conn.execute(
                                 "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, now())",
                                 version,

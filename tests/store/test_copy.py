@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from gateway.errors import StoreError
@@ -25,9 +26,26 @@ NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 Opener = Callable[[str], Awaitable[SQLiteStore | PostgresStore]]
 
 
+async def c_locale_database(cluster: Cluster, name: str) -> str:
+    """A new database whose lower() folds ASCII only, as on a cluster built without ICU: LC_CTYPE "C", and no ICU
+    collation in its catalog (as in tests/store/test_search_keys_postgres.py); its DSN."""
+    admin = await cluster.admin()
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(cluster.dsn(name))
+    try:
+        await conn.execute("DELETE FROM pg_collation WHERE collprovider = 'i'")
+    finally:
+        await conn.close()
+    return cluster.dsn(name)
+
+
 @pytest.fixture
 async def opener(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Opener]:
-    """open(kind) → a new, migrated-on-demand store of that kind ('sqlite' or 'postgres'), closed after the test."""
+    """open(kind) → a new, migrated-on-demand store of that kind ('sqlite', 'postgres', or 'postgres-c': a database
+    whose own lower() folds ASCII only), closed after the test."""
     opened: list[SQLiteStore | PostgresStore] = []
     dropped: list[str] = []
 
@@ -39,7 +57,8 @@ async def opener(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterato
             cluster: Cluster = request.getfixturevalue("postgres_cluster")
             name = f"t_{uuid.uuid4().hex[:16]}"
             dropped.append(name)
-            store = await PostgresStore(await cluster.create_database(name)).open()
+            make = c_locale_database if kind == "postgres-c" else Cluster.create_database
+            store = await PostgresStore(await make(cluster, name)).open()
         opened.append(store)
         return store
 
@@ -357,9 +376,12 @@ async def at_release(store: SQLiteStore | PostgresStore, version: int, rows: dic
 
 
 # 5: before the search keys (0008) and the list and search indexes (0009); 7: the release before them; 8: keys but no
-# SQLite search index. Every table has existed since 0005.
+# SQLite search index. Every table has existed since 0005. "postgres-c": a target whose own lower() leaves "Ü" as it is,
+# where 0008 must still key the copied names by Python's str.lower.
 @pytest.mark.parametrize("release", [5, 7, 8])
-@pytest.mark.parametrize(("source_kind", "target_kind"), DIRECTIONS)
+@pytest.mark.parametrize(
+    ("source_kind", "target_kind"), [*DIRECTIONS, ("sqlite", "postgres-c"), ("postgres", "postgres-c")]
+)
 async def test_a_source_of_an_earlier_release_is_copied_then_migrated(
     opener: Opener, source_kind: str, target_kind: str, release: int
 ) -> None:

@@ -7,19 +7,9 @@ ALTER TABLE users ADD COLUMN username_lower text COLLATE "C", ADD COLUMN name_lo
 ALTER TABLE namespaces ADD COLUMN name_lower text COLLATE "C", ADD COLUMN path_lower text COLLATE "C";
 ALTER TABLE projects ADD COLUMN name_lower text COLLATE "C", ADD COLUMN path_lower text COLLATE "C",
     ADD COLUMN description_lower text COLLATE "C";
--- Existing rows: ICU's root-locale lowering where the cluster has it (Python's str.lower follows the same Unicode
--- case mapping), else the database's own.
-DO $$
-DECLARE
-    icu text := CASE WHEN EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu')
-                THEN ' COLLATE "und-x-icu"' ELSE '' END;
-BEGIN
-    EXECUTE format('UPDATE users SET username_lower = lower(username%1$s), name_lower = lower(name%1$s),'
-                   ' email_lower = lower(email%1$s)', icu);
-    EXECUTE format('UPDATE namespaces SET name_lower = lower(name%1$s), path_lower = lower(path%1$s)', icu);
-    EXECUTE format('UPDATE projects SET name_lower = lower(name%1$s), path_lower = lower(path%1$s),'
-                   ' description_lower = lower(description%1$s)', icu);
-END $$;
+-- Existing rows: lowered by the same str.lower, here (store/postgres.py _fill_search_keys). SQL's lower() would fold
+-- as the database's locale does (ASCII only under "C") or as ICU does where the cluster has it, not always as Python.
+-- python: fill_search_keys
 ALTER TABLE users ALTER COLUMN username_lower SET NOT NULL, ALTER COLUMN name_lower SET NOT NULL,
     ALTER COLUMN email_lower SET NOT NULL;
 ALTER TABLE namespaces ALTER COLUMN name_lower SET NOT NULL, ALTER COLUMN path_lower SET NOT NULL;
