@@ -9,12 +9,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway import secretbox
 from gateway.audit import AuditLog
 from gateway.bruteforce import Guard
 from gateway.clients import CLIENTS, Clients
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
+from gateway.encryption_keys import EncryptionKeys, Keyring
 from gateway.last_use import LastUse
 from gateway.middleware import (
     error_middleware,
@@ -35,9 +35,9 @@ CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 CLOCK = web.AppKey("clock", Clock)
 HASHER = web.AppKey("hasher", PasswordHasher)
-BOX = web.AppKey("secretbox", SecretBox)
-# The MAC key of the registry's OAuth2 refresh tokens (registry_auth.refresh_token), derived from the encryption key.
-REFRESH_SECRET = web.AppKey("refresh_secret", bytes)
+# The encryption key, with the staged and retiring ones during a rotation (encryption_keys.py); reloaded on SIGHUP.
+ENCRYPTION = web.AppKey("encryption", EncryptionKeys)
+# What the MAC keys of the registry's OAuth2 refresh tokens (registry_auth.refresh_token) are derived for.
 REFRESH_PURPOSE = b"deploy-token-gateway registry refresh tokens v1"
 # The registry signing key, its signing processes and reused tokens (registry_signing.py); no key until `gateway
 # init` made one: /jwt/auth then answers 503 instead of the whole gateway failing. Reloaded on SIGHUP.
@@ -74,8 +74,7 @@ def create_app(
     app.on_response_prepare.append(stamp_request_id)
     app[CLOCK] = clock or SystemClock()
     app[HASHER] = PasswordHasher(config.security.password_memory_kib, config.security.password_iterations)
-    app[BOX] = box or secretbox.load(Path(config.storage.encryption_key))
-    app[REFRESH_SECRET] = app[BOX].derive(REFRESH_PURPOSE)
+    app[ENCRYPTION] = EncryptionKeys(Path(config.storage.encryption_key), Keyring(box) if box is not None else None)
     app[REGISTRY_SIGNING] = RegistrySigning(config, signing_key or load_key(config))
     app.on_cleanup.append(lambda app: app[REGISTRY_SIGNING].close())
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway import repositories
+from gateway import encryption_keys, repositories
 from gateway.config import Config
 from gateway.errors import GatewayError, StoreError
 from gateway.store import migrations, open_store
@@ -46,9 +46,13 @@ class Repository:
 
 def _keys(config: Config) -> dict[str, Path]:
     """The key files an installation cannot be restored without: the encryption key (CI variables of each
-    `gitlab-deploy-token`), the registry's signing key and the certificate the registry trusts."""
+    `gitlab-deploy-token`) with, during a rotation, the staged and the retiring one (which may still open a secret),
+    the registry's signing key and the certificate the registry trusts."""
+    key = Path(config.storage.encryption_key)
     return {
-        "encryption_key": Path(config.storage.encryption_key),
+        "encryption_key": key,
+        "encryption_key_staged": encryption_keys.staged_path(key),
+        "encryption_key_retiring": encryption_keys.retiring_path(key),
         "registry_signing_key": Path(config.registry.signing_key),
         "registry_certificate": Path(config.registry.certificate),
     }

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from gateway import audit, log_output, secretbox, signing_keys, tokens, users
+from gateway import audit, encryption_keys, log_output, secretbox, signing_keys, tokens, users
 from gateway import config as config_module
 from gateway.config import Config
 from gateway.errors import ConfigError, GatewayError, HTTPFailure
@@ -241,7 +241,7 @@ async def serve(
     from aiohttp import web
 
     from gateway import proxy, service_manager, tls
-    from gateway.app import REGISTRY_SIGNING, create_app
+    from gateway.app import ENCRYPTION, REGISTRY_SIGNING, create_app
     from gateway.server import Runner, settle_heap
 
     reloader = preloaded.certificate if preloaded is not None else tls.Reloader.load(config.server)
@@ -276,14 +276,15 @@ async def serve(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_signal)
-    # SIGHUP (`systemctl reload`, a certbot deploy hook, after `gateway registry-key activate`): the TLS certificate
-    # and the registry signing key again; never the end of the server.
+    # SIGHUP (`systemctl reload`, a certbot deploy hook, after a step of `gateway registry-key` or `encryption-key`):
+    # the TLS certificate, the registry signing key and the encryption keys again; never the end of the server.
 
     def reload() -> None:
-        log.info("SIGHUP: reloading the TLS certificate and the registry signing key")
+        log.info("SIGHUP: reloading the TLS certificate, the registry signing key and the encryption keys")
         if reloader is not None:
             reloader.reload()
         app[REGISTRY_SIGNING].reload()
+        app[ENCRYPTION].reload()
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     watching = asyncio.create_task(_watch_certificate(reloader)) if reloader else None
@@ -399,7 +400,7 @@ def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
 
     # Before forking: migrations run once (not raced by N workers), and a bad key file or database fails here with
     # one clear error instead of N crashing workers.
-    secretbox.load(Path(config.storage.encryption_key))
+    encryption_keys.load_keyring(Path(config.storage.encryption_key))
     preloaded = Preloaded(load_key(config), tls.Reloader.load(config.server), config)
     asyncio.run(_with_store(config, lambda store: store.schema_version()))
     try:
@@ -680,17 +681,19 @@ async def ci_variables(config: Config, store: Store, project_path: str, now: dat
         )
     if token.token_encrypted is None:
         raise CommandError(f"deploy token {token.id} has no recoverable secret")
-    secret = secretbox.load(Path(config.storage.encryption_key)).open(token.token_encrypted, purpose=b"deploy-token")
+    keyring = encryption_keys.load_keyring(Path(config.storage.encryption_key))
+    secret = keyring.open(token.token_encrypted, purpose=encryption_keys.DEPLOY_TOKEN_PURPOSE)
     if secret is None:
         raise CommandError(
-            f"cannot decrypt deploy token {token.id}: storage.encryption_key is not the key it was sealed with"
+            f"cannot decrypt deploy token {token.id}: no key of storage.encryption_key (nor a staged or retiring one"
+            " beside it) is the key it was sealed with"
         )
     return token.username, secret
 
 
 def cmd_ci_variables(config: Config, args: argparse.Namespace) -> int:
     # Fail on a missing key before touching the database.
-    secretbox.load(Path(config.storage.encryption_key))
+    encryption_keys.load_keyring(Path(config.storage.encryption_key))
 
     async def work(store: Store) -> tuple[str, str]:
         return await ci_variables(config, store, args.project_path, _now())
@@ -793,6 +796,82 @@ def cmd_registry_key_retire(config: Config, args: argparse.Namespace) -> int:
     for cert in retired:
         _say(f"retired {cert.algorithm} key {cert.kid}")
     _note("next: restart the registry; from then on it refuses tokens the old key signed")
+    return 0
+
+
+# --- encryption key ---------------------------------------------------------------------------------------------
+
+_RELOAD = "reload every gateway process (SIGHUP: `systemctl reload gateway`, `kill -HUP <pid>`), or restart them"
+
+
+def _day(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).date().isoformat()
+
+
+def cmd_encryption_key_show(config: Config, args: argparse.Namespace) -> int:
+    """The keys beside storage.encryption_key with their roles, and which of them sealed the secrets kept sealed."""
+    key_path = Path(config.storage.encryption_key)
+    keyring = encryption_keys.load_keyring(key_path)
+    _say(f"active    {keyring.active.key_id}  since {_day(encryption_keys.activated_at(key_path))}")
+    for box in keyring.others:
+        if encryption_keys.staged_path(key_path).exists() and box is keyring.others[0]:
+            _say(f"staged    {box.key_id}")
+        else:
+            after = _day(encryption_keys.retire_after(key_path))
+            _say(f"retiring  {box.key_id}  retire after {after} (refresh tokens), or sooner with --now")
+
+    async def work(store: Store) -> list[tuple[int, bytes]]:
+        return await store.list_sealed_deploy_tokens()
+
+    sealed = asyncio.run(_with_store(config, work))
+    found = [keyring.opener(value, purpose=encryption_keys.DEPLOY_TOKEN_PURPOSE) for _, value in sealed]
+    by_key = {box.key_id: sum(1 for f in found if f is not None and f[0] is box) for box in keyring.boxes}
+    counts = ", ".join(f"{n} by {key_id}" for key_id, n in by_key.items())
+    unreadable = [token_id for (token_id, _), f in zip(sealed, found, strict=True) if f is None]
+    _say(
+        f"sealed secrets: {counts}"
+        + (f", {len(unreadable)} by no key here (deploy tokens {unreadable})" if unreadable else "")
+    )
+    return 0
+
+
+def cmd_encryption_key_rotate(config: Config, args: argparse.Namespace) -> int:
+    key_path = Path(config.storage.encryption_key)
+    box = encryption_keys.stage(key_path)
+    _say(f"staged encryption key {box.key_id} in {encryption_keys.staged_path(key_path)}")
+    _note(
+        f"the active key seals on. Next: {_RELOAD}, so that each opens what the new key will seal; then"
+        " `gateway encryption-key activate`"
+    )
+    return 0
+
+
+def cmd_encryption_key_activate(config: Config, args: argparse.Namespace) -> int:
+    key_path = Path(config.storage.encryption_key)
+    old, new = encryption_keys.activate(key_path)
+    _say(f"activated encryption key {new.key_id}; {old.key_id} is retiring ({encryption_keys.retiring_path(key_path)})")
+
+    async def work(store: Store) -> encryption_keys.Resealed:
+        return await encryption_keys.reseal(store, encryption_keys.load_keyring(key_path))
+
+    done = asyncio.run(_with_store(config, work))
+    _say(f"sealed again with the new key: {_many(done.resealed, 'secret')}")
+    _note(
+        f"next: {_RELOAD}: they seal with the new key from then on. `gateway encryption-key retire` a refresh"
+        f" token's life later ({_day(encryption_keys.retire_after(key_path))}), or sooner with --now after a leak"
+    )
+    return 0
+
+
+def cmd_encryption_key_retire(config: Config, args: argparse.Namespace) -> int:
+    key_path = Path(config.storage.encryption_key)
+
+    async def work(store: Store) -> tuple[secretbox.SecretBox, encryption_keys.Resealed]:
+        return await encryption_keys.retire(key_path, store, wait=not args.now)
+
+    retired, done = asyncio.run(_with_store(config, work))
+    _say(f"retired encryption key {retired.key_id}; sealed again with the active key: {_many(done.resealed, 'secret')}")
+    _note(f"next: {_RELOAD}: refresh tokens MACed with the retired key are refused from then on (`docker login` again)")
     return 0
 
 
@@ -937,6 +1016,18 @@ def build_parser() -> argparse.ArgumentParser:
     k = key_commands.add_parser("retire", help="3. drop the old key's certificate from registry.certificate")
     k.add_argument("--now", action="store_true", help="do not wait registry.token_ttl after the activation")
     k.set_defaults(func=cmd_registry_key_retire)
+
+    p = commands.add_parser("encryption-key", help="rotate the key that seals CI secrets and MACs refresh tokens")
+    key_commands = p.add_subparsers(dest="encryption_key_command", metavar="COMMAND", required=True)
+    k = key_commands.add_parser("show", help="the keys and their roles, and which key sealed each secret")
+    k.set_defaults(func=cmd_encryption_key_show)
+    k = key_commands.add_parser("rotate", help="1. stage a new key beside the active one")
+    k.set_defaults(func=cmd_encryption_key_rotate)
+    k = key_commands.add_parser("activate", help="2. seal with the staged key; the active one only opens from now on")
+    k.set_defaults(func=cmd_encryption_key_activate)
+    k = key_commands.add_parser("retire", help="3. seal again what the old key sealed, then delete it")
+    k.add_argument("--now", action="store_true", help="do not wait until its refresh tokens expired (after a leak)")
+    k.set_defaults(func=cmd_encryption_key_retire)
 
     p = commands.add_parser(
         "ci-variables", help="print CI_DEPLOY_USER/CI_DEPLOY_PASSWORD from the project's gitlab-deploy-token"

@@ -18,7 +18,7 @@ import jwt
 from aiohttp import web
 
 from gateway import access, authn, credentials, metrics, namespaces, principals, random_ids, signing_keys, tokens
-from gateway.app import CLOCK, CONFIG, REFRESH_SECRET, REGISTRY_SIGNING, STORE
+from gateway.app import CLOCK, CONFIG, ENCRYPTION, REFRESH_PURPOSE, REGISTRY_SIGNING, STORE
 from gateway.errors import BadRequest, Forbidden, GatewayError, NotFound, ServiceUnavailable, Unauthorized
 from gateway.middleware import GIT_UNAUTHORIZED, PRINCIPAL, read_form
 from gateway.policy import INSTANCE, Allowed, Operation, Target
@@ -239,9 +239,10 @@ def _algorithm(key: Any) -> str | None:
         return None
 
 
-def _refresh_claims(raw: str, secret: bytes, trusted: Sequence[Any], issuer: str) -> dict[str, Any] | None:
-    """The claims of a refresh token this gateway issued: MACed with `secret`, or, issued by a release before that,
-    signed by a registry key whose certificate registry.certificate still lists (until a rotation retires it)."""
+def _refresh_claims(raw: str, mac_keys: Sequence[bytes], trusted: Sequence[Any], issuer: str) -> dict[str, Any] | None:
+    """The claims of a refresh token this gateway issued: MACed with one of `mac_keys` (the active encryption key's,
+    or a staged or retiring one's during a rotation: encryption_keys.py), or, issued by a release before that, signed
+    by a registry key whose certificate registry.certificate still lists (until a rotation retires it)."""
     try:
         algorithm = str(jwt.get_unverified_header(raw).get("alg"))
     except jwt.PyJWTError:
@@ -249,7 +250,7 @@ def _refresh_claims(raw: str, secret: bytes, trusted: Sequence[Any], issuer: str
     # The algorithm names the key to check with, never the other way round: an HS256 token is never checked
     # against a public key (the classic JWT algorithm confusion), nor an RS256 one against the MAC key.
     if algorithm == "HS256":
-        keys: Sequence[Any] = [secret]
+        keys: Sequence[Any] = mac_keys
     else:
         # Only the keys of the token's own algorithm: PyJWT raises TypeError for an RSA key on an ES256 token.
         keys = [k for k in trusted if _algorithm(k) == algorithm]
@@ -270,9 +271,9 @@ def _refresh_claims(raw: str, secret: bytes, trusted: Sequence[Any], issuer: str
 
 
 async def principal_of_refresh_token(
-    store: Store, secret: bytes, trusted: Sequence[Any], raw: str, *, issuer: str, now: datetime
+    store: Store, mac_keys: Sequence[bytes], trusted: Sequence[Any], raw: str, *, issuer: str, now: datetime
 ) -> Principal | None:
-    claims = _refresh_claims(raw, secret, trusted, issuer)
+    claims = _refresh_claims(raw, mac_keys, trusted, issuer)
     if claims is None:
         return None
     bound = claims.get("bound")
@@ -320,8 +321,9 @@ def _check_registry_ability(principal: Principal, scopes: Sequence[Scope]) -> No
         raise Forbidden("access forbidden")
 
 
-def _refresh_secret(request: web.Request) -> bytes:
-    return request.app[REFRESH_SECRET]
+def _refresh_secrets(request: web.Request) -> tuple[bytes, ...]:
+    """The refresh tokens' MAC keys: the first makes them, each checks them."""
+    return request.app[ENCRYPTION].current.derived(REFRESH_PURPOSE)
 
 
 def _signer(request: web.Request) -> Signer:
@@ -404,11 +406,11 @@ async def oauth(request: web.Request) -> web.Response:
         if not raw or len(raw) > 8192:
             raise BadRequest("refresh_token is required")
         key = _signer(request).key
-        trusted, secret = key.trusted or (key.private_key.public_key(),), _refresh_secret(request)
+        trusted, mac_keys = key.trusted or (key.private_key.public_key(),), _refresh_secrets(request)
         # A refresh token is a secret too: the same ban and failure accounting as a password (authn.py).
         principal = await authn.authenticate_with(
             request,
-            lambda: principal_of_refresh_token(store, secret, trusted, raw, issuer=issuer, now=now),
+            lambda: principal_of_refresh_token(store, mac_keys, trusted, raw, issuer=issuer, now=now),
         )
     else:
         raise BadRequest("unsupported grant_type")
@@ -427,7 +429,7 @@ async def oauth(request: web.Request) -> web.Response:
         body["refresh_token"] = (
             fields["refresh_token"]
             if grant_type == "refresh_token"
-            else refresh_token(_refresh_secret(request), issuer=issuer, principal=principal, now=now)
+            else refresh_token(_refresh_secrets(request)[0], issuer=issuer, principal=principal, now=now)
         )
         if grant_type != "refresh_token":
             metrics.token_issued("refresh_token")

@@ -27,6 +27,8 @@ class SecretBox:
             raise ConfigError(f"storage.encryption_key: expected {KEY_BYTES} bytes, got {len(key)}")
         self._aead = AESGCM(key)
         self._key = key
+        # Names the key in logs and `gateway encryption-key show` without revealing it: a derived key's first bytes.
+        self.key_id = self.derive(b"deploy-token-gateway key id").hex()[:16]
 
     def derive(self, purpose: bytes) -> bytes:
         """A 32-byte key of its own for `purpose` (HKDF-SHA256, RFC 5869): one secret file, keys that never

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
+from gateway.encryption_keys import DEPLOY_TOKEN_PURPOSE, Keyring
 from gateway.errors import Conflict, ParamError, ValidationFailed
 from gateway.secretbox import SecretBox
 from gateway.store.base import DeployToken, NewDeployToken, Store, storable
@@ -140,7 +141,7 @@ class Created:
 
 async def create(
     store: Store,
-    box: SecretBox,
+    box: Keyring | SecretBox,
     *,
     holder: Holder,
     name: str,
@@ -162,7 +163,7 @@ async def create(
             scopes=scope_tuple,
             expires_at=expires_at,
             token_digest=digest(secret),
-            token_encrypted=box.seal(secret, purpose=b"deploy-token") if name == CI_TOKEN_NAME else None,
+            token_encrypted=box.seal(secret, purpose=DEPLOY_TOKEN_PURPOSE) if name == CI_TOKEN_NAME else None,
             creator_id=creator_id,
             project_id=holder.project_id,
             group_id=holder.group_id,

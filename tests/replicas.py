@@ -227,8 +227,9 @@ def deploy_token(
     expires_at: str | None = None,
     scopes: Sequence[str] = (),
     tls: ssl.SSLContext | None = None,
+    name: str = "replicas",
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"name": "replicas", "scopes": list(scopes or ("read_repository", "read_registry"))}
+    body: dict[str, Any] = {"name": name, "scopes": list(scopes or ("read_repository", "read_registry"))}
     if expires_at is not None:
         body["expires_at"] = expires_at
     created: dict[str, Any] = api(base, token, "POST", f"/projects/{project.id}/deploy_tokens", body, tls=tls)

@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway import access, metrics, tokens
 from gateway.api import entities, pagination
 from gateway.api.common import bool_param, caller, find_group, find_project, params, path_id, raise_denied
-from gateway.app import AUDIT, BOX, CLOCK, STORE
+from gateway.app import AUDIT, CLOCK, ENCRYPTION, STORE
 from gateway.errors import NotFound, ParamError
 from gateway.policy import INSTANCE, Denied, Operation
 from gateway.principals import UserPrincipal
@@ -93,7 +93,7 @@ async def _create(request: web.Request, holder: Holder, principal: UserPrincipal
     now = request.app[CLOCK].now()
     created = await tokens.create(
         request.app[STORE],
-        request.app[BOX],
+        request.app[ENCRYPTION].current,
         holder=holder,
         name=name,
         username=username,

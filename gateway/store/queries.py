@@ -554,6 +554,24 @@ class SharedQueries(ABC):
     async def delete_deploy_token(self, token_id: int) -> bool:
         return await self._change("DELETE FROM deploy_tokens WHERE id = ?", token_id) > 0
 
+    async def list_sealed_deploy_tokens(self) -> list[tuple[int, bytes]]:
+        rows = await self._rows(
+            "SELECT id, token_encrypted FROM deploy_tokens WHERE token_encrypted IS NOT NULL ORDER BY id"
+        )
+        return [(int(row[0]), bytes(row[1])) for row in rows]
+
+    async def reseal_deploy_token(self, token_id: int, sealed: bytes, resealed: bytes) -> bool:
+        # Compared with what was read: a token deleted or recreated meanwhile keeps what it now holds.
+        return (
+            await self._change(
+                "UPDATE deploy_tokens SET token_encrypted = ? WHERE id = ? AND token_encrypted = ?",
+                resealed,
+                token_id,
+                sealed,
+            )
+            > 0
+        )
+
     async def delete_web_session(self, session_digest: bytes) -> bool:
         return await self._change("DELETE FROM web_sessions WHERE session_digest = ?", session_digest) > 0
 

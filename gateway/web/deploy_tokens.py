@@ -14,7 +14,7 @@ from typing import Literal
 from aiohttp import web
 
 from gateway import access, metrics, tokens
-from gateway.app import AUDIT, BOX, CLOCK, STORE
+from gateway.app import AUDIT, CLOCK, ENCRYPTION, STORE
 from gateway.errors import Forbidden, NotFound, ParamError, ValidationFailed
 from gateway.namespaces import split_full_path
 from gateway.policy import Allowed, Denied, Deny, Operation, Target
@@ -351,7 +351,7 @@ async def _create(request: web.Request, kind: Kind) -> web.StreamResponse:
         return await _settings(request, session, subject, values=values, errors=errors, status=422)
     created = await tokens.create(
         request.app[STORE],
-        request.app[BOX],
+        request.app[ENCRYPTION].current,
         holder=subject.holder,
         name=values.name,
         username=values.username or None,

@@ -474,7 +474,10 @@ async def test_ci_variables_with_a_different_encryption_key(gw: Gateway) -> None
     secretbox.ensure_key_file(key)
     result = gw.run("ci-variables", "top/app")
     assert result.returncode == 1
-    assert "storage.encryption_key is not the key it was sealed with" in result.stderr
+    assert (
+        "no key of storage.encryption_key (nor a staged or retiring one beside it) is the key it was sealed with"
+        in (result.stderr)
+    )
 
 
 # --- configuration mistakes and serve --------------------------------------------------------------------------

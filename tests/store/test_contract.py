@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -605,6 +606,24 @@ async def test_deploy_tokens(any_store: Store) -> None:
     assert await any_store.delete_deploy_token(b.id)
     assert not await any_store.delete_deploy_token(b.id)
     assert await any_store.get_deploy_token(b.id) is None
+
+
+async def test_sealed_secrets_are_sealed_again_only_if_unchanged(any_store: Store) -> None:
+    """A rotation of the encryption key (encryption_keys.reseal) swaps each sealed secret only if it still holds
+    what was read: a token recreated meanwhile keeps what it now holds."""
+    g = await any_store.create_group(name="G", path="g", parent_id=None, visibility="private", description="", now=NOW)
+    plain = await any_store.create_deploy_token(new_token(b"a" * 32, group_id=g.id))
+    sealed = await any_store.create_deploy_token(
+        dataclasses.replace(new_token(b"b" * 32, group_id=g.id), token_encrypted=b"sealed by the old key")
+    )
+    assert await any_store.list_sealed_deploy_tokens() == [(sealed.id, b"sealed by the old key")]
+    assert sealed == await any_store.get_deploy_token(sealed.id)  # read once: a cache would hold it now
+    assert not await any_store.reseal_deploy_token(sealed.id, b"not what it holds", b"new")
+    assert not await any_store.reseal_deploy_token(plain.id, b"", b"new")
+    assert await any_store.reseal_deploy_token(sealed.id, b"sealed by the old key", b"sealed by the new key")
+    assert await any_store.list_sealed_deploy_tokens() == [(sealed.id, b"sealed by the new key")]
+    token = await any_store.get_deploy_token(sealed.id)  # what a lookup returns follows it (the cache is cleared)
+    assert token is not None and token.token_encrypted == b"sealed by the new key"
 
 
 async def test_active_filter_agrees_with_the_one_rule(any_store: Store) -> None:

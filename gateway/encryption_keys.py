@@ -1,0 +1,256 @@
+"""The encryption key with the keys beside it during a rotation (staged: `.next`, retiring: `.previous`), loaded as
+one Keyring, loaded again on SIGHUP, and rotated in three steps by `gateway encryption-key`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.errors import ConfigError, GatewayError
+from gateway.secretbox import KEY_BYTES, SecretBox, load
+
+if TYPE_CHECKING:
+    from gateway.store.base import Store
+
+log = logging.getLogger("gateway.encryption")
+
+# What sealed values hold, bound as associated data (tokens.create_token): the secret of a `gitlab-deploy-token`.
+DEPLOY_TOKEN_PURPOSE = b"deploy-token"
+# How long `retire` waits after the activation: the life of a refresh token (registry_auth.REFRESH_LIFETIME), the
+# one thing the old key vouches for that cannot be sealed again. Kept here, not imported: registry_auth needs this
+# module's Keyring.
+REFRESH_TOKEN_LIFE = 365 * 24 * 3600
+
+
+class RotationError(GatewayError):
+    """A step of the rotation that would lose a secret, or that the files do not allow (exit 1)."""
+
+
+def staged_path(key_path: Path) -> Path:
+    """The next key, until it is activated: beside the active one (same volume, same backup, atomic renames)."""
+    return key_path.with_name(key_path.name + ".next")
+
+
+def retiring_path(key_path: Path) -> Path:
+    """The key before the active one, until it is retired: opens what it sealed, never seals."""
+    return key_path.with_name(key_path.name + ".previous")
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """Seals with the active key; opens and checks with any key it holds (AES-GCM: a wrong key fails its tag)."""
+
+    active: SecretBox
+    others: tuple[SecretBox, ...] = ()
+    _derived: dict[bytes, tuple[bytes, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def boxes(self) -> tuple[SecretBox, ...]:
+        return (self.active, *self.others)
+
+    def seal(self, plaintext: str, *, purpose: bytes) -> bytes:
+        return self.active.seal(plaintext, purpose=purpose)
+
+    def opener(self, sealed: bytes, *, purpose: bytes) -> tuple[SecretBox, str] | None:
+        """The key that sealed `sealed` with its plaintext, or None when no key here did (or it was tampered with)."""
+        for box in self.boxes:
+            if (plaintext := box.open(sealed, purpose=purpose)) is not None:
+                return box, plaintext
+        return None
+
+    def open(self, sealed: bytes, *, purpose: bytes) -> str | None:
+        found = self.opener(sealed, purpose=purpose)
+        return found[1] if found is not None else None
+
+    def derived(self, purpose: bytes) -> tuple[bytes, ...]:
+        """The key of each box for `purpose` (SecretBox.derive), the active one's first: it makes, the others check."""
+        if purpose not in self._derived:
+            self._derived[purpose] = tuple(box.derive(purpose) for box in self.boxes)
+        return self._derived[purpose]
+
+
+def _optional(path: Path) -> SecretBox | None:
+    try:
+        return SecretBox(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"storage.encryption_key: cannot read {path}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_keyring(key_path: Path) -> Keyring:
+    """The active key (storage.encryption_key), then the staged and the retiring one where they exist."""
+    active = load(key_path)
+    others = (_optional(staged_path(key_path)), _optional(retiring_path(key_path)))
+    return Keyring(active, tuple(box for box in others if box is not None))
+
+
+class EncryptionKeys:
+    """The Keyring this process uses now: a reload (SIGHUP, after each step of a rotation) replaces it whole."""
+
+    def __init__(self, key_path: Path, keyring: Keyring | None = None) -> None:
+        self.key_path = key_path
+        self.current = keyring if keyring is not None else load_keyring(key_path)
+
+    def reload(self) -> bool:
+        """Load the key files again; True when they changed. Files that do not load leave the keys in use."""
+        try:
+            keyring = load_keyring(self.key_path)
+        except ConfigError as exc:
+            log.error("encryption keys not reloaded, the ones loaded before stay in use: %s", exc)
+            return False
+        if [b.key_id for b in keyring.boxes] == [b.key_id for b in self.current.boxes]:
+            return False
+        self.current = keyring
+        log.info(
+            "encryption keys reloaded: %s active%s",
+            keyring.active.key_id,
+            "".join(f", {b.key_id} opens only" for b in keyring.others),
+        )
+        return True
+
+
+# --- the three steps ----------------------------------------------------------------------------------------------
+
+
+def _write_new_key(path: Path) -> SecretBox:
+    """A new random key at `path` (0600), whole or not at all: written beside it, then linked, which fails rather
+    than replace a key that is there."""
+    key = secrets.token_bytes(KEY_BYTES)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:  # mkstemp makes it 0600
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+    _sync_folder(path.parent)
+    return SecretBox(key)
+
+
+def _sync_folder(folder: Path) -> None:
+    """A rename or link survives a crash only once its folder is on disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage(key_path: Path) -> SecretBox:
+    """Step 1: a new key beside the active one. Processes that loaded it (SIGHUP) open what it seals."""
+    load(key_path)  # the active key must be there, and sound
+    staged, retiring = staged_path(key_path), retiring_path(key_path)
+    if staged.exists():
+        raise RotationError(f"a key is already staged ({staged}): `gateway encryption-key activate` it")
+    if retiring.exists():
+        raise RotationError(
+            f"the key before the active one is not retired yet ({retiring}): `gateway encryption-key retire` first"
+        )
+    return _write_new_key(staged)
+
+
+def activate(key_path: Path) -> tuple[SecretBox, SecretBox]:
+    """Step 2: the staged key becomes the active one and the active one retiring: (the old key, the new one).
+
+    Two steps on disk, each atomic, and the whole can be run again after a crash between them: the old key is linked
+    as `.previous` first, so no moment exists in which a file holds no copy of it."""
+    staged, retiring = staged_path(key_path), retiring_path(key_path)
+    if not staged.exists():
+        raise RotationError(f"no key is staged ({staged} is missing): `gateway encryption-key rotate` first")
+    new, old = load(staged), load(key_path)
+    if retiring.exists():
+        if load(retiring).key_id != old.key_id:  # not this activation's own first step, left by a crash
+            raise RotationError(
+                f"the key before the active one is not retired yet ({retiring}): `gateway encryption-key retire` first"
+            )
+    else:
+        os.link(key_path, retiring)
+    os.replace(staged, key_path)
+    os.utime(key_path)  # the moment of activation, which `retire` waits a refresh token's life after
+    _sync_folder(key_path.parent)
+    return old, new
+
+
+@dataclass(frozen=True)
+class Resealed:
+    """What `reseal` found among the sealed secrets: sealed again with the active key, already sealed with it, and
+    sealed with no key of the keyring (the ids)."""
+
+    resealed: int
+    current: int
+    unreadable: tuple[int, ...]
+
+
+async def reseal(store: Store, keyring: Keyring) -> Resealed:
+    """Seal again with the active key every secret another key of the keyring sealed: once none is left, the other
+    keys can go. A secret changed meanwhile (its token deleted) is left as it now is."""
+    resealed = current = 0
+    unreadable = []
+    for token_id, sealed in await store.list_sealed_deploy_tokens():
+        found = keyring.opener(sealed, purpose=DEPLOY_TOKEN_PURPOSE)
+        if found is None:
+            unreadable.append(token_id)
+        elif found[0] is keyring.active:
+            current += 1
+        elif await store.reseal_deploy_token(token_id, sealed, keyring.seal(found[1], purpose=DEPLOY_TOKEN_PURPOSE)):
+            resealed += 1
+    return Resealed(resealed, current, tuple(unreadable))
+
+
+def activated_at(key_path: Path) -> float:
+    return key_path.stat().st_mtime
+
+
+def retire_after(key_path: Path) -> float:
+    """When the retiring key vouches for nothing alive any more: a refresh token's life after the activation."""
+    return activated_at(key_path) + REFRESH_TOKEN_LIFE
+
+
+async def retire(key_path: Path, store: Store, *, wait: bool, now: float | None = None) -> tuple[SecretBox, Resealed]:
+    """Step 3: seal again what was sealed with the retiring key since the activation (a process not reloaded yet),
+    then delete the key. Refused while a secret would be lost with it, and, unless told not to wait, while refresh
+    tokens it MACed may be alive (docker clients that logged in before the activation would have to log in again)."""
+    retiring = retiring_path(key_path)
+    if not retiring.exists():
+        raise RotationError(f"no key is retiring ({retiring} is missing): nothing to retire")
+    keyring, retired = load_keyring(key_path), load(retiring)
+    if staged_path(key_path).exists():
+        raise RotationError("a key is staged: `gateway encryption-key activate` it before retiring the one before")
+    until = retire_after(key_path)
+    left = until - (now if now is not None else time.time())
+    if wait and left > 0:
+        raise RotationError(
+            f"refresh tokens MACed with the retiring key live until {time.strftime('%Y-%m-%d', time.gmtime(until))}"
+            f" ({int(left // 86400) + 1} days): docker clients that logged in before the activation would have to log"
+            " in again. Retire it then, or now with --now (after a leak of the key: do)"
+        )
+    done = await reseal(store, keyring)
+    if done.unreadable:
+        raise RotationError(
+            f"no key of the keyring opens {_count(len(done.unreadable))}: {_ids(done.unreadable)} (sealed with a key"
+            " this installation no longer has); delete or recreate those tokens, then retire"
+        )
+    os.unlink(retiring)
+    _sync_folder(key_path.parent)
+    return retired, done
+
+
+def _count(n: int) -> str:
+    return f"{n} secret{'s' if n != 1 else ''}"
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return "deploy token" + ("s " if len(ids) > 1 else " ") + ", ".join(str(i) for i in ids[:20])

@@ -1,0 +1,163 @@
+"""`gateway encryption-key rotate / activate / retire` under a running two-worker gateway: the CI secrets stay
+readable at every step, docker's refresh tokens keep working until the old key is retired, and none after.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from tests.procs import wait_until
+from tests.replicas import Project, Replica, deploy_token, init, new_project, start_replica
+from tests.servers import run_gateway, write_config
+
+CI_TOKEN = "gitlab-deploy-token"
+
+
+def encryption_key(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_gateway(config, "encryption-key", *args)
+
+
+def ci_password(config: Path, project: Project) -> str:
+    shown = run_gateway(config, "ci-variables", project.path)
+    assert shown.returncode == 0, shown.stderr
+    found = re.search(r"^CI_DEPLOY_PASSWORD=(.*)$", shown.stdout, re.MULTILINE)
+    assert found is not None, shown.stdout
+    return found.group(1)
+
+
+def jwt_auth(gateway: Replica, form: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """The OAuth2 POST of /jwt/auth, as `docker login` sends it (password grant, offline) and later refreshes."""
+    parts = urlsplit(gateway.url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        connection.request("POST", "/jwt/auth", urlencode(form), headers)
+        response = connection.getresponse()
+        answer: dict[str, str] = json.loads(response.read())
+        return response.status, answer
+    finally:
+        connection.close()
+
+
+def login(gateway: Replica, username: str, password: str) -> str:
+    form = {"grant_type": "password", "service": "container_registry", "access_type": "offline"}
+    status, answer = jwt_auth(gateway, {**form, "username": username, "password": password})
+    assert status == 200, answer
+    return answer["refresh_token"]
+
+
+def refreshes(gateway: Replica, refresh_token: str, project: Project) -> list[int]:
+    """What each of several refresh grants is answered (enough for both workers to answer: they reload apart)."""
+    form = {"grant_type": "refresh_token", "service": "container_registry", "refresh_token": refresh_token}
+    return [jwt_auth(gateway, {**form, "scope": f"repository:{project.path}:pull"})[0] for _ in range(6)]
+
+
+def sealed_by(config: Path) -> str:
+    shown = encryption_key(config, "show")
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout.strip().splitlines()[-1]
+
+
+def reload(gateway: Replica, times: int) -> None:
+    """SIGHUP to the supervisor; every worker reloads its keys (the `times`-th reload of the run is logged)."""
+    os.kill(gateway.proc.pid, signal.SIGHUP)
+    count = lambda: gateway.log.read_text().count("encryption keys reloaded")  # noqa: E731
+    assert wait_until(lambda: count() >= times), gateway.log.read_text()[-2000:]
+
+
+def test_the_encryption_key_rotates_while_secrets_and_logins_keep_working(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "gw")
+    root = init(config)
+    key = config.parent / "data" / "secret.key"
+    gateway = start_replica("gw", config, workers=2)
+    try:
+        first = new_project(gateway.url, root, "first")
+        ci = deploy_token(gateway.url, root, first, name=CI_TOKEN, scopes=("read_registry",))
+        refresh_old = login(gateway, ci["username"], ci["token"])
+        old_id = encryption_key(config, "show").stdout.split()[1]
+        assert sealed_by(config) == f"sealed secrets: 1 by {old_id}"
+
+        # 1. A new key is staged; the active one seals on.
+        staged = encryption_key(config, "rotate")
+        assert staged.returncode == 0, staged.stderr
+        new_id = staged.stdout.split()[3]
+        assert (key.with_name("secret.key.next").stat().st_mode & 0o777) == 0o600
+        assert f"staged    {new_id}" in encryption_key(config, "show").stdout.splitlines()
+        backup = tmp_path / "backup"
+        made = run_gateway(config, "backup", str(backup))
+        assert made.returncode == 0, made.stderr
+        manifest = json.loads((backup / "manifest.json").read_text())
+        assert manifest["keys"]["encryption_key_staged"] == "keys/secret.key.next"  # a restore opens what it seals
+        assert (backup / "keys" / "secret.key.next").read_bytes() == key.with_name("secret.key.next").read_bytes()
+        reload(gateway, 2)
+
+        # 2. Activated: the secret is sealed again with the new key. The workers, not reloaded yet, seal with the
+        # old one (a token made now), and open what the new one sealed, which they loaded as staged.
+        activated = encryption_key(config, "activate")
+        assert activated.returncode == 0, activated.stderr
+        assert f"activated encryption key {new_id}; {old_id} is retiring" in activated.stdout
+        assert "sealed again with the new key: 1 secret" in activated.stdout
+        assert not key.with_name("secret.key.next").exists()
+        assert sealed_by(config) == f"sealed secrets: 1 by {new_id}, 0 by {old_id}"
+        second = new_project(gateway.url, root, "second")
+        straggler = deploy_token(gateway.url, root, second, name=CI_TOKEN, scopes=("read_registry",))
+        assert sealed_by(config) == f"sealed secrets: 1 by {new_id}, 1 by {old_id}"
+        assert [ci_password(config, p) for p in (first, second)] == [ci["token"], straggler["token"]]
+        assert set(refreshes(gateway, refresh_old, first)) == {200}
+        reload(gateway, 4)
+        refresh_new = login(gateway, ci["username"], ci["token"])
+        assert set(refreshes(gateway, refresh_old, first)) == {200}  # the retiring key still checks its own
+        assert set(refreshes(gateway, refresh_new, first)) == {200}
+
+        # 3. Retirement waits out the old key's refresh tokens, unless told not to; it seals the straggler again.
+        soon = encryption_key(config, "retire")
+        assert soon.returncode == 1 and "refresh tokens MACed with the retiring key live until" in soon.stderr
+        assert key.with_name("secret.key.previous").exists()
+        retired = encryption_key(config, "retire", "--now")
+        assert retired.returncode == 0, retired.stderr
+        assert f"retired encryption key {old_id}; sealed again with the active key: 1 secret" in retired.stdout
+        assert not key.with_name("secret.key.previous").exists()
+        assert sealed_by(config) == f"sealed secrets: 2 by {new_id}"
+        assert [ci_password(config, p) for p in (first, second)] == [ci["token"], straggler["token"]]
+        reload(gateway, 6)
+        # The old key's refresh token is refused everywhere (a client logs in again); the new key's works.
+        assert set(refreshes(gateway, refresh_old, first)) == {401}
+        assert set(refreshes(gateway, refresh_new, first)) == {200}
+        created = deploy_token(gateway.url, root, new_project(gateway.url, root, "third"), name=CI_TOKEN)
+        assert sealed_by(config) == f"sealed secrets: 3 by {new_id}"
+        assert created["token"] not in gateway.log.read_text()
+        gateway.proc.assert_running()
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        (["activate"], "no key is staged"),
+        (["rotate", "rotate"], "a key is already staged"),
+        (["retire"], "no key is retiring"),
+        (["rotate", "activate", "rotate"], "is not retired yet"),
+        (["rotate", "activate", "retire"], "refresh tokens MACed with the retiring key live until"),
+    ],
+)
+def test_a_step_out_of_order_is_refused_and_changes_nothing(tmp_path: Path, steps: list[str], message: str) -> None:
+    config = write_config(tmp_path / "gw")
+    init(config)
+    *before, last = steps
+    for step in before:
+        assert encryption_key(config, step).returncode == 0
+    files = {p: p.read_bytes() for p in (config.parent / "data").glob("secret.key*")}
+    refused = encryption_key(config, last)
+    assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert {p: p.read_bytes() for p in (config.parent / "data").glob("secret.key*")} == files
