@@ -60,6 +60,7 @@ def create_app(
     store: Store | None = None,
     clock: Clock | None = None,
     box: SecretBox | None = None,
+    keyring: Keyring | None = None,
     signing_key: SigningKey | None = None,
 ) -> web.Application:
     """The whole gateway. A store passed in is used as is (tests); otherwise one is opened and migrated."""
@@ -74,7 +75,8 @@ def create_app(
     app.on_response_prepare.append(stamp_request_id)
     app[CLOCK] = clock or SystemClock()
     app[HASHER] = PasswordHasher(config.security.password_memory_kib, config.security.password_iterations)
-    app[ENCRYPTION] = EncryptionKeys(Path(config.storage.encryption_key), Keyring(box) if box is not None else None)
+    keyring = Keyring(box) if box is not None else keyring
+    app[ENCRYPTION] = EncryptionKeys(Path(config.storage.encryption_key), keyring)
     app[REGISTRY_SIGNING] = RegistrySigning(config, signing_key or load_key(config))
     app.on_cleanup.append(lambda app: app[REGISTRY_SIGNING].close())
 

@@ -58,6 +58,16 @@ def _keys(config: Config) -> dict[str, Path]:
     }
 
 
+def _read_keys(config: Config) -> dict[str, bytes]:
+    found = {}
+    for name, path in _keys(config).items():
+        try:
+            found[name] = path.read_bytes()
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def _packages(config: Config) -> Path:
     return Path(config.storage.data_dir) / "packages"
 
@@ -185,6 +195,9 @@ async def take(
         raise BackupError(f"{folder} is not empty: back up into a new folder")
     earlier = Earlier.read(link_dest) if link_dest is not None else None
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # the installation's secrets: its owner's alone
+    # The key files as they were before the database snapshot, compared with the ones copied after it: a key
+    # rotation step in between (a secret sealed with a key the copy lacks) fails the backup instead of losing it.
+    keys_before = _read_keys(config)
     source = await open_store(config)
     try:
         snapshot = await open_store(config, f"sqlite:///{(folder / DATABASE).resolve()}")
@@ -204,6 +217,12 @@ async def take(
             (folder / "keys").mkdir(exist_ok=True, mode=0o700)
             shutil.copy2(path, folder / "keys" / path.name)
             keys[name] = f"keys/{path.name}"
+    keys_after = {name: (folder / relative).read_bytes() for name, relative in keys.items()}
+    if keys_after != keys_before:
+        raise BackupError(
+            "a key file changed while the database was copied (a step of `gateway encryption-key` or `registry-key`"
+            f" ran): take the backup again, into a new folder ({folder} is incomplete)"
+        )
     bundled: list[Repository] = []
     bundles_linked = 0
     if config.git.backend == "embedded":

@@ -218,6 +218,7 @@ class Preloaded:
 
     key: SigningKey | None
     certificate: tls.Reloader | None
+    keyring: encryption_keys.Keyring
 
     def reload(self) -> None:
         from gateway.registry_signing import load_key
@@ -228,6 +229,10 @@ class Preloaded:
             self.key = load_key(self.config)
         except GatewayError as exc:
             log.error("registry signing key not reloaded, the one loaded before still signs: %s", exc)
+        try:
+            self.keyring = encryption_keys.load_keyring(Path(self.config.storage.encryption_key))
+        except ConfigError as exc:
+            log.error("encryption keys not reloaded, the ones loaded before stay in use: %s", exc)
 
     config: Config = dataclasses.field(repr=False, default_factory=Config)
 
@@ -246,7 +251,11 @@ async def serve(
 
     reloader = preloaded.certificate if preloaded is not None else tls.Reloader.load(config.server)
     context = reloader.context if reloader is not None else None
-    app = create_app(config, signing_key=preloaded.key if preloaded is not None else None)
+    app = create_app(
+        config,
+        signing_key=preloaded.key if preloaded is not None else None,
+        keyring=preloaded.keyring if preloaded is not None else None,
+    )
     # auto_decompress=False: git sends gzip request bodies that must reach `git http-backend` untouched
     # (shared/notes/git.md §2). access_log=None: the request middleware writes the access log.
     deadline = config.server.shutdown_timeout
@@ -288,6 +297,7 @@ async def serve(
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     watching = asyncio.create_task(_watch_certificate(reloader)) if reloader else None
+    watching_keys = asyncio.create_task(_watch_encryption_keys(app[ENCRYPTION]))
     try:
         sites: list[web.BaseSite] = [web.SockSite(runner, sock, ssl_context=context) for sock in sockets]
         sites = sites or [web.TCPSite(runner, host, port, ssl_context=context)]
@@ -303,6 +313,7 @@ async def serve(
             if reloader is not None:
                 reloader.reload(only_if_changed=True)
             app[REGISTRY_SIGNING].reload()
+            app[ENCRYPTION].reload()
         if sockets:
             log.info("worker ready (pid %d)", os.getpid())  # the supervisor logged "listening on"
         else:
@@ -317,6 +328,7 @@ async def serve(
     finally:
         if watching is not None:
             watching.cancel()
+        watching_keys.cancel()
         # cleanup() closes the listening sockets first (new connections are refused), then waits for requests in
         # flight. aiohttp waits `shutdown_timeout` once for them and once more after cancelling only their request
         # bodies, so a download could run for twice the deadline: at the deadline, cut what is left ourselves.
@@ -341,6 +353,14 @@ async def _watch_certificate(reloader: tls.Reloader) -> None:
     while True:
         await asyncio.sleep(tls.CHECK_INTERVAL)
         reloader.reload(only_if_changed=True)
+
+
+async def _watch_encryption_keys(keys: encryption_keys.EncryptionKeys) -> None:
+    """A step of a rotation reaches every process sharing the key folder, signalled or not: what lets `activate` and
+    `retire` know, after encryption_keys.SETTLE, that no process is a step behind."""
+    while True:
+        await asyncio.sleep(encryption_keys.CHECK_INTERVAL)
+        keys.reload()
 
 
 def _cut_connections(runner: web.AppRunner) -> None:
@@ -400,8 +420,8 @@ def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
 
     # Before forking: migrations run once (not raced by N workers), and a bad key file or database fails here with
     # one clear error instead of N crashing workers.
-    encryption_keys.load_keyring(Path(config.storage.encryption_key))
-    preloaded = Preloaded(load_key(config), tls.Reloader.load(config.server), config)
+    keyring = encryption_keys.load_keyring(Path(config.storage.encryption_key))
+    preloaded = Preloaded(load_key(config), tls.Reloader.load(config.server), keyring, config)
     asyncio.run(_with_store(config, lambda store: store.schema_version()))
     try:
         groups = workers.bind(host, port, count)
@@ -801,7 +821,7 @@ def cmd_registry_key_retire(config: Config, args: argparse.Namespace) -> int:
 
 # --- encryption key ---------------------------------------------------------------------------------------------
 
-_RELOAD = "reload every gateway process (SIGHUP: `systemctl reload gateway`, `kill -HUP <pid>`), or restart them"
+_RELOAD = "SIGHUP: `systemctl reload gateway`, `kill -HUP <pid>`"
 
 
 def _day(epoch: float) -> str:
@@ -812,10 +832,15 @@ def cmd_encryption_key_show(config: Config, args: argparse.Namespace) -> int:
     """The keys beside storage.encryption_key with their roles, and which of them sealed the secrets kept sealed."""
     key_path = Path(config.storage.encryption_key)
     keyring = encryption_keys.load_keyring(key_path)
-    _say(f"active    {keyring.active.key_id}  since {_day(encryption_keys.activated_at(key_path))}")
-    for box in keyring.others:
-        if encryption_keys.staged_path(key_path).exists() and box is keyring.others[0]:
+    staged = encryption_keys.staged_path(key_path).exists()
+    roles = ["active", *(("staged",) if staged else ()), *(("retiring",) if len(keyring.others) > staged else ())]
+    for role, box in zip(roles, keyring.boxes, strict=True):
+        if role == "active":
+            _say(f"active    {box.key_id}  since {_day(encryption_keys.activated_at(key_path))}")
+        elif role == "staged":
             _say(f"staged    {box.key_id}")
+        elif box.key_id == keyring.active.key_id:
+            _say(f"retiring  {box.key_id}  the active key itself: an activation was cut short, run `activate` again")
         else:
             after = _day(encryption_keys.retire_after(key_path))
             _say(f"retiring  {box.key_id}  retire after {after} (refresh tokens), or sooner with --now")
@@ -825,8 +850,12 @@ def cmd_encryption_key_show(config: Config, args: argparse.Namespace) -> int:
 
     sealed = asyncio.run(_with_store(config, work))
     found = [keyring.opener(value, purpose=encryption_keys.DEPLOY_TOKEN_PURPOSE) for _, value in sealed]
-    by_key = {box.key_id: sum(1 for f in found if f is not None and f[0] is box) for box in keyring.boxes}
-    counts = ", ".join(f"{n} by {key_id}" for key_id, n in by_key.items())
+    # By position, not by id: after a cut activation the retiring file is the active key again.
+    counts = ", ".join(
+        f"{sum(1 for f in found if f is not None and f[0] is box)} by {box.key_id}"
+        for i, box in enumerate(keyring.boxes)
+        if all(other.key_id != box.key_id for other in keyring.boxes[:i])
+    )
     unreadable = [token_id for (token_id, _), f in zip(sealed, found, strict=True) if f is None]
     _say(
         f"sealed secrets: {counts}"
@@ -840,7 +869,8 @@ def cmd_encryption_key_rotate(config: Config, args: argparse.Namespace) -> int:
     box = encryption_keys.stage(key_path)
     _say(f"staged encryption key {box.key_id} in {encryption_keys.staged_path(key_path)}")
     _note(
-        f"the active key seals on. Next: {_RELOAD}, so that each opens what the new key will seal; then"
+        f"the active key seals on; every gateway process loads the new one within {int(encryption_keys.CHECK_INTERVAL)}"
+        f" s ({_RELOAD} to be sure at once). Then, {int(encryption_keys.SETTLE)} s after this:"
         " `gateway encryption-key activate`"
     )
     return 0
@@ -848,17 +878,24 @@ def cmd_encryption_key_rotate(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_encryption_key_activate(config: Config, args: argparse.Namespace) -> int:
     key_path = Path(config.storage.encryption_key)
-    old, new = encryption_keys.activate(key_path)
-    _say(f"activated encryption key {new.key_id}; {old.key_id} is retiring ({encryption_keys.retiring_path(key_path)})")
 
-    async def work(store: Store) -> encryption_keys.Resealed:
-        return await encryption_keys.reseal(store, encryption_keys.load_keyring(key_path))
+    async def work(store: Store) -> tuple[encryption_keys.Activated, encryption_keys.Resealed]:
+        # The database answers before a file changes: the secrets are sealed again in the same run.
+        await store.list_sealed_deploy_tokens()
+        activated = encryption_keys.activate(key_path)
+        return activated, await encryption_keys.reseal(store, encryption_keys.load_keyring(key_path))
 
-    done = asyncio.run(_with_store(config, work))
+    activated, done = asyncio.run(_with_store(config, work))
+    retiring = encryption_keys.retiring_path(key_path)
+    if activated.switched:
+        _say(f"activated encryption key {activated.new.key_id}; {activated.old.key_id} is retiring ({retiring})")
+    else:
+        _say(f"encryption key {activated.new.key_id} was activated already; {activated.old.key_id} is retiring")
     _say(f"sealed again with the new key: {_many(done.resealed, 'secret')}")
     _note(
-        f"next: {_RELOAD}: they seal with the new key from then on. `gateway encryption-key retire` a refresh"
-        f" token's life later ({_day(encryption_keys.retire_after(key_path))}), or sooner with --now after a leak"
+        f"every gateway process seals with the new key within {int(encryption_keys.CHECK_INTERVAL)} s ({_RELOAD} to"
+        " be sure at once). `gateway encryption-key retire` a refresh token's life later"
+        f" ({_day(encryption_keys.retire_after(key_path))}), or sooner with --now after a leak"
     )
     return 0
 
@@ -871,7 +908,10 @@ def cmd_encryption_key_retire(config: Config, args: argparse.Namespace) -> int:
 
     retired, done = asyncio.run(_with_store(config, work))
     _say(f"retired encryption key {retired.key_id}; sealed again with the active key: {_many(done.resealed, 'secret')}")
-    _note(f"next: {_RELOAD}: refresh tokens MACed with the retired key are refused from then on (`docker login` again)")
+    _note(
+        f"every gateway process refuses the refresh tokens the retired key MACed within"
+        f" {int(encryption_keys.CHECK_INTERVAL)} s ({_RELOAD} at once); their docker clients `docker login` again"
+    )
     return 0
 
 

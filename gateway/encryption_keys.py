@@ -28,6 +28,11 @@ DEPLOY_TOKEN_PURPOSE = b"deploy-token"
 # one thing the old key vouches for that cannot be sealed again. Kept here, not imported: registry_auth needs this
 # module's Keyring.
 REFRESH_TOKEN_LIFE = 365 * 24 * 3600
+# Every server loads the key files again this often (and on SIGHUP), so a step of a rotation reaches every process of
+# every replica sharing the key folder, reloaded or not. A step that needs the one before it taken everywhere waits
+# SETTLE after it: `activate` after the staging, `retire` after the activation.
+CHECK_INTERVAL = 10.0
+SETTLE = 3 * CHECK_INTERVAL
 
 
 class RotationError(GatewayError):
@@ -90,7 +95,7 @@ def _optional(path: Path) -> SecretBox | None:
 
 def load_keyring(key_path: Path) -> Keyring:
     """The active key (storage.encryption_key), then the staged and the retiring one where they exist."""
-    active = load(key_path)
+    active = _optional(key_path) or load(key_path)  # load: the error of a missing key file
     others = (_optional(staged_path(key_path)), _optional(retiring_path(key_path)))
     return Keyring(active, tuple(box for box in others if box is not None))
 
@@ -101,14 +106,19 @@ class EncryptionKeys:
     def __init__(self, key_path: Path, keyring: Keyring | None = None) -> None:
         self.key_path = key_path
         self.current = keyring if keyring is not None else load_keyring(key_path)
+        self._failure = ""
 
     def reload(self) -> bool:
-        """Load the key files again; True when they changed. Files that do not load leave the keys in use."""
+        """Load the key files again; True when they changed. Files that do not load leave the keys in use (said
+        once per failure, not at every check)."""
         try:
             keyring = load_keyring(self.key_path)
         except ConfigError as exc:
-            log.error("encryption keys not reloaded, the ones loaded before stay in use: %s", exc)
+            if str(exc) != self._failure:
+                log.error("encryption keys not reloaded, the ones loaded before stay in use: %s", exc)
+            self._failure = str(exc)
             return False
+        self._failure = ""
         if [b.key_id for b in keyring.boxes] == [b.key_id for b in self.current.boxes]:
             return False
         self.current = keyring
@@ -140,6 +150,26 @@ def _write_new_key(path: Path) -> SecretBox:
     return SecretBox(key)
 
 
+def _load(path: Path, what: str) -> SecretBox:
+    try:
+        box = _optional(path)
+    except ConfigError as exc:
+        raise RotationError(f"{what}: {exc}") from None
+    if box is None:
+        raise RotationError(f"{what} ({path}) is missing")
+    return box
+
+
+def _wait(since: float, what: str, now: float | None) -> None:
+    """Refused until SETTLE after `since`: every process has loaded the key files of the step before by then."""
+    left = since + SETTLE - (now if now is not None else time.time())
+    if left > 0:
+        raise RotationError(
+            f"{what} {int(SETTLE - left)} s ago: every gateway process loads the key files within"
+            f" {int(CHECK_INTERVAL)} s (at once on SIGHUP); run this again in {int(left) + 1} s"
+        )
+
+
 def _sync_folder(folder: Path) -> None:
     """A rename or link survives a crash only once its folder is on disk."""
     fd = os.open(folder, os.O_RDONLY)
@@ -150,7 +180,8 @@ def _sync_folder(folder: Path) -> None:
 
 
 def stage(key_path: Path) -> SecretBox:
-    """Step 1: a new key beside the active one. Processes that loaded it (SIGHUP) open what it seals."""
+    """Step 1: a new key beside the active one; every process loads it (CHECK_INTERVAL, SIGHUP) and checks the
+    refresh tokens it will MAC."""
     load(key_path)  # the active key must be there, and sound
     staged, retiring = staged_path(key_path), retiring_path(key_path)
     if staged.exists():
@@ -162,26 +193,41 @@ def stage(key_path: Path) -> SecretBox:
     return _write_new_key(staged)
 
 
-def activate(key_path: Path) -> tuple[SecretBox, SecretBox]:
-    """Step 2: the staged key becomes the active one and the active one retiring: (the old key, the new one).
+@dataclass(frozen=True)
+class Activated:
+    old: SecretBox
+    new: SecretBox
+    switched: bool  # False: the files were switched by an earlier run (its sealing again had not finished)
+
+
+def activate(key_path: Path, *, now: float | None = None) -> Activated:
+    """Step 2: the staged key becomes the active one and the active one retiring.
 
     Two steps on disk, each atomic, and the whole can be run again after a crash between them: the old key is linked
-    as `.previous` first, so no moment exists in which a file holds no copy of it."""
+    as `.previous` first, so no moment exists in which a file holds no copy of it. Run again once the files are
+    switched, it switches nothing (the caller seals again what the old key sealed)."""
     staged, retiring = staged_path(key_path), retiring_path(key_path)
+    old = _load(key_path, "storage.encryption_key")
     if not staged.exists():
+        if retiring.exists() and (previous := _load(retiring, "the retiring key")).key_id != old.key_id:
+            return Activated(previous, old, switched=False)
         raise RotationError(f"no key is staged ({staged} is missing): `gateway encryption-key rotate` first")
-    new, old = load(staged), load(key_path)
+    new = _load(staged, "the staged key")
     if retiring.exists():
-        if load(retiring).key_id != old.key_id:  # not this activation's own first step, left by a crash
+        if _load(retiring, "the retiring key").key_id != old.key_id:  # not this activation's own first step
             raise RotationError(
                 f"the key before the active one is not retired yet ({retiring}): `gateway encryption-key retire` first"
             )
     else:
+        # Before any file changes: a process that has not loaded the staged key would not check the refresh tokens
+        # the new key MACs (and count each as a failed sign-in).
+        _wait(staged.stat().st_mtime, "the key was staged", now)
         os.link(key_path, retiring)
+        _sync_folder(key_path.parent)
     os.replace(staged, key_path)
     os.utime(key_path)  # the moment of activation, which `retire` waits a refresh token's life after
     _sync_folder(key_path.parent)
-    return old, new
+    return Activated(old, new, switched=True)
 
 
 @dataclass(frozen=True)
@@ -226,9 +272,11 @@ async def retire(key_path: Path, store: Store, *, wait: bool, now: float | None 
     retiring = retiring_path(key_path)
     if not retiring.exists():
         raise RotationError(f"no key is retiring ({retiring} is missing): nothing to retire")
-    keyring, retired = load_keyring(key_path), load(retiring)
+    keyring, retired = load_keyring(key_path), _load(retiring, "the retiring key")
     if staged_path(key_path).exists():
         raise RotationError("a key is staged: `gateway encryption-key activate` it before retiring the one before")
+    # Even with --now: a process still sealing with the old key would seal secrets nothing could open after this.
+    _wait(activated_at(key_path), "the key was activated", now)
     until = retire_after(key_path)
     left = until - (now if now is not None else time.time())
     if wait and left > 0:

@@ -10,12 +10,14 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from tests.procs import wait_until
+from gateway import encryption_keys
+from tests.procs import live, processes, wait_until
 from tests.replicas import Project, Replica, deploy_token, init, new_project, start_replica
 from tests.servers import run_gateway, write_config
 
@@ -67,11 +69,22 @@ def sealed_by(config: Path) -> str:
     return shown.stdout.strip().splitlines()[-1]
 
 
-def reload(gateway: Replica, times: int) -> None:
-    """SIGHUP to the supervisor; every worker reloads its keys (the `times`-th reload of the run is logged)."""
-    os.kill(gateway.proc.pid, signal.SIGHUP)
+def reloaded(gateway: Replica, times: int, *, signal_it: bool) -> None:
+    """Every worker loaded the key files again (the `times`-th reload of the run is logged): at once on a SIGHUP to
+    the supervisor, else by each worker's own check of the files (encryption_keys.CHECK_INTERVAL)."""
+    if signal_it:
+        os.kill(gateway.proc.pid, signal.SIGHUP)
     count = lambda: gateway.log.read_text().count("encryption keys reloaded")  # noqa: E731
-    assert wait_until(lambda: count() >= times), gateway.log.read_text()[-2000:]
+    timeout = 5 if signal_it else encryption_keys.CHECK_INTERVAL + 5
+    assert wait_until(lambda: count() >= times, timeout), gateway.log.read_text()[-2000:]
+
+
+def settled(config: Path) -> None:
+    """encryption_keys.SETTLE has passed since the last step, as far as the steps can tell (the files' times): the
+    test's processes reloaded already, and waiting it out would only slow the run."""
+    earlier = time.time() - encryption_keys.SETTLE - 1
+    for path in (config.parent / "data").glob("secret.key*"):
+        os.utime(path, (earlier, earlier))
 
 
 def test_the_encryption_key_rotates_while_secrets_and_logins_keep_working(tmp_path: Path) -> None:
@@ -92,13 +105,16 @@ def test_the_encryption_key_rotates_while_secrets_and_logins_keep_working(tmp_pa
         new_id = staged.stdout.split()[3]
         assert (key.with_name("secret.key.next").stat().st_mode & 0o777) == 0o600
         assert f"staged    {new_id}" in encryption_key(config, "show").stdout.splitlines()
+        early = encryption_key(config, "activate")  # not every process has loaded the staged key yet
+        assert early.returncode == 1 and "the key was staged 0 s ago" in early.stderr, early.stderr
         backup = tmp_path / "backup"
         made = run_gateway(config, "backup", str(backup))
         assert made.returncode == 0, made.stderr
         manifest = json.loads((backup / "manifest.json").read_text())
         assert manifest["keys"]["encryption_key_staged"] == "keys/secret.key.next"  # a restore opens what it seals
         assert (backup / "keys" / "secret.key.next").read_bytes() == key.with_name("secret.key.next").read_bytes()
-        reload(gateway, 2)
+        reloaded(gateway, 2, signal_it=False)  # no signal: each worker finds the new file within its interval
+        settled(config)
 
         # 2. Activated: the secret is sealed again with the new key. The workers, not reloaded yet, seal with the
         # old one (a token made now), and open what the new one sealed, which they loaded as staged.
@@ -113,12 +129,15 @@ def test_the_encryption_key_rotates_while_secrets_and_logins_keep_working(tmp_pa
         assert sealed_by(config) == f"sealed secrets: 1 by {new_id}, 1 by {old_id}"
         assert [ci_password(config, p) for p in (first, second)] == [ci["token"], straggler["token"]]
         assert set(refreshes(gateway, refresh_old, first)) == {200}
-        reload(gateway, 4)
+        reloaded(gateway, 4, signal_it=True)
         refresh_new = login(gateway, ci["username"], ci["token"])
         assert set(refreshes(gateway, refresh_old, first)) == {200}  # the retiring key still checks its own
         assert set(refreshes(gateway, refresh_new, first)) == {200}
 
         # 3. Retirement waits out the old key's refresh tokens, unless told not to; it seals the straggler again.
+        too_soon = encryption_key(config, "retire", "--now")  # a process may still seal with the old key
+        assert too_soon.returncode == 1 and "s ago: every gateway process loads the key files" in too_soon.stderr
+        settled(config)
         soon = encryption_key(config, "retire")
         assert soon.returncode == 1 and "refresh tokens MACed with the retiring key live until" in soon.stderr
         assert key.with_name("secret.key.previous").exists()
@@ -128,7 +147,7 @@ def test_the_encryption_key_rotates_while_secrets_and_logins_keep_working(tmp_pa
         assert not key.with_name("secret.key.previous").exists()
         assert sealed_by(config) == f"sealed secrets: 2 by {new_id}"
         assert [ci_password(config, p) for p in (first, second)] == [ci["token"], straggler["token"]]
-        reload(gateway, 6)
+        reloaded(gateway, 6, signal_it=False)
         # The old key's refresh token is refused everywhere (a client logs in again); the new key's works.
         assert set(refreshes(gateway, refresh_old, first)) == {401}
         assert set(refreshes(gateway, refresh_new, first)) == {200}
@@ -146,18 +165,80 @@ def test_the_encryption_key_rotates_while_secrets_and_logins_keep_working(tmp_pa
         (["activate"], "no key is staged"),
         (["rotate", "rotate"], "a key is already staged"),
         (["retire"], "no key is retiring"),
-        (["rotate", "activate", "rotate"], "is not retired yet"),
-        (["rotate", "activate", "retire"], "refresh tokens MACed with the retiring key live until"),
+        (["rotate", "activate"], "the key was staged 0 s ago"),
+        (["rotate", "wait", "activate", "rotate"], "is not retired yet"),
+        (["rotate", "wait", "activate", "retire --now"], "the key was activated 0 s ago"),
+        (["rotate", "wait", "activate", "wait", "retire"], "refresh tokens MACed with the retiring key live until"),
     ],
 )
 def test_a_step_out_of_order_is_refused_and_changes_nothing(tmp_path: Path, steps: list[str], message: str) -> None:
+    """("wait": encryption_keys.SETTLE passes.)"""
     config = write_config(tmp_path / "gw")
     init(config)
     *before, last = steps
     for step in before:
-        assert encryption_key(config, step).returncode == 0
+        if step == "wait":
+            settled(config)
+        else:
+            assert encryption_key(config, step).returncode == 0
     files = {p: p.read_bytes() for p in (config.parent / "data").glob("secret.key*")}
-    refused = encryption_key(config, last)
+    refused = encryption_key(config, *last.split())
     assert refused.returncode == 1 and message in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
     assert {p: p.read_bytes() for p in (config.parent / "data").glob("secret.key*")} == files
+
+
+def test_a_worker_restarted_while_a_key_file_is_broken_starts_with_the_keys_in_use(tmp_path: Path) -> None:
+    """A staged key no worker can load (half-written, another owner's 0600 file): the workers running keep their
+    keys, and one restarted after a crash starts with its supervisor's, instead of dying again and again until the
+    supervisor gives up on the whole gateway."""
+    config = write_config(tmp_path / "gw")
+    root = init(config)
+    gateway = start_replica("gw", config, workers=2)
+    try:
+        (config.parent / "data" / "secret.key.next").write_bytes(b"short")
+        for _ in range(3):
+            workers = [p.pid for p in processes() if p.ppid == gateway.proc.pid and live(p)]
+            ready = gateway.log.read_text().count("worker ready")
+            os.kill(workers[0], signal.SIGKILL)
+            assert wait_until(lambda r=ready: gateway.log.read_text().count("worker ready") > r, 20)  # type: ignore[misc]
+        gateway.proc.assert_running()
+        assert "encryption keys not reloaded, the ones loaded before stay in use" in gateway.log.read_text()
+        project = new_project(gateway.url, root, "after")
+        made = deploy_token(gateway.url, root, project, name=CI_TOKEN)  # sealed with the active key
+        refused = run_gateway(config, "ci-variables", project.path)  # a command says which file, and stops
+        assert refused.returncode == 2 and "secret.key.next: storage.encryption_key: expected 32 bytes, got 5" in (
+            refused.stderr
+        )
+        (config.parent / "data" / "secret.key.next").unlink()
+        assert ci_password(config, project) == made["token"]
+    finally:
+        gateway.stop()
+
+
+def test_show_and_activate_after_an_activation_cut_short(tmp_path: Path) -> None:
+    """The two ways an activation stops halfway: a crash between its renames, and a database that does not answer
+    (the files are not touched then). Running it again finishes it either way."""
+    config = write_config(tmp_path / "gw")
+    init(config)
+    key = config.parent / "data" / "secret.key"
+    database = config.parent / "data" / "gateway.db"
+    assert encryption_key(config, "rotate").returncode == 0
+    settled(config)
+    database.rename(database.with_name("moved.db"))
+    database.mkdir()  # no database can be opened there
+    files = {p: p.read_bytes() for p in key.parent.glob("secret.key*")}
+    down = encryption_key(config, "activate")
+    assert down.returncode == 1 and "cannot open database" in down.stderr, down.stderr
+    assert {p: p.read_bytes() for p in key.parent.glob("secret.key*")} == files
+    database.rmdir()
+    database.with_name("moved.db").rename(database)
+    old_id = encryption_key(config, "show").stdout.split()[1]
+    os.link(key, key.with_name("secret.key.previous"))  # activation's first step, then a crash
+    shown = encryption_key(config, "show").stdout.splitlines()
+    assert shown[2] == f"retiring  {old_id}  the active key itself: an activation was cut short, run `activate` again"
+    cut = encryption_key(config, "retire", "--now")
+    assert cut.returncode == 1 and "a key is staged: `gateway encryption-key activate` it" in cut.stderr
+    finished = encryption_key(config, "activate")
+    assert finished.returncode == 0 and f"{old_id} is retiring" in finished.stdout, finished.stderr
+    assert encryption_key(config, "show").stdout.splitlines()[1].startswith(f"retiring  {old_id}  retire after ")
