@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from gateway import audit, encryption_keys, log_output, secretbox, signing_keys, tokens, users
+from gateway import audit, encryption_keys, key_watch, log_output, secretbox, signing_keys, tokens, users
 from gateway import config as config_module
 from gateway.config import Config
 from gateway.errors import ConfigError, GatewayError, HTTPFailure
@@ -245,7 +245,7 @@ async def serve(
     # Imported here: the other commands do not need aiohttp, and each CLI call starts faster without it.
     from aiohttp import web
 
-    from gateway import proxy, service_manager, tls
+    from gateway import key_rotation, proxy, service_manager, tls
     from gateway.app import ENCRYPTION, REGISTRY_SIGNING, create_app
     from gateway.server import Runner, settle_heap
 
@@ -297,7 +297,12 @@ async def serve(
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     watching = asyncio.create_task(_watch_certificate(reloader)) if reloader else None
-    watching_keys = asyncio.create_task(_watch_encryption_keys(app[ENCRYPTION]))
+    # Each step of a key rotation reaches this process within key_watch.CHECK_INTERVAL, signalled or not.
+    key_files = [
+        key_watch.Watched(encryption_keys.files(Path(config.storage.encryption_key)), app[ENCRYPTION].reload),
+        key_watch.Watched(key_rotation.files(config.registry), app[REGISTRY_SIGNING].reload),
+    ]
+    watching_keys = asyncio.create_task(key_watch.watch(key_files))
     try:
         sites: list[web.BaseSite] = [web.SockSite(runner, sock, ssl_context=context) for sock in sockets]
         sites = sites or [web.TCPSite(runner, host, port, ssl_context=context)]
@@ -353,14 +358,6 @@ async def _watch_certificate(reloader: tls.Reloader) -> None:
     while True:
         await asyncio.sleep(tls.CHECK_INTERVAL)
         reloader.reload(only_if_changed=True)
-
-
-async def _watch_encryption_keys(keys: encryption_keys.EncryptionKeys) -> None:
-    """A step of a rotation reaches every process sharing the key folder, signalled or not: what lets `activate` and
-    `retire` know, after encryption_keys.SETTLE, that no process is a step behind."""
-    while True:
-        await asyncio.sleep(encryption_keys.CHECK_INTERVAL)
-        keys.reload()
 
 
 def _cut_connections(runner: web.AppRunner) -> None:
@@ -799,8 +796,8 @@ def cmd_registry_key_activate(config: Config, args: argparse.Namespace) -> int:
         )
     else:
         _note(
-            "next: reload every gateway process (SIGHUP: `systemctl reload gateway`, `kill -HUP <pid>`), or restart"
-            " them one replica after another (the registry trusts both keys meanwhile)"
+            f"every gateway process signs with the new key within {int(key_watch.CHECK_INTERVAL)} s ({_RELOAD} at"
+            " once; the registry trusts both keys meanwhile)"
         )
     _note(f"registry.token_ttl ({config.registry.token_ttl} s) after the last of them: `gateway registry-key retire`")
     return 0
@@ -869,8 +866,8 @@ def cmd_encryption_key_rotate(config: Config, args: argparse.Namespace) -> int:
     box = encryption_keys.stage(key_path)
     _say(f"staged encryption key {box.key_id} in {encryption_keys.staged_path(key_path)}")
     _note(
-        f"the active key seals on; every gateway process loads the new one within {int(encryption_keys.CHECK_INTERVAL)}"
-        f" s ({_RELOAD} to be sure at once). Then, {int(encryption_keys.SETTLE)} s after this:"
+        f"the active key seals on; every gateway process loads the new one within {int(key_watch.CHECK_INTERVAL)}"
+        f" s ({_RELOAD} to be sure at once). Then, {int(key_watch.SETTLE)} s after this:"
         " `gateway encryption-key activate`"
     )
     return 0
@@ -893,7 +890,7 @@ def cmd_encryption_key_activate(config: Config, args: argparse.Namespace) -> int
         _say(f"encryption key {activated.new.key_id} was activated already; {activated.old.key_id} is retiring")
     _say(f"sealed again with the new key: {_many(done.resealed, 'secret')}")
     _note(
-        f"every gateway process seals with the new key within {int(encryption_keys.CHECK_INTERVAL)} s ({_RELOAD} to"
+        f"every gateway process seals with the new key within {int(key_watch.CHECK_INTERVAL)} s ({_RELOAD} to"
         " be sure at once). `gateway encryption-key retire` a refresh token's life later"
         f" ({_day(encryption_keys.retire_after(key_path))}), or sooner with --now after a leak"
     )
@@ -910,7 +907,7 @@ def cmd_encryption_key_retire(config: Config, args: argparse.Namespace) -> int:
     _say(f"retired encryption key {retired.key_id}; sealed again with the active key: {_many(done.resealed, 'secret')}")
     _note(
         f"every gateway process refuses the refresh tokens the retired key MACed within"
-        f" {int(encryption_keys.CHECK_INTERVAL)} s ({_RELOAD} at once); their docker clients `docker login` again"
+        f" {int(key_watch.CHECK_INTERVAL)} s ({_RELOAD} at once); their docker clients `docker login` again"
     )
     return 0
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError, GatewayError
+from gateway.key_watch import CHECK_INTERVAL, SETTLE
 from gateway.secretbox import KEY_BYTES, SecretBox, load
 
 if TYPE_CHECKING:
@@ -28,11 +29,6 @@ DEPLOY_TOKEN_PURPOSE = b"deploy-token"
 # one thing the old key vouches for that cannot be sealed again. Kept here, not imported: registry_auth needs this
 # module's Keyring.
 REFRESH_TOKEN_LIFE = 365 * 24 * 3600
-# Every server loads the key files again this often (and on SIGHUP), so a step of a rotation reaches every process of
-# every replica sharing the key folder, reloaded or not. A step that needs the one before it taken everywhere waits
-# SETTLE after it: `activate` after the staging, `retire` after the activation.
-CHECK_INTERVAL = 10.0
-SETTLE = 3 * CHECK_INTERVAL
 
 
 class RotationError(GatewayError):
@@ -47,6 +43,11 @@ def staged_path(key_path: Path) -> Path:
 def retiring_path(key_path: Path) -> Path:
     """The key before the active one, until it is retired: opens what it sealed, never seals."""
     return key_path.with_name(key_path.name + ".previous")
+
+
+def files(key_path: Path) -> tuple[Path, Path, Path]:
+    """What a server watches (key_watch.py): the active, staged and retiring key files."""
+    return key_path, staged_path(key_path), retiring_path(key_path)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway import random_ids, signing_keys
 from gateway.config import RegistryConfig
 from gateway.errors import GatewayError
+from gateway.key_watch import CHECK_INTERVAL, SETTLE
 from gateway.signing_keys import Algorithm, SigningKey
 
 # How the registry is asked whether it trusts a key: the longest wait for its answer, and the probe token's life.
@@ -38,6 +39,12 @@ class Certificate:
     algorithm: Algorithm
     not_after: datetime
     role: str  # "active" (registry.signing_key's), "staged" (the next key's) or "retiring" (neither: an old key's)
+
+
+def files(config: RegistryConfig) -> tuple[Path, Path, Path]:
+    """What a server watches (key_watch.py): the active key, its certificate bundle, the staged key."""
+    key_path = Path(config.signing_key)
+    return key_path, Path(config.certificate), staged_path(key_path)
 
 
 def staged_path(key_path: Path) -> Path:
@@ -191,6 +198,13 @@ def retire(config: RegistryConfig, *, wait: bool, now: float | None = None) -> l
     if not old:
         return []
     waited = (now if now is not None else time.time()) - key_path.stat().st_mtime
+    if waited < SETTLE:
+        # Even with --now: a process still signing with the old key would hand out tokens the registry, restarted
+        # with the smaller bundle, refuses. Every process loads the activated key within key_watch.CHECK_INTERVAL.
+        raise RotationError(
+            f"the key was activated {int(waited)} s ago: every gateway process loads the key files within"
+            f" {int(CHECK_INTERVAL)} s (at once on SIGHUP); retire in {int(SETTLE - waited) + 1} s"
+        )
     if wait and waited < config.token_ttl:
         raise RotationError(
             f"the key was activated {int(waited)} s ago: tokens the old one signed live registry.token_ttl"

@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from gateway import encryption_keys
+from gateway import key_watch
 from tests.procs import live, processes, wait_until
 from tests.replicas import Project, Replica, deploy_token, init, new_project, start_replica
 from tests.servers import run_gateway, write_config
@@ -71,18 +71,18 @@ def sealed_by(config: Path) -> str:
 
 def reloaded(gateway: Replica, times: int, *, signal_it: bool) -> None:
     """Every worker loaded the key files again (the `times`-th reload of the run is logged): at once on a SIGHUP to
-    the supervisor, else by each worker's own check of the files (encryption_keys.CHECK_INTERVAL)."""
+    the supervisor, else by each worker's own check of the files (key_watch.CHECK_INTERVAL)."""
     if signal_it:
         os.kill(gateway.proc.pid, signal.SIGHUP)
     count = lambda: gateway.log.read_text().count("encryption keys reloaded")  # noqa: E731
-    timeout = 5 if signal_it else encryption_keys.CHECK_INTERVAL + 5
+    timeout = 5 if signal_it else key_watch.CHECK_INTERVAL + 5
     assert wait_until(lambda: count() >= times, timeout), gateway.log.read_text()[-2000:]
 
 
 def settled(config: Path) -> None:
-    """encryption_keys.SETTLE has passed since the last step, as far as the steps can tell (the files' times): the
+    """key_watch.SETTLE has passed since the last step, as far as the steps can tell (the files' times): the
     test's processes reloaded already, and waiting it out would only slow the run."""
-    earlier = time.time() - encryption_keys.SETTLE - 1
+    earlier = time.time() - key_watch.SETTLE - 1
     for path in (config.parent / "data").glob("secret.key*"):
         os.utime(path, (earlier, earlier))
 
@@ -172,7 +172,7 @@ def test_the_encryption_key_rotates_while_secrets_and_logins_keep_working(tmp_pa
     ],
 )
 def test_a_step_out_of_order_is_refused_and_changes_nothing(tmp_path: Path, steps: list[str], message: str) -> None:
-    """("wait": encryption_keys.SETTLE passes.)"""
+    """("wait": key_watch.SETTLE passes.)"""
     config = write_config(tmp_path / "gw")
     init(config)
     *before, last = steps

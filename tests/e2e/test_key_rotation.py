@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -18,6 +19,7 @@ from urllib.parse import urlencode, urlsplit
 import jwt
 import pytest
 
+from gateway import key_watch
 from tests import servers
 from tests.oci import build_image
 from tests.procs import free_port, live, processes, wait_until
@@ -89,6 +91,7 @@ def bundle(config: Path) -> list[str]:
     [
         ("ES256", "restart"),  # a new algorithm: registry.algorithm changes, replica after replica restarts
         ("RS256", "reload"),  # the same one: SIGHUP, every worker of the running gateway takes the new key
+        ("RS256", "watch"),  # no signal: each worker finds the new key file within key_watch.CHECK_INTERVAL
     ],
 )
 def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path, algorithm: str, switch: str) -> None:
@@ -166,9 +169,10 @@ def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path, algor
             second = start_replica("second", config, workers=2)
             stack.callback(second.stop)
         else:
-            os.kill(first.proc.pid, signal.SIGHUP)  # to the supervisor: every worker reloads
+            if switch == "reload":
+                os.kill(first.proc.pid, signal.SIGHUP)  # to the supervisor: every worker reloads
             reloaded = lambda: first.log.read_text().count("registry signing key reloaded: kid") == 2  # noqa: E731
-            assert wait_until(reloaded), first.log.read_text()[-2000:]
+            assert wait_until(reloaded, key_watch.CHECK_INTERVAL + 5), first.log.read_text()[-2000:]
             second = first
         fresh = [registry_token(second, credentials, repository) for _ in range(6)]  # both workers answer
         assert {(jwt.get_unverified_header(t)["kid"], jwt.get_unverified_header(t)["alg"]) for t in fresh} == {
@@ -179,7 +183,12 @@ def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path, algor
             first.stop()
         assert pull(second).returncode == 0
 
-        # 3. Retirement waits out the old key's last tokens (registry.token_ttl), unless told not to.
+        # 3. Retirement waits until every process has the new key (even with --now), then out the old key's last
+        # tokens (registry.token_ttl), unless told not to.
+        at_once = gateway_says(config, "retire", "--now")
+        assert at_once.returncode == 1 and "every gateway process loads the key files within" in at_once.stderr
+        earlier = time.time() - key_watch.SETTLE - 1  # as if that time had passed: every process has the new key
+        os.utime(key_file, (earlier, earlier))
         soon = gateway_says(config, "retire")
         assert soon.returncode == 1 and "tokens the old one signed live registry.token_ttl" in soon.stderr
         retired = gateway_says(config, "retire", "--now")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import encryption_keys
+from gateway import encryption_keys, key_watch
 from gateway.encryption_keys import (
     DEPLOY_TOKEN_PURPOSE,
     EncryptionKeys,
@@ -63,8 +63,8 @@ def test_an_activation_cut_between_its_two_renames_is_finished_by_running_it_aga
 
 
 def later() -> float:
-    """A moment past encryption_keys.SETTLE from now: every process has loaded the files of the step before."""
-    return time.time() + encryption_keys.SETTLE + 1
+    """A moment past key_watch.SETTLE from now: every process has loaded the files of the step before."""
+    return time.time() + key_watch.SETTLE + 1
 
 
 def test_activation_refuses_a_retiring_key_of_another_rotation(key: Path) -> None:

@@ -1,0 +1,47 @@
+"""key_watch.Watched: a key file written, replaced, created or deleted is loaded again at the next look; an
+unchanged one is not (a reload that fails would otherwise be retried and logged at every look)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.key_watch import Watched
+
+
+def rewrite(path: Path) -> None:
+    path.write_bytes(b"other bytes, same file")
+
+
+def replace(path: Path) -> None:
+    path.with_name("new").write_bytes(path.read_bytes())
+    os.replace(path.with_name("new"), path)  # same bytes, same size: another inode
+
+
+def touch(path: Path) -> None:
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))
+
+
+def delete(path: Path) -> None:
+    path.unlink()
+
+
+def create(path: Path) -> None:
+    path.with_name("staged").write_bytes(b"k")
+
+
+@pytest.mark.parametrize("change", [rewrite, replace, touch, delete, create])
+def test_a_change_is_loaded_once(tmp_path: Path, change: Callable[[Path], None]) -> None:
+    active = tmp_path / "active"
+    active.write_bytes(b"key")
+    loads: list[int] = []
+    watched = Watched([active, tmp_path / "staged"], lambda: loads.append(1))
+    watched.check()
+    assert loads == []  # nothing changed since it was loaded
+    change(active)
+    watched.check()
+    watched.check()
+    assert loads == [1]
