@@ -225,8 +225,9 @@ def activate(key_path: Path, *, now: float | None = None) -> Activated:
         _wait(staged.stat().st_mtime, "the key was staged", now)
         os.link(key_path, retiring)
         _sync_folder(key_path.parent)
+    # The moment of activation, which `retire` waits after: set before the rename, so the key arrives with it.
+    os.utime(staged)
     os.replace(staged, key_path)
-    os.utime(key_path)  # the moment of activation, which `retire` waits a refresh token's life after
     _sync_folder(key_path.parent)
     return Activated(old, new, switched=True)
 

@@ -182,8 +182,10 @@ async def activate(config: RegistryConfig, *, check: bool, now: datetime) -> Sig
                 f"the registry does not trust the staged key yet ({answer}): restart it so that it reads"
                 f" {cert_path} again, then activate"
             )
+    # The moment of activation, which `retire` waits a token lifetime after: set before the rename, so the key
+    # arrives with it (a crash between the two would have left the staging time).
+    os.utime(staged)
     os.replace(staged, key_path)  # the old private key is gone: what a rotation after a leak needs
-    os.utime(key_path)  # the moment of activation, which `retire` waits a token lifetime after
     return key
 
 

@@ -51,8 +51,11 @@ def test_an_activation_cut_between_its_two_renames_is_finished_by_running_it_aga
     new = encryption_keys.stage(key)
     os.link(key, retiring_path(key))  # the first step, then a crash
     assert [b.key_id for b in load_keyring(key).boxes] == [old.key_id, new.key_id, old.key_id]
+    staged_long_ago = time.time() - 3600
+    os.utime(staged_path(key), (staged_long_ago, staged_long_ago))
     activated = encryption_keys.activate(key)  # no wait: the first run waited before it linked
     assert (activated.old.key_id, activated.new.key_id, activated.switched) == (old.key_id, new.key_id, True)
+    assert key.stat().st_mtime > staged_long_ago + 3000  # the key arrives with the moment of its activation
     assert [b.key_id for b in load_keyring(key).boxes] == [new.key_id, old.key_id]
     assert not staged_path(key).exists()
     assert (key.stat().st_mode & 0o777) == 0o600
