@@ -28,7 +28,7 @@ from gateway import config as config_module
 from gateway.config import Config
 from gateway.errors import ConfigError, GatewayError, HTTPFailure
 from gateway.store import open_store
-from gateway.store.base import AuthFailures, Store
+from gateway.store.base import AuthFailures, KeyHolder, Store
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -230,7 +230,7 @@ class Preloaded:
         except GatewayError as exc:
             log.error("registry signing key not reloaded, the one loaded before still signs: %s", exc)
         try:
-            self.keyring = encryption_keys.load_keyring(Path(self.config.storage.encryption_key))
+            self.keyring = encryption_keys.load_keyring(Path(self.config.storage.encryption_key), strict=False)
         except ConfigError as exc:
             log.error("encryption keys not reloaded, the ones loaded before stay in use: %s", exc)
 
@@ -245,7 +245,7 @@ async def serve(
     # Imported here: the other commands do not need aiohttp, and each CLI call starts faster without it.
     from aiohttp import web
 
-    from gateway import key_rotation, proxy, service_manager, tls
+    from gateway import key_holders, key_rotation, proxy, service_manager, tls
     from gateway.app import ENCRYPTION, REGISTRY_SIGNING, create_app
     from gateway.server import Runner, settle_heap
 
@@ -288,12 +288,18 @@ async def serve(
     # SIGHUP (`systemctl reload`, a certbot deploy hook, after a step of `gateway registry-key` or `encryption-key`):
     # the TLS certificate, the registry signing key and the encryption keys again; never the end of the server.
 
+    reporter = key_holders.Reporter(app)
+    reports: set[asyncio.Task[None]] = set()
+
     def reload() -> None:
         log.info("SIGHUP: reloading the TLS certificate, the registry signing key and the encryption keys")
         if reloader is not None:
             reloader.reload()
         app[REGISTRY_SIGNING].reload()
         app[ENCRYPTION].reload()
+        reported = loop.create_task(reporter.report())  # a rotation step waiting on this process goes ahead sooner
+        reports.add(reported)
+        reported.add_done_callback(reports.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     watching = asyncio.create_task(_watch_certificate(reloader)) if reloader else None
@@ -302,8 +308,10 @@ async def serve(
         key_watch.Watched(encryption_keys.files(Path(config.storage.encryption_key)), app[ENCRYPTION].reload),
         key_watch.Watched(key_rotation.files(config.registry), app[REGISTRY_SIGNING].reload),
     ]
-    watching_keys = asyncio.create_task(key_watch.watch(key_files))
+    watching_keys: asyncio.Task[None] | None = None
     try:
+        # What keys it holds, for the rotation steps (key_holders.py), before it answers its first request.
+        await reporter.report()
         sites: list[web.BaseSite] = [web.SockSite(runner, sock, ssl_context=context) for sock in sockets]
         sites = sites or [web.TCPSite(runner, host, port, ssl_context=context)]
         for site in sites:
@@ -318,7 +326,10 @@ async def serve(
             if reloader is not None:
                 reloader.reload(only_if_changed=True)
             app[REGISTRY_SIGNING].reload()
-            app[ENCRYPTION].reload()
+            app[ENCRYPTION].reload(fresh=True)
+            await reporter.report()
+        # Again after each look at the files.
+        watching_keys = asyncio.create_task(key_watch.watch(key_files, reporter.report))
         if sockets:
             log.info("worker ready (pid %d)", os.getpid())  # the supervisor logged "listening on"
         else:
@@ -333,7 +344,9 @@ async def serve(
     finally:
         if watching is not None:
             watching.cancel()
-        watching_keys.cancel()
+        if watching_keys is not None:
+            watching_keys.cancel()
+            await reporter.forget()
         # cleanup() closes the listening sockets first (new connections are refused), then waits for requests in
         # flight. aiohttp waits `shutdown_timeout` once for them and once more after cancelling only their request
         # bodies, so a download could run for twice the deadline: at the deadline, cut what is left ourselves.
@@ -417,7 +430,9 @@ def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
 
     # Before forking: migrations run once (not raced by N workers), and a bad key file or database fails here with
     # one clear error instead of N crashing workers.
-    keyring = encryption_keys.load_keyring(Path(config.storage.encryption_key))
+    keyring = encryption_keys.load_keyring(Path(config.storage.encryption_key), strict=False)
+    for problem in keyring.damaged:
+        log.error("encryption key file left out, the other keys are in use: %s", problem)
     preloaded = Preloaded(load_key(config), tls.Reloader.load(config.server), keyring, config)
     asyncio.run(_with_store(config, lambda store: store.schema_version()))
     try:
@@ -698,7 +713,9 @@ async def ci_variables(config: Config, store: Store, project_path: str, now: dat
         )
     if token.token_encrypted is None:
         raise CommandError(f"deploy token {token.id} has no recoverable secret")
-    keyring = encryption_keys.load_keyring(Path(config.storage.encryption_key))
+    keyring = encryption_keys.load_keyring(Path(config.storage.encryption_key), strict=False)
+    for problem in keyring.damaged:
+        _note(f"warning: encryption key file left out: {problem}")
     secret = keyring.open(token.token_encrypted, purpose=encryption_keys.DEPLOY_TOKEN_PURPOSE)
     if secret is None:
         raise CommandError(
@@ -710,7 +727,7 @@ async def ci_variables(config: Config, store: Store, project_path: str, now: dat
 
 def cmd_ci_variables(config: Config, args: argparse.Namespace) -> int:
     # Fail on a missing key before touching the database.
-    encryption_keys.load_keyring(Path(config.storage.encryption_key))
+    secretbox.load(Path(config.storage.encryption_key))
 
     async def work(store: Store) -> tuple[str, str]:
         return await ci_variables(config, store, args.project_path, _now())
@@ -769,6 +786,8 @@ def cmd_registry_key_show(config: Config, args: argparse.Namespace) -> int:
 
     for cert in key_rotation.certificates(config.registry):
         _say(f"{cert.role:<9} {cert.algorithm}  {cert.kid}  valid until {cert.not_after.date().isoformat()}")
+    for holder in asyncio.run(_with_store(config, lambda store: key_watch.recent(store, _now()))):
+        _say(f"process   {_process(holder)}  signs with {holder.registry_kid or 'no key'}")
     return 0
 
 
@@ -806,7 +825,8 @@ def cmd_registry_key_activate(config: Config, args: argparse.Namespace) -> int:
 def cmd_registry_key_retire(config: Config, args: argparse.Namespace) -> int:
     from gateway import key_rotation
 
-    retired = key_rotation.retire(config.registry, wait=not args.now)
+    holders = asyncio.run(_with_store(config, lambda store: key_watch.recent(store, _now())))
+    retired = key_rotation.retire(config.registry, wait=not args.now, holders=holders)
     if not retired:
         _say("nothing to retire: every certificate is the active or the staged key's")
         return 0
@@ -828,8 +848,12 @@ def _day(epoch: float) -> str:
 def cmd_encryption_key_show(config: Config, args: argparse.Namespace) -> int:
     """The keys beside storage.encryption_key with their roles, and which of them sealed the secrets kept sealed."""
     key_path = Path(config.storage.encryption_key)
-    keyring = encryption_keys.load_keyring(key_path)
-    staged = encryption_keys.staged_path(key_path).exists()
+    keyring = encryption_keys.load_keyring(key_path, strict=False)
+    for problem in keyring.damaged:
+        _say(f"damaged   {problem}: delete it (a staged key: then `rotate` again)")
+    staged = encryption_keys.staged_path(key_path).exists() and not any(
+        str(encryption_keys.staged_path(key_path)) in problem for problem in keyring.damaged
+    )
     roles = ["active", *(("staged",) if staged else ()), *(("retiring",) if len(keyring.others) > staged else ())]
     for role, box in zip(roles, keyring.boxes, strict=True):
         if role == "active":
@@ -842,10 +866,13 @@ def cmd_encryption_key_show(config: Config, args: argparse.Namespace) -> int:
             after = _day(encryption_keys.retire_after(key_path))
             _say(f"retiring  {box.key_id}  retire after {after} (refresh tokens), or sooner with --now")
 
-    async def work(store: Store) -> list[tuple[int, bytes]]:
-        return await store.list_sealed_deploy_tokens()
+    async def work(store: Store) -> tuple[list[tuple[int, bytes]], list[KeyHolder]]:
+        return await store.list_sealed_deploy_tokens(), await key_watch.recent(store, _now())
 
-    sealed = asyncio.run(_with_store(config, work))
+    sealed, holders = asyncio.run(_with_store(config, work))
+    for holder in holders:
+        seals, *opens = holder.encryption_keys
+        _say(f"process   {_process(holder)}  seals with {seals}" + (f", opens with {' '.join(opens)}" if opens else ""))
     found = [keyring.opener(value, purpose=encryption_keys.DEPLOY_TOKEN_PURPOSE) for _, value in sealed]
     # By position, not by id: after a cut activation the retiring file is the active key again.
     counts = ", ".join(
@@ -859,6 +886,11 @@ def cmd_encryption_key_show(config: Config, args: argparse.Namespace) -> int:
         + (f", {len(unreadable)} by no key here (deploy tokens {unreadable})" if unreadable else "")
     )
     return 0
+
+
+def _process(holder: KeyHolder) -> str:
+    host, pid, _ = holder.process.rsplit(":", 2)
+    return f"{host} pid {pid} (reported {int((_now() - holder.seen_at).total_seconds())} s ago)"
 
 
 def cmd_encryption_key_rotate(config: Config, args: argparse.Namespace) -> int:
@@ -878,8 +910,8 @@ def cmd_encryption_key_activate(config: Config, args: argparse.Namespace) -> int
 
     async def work(store: Store) -> tuple[encryption_keys.Activated, encryption_keys.Resealed]:
         # The database answers before a file changes: the secrets are sealed again in the same run.
-        await store.list_sealed_deploy_tokens()
-        activated = encryption_keys.activate(key_path)
+        holders = await key_watch.recent(store, _now())  # the processes running, each of which must hold the new key
+        activated = encryption_keys.activate(key_path, holders=holders)
         return activated, await encryption_keys.reseal(store, encryption_keys.load_keyring(key_path))
 
     activated, done = asyncio.run(_with_store(config, work))
@@ -889,6 +921,12 @@ def cmd_encryption_key_activate(config: Config, args: argparse.Namespace) -> int
     else:
         _say(f"encryption key {activated.new.key_id} was activated already; {activated.old.key_id} is retiring")
     _say(f"sealed again with the new key: {_many(done.resealed, 'secret')}")
+    if done.unreadable:
+        _note(
+            f"warning: no key of the keyring opens {_many(len(done.unreadable), 'secret')} (deploy tokens"
+            f" {', '.join(map(str, done.unreadable))}): sealed with a key this installation no longer has; `retire`"
+            " will refuse until those tokens are deleted or recreated"
+        )
     _note(
         f"every gateway process seals with the new key within {int(key_watch.CHECK_INTERVAL)} s ({_RELOAD} to"
         " be sure at once). `gateway encryption-key retire` a refresh token's life later"
@@ -900,10 +938,14 @@ def cmd_encryption_key_activate(config: Config, args: argparse.Namespace) -> int
 def cmd_encryption_key_retire(config: Config, args: argparse.Namespace) -> int:
     key_path = Path(config.storage.encryption_key)
 
-    async def work(store: Store) -> tuple[secretbox.SecretBox, encryption_keys.Resealed]:
+    async def work(store: Store) -> tuple[secretbox.SecretBox, encryption_keys.Resealed] | None:
         return await encryption_keys.retire(key_path, store, wait=not args.now)
 
-    retired, done = asyncio.run(_with_store(config, work))
+    result = asyncio.run(_with_store(config, work))
+    if result is None:
+        _say("nothing to retire: no key is retiring")
+        return 0
+    retired, done = result
     _say(f"retired encryption key {retired.key_id}; sealed again with the active key: {_many(done.resealed, 'secret')}")
     _note(
         f"every gateway process refuses the refresh tokens the retired key MACed within"

@@ -11,15 +11,16 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError, GatewayError
-from gateway.key_watch import CHECK_INTERVAL, SETTLE
+from gateway.key_watch import CHECK_INTERVAL, SETTLE, lagging, recent
 from gateway.secretbox import KEY_BYTES, SecretBox, load
 
 if TYPE_CHECKING:
-    from gateway.store.base import Store
+    from gateway.store.base import KeyHolder, Store
 
 log = logging.getLogger("gateway.encryption")
 
@@ -56,6 +57,8 @@ class Keyring:
 
     active: SecretBox
     others: tuple[SecretBox, ...] = ()
+    # Why a staged or retiring key file was left out (load_keyring(strict=False)): said, never silently ignored.
+    damaged: tuple[str, ...] = field(default=(), compare=False)
     _derived: dict[bytes, tuple[bytes, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -94,11 +97,23 @@ def _optional(path: Path) -> SecretBox | None:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def load_keyring(key_path: Path) -> Keyring:
-    """The active key (storage.encryption_key), then the staged and the retiring one where they exist."""
+def load_keyring(key_path: Path, *, strict: bool = True) -> Keyring:
+    """The active key (storage.encryption_key), then the staged and the retiring one where they exist. Not `strict`:
+    a staged or retiring key file that does not load is left out and said in Keyring.damaged (a process starting,
+    a command reading secrets: the active key opens what matters most); the active key must load either way."""
     active = _optional(key_path) or load(key_path)  # load: the error of a missing key file
-    others = (_optional(staged_path(key_path)), _optional(retiring_path(key_path)))
-    return Keyring(active, tuple(box for box in others if box is not None))
+    others, damaged = [], []
+    for path in (staged_path(key_path), retiring_path(key_path)):
+        try:
+            box = _optional(path)
+        except ConfigError as exc:
+            if strict:
+                raise
+            damaged.append(str(exc))
+            continue
+        if box is not None:
+            others.append(box)
+    return Keyring(active, tuple(others), damaged=tuple(damaged))
 
 
 class EncryptionKeys:
@@ -106,20 +121,29 @@ class EncryptionKeys:
 
     def __init__(self, key_path: Path, keyring: Keyring | None = None) -> None:
         self.key_path = key_path
-        self.current = keyring if keyring is not None else load_keyring(key_path)
         self._failure = ""
+        if keyring is None:
+            keyring = load_keyring(key_path, strict=False)
+            self._said_damaged(keyring)
+        self.current = keyring
 
-    def reload(self) -> bool:
+    def _said_damaged(self, keyring: Keyring) -> None:
+        for problem in keyring.damaged:
+            log.error("encryption key file left out, the other keys are in use: %s", problem)
+
+    def reload(self, *, fresh: bool = False) -> bool:
         """Load the key files again; True when they changed. Files that do not load leave the keys in use (said
-        once per failure, not at every check)."""
+        once per failure, not at every check). `fresh` (a worker starting with what its supervisor loaded, maybe
+        long ago): the files' active key wins, and only a staged or retiring file that does not load is left out."""
         try:
-            keyring = load_keyring(self.key_path)
+            keyring = load_keyring(self.key_path, strict=not fresh)
         except ConfigError as exc:
             if str(exc) != self._failure:
                 log.error("encryption keys not reloaded, the ones loaded before stay in use: %s", exc)
             self._failure = str(exc)
             return False
         self._failure = ""
+        self._said_damaged(keyring)
         if [b.key_id for b in keyring.boxes] == [b.key_id for b in self.current.boxes]:
             return False
         self.current = keyring
@@ -201,12 +225,17 @@ class Activated:
     switched: bool  # False: the files were switched by an earlier run (its sealing again had not finished)
 
 
-def activate(key_path: Path, *, now: float | None = None) -> Activated:
+def _moment(now: float | None) -> datetime:
+    return datetime.fromtimestamp(now if now is not None else time.time(), UTC)
+
+
+def activate(key_path: Path, *, holders: Sequence[KeyHolder] = (), now: float | None = None) -> Activated:
     """Step 2: the staged key becomes the active one and the active one retiring.
 
     Two steps on disk, each atomic, and the whole can be run again after a crash between them: the old key is linked
     as `.previous` first, so no moment exists in which a file holds no copy of it. Run again once the files are
-    switched, it switches nothing (the caller seals again what the old key sealed)."""
+    switched, it switches nothing (the caller seals again what the old key sealed). `holders`: the processes running
+    (key_watch.recent), each of which must hold the staged key first."""
     staged, retiring = staged_path(key_path), retiring_path(key_path)
     old = _load(key_path, "storage.encryption_key")
     if not staged.exists():
@@ -223,6 +252,9 @@ def activate(key_path: Path, *, now: float | None = None) -> Activated:
         # Before any file changes: a process that has not loaded the staged key would not check the refresh tokens
         # the new key MACs (and count each as a failed sign-in).
         _wait(staged.stat().st_mtime, "the key was staged", now)
+        behind = lagging(holders, lambda h: new.key_id in h.encryption_keys, _moment(now), "lack the staged key")
+        if behind:
+            raise RotationError(behind)
         os.link(key_path, retiring)
         _sync_folder(key_path.parent)
     # The moment of activation, which `retire` waits after: set before the rename, so the key arrives with it.
@@ -267,26 +299,34 @@ def retire_after(key_path: Path) -> float:
     return activated_at(key_path) + REFRESH_TOKEN_LIFE
 
 
-async def retire(key_path: Path, store: Store, *, wait: bool, now: float | None = None) -> tuple[SecretBox, Resealed]:
+async def retire(
+    key_path: Path, store: Store, *, wait: bool, now: float | None = None
+) -> tuple[SecretBox, Resealed] | None:
     """Step 3: seal again what was sealed with the retiring key since the activation (a process not reloaded yet),
-    then delete the key. Refused while a secret would be lost with it, and, unless told not to wait, while refresh
-    tokens it MACed may be alive (docker clients that logged in before the activation would have to log in again)."""
+    then delete the key; None when no key is retiring. Refused while a secret would be lost with it, and, unless told
+    not to wait, while refresh tokens it MACed may be alive (docker clients that logged in before the activation
+    would have to log in again)."""
     retiring = retiring_path(key_path)
     if not retiring.exists():
-        raise RotationError(f"no key is retiring ({retiring} is missing): nothing to retire")
+        return None
     keyring, retired = load_keyring(key_path), _load(retiring, "the retiring key")
     if staged_path(key_path).exists():
         raise RotationError("a key is staged: `gateway encryption-key activate` it before retiring the one before")
-    # Even with --now: a process still sealing with the old key would seal secrets nothing could open after this.
-    _wait(activated_at(key_path), "the key was activated", now)
     until = retire_after(key_path)
     left = until - (now if now is not None else time.time())
-    if wait and left > 0:
+    if wait and left > 0:  # the longer wait first: the shorter one's end would only lead to it
         raise RotationError(
             f"refresh tokens MACed with the retiring key live until {time.strftime('%Y-%m-%d', time.gmtime(until))}"
             f" ({int(left // 86400) + 1} days): docker clients that logged in before the activation would have to log"
             " in again. Retire it then, or now with --now (after a leak of the key: do)"
         )
+    # Even with --now: a process still sealing with the old key would seal secrets nothing could open after this.
+    _wait(activated_at(key_path), "the key was activated", now)
+    active = keyring.active.key_id
+    holders = await recent(store, _moment(now))
+    behind = lagging(holders, lambda h: h.encryption_keys[:1] == (active,), _moment(now), "still seal with the old key")
+    if behind:
+        raise RotationError(behind)
     done = await reseal(store, keyring)
     if done.unreadable:
         raise RotationError(

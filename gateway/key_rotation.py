@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from gateway import random_ids, signing_keys
 from gateway.config import RegistryConfig
 from gateway.errors import GatewayError
-from gateway.key_watch import CHECK_INTERVAL, SETTLE
+from gateway.key_watch import CHECK_INTERVAL, SETTLE, lagging
 from gateway.signing_keys import Algorithm, SigningKey
+from gateway.store.base import KeyHolder
 
 # How the registry is asked whether it trusts a key: the longest wait for its answer, and the probe token's life.
 PROBE_TIMEOUT = 10.0
@@ -189,7 +190,9 @@ async def activate(config: RegistryConfig, *, check: bool, now: datetime) -> Sig
     return key
 
 
-def retire(config: RegistryConfig, *, wait: bool, now: float | None = None) -> list[Certificate]:
+def retire(
+    config: RegistryConfig, *, wait: bool, holders: Sequence[KeyHolder] = (), now: float | None = None
+) -> list[Certificate]:
     """Drop from the bundle every certificate whose key is neither active nor staged; the ones dropped.
 
     Tokens the old key signed are refused once the registry restarts with the smaller bundle: not before the last of
@@ -200,6 +203,11 @@ def retire(config: RegistryConfig, *, wait: bool, now: float | None = None) -> l
     if not old:
         return []
     waited = (now if now is not None else time.time()) - key_path.stat().st_mtime
+    if wait and waited < config.token_ttl:  # the longer wait first: the shorter one's end would only lead to it
+        raise RotationError(
+            f"the key was activated {int(waited)} s ago: tokens the old one signed live registry.token_ttl"
+            f" ({config.token_ttl} s); retire in {int(config.token_ttl - waited) + 1} s, or pass --now"
+        )
     if waited < SETTLE:
         # Even with --now: a process still signing with the old key would hand out tokens the registry, restarted
         # with the smaller bundle, refuses. Every process loads the activated key within key_watch.CHECK_INTERVAL.
@@ -207,12 +215,13 @@ def retire(config: RegistryConfig, *, wait: bool, now: float | None = None) -> l
             f"the key was activated {int(waited)} s ago: every gateway process loads the key files within"
             f" {int(CHECK_INTERVAL)} s (at once on SIGHUP); retire in {int(SETTLE - waited) + 1} s"
         )
-    if wait and waited < config.token_ttl:
-        raise RotationError(
-            f"the key was activated {int(waited)} s ago: tokens the old one signed live registry.token_ttl"
-            f" ({config.token_ttl} s); retire in {int(config.token_ttl - waited) + 1} s, once every gateway process"
-            " was restarted, or pass --now"
-        )
+    active = next((c.kid for c in found if c.role == "active"), "")
+    moment = datetime.fromtimestamp(now if now is not None else time.time(), UTC)
+    # `holders`: the processes running (key_watch.recent). One signing with the old key (a new algorithm not yet
+    # restarted into, a key file it cannot read) would hand out tokens the registry refuses after this.
+    behind = lagging(holders, lambda h: h.registry_kid == active, moment, "still sign with the old key")
+    if behind:
+        raise RotationError(behind)
     kept = [cert for cert, c in zip(_bundle(cert_path), found, strict=True) if c.role != "retiring"]
     _write_bundle(cert_path, kept)
     return old

@@ -18,6 +18,10 @@ def notify(state: str) -> bool:
         return False
     if address.startswith("@"):  # an abstract socket (Linux): its name starts with a NUL byte
         address = "\0" + address[1:]
+    # The lines that led here (`listening on`) are written before the state: log lines wait in a buffer
+    # (log_output.py), and a manager (or a reader of its journal) must not hear "ready" before them.
+    for handler in logging.getLogger().handlers:
+        handler.flush()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.sendto(state.encode(), address)

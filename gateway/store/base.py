@@ -195,6 +195,16 @@ class AuthFailures:
 
 
 @dataclass(frozen=True)
+class KeyHolder:
+    """The keys one running gateway process holds, as it last reported them (gateway/key_holders.py)."""
+
+    process: str  # host:pid:nonce
+    encryption_keys: tuple[str, ...]  # key ids, the one it seals with first
+    registry_kid: str  # "" without a registry signing key
+    seen_at: datetime
+
+
+@dataclass(frozen=True)
 class NewAuditEvent:
     """An audit event to record (gateway/audit.py); `details` is JSON-serialisable and never holds a secret."""
 
@@ -449,6 +459,16 @@ class Store(Protocol):
     ) -> DeployToken | None: ...
     async def revoke_deploy_token(self, token_id: int) -> bool: ...
     async def delete_deploy_token(self, token_id: int) -> bool: ...
+    async def report_key_holder(self, holder: KeyHolder) -> None:
+        """Record (or refresh) what keys a running process holds."""
+        ...
+
+    async def list_key_holders(self, seen_since: datetime) -> list[KeyHolder]:
+        """The processes that reported since `seen_since`, by process."""
+        ...
+
+    async def forget_key_holder(self, process: str) -> None: ...
+    async def delete_stale_key_holders(self, seen_before: datetime) -> int: ...
     async def list_sealed_deploy_tokens(self) -> list[tuple[int, bytes]]:
         """(id, sealed secret) of every token whose secret is kept sealed (`gitlab-deploy-token`), by id."""
         ...

@@ -99,6 +99,8 @@ TABLES: tuple[Table, ...] = (
         "id created_at:ts author_id entity_type:text entity_id event_name:text details:json",
         identity=True,
     ),
+    # Last: added by migration 0010, after every table an earlier release may hold.
+    _table("key_holders", "process", "process:text encryption_keys:text registry_kid:text seen_at:ts"),
 )
 
 

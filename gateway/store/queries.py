@@ -19,6 +19,7 @@ from gateway.store.base import (
     AuditQuery,
     AuthFailures,
     DeployToken,
+    KeyHolder,
     Keyset,
     Listing,
     Member,
@@ -43,6 +44,7 @@ from gateway.store.rows import (
     AUDIT_COLUMNS,
     AUTH_FAILURE_COLUMNS,
     DT_COLUMNS,
+    KEY_HOLDER_COLUMNS,
     MEMBER_COLUMNS,
     MEMBER_SELECT,
     NS_COLUMNS,
@@ -553,6 +555,32 @@ class SharedQueries(ABC):
 
     async def delete_deploy_token(self, token_id: int) -> bool:
         return await self._change("DELETE FROM deploy_tokens WHERE id = ?", token_id) > 0
+
+    # --- the keys each running process holds (gateway/key_holders.py) ------------------------------------------
+    # Nothing the hot-read cache holds: a report every few seconds per process must not clear it.
+
+    async def report_key_holder(self, holder: KeyHolder) -> None:
+        await self._change(
+            f"INSERT INTO key_holders ({KEY_HOLDER_COLUMNS}) VALUES (?, ?, ?, ?) ON CONFLICT (process) DO UPDATE SET"
+            " encryption_keys = excluded.encryption_keys, registry_kid = excluded.registry_kid,"
+            " seen_at = excluded.seen_at",
+            *(holder.process, " ".join(holder.encryption_keys), holder.registry_kid, self._stamp(holder.seen_at)),
+            clears_cache=False,
+        )
+
+    async def list_key_holders(self, seen_since: datetime) -> list[KeyHolder]:
+        rows = await self._rows(
+            f"SELECT {KEY_HOLDER_COLUMNS} FROM key_holders WHERE seen_at >= ? ORDER BY process", self._stamp(seen_since)
+        )
+        return [self._records.key_holder(row) for row in rows]
+
+    async def forget_key_holder(self, process: str) -> None:
+        await self._change("DELETE FROM key_holders WHERE process = ?", process, clears_cache=False)
+
+    async def delete_stale_key_holders(self, seen_before: datetime) -> int:
+        return await self._change(
+            "DELETE FROM key_holders WHERE seen_at < ?", self._stamp(seen_before), clears_cache=False
+        )
 
     async def list_sealed_deploy_tokens(self) -> list[tuple[int, bytes]]:
         rows = await self._rows(

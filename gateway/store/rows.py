@@ -16,6 +16,7 @@ from gateway.store.base import (
     AuditEvent,
     AuthFailures,
     DeployToken,
+    KeyHolder,
     Member,
     Namespace,
     PackageName,
@@ -41,6 +42,7 @@ PAT_COLUMNS = "id, user_id, name, scopes, expires_at, revoked, created_at, last_
 AUDIT_COLUMNS = "id, created_at, author_id, entity_type, entity_id, event_name, details"
 PACKAGE_COLUMNS = "format, name, project_id, created_at, updated_at"
 AUTH_FAILURE_COLUMNS = "address, failures, window_start, updated_at, banned_until"
+KEY_HOLDER_COLUMNS = "process, encryption_keys, registry_kid, seen_at"
 MEMBER_COLUMNS = f"m.source_kind, m.source_id, m.access_level, m.created_at, {USER_COLUMNS}"
 MEMBER_SELECT = f"SELECT {MEMBER_COLUMNS} FROM members m JOIN users u ON u.id = m.user_id"
 # The table a kind of token lives in (record_token_use).
@@ -172,6 +174,11 @@ class Rows:
             project_id=row[2],
             created_at=self.must_ts(row[3]),
             updated_at=self.must_ts(row[4]),
+        )
+
+    def key_holder(self, row: Sequence[Any]) -> KeyHolder:
+        return KeyHolder(
+            process=row[0], encryption_keys=tuple(row[1].split()), registry_kid=row[2], seen_at=self.must_ts(row[3])
         )
 
     def auth_failures(self, row: Sequence[Any]) -> AuthFailures:

@@ -8,7 +8,9 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -145,6 +147,8 @@ def test_the_encryption_key_rotates_while_secrets_and_logins_keep_working(tmp_pa
         assert retired.returncode == 0, retired.stderr
         assert f"retired encryption key {old_id}; sealed again with the active key: 1 secret" in retired.stdout
         assert not key.with_name("secret.key.previous").exists()
+        again = encryption_key(config, "retire", "--now")
+        assert (again.returncode, again.stdout) == (0, "nothing to retire: no key is retiring\n"), again.stderr
         assert sealed_by(config) == f"sealed secrets: 2 by {new_id}"
         assert [ci_password(config, p) for p in (first, second)] == [ci["token"], straggler["token"]]
         reloaded(gateway, 6, signal_it=False)
@@ -164,7 +168,6 @@ def test_the_encryption_key_rotates_while_secrets_and_logins_keep_working(tmp_pa
     [
         (["activate"], "no key is staged"),
         (["rotate", "rotate"], "a key is already staged"),
-        (["retire"], "no key is retiring"),
         (["rotate", "activate"], "the key was staged 0 s ago"),
         (["rotate", "wait", "activate", "rotate"], "is not retired yet"),
         (["rotate", "wait", "activate", "retire --now"], "the key was activated 0 s ago"),
@@ -188,30 +191,55 @@ def test_a_step_out_of_order_is_refused_and_changes_nothing(tmp_path: Path, step
     assert {p: p.read_bytes() for p in (config.parent / "data").glob("secret.key*")} == files
 
 
-def test_a_worker_restarted_while_a_key_file_is_broken_starts_with_the_keys_in_use(tmp_path: Path) -> None:
-    """A staged key no worker can load (half-written, another owner's 0600 file): the workers running keep their
-    keys, and one restarted after a crash starts with its supervisor's, instead of dying again and again until the
-    supervisor gives up on the whole gateway."""
+def test_a_worker_restarted_after_a_rotation_with_a_broken_key_file_seals_with_the_files_active_key(
+    tmp_path: Path,
+) -> None:
+    """A whole rotation without a signal: the workers follow the files, their supervisor still holds the first key
+    (deleted since). Then a staged key no process can load (half-written, another owner's 0600 file), and a worker
+    crash: the new worker starts with the active key of the files, not the deleted one its supervisor holds, and
+    leaves out only the damaged file (no crash loop that ends with the supervisor giving up on the gateway)."""
     config = write_config(tmp_path / "gw")
     root = init(config)
+    data = config.parent / "data"
     gateway = start_replica("gw", config, workers=2)
+
+    def workers() -> list[str]:
+        return sorted(str(p.pid) for p in processes() if p.ppid == gateway.proc.pid and live(p))
+
+    def all_hold(keys: list[str]) -> bool:
+        """Every worker running reports `keys` (a killed one's report stays until it ages out)."""
+        found = reported(config)
+        return all(found.get(pid) == keys for pid in workers())
+
     try:
-        (config.parent / "data" / "secret.key.next").write_bytes(b"short")
+        first = encryption_key(config, "show").stdout.split()[1]
+        second = encryption_key(config, "rotate").stdout.split()[3]
+        assert wait_until(lambda: all_hold([first, second]), key_watch.CHECK_INTERVAL + 5), reported(config)
+        settled(config)
+        assert encryption_key(config, "activate").returncode == 0
+        assert wait_until(lambda: all_hold([second, first]), key_watch.CHECK_INTERVAL + 5), reported(config)
+        settled(config)
+        retired = encryption_key(config, "retire", "--now")
+        assert retired.returncode == 0, retired.stderr
+        assert wait_until(lambda: all_hold([second]), key_watch.CHECK_INTERVAL + 5), reported(config)
+
+        assert encryption_key(config, "rotate").returncode == 0
+        (data / "secret.key.next").write_bytes(b"short")
         for _ in range(3):
-            workers = [p.pid for p in processes() if p.ppid == gateway.proc.pid and live(p)]
             ready = gateway.log.read_text().count("worker ready")
-            os.kill(workers[0], signal.SIGKILL)
+            os.kill(int(workers()[0]), signal.SIGKILL)
             assert wait_until(lambda r=ready: gateway.log.read_text().count("worker ready") > r, 20)  # type: ignore[misc]
         gateway.proc.assert_running()
-        assert "encryption keys not reloaded, the ones loaded before stay in use" in gateway.log.read_text()
+        assert wait_until(lambda: all_hold([second]), key_watch.CHECK_INTERVAL + 5), reported(config)
+        assert "encryption key file left out, the other keys are in use" in gateway.log.read_text()
         project = new_project(gateway.url, root, "after")
-        made = deploy_token(gateway.url, root, project, name=CI_TOKEN)  # sealed with the active key
-        refused = run_gateway(config, "ci-variables", project.path)  # a command says which file, and stops
-        assert refused.returncode == 2 and "secret.key.next: storage.encryption_key: expected 32 bytes, got 5" in (
-            refused.stderr
-        )
-        (config.parent / "data" / "secret.key.next").unlink()
-        assert ci_password(config, project) == made["token"]
+        made = deploy_token(gateway.url, root, project, name=CI_TOKEN)  # sealed with the files' active key
+        shown = run_gateway(config, "ci-variables", project.path)  # a command says which file, and goes on
+        assert shown.returncode == 0 and f"CI_DEPLOY_PASSWORD={made['token']}" in shown.stdout, shown.stderr
+        assert "warning: encryption key file left out" in shown.stderr and "secret.key.next" in shown.stderr
+        damaged = encryption_key(config, "show").stdout
+        assert "damaged   " in damaged and "expected 32 bytes, got 5" in damaged
+        assert damaged.splitlines()[-1] == f"sealed secrets: 1 by {second}"
     finally:
         gateway.stop()
 
@@ -242,3 +270,77 @@ def test_show_and_activate_after_an_activation_cut_short(tmp_path: Path) -> None
     finished = encryption_key(config, "activate")
     assert finished.returncode == 0 and f"{old_id} is retiring" in finished.stdout, finished.stderr
     assert encryption_key(config, "show").stdout.splitlines()[1].startswith(f"retiring  {old_id}  retire after ")
+
+
+def reported(config: Path) -> dict[str, list[str]]:
+    """pid → the key ids each running gateway process reports it holds (sealing one first), from `show`."""
+    found = {}
+    for line in encryption_key(config, "show").stdout.splitlines():
+        if line.startswith("process "):
+            words = line.replace(",", "").split()
+            seals = words.index("seals")
+            found[words[3]] = [words[seals + 2], *words[seals + 5 :]]  # "seals with A[, opens with B C]"
+    return found
+
+
+def test_a_replica_with_its_own_copy_of_the_keys_holds_each_step_back_until_it_has_them(tmp_path: Path) -> None:
+    """Each process reports the keys it holds (key_holders.py): a step goes ahead only when every process running
+    holds what it needs. Here a replica keeps its own copy of the key files, updated by hand (late)."""
+    config = write_config(tmp_path / "a")
+    init(config)
+    data = config.parent / "data"
+    own = tmp_path / "b" / "keys"
+    own.mkdir(parents=True)
+    shutil.copy2(data / "secret.key", own / "secret.key")
+    storage = {"database": f"sqlite:///{data / 'gateway.db'}", "encryption_key": str(own / "secret.key")}
+    config_b = write_config(tmp_path / "b", sections={"storage": storage})
+    a, b = start_replica("a", config), start_replica("b", config_b)
+    pid_a, pid_b = str(a.proc.pid), str(b.proc.pid)
+
+    def holding(wanted: dict[str, list[str]]) -> None:
+        assert wait_until(lambda: reported(config) == wanted, 10), reported(config)
+
+    def sighup(*replicas: Replica) -> None:
+        for replica in replicas:
+            os.kill(replica.proc.pid, signal.SIGHUP)  # reloads, and reports what it holds, at once
+
+    try:
+        old_id = encryption_key(config, "show").stdout.split()[1]
+        holding({pid_a: [old_id], pid_b: [old_id]})
+        new_id = encryption_key(config, "rotate").stdout.split()[3]
+        sighup(a)
+        holding({pid_a: [old_id, new_id], pid_b: [old_id]})
+        settled(config)
+        files = {p: p.read_bytes() for p in data.glob("secret.key*")}
+        lacking = encryption_key(config, "activate")
+        assert lacking.returncode == 1, lacking.stderr
+        assert f"1 of 2 running gateway processes lack the staged key: {socket.gethostname()} pid {pid_b}" in (
+            lacking.stderr
+        )
+        assert {p: p.read_bytes() for p in data.glob("secret.key*")} == files
+
+        shutil.copy2(data / "secret.key.next", own / "secret.key.next")
+        sighup(b)
+        holding({pid_a: [old_id, new_id], pid_b: [old_id, new_id]})
+        activated = encryption_key(config, "activate")
+        assert activated.returncode == 0, activated.stderr
+        sighup(a)
+        holding({pid_a: [new_id, old_id], pid_b: [old_id, new_id]})
+        settled(config)
+        still = encryption_key(config, "retire", "--now")
+        assert still.returncode == 1, still.stderr
+        assert f"processes still seal with the old key: {socket.gethostname()} pid {pid_b}" in still.stderr
+        assert (data / "secret.key.previous").exists()
+
+        for name in ("secret.key", "secret.key.previous"):
+            shutil.copy2(data / name, own / name)
+        (own / "secret.key.next").unlink()
+        sighup(b)
+        holding({pid_a: [new_id, old_id], pid_b: [new_id, old_id]})
+        retired = encryption_key(config, "retire", "--now")
+        assert retired.returncode == 0, retired.stderr
+        b.stop()  # a process that stops says so: the next step does not wait for it
+        assert list(reported(config)) == [pid_a]
+    finally:
+        a.stop()
+        b.stop()

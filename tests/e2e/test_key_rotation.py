@@ -83,7 +83,13 @@ def bundle(config: Path) -> list[str]:
     """The kids of registry.certificate's certificates, as `registry-key show` lists them, with their roles."""
     shown = gateway_says(config, "show")
     assert shown.returncode == 0, shown.stderr
-    return [" ".join(line.split()[:3]) for line in shown.stdout.splitlines()]
+    return [" ".join(line.split()[:3]) for line in shown.stdout.splitlines() if not line.startswith("process ")]
+
+
+def signing(config: Path) -> list[str]:
+    """The kid each running gateway process reports it signs with (key_holders.py), as `registry-key show` says."""
+    shown = gateway_says(config, "show").stdout.splitlines()
+    return [line.split()[-1] for line in shown if line.startswith("process ")]
 
 
 @pytest.mark.parametrize(
@@ -173,6 +179,8 @@ def test_the_signing_key_rotates_while_tokens_keep_working(tmp_path: Path, algor
                 os.kill(first.proc.pid, signal.SIGHUP)  # to the supervisor: every worker reloads
             reloaded = lambda: first.log.read_text().count("registry signing key reloaded: kid") == 2  # noqa: E731
             assert wait_until(reloaded, key_watch.CHECK_INTERVAL + 5), first.log.read_text()[-2000:]
+            # Each worker reports the key it signs with: at once after a SIGHUP, else with its next look.
+            assert wait_until(lambda: signing(config) == [new_kid, new_kid], key_watch.CHECK_INTERVAL + 5)
             second = first
         fresh = [registry_token(second, credentials, repository) for _ in range(6)]  # both workers answer
         assert {(jwt.get_unverified_header(t)["kid"], jwt.get_unverified_header(t)["alg"]) for t in fresh} == {

@@ -14,7 +14,17 @@ import pytest
 from gateway import tokens
 from gateway.errors import Conflict
 from gateway.store import queries
-from gateway.store.base import AuditQuery, Keyset, Listing, NewAuditEvent, NewDeployToken, Page, Store, storable
+from gateway.store.base import (
+    AuditQuery,
+    KeyHolder,
+    Keyset,
+    Listing,
+    NewAuditEvent,
+    NewDeployToken,
+    Page,
+    Store,
+    storable,
+)
 from gateway.store.sqlite import migrations
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -624,6 +634,24 @@ async def test_sealed_secrets_are_sealed_again_only_if_unchanged(any_store: Stor
     assert await any_store.list_sealed_deploy_tokens() == [(sealed.id, b"sealed by the new key")]
     token = await any_store.get_deploy_token(sealed.id)  # what a lookup returns follows it (the cache is cleared)
     assert token is not None and token.token_encrypted == b"sealed by the new key"
+
+
+async def test_key_holders_report_refresh_and_age(any_store: Store) -> None:
+    """What each running process reports it holds (key_holders.py): one row per process, refreshed in place, listed
+    only while recent, gone when the process stops or when it is stale."""
+    first = KeyHolder("host:1:a", ("new", "old"), "kid-1", NOW)
+    await any_store.report_key_holder(first)
+    await any_store.report_key_holder(KeyHolder("host:2:b", ("old",), "", NOW - timedelta(minutes=5)))
+    assert await any_store.list_key_holders(NOW - timedelta(seconds=30)) == [first]
+    assert [h.process for h in await any_store.list_key_holders(NOW - timedelta(hours=1))] == ["host:1:a", "host:2:b"]
+    later = KeyHolder("host:2:b", ("new",), "kid-2", NOW + timedelta(seconds=10))
+    await any_store.report_key_holder(later)  # the same process, reporting again
+    assert await any_store.list_key_holders(NOW - timedelta(seconds=30)) == [first, later]
+    await any_store.forget_key_holder("host:1:a")
+    assert await any_store.list_key_holders(NOW - timedelta(hours=1)) == [later]
+    assert await any_store.delete_stale_key_holders(NOW + timedelta(seconds=10)) == 0
+    assert await any_store.delete_stale_key_holders(NOW + timedelta(seconds=11)) == 1
+    assert await any_store.list_key_holders(NOW - timedelta(hours=1)) == []
 
 
 async def test_active_filter_agrees_with_the_one_rule(any_store: Store) -> None:
