@@ -19,7 +19,8 @@ from typing import Any
 
 from gateway import encryption_keys, repositories
 from gateway.config import Config
-from gateway.errors import GatewayError, StoreError
+from gateway.errors import ConfigError, GatewayError, StoreError
+from gateway.secretbox import SecretBox
 from gateway.store import migrations, open_store
 from gateway.store.copy import Copied, copy_store, schema_tables
 from gateway.store.sqlite import SQLiteStore
@@ -317,8 +318,10 @@ async def check(config: Config, folder: Path, note: Callable[[str], None]) -> li
     problems += await _check_database(config, folder, manifest, note)
     for name, relative in (manifest.get("keys") or {}).items():
         try:
-            _inside(folder, relative)
-        except BackupError as exc:
+            path = _inside(folder, relative)
+            if name.startswith("encryption_key"):
+                SecretBox(path.read_bytes())  # a damaged one would open no secret it sealed
+        except (BackupError, ConfigError) as exc:
             problems.append(f"key file {name}: {exc}")
     problems += await _check_bundles(folder, manifest.get("repositories") or [], note)
     problems += _check_packages(folder / "packages", note)

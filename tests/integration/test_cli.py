@@ -815,6 +815,7 @@ def _newer_schema(backup: Path) -> None:
         (_rewrite("database.db", lambda b: b"not a database"), "database: "),
         (_newer_schema, "database: schema version 99; this gateway restores versions 1 to "),
         (lambda b: next(b.glob("keys/secret.key")).unlink(), "key file encryption_key: manifest.json names"),
+        (_rewrite("keys/secret.key", lambda b: b[:5]), "key file encryption_key: storage.encryption_key: expected 32"),
     ],
 )
 def test_restore_check_finds_what_is_damaged(
