@@ -323,6 +323,8 @@ async def check(config: Config, folder: Path, note: Callable[[str], None]) -> li
                 SecretBox(path.read_bytes())  # a damaged one would open no secret it sealed
         except (BackupError, ConfigError) as exc:
             problems.append(f"key file {name}: {exc}")
+        except OSError as exc:
+            problems.append(f"key file {name}: cannot read it: {exc.strerror}")
     problems += await _check_bundles(folder, manifest.get("repositories") or [], note)
     problems += _check_packages(folder / "packages", note)
     return problems

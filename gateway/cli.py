@@ -17,6 +17,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 from gateway import audit, encryption_keys, key_watch, log_output, secretbox, signing_keys, tokens, users
 from gateway import config as config_module
 from gateway.config import Config
-from gateway.errors import ConfigError, GatewayError, HTTPFailure
+from gateway.errors import ConfigError, GatewayError, HTTPFailure, StoreError
 from gateway.store import open_store
 from gateway.store.base import AuthFailures, KeyHolder, Store
 
@@ -310,7 +311,14 @@ async def serve(
     ]
     watching_keys: asyncio.Task[None] | None = None
     try:
-        # What keys it holds, for the rotation steps (key_holders.py), before it answers its first request.
+        # Key files changed since they were loaded (by create_app while the store opened and migrated, or by the
+        # supervisor, maybe long ago) and before the watch above took its first look: loaded now, before the first
+        # report and the first request. The files' active encryption key wins over a supervisor's (`fresh`).
+        if preloaded is not None and reloader is not None:
+            reloader.reload(only_if_changed=True)
+        app[REGISTRY_SIGNING].reload()
+        app[ENCRYPTION].reload(fresh=True)
+        # What keys it holds, for the rotation steps (key_holders.py); again after each look at the files.
         await reporter.report()
         sites: list[web.BaseSite] = [web.SockSite(runner, sock, ssl_context=context) for sock in sockets]
         sites = sites or [web.TCPSite(runner, host, port, ssl_context=context)]
@@ -320,15 +328,6 @@ async def serve(
             except OSError as exc:
                 raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         frozen = settle_heap()  # the app is built and listening: what exists now lives as long as the server
-        if preloaded is not None:
-            # Files changed since the supervisor loaded them (a SIGHUP this worker was too young to take): loaded
-            # now, or the error logged and what the supervisor had kept.
-            if reloader is not None:
-                reloader.reload(only_if_changed=True)
-            app[REGISTRY_SIGNING].reload()
-            app[ENCRYPTION].reload(fresh=True)
-            await reporter.report()
-        # Again after each look at the files.
         watching_keys = asyncio.create_task(key_watch.watch(key_files, reporter.report))
         if sockets:
             log.info("worker ready (pid %d)", os.getpid())  # the supervisor logged "listening on"
@@ -345,7 +344,12 @@ async def serve(
         if watching is not None:
             watching.cancel()
         if watching_keys is not None:
-            watching_keys.cancel()
+            # No report after `forget` (a look of the watch, a SIGHUP while requests drain), or this process would
+            # hold rotations back until its report aged out.
+            for task in (watching_keys, *reports):
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             await reporter.forget()
         # cleanup() closes the listening sockets first (new connections are refused), then waits for requests in
         # flight. aiohttp waits `shutdown_timeout` once for them and once more after cancelling only their request
@@ -786,7 +790,13 @@ def cmd_registry_key_show(config: Config, args: argparse.Namespace) -> int:
 
     for cert in key_rotation.certificates(config.registry):
         _say(f"{cert.role:<9} {cert.algorithm}  {cert.kid}  valid until {cert.not_after.date().isoformat()}")
-    for holder in asyncio.run(_with_store(config, lambda store: key_watch.recent(store, _now()))):
+    try:
+        # Read only, and not migrated: `show` must not change a database older gateways still serve.
+        holders = asyncio.run(_with_store(config, key_watch.recent, migrate=False))
+    except StoreError as exc:
+        _note(f"the running processes are not known: {exc}")
+        return 0
+    for holder in holders:
         _say(f"process   {_process(holder)}  signs with {holder.registry_kid or 'no key'}")
     return 0
 
@@ -825,7 +835,7 @@ def cmd_registry_key_activate(config: Config, args: argparse.Namespace) -> int:
 def cmd_registry_key_retire(config: Config, args: argparse.Namespace) -> int:
     from gateway import key_rotation
 
-    holders = asyncio.run(_with_store(config, lambda store: key_watch.recent(store, _now())))
+    holders = asyncio.run(_with_store(config, key_watch.recent, migrate=False))
     retired = key_rotation.retire(config.registry, wait=not args.now, holders=holders)
     if not retired:
         _say("nothing to retire: every certificate is the active or the staged key's")
@@ -867,7 +877,7 @@ def cmd_encryption_key_show(config: Config, args: argparse.Namespace) -> int:
             _say(f"retiring  {box.key_id}  retire after {after} (refresh tokens), or sooner with --now")
 
     async def work(store: Store) -> tuple[list[tuple[int, bytes]], list[KeyHolder]]:
-        return await store.list_sealed_deploy_tokens(), await key_watch.recent(store, _now())
+        return await store.list_sealed_deploy_tokens(), await key_watch.recent(store)
 
     sealed, holders = asyncio.run(_with_store(config, work))
     for holder in holders:
@@ -889,8 +899,7 @@ def cmd_encryption_key_show(config: Config, args: argparse.Namespace) -> int:
 
 
 def _process(holder: KeyHolder) -> str:
-    host, pid, _ = holder.process.rsplit(":", 2)
-    return f"{host} pid {pid} (reported {int((_now() - holder.seen_at).total_seconds())} s ago)"
+    return key_watch.named(holder)
 
 
 def cmd_encryption_key_rotate(config: Config, args: argparse.Namespace) -> int:
@@ -910,7 +919,7 @@ def cmd_encryption_key_activate(config: Config, args: argparse.Namespace) -> int
 
     async def work(store: Store) -> tuple[encryption_keys.Activated, encryption_keys.Resealed]:
         # The database answers before a file changes: the secrets are sealed again in the same run.
-        holders = await key_watch.recent(store, _now())  # the processes running, each of which must hold the new key
+        holders = await key_watch.recent(store)  # the processes running, each of which must hold the new key
         activated = encryption_keys.activate(key_path, holders=holders)
         return activated, await encryption_keys.reseal(store, encryption_keys.load_keyring(key_path))
 

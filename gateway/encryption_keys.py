@@ -11,7 +11,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,14 +121,17 @@ class EncryptionKeys:
     def __init__(self, key_path: Path, keyring: Keyring | None = None) -> None:
         self.key_path = key_path
         self._failure = ""
+        self._damaged: tuple[str, ...] = ()
         if keyring is None:
             keyring = load_keyring(key_path, strict=False)
             self._said_damaged(keyring)
         self.current = keyring
 
     def _said_damaged(self, keyring: Keyring) -> None:
-        for problem in keyring.damaged:
-            log.error("encryption key file left out, the other keys are in use: %s", problem)
+        if keyring.damaged != self._damaged:  # once, not at every look
+            for problem in keyring.damaged:
+                log.error("encryption key file left out, the other keys are in use: %s", problem)
+        self._damaged = keyring.damaged
 
     def reload(self, *, fresh: bool = False) -> bool:
         """Load the key files again; True when they changed. Files that do not load leave the keys in use (said
@@ -225,10 +227,6 @@ class Activated:
     switched: bool  # False: the files were switched by an earlier run (its sealing again had not finished)
 
 
-def _moment(now: float | None) -> datetime:
-    return datetime.fromtimestamp(now if now is not None else time.time(), UTC)
-
-
 def activate(key_path: Path, *, holders: Sequence[KeyHolder] = (), now: float | None = None) -> Activated:
     """Step 2: the staged key becomes the active one and the active one retiring.
 
@@ -252,7 +250,7 @@ def activate(key_path: Path, *, holders: Sequence[KeyHolder] = (), now: float | 
         # Before any file changes: a process that has not loaded the staged key would not check the refresh tokens
         # the new key MACs (and count each as a failed sign-in).
         _wait(staged.stat().st_mtime, "the key was staged", now)
-        behind = lagging(holders, lambda h: new.key_id in h.encryption_keys, _moment(now), "lack the staged key")
+        behind = lagging(holders, lambda h: new.key_id in h.encryption_keys, "lack the staged key")
         if behind:
             raise RotationError(behind)
         os.link(key_path, retiring)
@@ -323,8 +321,8 @@ async def retire(
     # Even with --now: a process still sealing with the old key would seal secrets nothing could open after this.
     _wait(activated_at(key_path), "the key was activated", now)
     active = keyring.active.key_id
-    holders = await recent(store, _moment(now))
-    behind = lagging(holders, lambda h: h.encryption_keys[:1] == (active,), _moment(now), "still seal with the old key")
+    holders = await recent(store)
+    behind = lagging(holders, lambda h: h.encryption_keys[:1] == (active,), "still seal with the old key")
     if behind:
         raise RotationError(behind)
     done = await reseal(store, keyring)

@@ -12,9 +12,9 @@ from contextlib import suppress
 
 from aiohttp import web
 
-from gateway.app import CLOCK, ENCRYPTION, REGISTRY_SIGNING, STORE
+from gateway.app import ENCRYPTION, REGISTRY_SIGNING, STORE
 from gateway.errors import StoreError
-from gateway.store.base import KeyHolder
+from gateway.key_watch import FORGOTTEN_AFTER
 
 log = logging.getLogger("gateway.keys")
 
@@ -30,14 +30,10 @@ def process_id() -> str:
     return _process[1]
 
 
-def holding(app: web.Application) -> KeyHolder:
+def holding(app: web.Application) -> tuple[tuple[str, ...], str]:
+    """The encryption key ids it holds (the one it seals with first) and the kid it signs registry tokens with."""
     signer = app[REGISTRY_SIGNING].current
-    return KeyHolder(
-        process=process_id(),
-        encryption_keys=tuple(box.key_id for box in app[ENCRYPTION].current.boxes),
-        registry_kid=signer.key.kid if signer is not None else "",
-        seen_at=app[CLOCK].now(),
-    )
+    return tuple(box.key_id for box in app[ENCRYPTION].current.boxes), signer.key.kid if signer is not None else ""
 
 
 class Reporter:
@@ -46,20 +42,27 @@ class Reporter:
     def __init__(self, app: web.Application) -> None:
         self.app = app
         self._failing = False
+        self._pruned = False
+        self.stopped = False
 
     async def report(self) -> None:
-        if STORE not in self.app:
-            return  # a SIGHUP before the store is open: the first report follows once it is
+        if STORE not in self.app or self.stopped:
+            return  # a SIGHUP before the store is open (the first report follows), or after `forget`
+        store = self.app[STORE]
         try:
-            await self.app[STORE].report_key_holder(holding(self.app))
+            if not self._pruned:  # as a process starts: the reports of processes killed long ago
+                await store.delete_stale_key_holders(FORGOTTEN_AFTER)
+                self._pruned = True
+            await store.report_key_holder(process_id(), *holding(self.app))
         except StoreError as exc:
             if not self._failing:
-                log.warning("cannot report this process's keys (key rotations wait for it): %s", exc)
+                log.warning("cannot report this process's keys (key rotations do not see it meanwhile): %s", exc)
             self._failing = True
         else:
             self._failing = False
 
     async def forget(self) -> None:
-        """At a stop: a rotation need not wait for a process that is gone."""
+        """At a stop: a rotation need not wait for a process that is gone. No report follows."""
+        self.stopped = True
         with suppress(StoreError):  # else its report ages out
             await self.app[STORE].forget_key_holder(process_id())

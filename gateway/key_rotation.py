@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -216,10 +216,9 @@ def retire(
             f" {int(CHECK_INTERVAL)} s (at once on SIGHUP); retire in {int(SETTLE - waited) + 1} s"
         )
     active = next((c.kid for c in found if c.role == "active"), "")
-    moment = datetime.fromtimestamp(now if now is not None else time.time(), UTC)
     # `holders`: the processes running (key_watch.recent). One signing with the old key (a new algorithm not yet
     # restarted into, a key file it cannot read) would hand out tokens the registry refuses after this.
-    behind = lagging(holders, lambda h: h.registry_kid == active, moment, "still sign with the old key")
+    behind = lagging(holders, lambda h: h.registry_kid == active, "do not sign with the active key")
     if behind:
         raise RotationError(behind)
     kept = [cert for cert, c in zip(_bundle(cert_path), found, strict=True) if c.role != "retiring"]

@@ -6,32 +6,35 @@ the next step checks that every process that reported lately holds what it needs
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.store.base import KeyHolder, Store
 
+log = logging.getLogger("gateway.keys")
+
 CHECK_INTERVAL = 10.0
 # What a rotation step waits after the one before (encryption_keys, key_rotation): a few checks, so a process busy
-# for a moment has looked too.
+# for a moment has looked too; a process whose last report is older is taken for stopped.
 SETTLE = 3 * CHECK_INTERVAL
-# Reports older than this are of processes gone without a word (killed): pruned when a step looks.
-FORGOTTEN_AFTER = timedelta(days=1)
+# Reports older than this (seconds) are of processes gone without a word (killed): pruned as a process starts.
+FORGOTTEN_AFTER = 24 * 3600.0
 
-Stamp = tuple[tuple[int, int, int] | None, ...]
+Stamp = tuple[tuple[int, int, int, int] | None, ...]
 
 
 def stamp(paths: Sequence[Path]) -> Stamp:
-    """What changes when a file is written, replaced (renamed over), created or deleted; None for a missing one."""
-    found: list[tuple[int, int, int] | None] = []
+    """What changes when a file is written, replaced (renamed over), created or deleted, or given another owner or
+    mode (its ctime: `chown gateway` after a step run as root must be noticed); None for a missing one."""
+    found: list[tuple[int, int, int, int] | None] = []
     for path in paths:
         try:
             st = path.stat()
         except OSError:
             found.append(None)
         else:
-            found.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            found.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     return tuple(found)
 
 
@@ -51,32 +54,37 @@ class Watched:
 
 
 async def watch(watched: Sequence[Watched], report: Callable[[], Awaitable[None]]) -> None:
-    """Until cancelled (the server stops); after each look, `report` says what this process holds now."""
+    """Until cancelled (the server stops); after each look, `report` says what this process holds now. Whatever one
+    look meets is logged and the next one comes: a process that stopped looking would hold a rotation back, or be
+    left behind by it, without a word."""
     while True:
         await asyncio.sleep(CHECK_INTERVAL)
-        for files in watched:
-            files.check()
-        await report()
+        try:
+            for files in watched:
+                files.check()
+            await report()
+        except Exception:
+            log.exception("key files not checked this time")
 
 
-async def recent(store: Store, now: datetime) -> list[KeyHolder]:
+async def recent(store: Store) -> list[KeyHolder]:
     """The processes that reported within SETTLE (each reports every CHECK_INTERVAL): the ones running now."""
-    await store.delete_stale_key_holders(now - FORGOTTEN_AFTER)
-    return await store.list_key_holders(now - timedelta(seconds=SETTLE))
+    return await store.list_key_holders(SETTLE)
 
 
-def lagging(holders: Sequence[KeyHolder], needs: Callable[[KeyHolder], bool], now: datetime, what: str) -> str | None:
+def lagging(holders: Sequence[KeyHolder], needs: Callable[[KeyHolder], bool], what: str) -> str | None:
     """Why a step cannot go ahead yet (the processes that lack what it needs), or None."""
     behind = [h for h in holders if not needs(h)]
     if not behind:
         return None
-    named = ", ".join(
-        f"{host} pid {pid} (reported {int((now - h.seen_at).total_seconds())} s ago)"
-        for h in behind[:10]
-        for host, pid, _ in [h.process.rsplit(":", 2)]
-    )
     more = f" and {len(behind) - 10} more" if len(behind) > 10 else ""
     return (
-        f"{len(behind)} of {len(holders)} running gateway processes {what}: {named}{more}. A process that cannot read"
-        " the key files (their owner and mode, a replica with its own copy of them) says why in its log"
+        f"{len(behind)} of {len(holders)} running gateway processes {what}: {', '.join(map(named, behind[:10]))}"
+        f"{more}. A process that cannot read the key files (their owner and mode, a replica with its own copy of"
+        " them) says why in its log"
     )
+
+
+def named(holder: KeyHolder) -> str:
+    host, pid, _ = holder.process.rsplit(":", 2)
+    return f"{host} pid {pid} (reported {int(holder.age)} s ago)"

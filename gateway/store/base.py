@@ -201,7 +201,7 @@ class KeyHolder:
     process: str  # host:pid:nonce
     encryption_keys: tuple[str, ...]  # key ids, the one it seals with first
     registry_kid: str  # "" without a registry signing key
-    seen_at: datetime
+    age: float  # seconds since its report, by the database's clock (replicas' clocks may disagree)
 
 
 @dataclass(frozen=True)
@@ -459,16 +459,16 @@ class Store(Protocol):
     ) -> DeployToken | None: ...
     async def revoke_deploy_token(self, token_id: int) -> bool: ...
     async def delete_deploy_token(self, token_id: int) -> bool: ...
-    async def report_key_holder(self, holder: KeyHolder) -> None:
-        """Record (or refresh) what keys a running process holds."""
+    async def report_key_holder(self, process: str, encryption_keys: Sequence[str], registry_kid: str) -> None:
+        """Record (or refresh) what keys a running process holds, stamped by the database's clock."""
         ...
 
-    async def list_key_holders(self, seen_since: datetime) -> list[KeyHolder]:
-        """The processes that reported since `seen_since`, by process."""
+    async def list_key_holders(self, within: float) -> list[KeyHolder]:
+        """The processes that reported within the last `within` seconds (the database's clock), by process."""
         ...
 
     async def forget_key_holder(self, process: str) -> None: ...
-    async def delete_stale_key_holders(self, seen_before: datetime) -> int: ...
+    async def delete_stale_key_holders(self, older_than: float) -> int: ...
     async def list_sealed_deploy_tokens(self) -> list[tuple[int, bytes]]:
         """(id, sealed secret) of every token whose secret is kept sealed (`gitlab-deploy-token`), by id."""
         ...

@@ -321,6 +321,12 @@ class PostgresStore(SharedQueries):
             status = await conn.execute(_numbered(sql), *args)
         return _affected(status)
 
+    def _clock_sql(self, seconds_ago: str) -> str:
+        return f"now() - make_interval(secs => {seconds_ago})"
+
+    def _age_sql(self) -> str:
+        return "extract(epoch FROM now() - seen_at)"
+
     @staticmethod
     def _stamp(value: datetime | None) -> datetime | None:
         return value  # asyncpg encodes an aware datetime as timestamptz

@@ -557,29 +557,40 @@ class SharedQueries(ABC):
         return await self._change("DELETE FROM deploy_tokens WHERE id = ?", token_id) > 0
 
     # --- the keys each running process holds (gateway/key_holders.py) ------------------------------------------
-    # Nothing the hot-read cache holds: a report every few seconds per process must not clear it.
+    # Nothing the hot-read cache holds: a report every few seconds per process must not clear it. Stamped and aged
+    # by one clock, the database's (_clock_sql): a replica whose clock is behind must not look stopped.
 
-    async def report_key_holder(self, holder: KeyHolder) -> None:
+    @abstractmethod
+    def _clock_sql(self, seconds_ago: str) -> str:
+        """SQL for the database's time now, minus `seconds_ago` (an SQL expression), in key_holders.seen_at's type."""
+
+    @abstractmethod
+    def _age_sql(self) -> str:
+        """SQL for the seconds since key_holders.seen_at, by the database's clock."""
+
+    async def report_key_holder(self, process: str, encryption_keys: Sequence[str], registry_kid: str) -> None:
         await self._change(
-            f"INSERT INTO key_holders ({KEY_HOLDER_COLUMNS}) VALUES (?, ?, ?, ?) ON CONFLICT (process) DO UPDATE SET"
-            " encryption_keys = excluded.encryption_keys, registry_kid = excluded.registry_kid,"
-            " seen_at = excluded.seen_at",
-            *(holder.process, " ".join(holder.encryption_keys), holder.registry_kid, self._stamp(holder.seen_at)),
+            f"INSERT INTO key_holders ({KEY_HOLDER_COLUMNS}) VALUES (?, ?, ?, {self._clock_sql('0')})"
+            " ON CONFLICT (process) DO UPDATE SET encryption_keys = excluded.encryption_keys,"
+            " registry_kid = excluded.registry_kid, seen_at = excluded.seen_at",
+            *(process, " ".join(encryption_keys), registry_kid),
             clears_cache=False,
         )
 
-    async def list_key_holders(self, seen_since: datetime) -> list[KeyHolder]:
+    async def list_key_holders(self, within: float) -> list[KeyHolder]:
         rows = await self._rows(
-            f"SELECT {KEY_HOLDER_COLUMNS} FROM key_holders WHERE seen_at >= ? ORDER BY process", self._stamp(seen_since)
+            f"SELECT process, encryption_keys, registry_kid, {self._age_sql()} FROM key_holders"
+            f" WHERE seen_at >= {self._clock_sql('?')} ORDER BY process",
+            float(within),
         )
         return [self._records.key_holder(row) for row in rows]
 
     async def forget_key_holder(self, process: str) -> None:
         await self._change("DELETE FROM key_holders WHERE process = ?", process, clears_cache=False)
 
-    async def delete_stale_key_holders(self, seen_before: datetime) -> int:
+    async def delete_stale_key_holders(self, older_than: float) -> int:
         return await self._change(
-            "DELETE FROM key_holders WHERE seen_at < ?", self._stamp(seen_before), clears_cache=False
+            f"DELETE FROM key_holders WHERE seen_at < {self._clock_sql('?')}", float(older_than), clears_cache=False
         )
 
     async def list_sealed_deploy_tokens(self) -> list[tuple[int, bytes]]:

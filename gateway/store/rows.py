@@ -177,9 +177,7 @@ class Rows:
         )
 
     def key_holder(self, row: Sequence[Any]) -> KeyHolder:
-        return KeyHolder(
-            process=row[0], encryption_keys=tuple(row[1].split()), registry_kid=row[2], seen_at=self.must_ts(row[3])
-        )
+        return KeyHolder(process=row[0], encryption_keys=tuple(row[1].split()), registry_kid=row[2], age=float(row[3]))
 
     def auth_failures(self, row: Sequence[Any]) -> AuthFailures:
         return AuthFailures(

@@ -248,6 +248,13 @@ class SQLiteStore(SharedQueries):
 
     _stamp = staticmethod(ts)
 
+    def _clock_sql(self, seconds_ago: str) -> str:
+        # ts()'s fixed width (microseconds), so that text comparison stays time comparison.
+        return f"strftime('%Y-%m-%dT%H:%M:%f', 'now', '-' || ({seconds_ago}) || ' seconds') || '000Z'"
+
+    def _age_sql(self) -> str:
+        return "(julianday('now') - julianday(seen_at)) * 86400.0"
+
     @staticmethod
     def _words(values: Sequence[str]) -> str:
         return " ".join(values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -16,7 +17,6 @@ from gateway.errors import Conflict
 from gateway.store import queries
 from gateway.store.base import (
     AuditQuery,
-    KeyHolder,
     Keyset,
     Listing,
     NewAuditEvent,
@@ -637,21 +637,23 @@ async def test_sealed_secrets_are_sealed_again_only_if_unchanged(any_store: Stor
 
 
 async def test_key_holders_report_refresh_and_age(any_store: Store) -> None:
-    """What each running process reports it holds (key_holders.py): one row per process, refreshed in place, listed
-    only while recent, gone when the process stops or when it is stale."""
-    first = KeyHolder("host:1:a", ("new", "old"), "kid-1", NOW)
-    await any_store.report_key_holder(first)
-    await any_store.report_key_holder(KeyHolder("host:2:b", ("old",), "", NOW - timedelta(minutes=5)))
-    assert await any_store.list_key_holders(NOW - timedelta(seconds=30)) == [first]
-    assert [h.process for h in await any_store.list_key_holders(NOW - timedelta(hours=1))] == ["host:1:a", "host:2:b"]
-    later = KeyHolder("host:2:b", ("new",), "kid-2", NOW + timedelta(seconds=10))
-    await any_store.report_key_holder(later)  # the same process, reporting again
-    assert await any_store.list_key_holders(NOW - timedelta(seconds=30)) == [first, later]
-    await any_store.forget_key_holder("host:1:a")
-    assert await any_store.list_key_holders(NOW - timedelta(hours=1)) == [later]
-    assert await any_store.delete_stale_key_holders(NOW + timedelta(seconds=10)) == 0
-    assert await any_store.delete_stale_key_holders(NOW + timedelta(seconds=11)) == 1
-    assert await any_store.list_key_holders(NOW - timedelta(hours=1)) == []
+    """What each running process reports it holds (key_holders.py): one row per process, refreshed in place, stamped
+    and aged by the database's clock, listed only while recent, gone when the process stops or when it is stale."""
+    await any_store.report_key_holder("host:1:a", ("new", "old"), "kid-1")
+    await any_store.report_key_holder("host:2:b", ("old",), "")
+    listed = await any_store.list_key_holders(30)
+    assert [(h.process, h.encryption_keys, h.registry_kid) for h in listed] == [
+        ("host:1:a", ("new", "old"), "kid-1"),
+        ("host:2:b", ("old",), ""),
+    ]
+    assert all(0 <= h.age < 5 for h in listed)
+    await asyncio.sleep(0.3)
+    assert await any_store.list_key_holders(0.2) == []  # older than that by the database's clock
+    await any_store.report_key_holder("host:2:b", ("new",), "kid-2")  # the same process, reporting again
+    assert [(h.process, h.encryption_keys) for h in await any_store.list_key_holders(0.2)] == [("host:2:b", ("new",))]
+    assert await any_store.delete_stale_key_holders(0.2) == 1  # host:1:a, not heard of since
+    await any_store.forget_key_holder("host:2:b")
+    assert await any_store.list_key_holders(30) == []
 
 
 async def test_active_filter_agrees_with_the_one_rule(any_store: Store) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.errors import StoreError
 from gateway.store import copy
-from gateway.store.base import AuditQuery, KeyHolder, Listing, NewAuditEvent, NewDeployToken, Store, TokenUse
+from gateway.store.base import AuditQuery, Listing, NewAuditEvent, NewDeployToken, Store, TokenUse
 from gateway.store.copy import TABLES, NotEmpty, SchemaMismatch, copy_store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore, migrations
@@ -138,7 +138,7 @@ async def fill(store: Store) -> dict[str, int]:
     )
     await store.record_auth_failure("192.0.2.7", now=NOW, window_start_after=NOW - timedelta(minutes=3))
     await store.ban_address("198.51.100.0", until=NOW + timedelta(hours=1), now=NOW)
-    await store.report_key_holder(KeyHolder("gw-1:4242:0a1b", ("new-key", "old-key"), "kid", NOW))
+    await store.report_key_holder("gw-1:4242:0a1b", ("new-key", "old-key"), "kid")
     await store.insert_audit_events(
         [
             NewAuditEvent(NOW, alice.id, "Project", app.id, "deploy_token_created", {"a": [1, {"b": None}], "é": "ü"}),

@@ -3,12 +3,14 @@ unchanged one is not (a reload that fails would otherwise be retried and logged 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from gateway import key_watch
 from gateway.key_watch import Watched
 
 
@@ -25,6 +27,10 @@ def touch(path: Path) -> None:
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))
 
 
+def chmod(path: Path) -> None:
+    path.chmod(0o644)  # as `chown`/`chmod` after a step run as another user: only the ctime changes
+
+
 def delete(path: Path) -> None:
     path.unlink()
 
@@ -33,7 +39,7 @@ def create(path: Path) -> None:
     path.with_name("staged").write_bytes(b"k")
 
 
-@pytest.mark.parametrize("change", [rewrite, replace, touch, delete, create])
+@pytest.mark.parametrize("change", [rewrite, replace, touch, chmod, delete, create])
 def test_a_change_is_loaded_once(tmp_path: Path, change: Callable[[Path], None]) -> None:
     active = tmp_path / "active"
     active.write_bytes(b"key")
@@ -45,3 +51,27 @@ def test_a_change_is_loaded_once(tmp_path: Path, change: Callable[[Path], None])
     watched.check()
     watched.check()
     assert loads == [1]
+
+
+async def test_the_watch_goes_on_after_a_look_that_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever one look meets is logged: a watch that ended would leave the process behind every rotation."""
+    monkeypatch.setattr(key_watch, "CHECK_INTERVAL", 0.01)
+    active = tmp_path / "active"
+    active.write_bytes(b"key")
+    reports = []
+
+    def failing_reload() -> None:
+        raise PermissionError(13, "Permission denied")
+
+    async def report() -> None:
+        reports.append(1)
+
+    watching = asyncio.create_task(key_watch.watch([Watched([active], failing_reload)], report))
+    await asyncio.sleep(0.05)
+    active.write_bytes(b"other")
+    await asyncio.sleep(0.1)
+    assert not watching.done() and len(reports) >= 3
+    watching.cancel()
+    assert "key files not checked this time" in caplog.text and "Permission denied" in caplog.text
