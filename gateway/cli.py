@@ -790,15 +790,25 @@ def cmd_registry_key_show(config: Config, args: argparse.Namespace) -> int:
 
     for cert in key_rotation.certificates(config.registry):
         _say(f"{cert.role:<9} {cert.algorithm}  {cert.kid}  valid until {cert.not_after.date().isoformat()}")
+
+    async def work(store: Store) -> tuple[list[KeyHolder], list[KeyHolder]]:
+        return await key_watch.recent(store), await key_watch.quiet(store)
+
     try:
         # Read only, and not migrated: `show` must not change a database older gateways still serve.
-        holders = asyncio.run(_with_store(config, key_watch.recent, migrate=False))
+        holders, quiet = asyncio.run(_with_store(config, work, migrate=False))
     except StoreError as exc:
         _note(f"the running processes are not known: {exc}")
         return 0
     for holder in holders:
         _say(f"process   {_process(holder)}  signs with {holder.registry_kid or 'no key'}")
+    _say_quiet(quiet)
     return 0
+
+
+def _say_quiet(quiet: Sequence[KeyHolder]) -> None:
+    for holder in quiet:
+        _say(f"quiet     {_process(holder)}: killed, or cannot reach the database; not waited for")
 
 
 def cmd_registry_key_rotate(config: Config, args: argparse.Namespace) -> int:
@@ -876,13 +886,14 @@ def cmd_encryption_key_show(config: Config, args: argparse.Namespace) -> int:
             after = _day(encryption_keys.retire_after(key_path))
             _say(f"retiring  {box.key_id}  retire after {after} (refresh tokens), or sooner with --now")
 
-    async def work(store: Store) -> tuple[list[tuple[int, bytes]], list[KeyHolder]]:
-        return await store.list_sealed_deploy_tokens(), await key_watch.recent(store)
+    async def work(store: Store) -> tuple[list[tuple[int, bytes]], list[KeyHolder], list[KeyHolder]]:
+        return await store.list_sealed_deploy_tokens(), await key_watch.recent(store), await key_watch.quiet(store)
 
-    sealed, holders = asyncio.run(_with_store(config, work))
+    sealed, holders, quiet = asyncio.run(_with_store(config, work))
     for holder in holders:
         seals, *opens = holder.encryption_keys
         _say(f"process   {_process(holder)}  seals with {seals}" + (f", opens with {' '.join(opens)}" if opens else ""))
+    _say_quiet(quiet)
     found = [keyring.opener(value, purpose=encryption_keys.DEPLOY_TOKEN_PURPOSE) for _, value in sealed]
     # By position, not by id: after a cut activation the retiring file is the active key again.
     counts = ", ".join(

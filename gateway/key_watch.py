@@ -72,6 +72,12 @@ async def recent(store: Store) -> list[KeyHolder]:
     return await store.list_key_holders(SETTLE)
 
 
+async def quiet(store: Store) -> list[KeyHolder]:
+    """The processes that reported within FORGOTTEN_AFTER but not within SETTLE: killed, or unable to reach the
+    database. Not waited for: `show` names them, so that a replica gone quiet while it serves is noticed."""
+    return [holder for holder in await store.list_key_holders(FORGOTTEN_AFTER) if holder.age > SETTLE]
+
+
 def lagging(holders: Sequence[KeyHolder], needs: Callable[[KeyHolder], bool], what: str) -> str | None:
     """Why a step cannot go ahead yet (the processes that lack what it needs), or None."""
     behind = [h for h in holders if not needs(h)]

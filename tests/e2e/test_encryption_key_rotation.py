@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -344,3 +345,38 @@ def test_a_replica_with_its_own_copy_of_the_keys_holds_each_step_back_until_it_h
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.mark.parametrize(
+    ("age", "kind"),
+    [
+        (5, "process"),  # running: the steps wait for it
+        (90, "quiet"),  # gone without a word: named, not waited for
+        (2 * 86400, None),  # forgotten
+    ],
+)
+def test_show_names_a_process_by_the_age_of_its_last_report(tmp_path: Path, age: int, kind: str | None) -> None:
+    """A process that stopped reporting without a word (killed, or cut off from the database) is not waited for by
+    the steps, but `show` names it for a day, so that a replica gone quiet while it serves is noticed."""
+    config = write_config(tmp_path / "gw")
+    init(config)
+    key_id = encryption_key(config, "show").stdout.split()[1]
+    seen = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - age))
+    with sqlite3.connect(config.parent / "data" / "gateway.db") as db:
+        db.execute("INSERT INTO key_holders VALUES ('otherhost:4242:ab', ?, '', ?)", (key_id, seen))
+    db.close()
+    for command in ("encryption-key", "registry-key"):
+        shown = run_gateway(config, command, "show")
+        assert shown.returncode == 0, shown.stderr
+        mentions = [text for text in shown.stdout.splitlines() if "otherhost" in text]
+        if kind is None:
+            assert mentions == []
+            continue
+        assert len(mentions) == 1, mentions
+        found = re.match(rf"{kind} +otherhost pid 4242 \(reported (\d+) s ago\)(.*)$", mentions[0])
+        assert found is not None and age <= int(found.group(1)) <= age + 10, mentions
+        rest = found.group(2)
+        if kind == "quiet":
+            assert rest == ": killed, or cannot reach the database; not waited for"
+        else:
+            assert rest.startswith("  seals with" if command == "encryption-key" else "  signs with"), rest
