@@ -46,7 +46,8 @@ class Replica:
 
     def access_log(self) -> list[dict[str, Any]]:
         entries = []
-        for line in self.log.read_text(errors="replace").splitlines():
+        # Whole lines only: the one being written while this reads has no newline yet (half a JSON object).
+        for line in self.log.read_text(errors="replace").split("\n")[:-1]:
             if line.startswith("{") and '"gateway.access"' in line:
                 entries.append(json.loads(line))
         return entries
