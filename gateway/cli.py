@@ -435,8 +435,7 @@ def _serve_workers(config: Config, host: str, port: int, count: int) -> int:
     # Before forking: migrations run once (not raced by N workers), and a bad key file or database fails here with
     # one clear error instead of N crashing workers.
     keyring = encryption_keys.load_keyring(Path(config.storage.encryption_key), strict=False)
-    for problem in keyring.damaged:
-        log.error("encryption key file left out, the other keys are in use: %s", problem)
+    encryption_keys.say_damaged(keyring)
     preloaded = Preloaded(load_key(config), tls.Reloader.load(config.server), keyring, config)
     asyncio.run(_with_store(config, lambda store: store.schema_version()))
     try:
@@ -801,14 +800,14 @@ def cmd_registry_key_show(config: Config, args: argparse.Namespace) -> int:
         _note(f"the running processes are not known: {exc}")
         return 0
     for holder in holders:
-        _say(f"process   {_process(holder)}  signs with {holder.registry_kid or 'no key'}")
+        _say(f"process   {key_watch.named(holder)}  signs with {holder.registry_kid or 'no key'}")
     _say_quiet(quiet)
     return 0
 
 
 def _say_quiet(quiet: Sequence[KeyHolder]) -> None:
     for holder in quiet:
-        _say(f"quiet     {_process(holder)}: killed, or cannot reach the database; not waited for")
+        _say(f"quiet     {key_watch.named(holder)}: killed, or cannot reach the database; not waited for")
 
 
 def cmd_registry_key_rotate(config: Config, args: argparse.Namespace) -> int:
@@ -892,7 +891,10 @@ def cmd_encryption_key_show(config: Config, args: argparse.Namespace) -> int:
     sealed, holders, quiet = asyncio.run(_with_store(config, work))
     for holder in holders:
         seals, *opens = holder.encryption_keys
-        _say(f"process   {_process(holder)}  seals with {seals}" + (f", opens with {' '.join(opens)}" if opens else ""))
+        _say(
+            f"process   {key_watch.named(holder)}  seals with {seals}"
+            + (f", opens with {' '.join(opens)}" if opens else "")
+        )
     _say_quiet(quiet)
     found = [keyring.opener(value, purpose=encryption_keys.DEPLOY_TOKEN_PURPOSE) for _, value in sealed]
     # By position, not by id: after a cut activation the retiring file is the active key again.
@@ -907,10 +909,6 @@ def cmd_encryption_key_show(config: Config, args: argparse.Namespace) -> int:
         + (f", {len(unreadable)} by no key here (deploy tokens {unreadable})" if unreadable else "")
     )
     return 0
-
-
-def _process(holder: KeyHolder) -> str:
-    return key_watch.named(holder)
 
 
 def cmd_encryption_key_rotate(config: Config, args: argparse.Namespace) -> int:

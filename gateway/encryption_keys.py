@@ -115,6 +115,12 @@ def load_keyring(key_path: Path, *, strict: bool = True) -> Keyring:
     return Keyring(active, tuple(others), damaged=tuple(damaged))
 
 
+def say_damaged(keyring: Keyring) -> None:
+    """Log each key file load_keyring(strict=False) left out."""
+    for problem in keyring.damaged:
+        log.error("encryption key file left out, the other keys are in use: %s", problem)
+
+
 class EncryptionKeys:
     """The Keyring this process uses now: a reload (SIGHUP, after each step of a rotation) replaces it whole."""
 
@@ -129,8 +135,7 @@ class EncryptionKeys:
 
     def _said_damaged(self, keyring: Keyring) -> None:
         if keyring.damaged != self._damaged:  # once, not at every look
-            for problem in keyring.damaged:
-                log.error("encryption key file left out, the other keys are in use: %s", problem)
+            say_damaged(keyring)
         self._damaged = keyring.damaged
 
     def reload(self, *, fresh: bool = False) -> bool:
