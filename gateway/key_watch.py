@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from gateway.file_stamps import stamp
 from gateway.store.base import KeyHolder, Store
 
 log = logging.getLogger("gateway.keys")
@@ -20,22 +21,6 @@ CHECK_INTERVAL = 10.0
 SETTLE = 3 * CHECK_INTERVAL
 # Reports older than this (seconds) are of processes gone without a word (killed): pruned as a process starts.
 FORGOTTEN_AFTER = 24 * 3600.0
-
-Stamp = tuple[tuple[int, int, int, int] | None, ...]
-
-
-def stamp(paths: Sequence[Path]) -> Stamp:
-    """What changes when a file is written, replaced (renamed over), created or deleted, or given another owner or
-    mode (its ctime: `chown gateway` after a step run as root must be noticed); None for a missing one."""
-    found: list[tuple[int, int, int, int] | None] = []
-    for path in paths:
-        try:
-            st = path.stat()
-        except OSError:
-            found.append(None)
-        else:
-            found.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-    return tuple(found)
 
 
 class Watched:

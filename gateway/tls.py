@@ -13,30 +13,12 @@ from pathlib import Path
 
 from gateway.config import ServerConfig
 from gateway.errors import ConfigError
+from gateway.file_stamps import Stamp, stamp
 
 log = logging.getLogger("gateway.tls")
 
 # How often the files are looked at for a renewal that nobody signalled (certbot without a deploy hook).
 CHECK_INTERVAL = 60.0
-
-
-Stamp = tuple[tuple[int, int, int], ...]
-
-
-def _current_stamp(*paths: Path) -> Stamp | None:
-    try:
-        return _stamp(*paths)
-    except OSError:
-        return None  # a renewal replacing the files right now: looked at again next time
-
-
-def _stamp(*paths: Path) -> Stamp:
-    """What changes when a file is rewritten or replaced (renamed over, as ACME clients and Kubernetes do)."""
-    stamps = []
-    for path in paths:
-        st = path.stat()
-        stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(stamps)
 
 
 def _load(certificate: Path, key: Path) -> ssl.SSLContext:
@@ -96,28 +78,29 @@ class Reloader:
         """The listener's context with its reloader (None: plain HTTP); the files' stamp taken before reading."""
         if not config.tls_certificate:
             return None
-        stamp = _current_stamp(Path(config.tls_certificate), Path(config.tls_key))
+        loaded = stamp((Path(config.tls_certificate), Path(config.tls_key)))
         context = server_context(config)
         assert context is not None
-        return cls(context, config, stamp)
+        return cls(context, config, loaded)
 
     def _switch(self, connection: ssl.SSLObject, server_name: str | None, listener: ssl.SSLContext) -> None:
         if self.current is not listener:
             connection.context = self.current
 
-    def _current(self) -> Stamp | None:
-        return _current_stamp(*self.paths)
+    def _current(self) -> Stamp:
+        return stamp(self.paths)
 
     def reload(self, *, only_if_changed: bool = False) -> bool:
-        stamp = self._current()
-        if only_if_changed and (stamp is None or stamp == self.loaded):
+        now = self._current()
+        # A file missing: a renewal replacing the files right now, looked at again next time.
+        if only_if_changed and (None in now or now == self.loaded):
             return False
         try:
             self.current = _load(*self.paths)
         except ConfigError as exc:
             log.error("TLS certificate not reloaded, the one loaded before is still served: %s", exc)
-            self.loaded = stamp  # not retried until the files change again
+            self.loaded = now  # not retried until the files change again
             return False
-        self.loaded = stamp
+        self.loaded = now
         log.info("TLS certificate reloaded from %s (pid %d)", self.paths[0], os.getpid())
         return True

@@ -59,7 +59,18 @@ async def test_a_changed_pair_is_loaded_once_and_a_broken_one_never(
     assert reloader.reload(only_if_changed=True) is False  # not retried until the files change again
     key.write_bytes((tmp_path / "next.key").read_bytes())  # the renewal completes
     assert reloader.reload(only_if_changed=True) is True
-    assert await served_serial(context, client) != second
+    third = await served_serial(context, client)
+    assert third != second
+
+    # A renewal that deletes, then writes the files: the moment between is not a failed reload, only a wait.
+    caplog.clear()
+    key.unlink()
+    with caplog.at_level(logging.ERROR, logger="gateway.tls"):
+        assert reloader.reload(only_if_changed=True) is False
+    assert caplog.text == ""
+    fourth = authority.issue(cert, key)
+    assert reloader.reload(only_if_changed=True) is True
+    assert await served_serial(context, client) == fourth
 
 
 def test_plain_http_has_no_context() -> None:
