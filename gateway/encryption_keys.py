@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError, GatewayError
-from gateway.key_watch import CHECK_INTERVAL, SETTLE, lagging, recent
+from gateway.key_watch import CHECK_INTERVAL, FORGOTTEN_AFTER, SETTLE, lagging, recent
 from gateway.secretbox import KEY_BYTES, SecretBox, load
 
 if TYPE_CHECKING:
@@ -298,8 +298,10 @@ def activated_at(key_path: Path) -> float:
 
 
 def retire_after(key_path: Path) -> float:
-    """When the retiring key vouches for nothing alive any more: a refresh token's life after the activation."""
-    return activated_at(key_path) + REFRESH_TOKEN_LIFE
+    """When the retiring key vouches for nothing alive any more: a refresh token's life after the activation, and a
+    day (key_watch.FORGOTTEN_AFTER) for the refresh tokens a process MACed with it until it reloaded the files (10 s
+    at most when it can read them; longer for one that could not, or a replica with its own copy, updated late)."""
+    return activated_at(key_path) + REFRESH_TOKEN_LIFE + FORGOTTEN_AFTER
 
 
 async def retire(
