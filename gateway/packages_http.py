@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 from aiohttp.helpers import parse_mimetype
 from multidict import CIMultiDict
 
-from gateway import access, authn, packages, packages_documents, principals, proxy
+from gateway import access, authn, packages, packages_documents, principals, proxy, pypi_form
 from gateway.app import CLOCK, CONFIG, PROXY, STORE
 from gateway.clients import CLIENTS
 from gateway.config import Config, PackagesConfig
@@ -32,14 +32,13 @@ from gateway.errors import (
     GatewayTimeout,
     HTTPFailure,
     NotFound,
-    PayloadTooLarge,
     Unauthorized,
 )
 from gateway.middleware import PRINCIPAL
 from gateway.namespaces import parse_ref
 from gateway.package_store import PackageStore, StoredFile
 from gateway.packages import Backend, Format
-from gateway.packages_upload import Limit, check_length, limited, pypi_head, too_large_message
+from gateway.packages_upload import Limit, check_length, limited
 from gateway.policy import Denied, Deny, Operation, Target
 from gateway.principals import Anonymous, Principal
 from gateway.store.base import Namespace, Project
@@ -246,7 +245,13 @@ async def _forward(request: web.Request, backend: Backend, url: str, *, upload: 
 
 
 async def _forward_upload(
-    request: web.Request, backend: Backend, url: str, body: AsyncIterator[bytes] | None, limit: Limit
+    request: web.Request,
+    backend: Backend,
+    url: str,
+    body: AsyncIterator[bytes] | None,
+    limit: Limit,
+    *,
+    content_type: str | None = None,
 ) -> web.StreamResponse:
     try:
         return await request.app[PROXY].forward(
@@ -256,12 +261,14 @@ async def _forward_upload(
             authorization=_auth(backend),
             on_headers=_refuse_backend_challenges,
             body=body,
+            content_type=content_type,
             timeouts=proxy.Timeouts(read=request.app[CONFIG].packages.timeout),
         )
     except (HTTPFailure, aiohttp.ClientError, OSError):
-        if limit.exceeded:
-            # The client sent more than the limit without announcing it; the backend got a cut-off body.
-            raise PayloadTooLarge(too_large_message(limit.maximum)) from None
+        if limit.refused is not None:
+            # The gateway stopped the body (more than the limit, unannounced; a PyPI form going on after its file):
+            # the backend got a cut-off body, the client gets why.
+            raise limit.refused from None
         raise
 
 
@@ -469,7 +476,8 @@ async def pypi_upload(request: web.Request) -> web.StreamResponse:
     mime = parse_mimetype(request.headers.get(hdrs.CONTENT_TYPE, ""))
     if f"{mime.type}/{mime.subtype}" != "multipart/form-data":
         raise BadRequest("400 Bad request - a PyPI upload is a multipart/form-data body")
-    head, upload = await pypi_head(request.content, mime.parameters.get("boundary", ""), config.max_document_size)
+    boundary = pypi_form.boundary(mime.parameters.get("boundary", ""))
+    head, upload = await pypi_form.read_head(request.content, boundary, config.max_document_size)
     if upload.action != "file_upload":
         raise BadRequest("400 Bad request - only the file_upload action is supported")
     name = packages.pypi_name(upload.name)
@@ -480,8 +488,14 @@ async def pypi_upload(request: web.Request) -> web.StreamResponse:
         raise BadRequest(f"400 Bad request - the file {upload.filename[:255]} is not a distribution of {name}")
     await _claim(request, backend, name, project)
     limit = Limit(config.max_upload_size)
-    body = limited(request.content, limit, head=head, expected=request.content_length)
-    return await _forward_upload(request, backend, _root(backend, project), body, limit)
+    body = limit.watched(
+        pypi_form.checked(
+            limited(request.content, limit, head=head, expected=request.content_length), boundary, upload.data_start
+        )
+    )
+    return await _forward_upload(
+        request, backend, _root(backend, project), body, limit, content_type=pypi_form.content_type(boundary)
+    )
 
 
 async def pypi_index(request: web.Request) -> web.StreamResponse:

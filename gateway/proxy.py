@@ -193,6 +193,7 @@ class Forwarder:
         keep_authorization: bool = False,
         on_headers: HeaderHook | None = None,
         body: AsyncIterator[bytes] | None = None,
+        content_type: str | None = None,
         unframed: bool = False,
     ) -> web.StreamResponse:
         """Send `request` to `url` and stream the answer back.
@@ -201,13 +202,16 @@ class Forwarder:
         for the backend (see basic_authorization), replacing the client's. `on_headers(status, headers)` may
         rewrite the response headers, or raise an HTTPFailure to answer the client instead (the backend response
         is released). `body`, when given, is sent instead of the client's body (the caller keeps the client's
-        Content-Length true to it). `unframed` asks HTTP/1.0 of the backend for a long answer of unknown length (git's
-        pack stream): it then arrives delimited by the backend closing the connection, not in HTTP chunks of a few
-        KB each, and is relayed socket to socket instead of parsed chunk by chunk (RFC 9112 §6.3, rule 8).
+        Content-Length true to it), with `content_type` in place of the client's if given. `unframed` asks
+        HTTP/1.0 of the backend for a long answer of unknown length (git's pack stream): it then arrives
+        delimited by the backend closing the connection, not in HTTP chunks of a few KB each, and is relayed
+        socket to socket instead of parsed chunk by chunk (RFC 9112 §6.3, rule 8).
         """
         headers = request_headers(request, keep_host=keep_host, keep_authorization=keep_authorization)
         if authorization is not None:
             headers[hdrs.AUTHORIZATION] = authorization  # the gateway's own credentials replace the client's
+        if content_type is not None:
+            headers[hdrs.CONTENT_TYPE] = content_type
         data: AsyncIterator[bytes] | RelayedUpload | None = None
         relayed = RelayedUpload.of(request, timeouts) if body is None else None
         if body is not None:

@@ -227,3 +227,54 @@ async def test_upload_whose_file_is_not_the_named_project_is_refused(
         ) as resp:
             assert resp.status == 400
             assert message in (await resp.json())["message"]
+
+
+def part(name: str, value: bytes, filename: str | None = None, *, disposition: str = "") -> bytes:
+    disposition = disposition or f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    return f"--B0UND\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+
+
+def smuggling_form(own: str, victim: str, trick: str) -> bytes:
+    """An upload of `own`'s file by its project's token, with a trick that makes a form parser other than the
+    gateway's (pypiserver's: Python's cgi, through bottle) act on the victim project's file instead."""
+    fields = part(":action", b"file_upload") + part("name", own.encode()) + part("version", b"1.0.0")
+    own_file = f"{own.replace('-', '_')}-1.0.0.tar.gz"
+    victim_file = f"{victim.replace('-', '_')}-9.9.9.tar.gz"
+    planted = part("content", b"MALICIOUS", victim_file)
+    if trick == "second content part":  # cgi keeps the last value of a repeated field
+        return fields + part("content", b"own", own_file) + planted + b"--B0UND--\r\n"
+    if trick == "remove after the file":
+        removal = part(":action", b"remove_pkg") + part("name", victim.encode()) + part("version", b"1.0.0")
+        return fields + part("content", b"own", own_file) + removal + b"--B0UND--\r\n"
+    if trick == "two file names":  # cgi keeps the last parameter of a name
+        disposition = f'form-data; name="content"; filename="{own_file}"; filename="{victim_file}"'
+        return fields + part("content", b"MALICIOUS", disposition=disposition) + b"--B0UND--\r\n"
+    assert trick == "boundary after a bare LF"  # cgi starts a part there
+    return fields + part("content", b"own\n" + planted.removesuffix(b"\r\n"), own_file) + b"--B0UND--\r\n"
+
+
+@pytest.mark.parametrize(
+    "trick", ["second content part", "remove after the file", "two file names", "boundary after a bare LF"]
+)
+async def test_an_upload_form_cannot_reach_another_projects_files(
+    gateway: str, world: World, clock: FixedClock, tmp_path: Path, trick: str
+) -> None:
+    """Found by a review: the gateway checked the first `content` part, pypiserver acted on the last one (or on
+    an `:action` after it), so one project's write token planted or removed another project's files."""
+    c = await cast(world, clock, prefix="t5")
+    victim, own = f"victim-{uuid.uuid4().hex[:8]}", f"own-{uuid.uuid4().hex[:8]}"
+    dist = wheel(tmp_path, victim)
+    assert (await twine(gateway, c.pa.id, c.secrets["pa_write"], dist))[0] == 0
+    page = f"{gateway}/api/v4/projects/{c.pa.id}/packages/pypi/simple/{victim}/"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(page, headers=basic(c.secrets["pa_read"])) as resp:
+            before = await resp.text()
+        assert dist.name in before
+        async with http.post(
+            f"{gateway}/api/v4/projects/{c.pb.id}/packages/pypi",
+            data=smuggling_form(own, victim, trick),
+            headers={**basic(c.secrets["pb_write"]), "Content-Type": "multipart/form-data; boundary=B0UND"},
+        ) as resp:
+            assert resp.status == 400, await resp.text()
+        async with http.get(page, headers=basic(c.secrets["pa_read"])) as resp:
+            assert resp.status == 200 and await resp.text() == before  # nothing planted, nothing removed

@@ -8,9 +8,7 @@ import json
 import pytest
 
 from gateway import packages, packages_documents
-from gateway.errors import BadRequest
 from gateway.packages import Backend
-from gateway.packages_upload import pypi_head
 
 
 @pytest.mark.parametrize(
@@ -216,57 +214,3 @@ def test_npm_tarballs_move_to_the_gateway() -> None:
     }
     with pytest.raises(ValueError):
         packages_documents.npm_document(b"[1]", roots=[], gateway_base="")
-
-
-class Chunks:
-    """Feeds a body in small pieces, as a network would (the head parser must cope with any split)."""
-
-    def __init__(self, body: bytes, size: int) -> None:
-        self.parts = [body[i : i + size] for i in range(0, len(body), size)]
-
-    async def read(self, _n: int = -1) -> bytes:
-        return self.parts.pop(0) if self.parts else b""
-
-
-def form(fields: list[tuple[str, str]], filename: str | None = "demo_pkg-1.0-py3-none-any.whl") -> bytes:
-    parts = [f'--BOUND\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields]
-    if filename is not None:
-        parts.append(
-            f'--BOUND\r\nContent-Disposition: form-data; name="content"; filename="{filename}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n".encode()
-            + b"WHEELBYTES" * 100
-            + b"\r\n"
-        )
-    return b"".join(parts) + b"--BOUND--\r\n"
-
-
-TWINE_FIELDS = [(":action", "file_upload"), ("name", "demo-pkg"), ("version", "1.0"), ("description", "x\r\n" * 50)]
-
-
-@pytest.mark.parametrize("split", [1, 7, 100, 1 << 20])
-async def test_pypi_head_reads_fields_before_the_file(split: int) -> None:
-    body = form(TWINE_FIELDS)
-    head, upload = await pypi_head(Chunks(body, split), "BOUND", 1 << 20)  # type: ignore[arg-type]
-    assert (upload.name, upload.version, upload.action, upload.filename) == (
-        "demo-pkg",
-        "1.0",
-        "file_upload",
-        "demo_pkg-1.0-py3-none-any.whl",
-    )
-    assert body.startswith(head)  # what was read is sent on unchanged, nothing lost or added
-
-
-@pytest.mark.parametrize(
-    ("body", "maximum", "message"),
-    [
-        (form(TWINE_FIELDS, filename=None), 1 << 20, "no `content` file part"),
-        (form([("name", "x")]), 1 << 20, ":action, version must come before the file"),
-        (form(TWINE_FIELDS, filename=""), 1 << 20, "has no file name"),
-        (form([*TWINE_FIELDS, ("description", "y" * 5000)]), 1000, "too large"),
-        (b"no multipart at all", 1 << 20, "no `content` file part"),
-    ],
-)
-async def test_pypi_head_refuses_what_twine_would_not_send(body: bytes, maximum: int, message: str) -> None:
-    with pytest.raises(BadRequest) as info:
-        await pypi_head(Chunks(body, 64), "BOUND", maximum)  # type: ignore[arg-type]
-    assert message in info.value.message
