@@ -19,6 +19,7 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 from multidict import CIMultiDict
+from yarl import URL
 
 from gateway import metrics, socket_relay
 from gateway.clients import CLIENTS, DIRECT
@@ -48,23 +49,27 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Whatever identifies the client to the gateway never reaches a backend (ARCHITECTURE.md: only the gateway's
-# own backend credentials do). X-Forwarded-* are set by the gateway itself, never trusted from the client.
-CLIENT_CREDENTIALS = frozenset(
+# own backend credentials do).
+CLIENT_CREDENTIALS = frozenset({"authorization", "private-token", "deploy-token", "job-token", "cookie"})
+# Headers by which a proxy in front of a backend tells it who the user is, where the request came from, or which
+# method and URL it "really" meant: a backend that trusts them (Gitea's X-WEBAUTH-USER, a repository manager's
+# remote-user header, a framework honouring X-HTTP-Method-Override) would act for whoever the client named, with
+# the gateway's credentials. X-Forwarded-For/Proto/Host are set by the gateway itself, never taken from the client.
+CLIENT_ASSERTIONS = frozenset(
     {
-        "authorization",
-        "private-token",
-        "deploy-token",
-        "job-token",
-        "cookie",
-        "x-remote-user",
         "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-forwarded-port",
         "x-real-ip",
+        "remote-user",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-rewrite-url",
+        "x-client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
     }
 )
+CLIENT_ASSERTION_PREFIXES = ("x-forwarded-", "x-remote-", "x-webauth-", "x-auth-request-", "x-original-")
 # Set-Cookie from a backend would land in the gateway's own cookie scope (its UI session lives there).
 RESPONSE_DROPPED = frozenset({"set-cookie"})
 
@@ -91,15 +96,18 @@ def request_headers(
 ) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop and credentials, repeated headers kept, X-Forwarded-* set.
 
-    `keep_authorization` passes the client's Authorization on, for backends that check it themselves (the
-    registry verifies the bearer JWT the gateway signed); the other credential headers are dropped regardless.
+    `keep_authorization` passes the client's bearer Authorization on, for backends that check it themselves (the
+    registry verifies the JWT the gateway signed); a Basic one (a deploy token, a password) never leaves the
+    gateway, nor do the other credential headers, nor what asserts an identity or another method or URL.
     """
-    dropped = HOP_BY_HOP | CLIENT_CREDENTIALS | connection_tokens(request.headers)
-    if keep_authorization:
-        dropped = dropped - {"authorization"}
+    dropped = HOP_BY_HOP | CLIENT_CREDENTIALS | CLIENT_ASSERTIONS | connection_tokens(request.headers)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
-        if name.lower() not in dropped:
+        lowered = name.lower()
+        if lowered == "authorization" and keep_authorization:
+            if value.strip()[:7].lower() == "bearer ":
+                out.add(name, value)
+        elif lowered not in dropped and not lowered.startswith(CLIENT_ASSERTION_PREFIXES):
             out.add(name, value)
     if keep_host and request.host:
         out[hdrs.HOST] = request.host
@@ -119,6 +127,22 @@ def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
         if name.lower() not in dropped:
             out.add(name, value)
     return out
+
+
+def _drop_backend_location(headers: CIMultiDict[str], url: str) -> None:
+    """A Location on the backend's own origin (a backend unaware of the gateway, building URLs from its own address)
+    is of no use to the client, and tells it the internal address: dropped. Relative ones, and ones on the origin the
+    gateway passed in X-Forwarded-Host (pypiserver, verdaccio and the registry build those), pass."""
+    location = headers.get(hdrs.LOCATION)
+    if location is None:
+        return
+    try:
+        target, backend = URL(location), URL(url)
+    except ValueError:
+        headers.popall(hdrs.LOCATION)
+        return
+    if target.is_absolute() and target.origin() == backend.origin():
+        headers.popall(hdrs.LOCATION)
 
 
 def body_is_raw(headers: Mapping[str, str], first: bytes) -> bool:
@@ -264,6 +288,7 @@ class Forwarder:
 
         async with upstream:
             out_headers = response_headers(upstream)
+            _drop_backend_location(out_headers, url)
             if on_headers is not None:
                 on_headers(upstream.status, out_headers)
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)

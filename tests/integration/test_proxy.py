@@ -121,6 +121,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def redirect(request: web.Request) -> web.Response:
+    """A redirect to where the query says; `{self}` is the backend's own origin."""
+    location = request.query["to"].replace("{self}", f"{request.scheme}://{request.host}")
+    return web.Response(status=302, headers={"Location": location})
+
+
 async def hang(request: web.Request) -> web.Response:
     await asyncio.sleep(30)
     return web.Response(text="too late")
@@ -139,6 +145,7 @@ def backend_app() -> web.Application:
     app.router.add_get("/truncated", truncated)
     app.router.add_get("/chunked-dies", chunked_then_dies)
     app.router.add_get("/hang", hang)
+    app.router.add_get("/redirect", redirect)
     app.router.add_get("/stream", stream)
     app.router.add_get("/stream-dies", stream)
     return app
@@ -159,6 +166,7 @@ async def gateway(aiohttp_client: Any, aiohttp_server: Any) -> Gateway:
         inflating: bool = False,
         unframed: bool = False,
         trusted_proxies: list[str] | None = None,
+        keep_authorization: bool = False,
     ) -> tuple[TestClient, web.Application]:
         backend = backend_app()
         server: TestServer = await aiohttp_server(backend, auto_decompress=False)
@@ -173,6 +181,7 @@ async def gateway(aiohttp_client: Any, aiohttp_server: Any) -> Gateway:
                 authorization=auth,
                 timeouts=Timeouts(connect=2, read=read_timeout),
                 unframed=unframed,
+                keep_authorization=keep_authorization,
             )
 
         async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -195,6 +204,41 @@ async def gateway(aiohttp_client: Any, aiohttp_server: Any) -> Gateway:
 FORWARDER = web.AppKey("forwarder", Forwarder)
 
 
+# Found by a review: a backend trusting a proxy's user header, or a method override, would have acted on them.
+ASSERTIONS = [
+    ("X-Forwarded-User", "root"),
+    ("X-Forwarded-Prefix", "/admin"),
+    ("X-WEBAUTH-USER", "root"),
+    ("Remote-User", "root"),
+    ("X-Remote-User", "root"),
+    ("X-Auth-Request-User", "root"),
+    ("X-HTTP-Method-Override", "DELETE"),
+    ("X-Original-URL", "/admin"),
+    ("X-Rewrite-URL", "/admin"),
+    ("Forwarded", "for=6.6.6.6;host=evil.example"),
+    ("X-Real-IP", "6.6.6.6"),
+    ("True-Client-IP", "6.6.6.6"),
+]
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("Bearer eyJhbGciOi.registry.jwt", True),  # the registry checks the JWT the gateway signed itself
+        ("bearer eyJhbGciOi.registry.jwt", True),
+        ("Basic " + base64.b64encode(b"gitlab+deploy-token-1:gldt-secret").decode(), False),  # a secret: never
+        ("Token gldt-secret", False),
+    ],
+)
+async def test_only_a_bearer_authorization_is_kept_for_a_backend_that_checks_it(
+    gateway: Gateway, sent: str, kept: bool
+) -> None:
+    client, _ = await gateway(keep_authorization=True)
+    r = await client.get("/echo/v2/", headers={"Authorization": sent})
+    values = [v for k, v in (await r.json())["headers"] if k.lower() == "authorization"]
+    assert values == ([sent] if kept else [])
+
+
 @pytest.mark.parametrize("backend_auth", [None, basic_authorization("gateway", "backend-secret")])
 async def test_request_headers_are_cleaned(gateway: Gateway, backend_auth: str | None) -> None:
     client, _ = await gateway(auth=backend_auth)
@@ -207,6 +251,7 @@ async def test_request_headers_are_cleaned(gateway: Gateway, backend_auth: str |
         ("Proxy-Authorization", "Basic eHg6eXk="),
         ("X-Forwarded-For", "6.6.6.6"),
         ("X-Forwarded-Host", "evil.example"),
+        *ASSERTIONS,
         ("Connection", "keep-alive, X-Listed-In-Connection"),
         ("X-Listed-In-Connection", "hop"),
         ("Keep-Alive", "timeout=5"),
@@ -228,6 +273,7 @@ async def test_request_headers_are_cleaned(gateway: Gateway, backend_auth: str |
         "x-listed-in-connection",
         "keep-alive",
         "te",
+        *(name.lower() for name, _ in ASSERTIONS),
     ):
         assert dropped not in names, dropped
     values = {k.lower(): v for k, v in seen["headers"]}
@@ -408,3 +454,19 @@ async def test_a_close_delimited_answer_cut_by_a_reset_aborts_the_client(gateway
     assert r.status == 200
     with pytest.raises(aiohttp.ClientPayloadError):
         await r.read()  # never the last chunk after a partial body
+
+
+@pytest.mark.parametrize(
+    ("to", "kept"),
+    [
+        ("{self}/internal/path", False),  # the backend's own address: of no use to the client, and internal
+        ("/relative/path", True),
+        ("https://registry.example.com/v2/app/blobs/uploads/1", True),  # built from X-Forwarded-Host
+        ("http://[bad", False),
+    ],
+)
+async def test_a_location_on_the_backends_own_origin_is_dropped(gateway: Gateway, to: str, kept: bool) -> None:
+    client, _ = await gateway()
+    r = await client.get("/redirect", params={"to": to}, allow_redirects=False)
+    assert r.status == 302
+    assert r.headers.get("Location") == (to if kept else None)
