@@ -167,6 +167,7 @@ def maven_path(raw: str) -> MavenPath | str:
 # PEP 508 names; PEP 503 normalisation.
 _PYPI_NAME_RE = re.compile(r"\A(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]{0,253}[A-Za-z0-9])\Z")
 _DIST_EXTENSIONS = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".egg")
+_SDIST_VERSION_START = re.compile(r"-\d+[a-z_.!+]", re.IGNORECASE)  # pypiserver's pkg_helpers._pkgname_re
 
 
 def pypi_normalize(name: str) -> str:
@@ -179,14 +180,24 @@ def pypi_name(raw: str) -> str | None:
 
 
 def pypi_file_project(filename: str) -> str | None:
-    """The normalised project a distribution file belongs to, read from its name (PEP 427 wheels, PEP 625 sdists):
-    the part before the first '-' that is followed by a digit (the version). `.metadata` files (PEP 658) belong to
-    their distribution. None for names that are no distribution."""
+    """The normalised project a distribution file belongs to, read from its name as pypiserver reads it (it files
+    an upload by that, pkg_helpers.guess_pkgname_and_version): a wheel's name ends at its first '-' (PEP 427 has
+    none in names); an sdist's at the one '-' it has, else at the last one when it has no '.', else at the first
+    '-' before digits and one of `a-z_.!+` (`foo-2-1.0.tar.gz` is `foo-2`'s). The version must start with a digit.
+    `.metadata` files (PEP 658) belong to their distribution. None for names that are no distribution."""
     base = filename.removesuffix(".metadata")
-    if not segment_ok(filename) or not base.endswith(_DIST_EXTENSIONS):
+    extension = next((e for e in _DIST_EXTENSIONS if base.endswith(e)), None)
+    if not segment_ok(filename) or extension is None:
         return None
-    m = re.match(r"\A(.+?)-\d", base)
-    return pypi_name(m.group(1)) if m else None
+    stem = base.removesuffix(extension)
+    if extension == ".whl":
+        name, _, version = stem.partition("-")
+    elif stem.count("-") == 1 or "." not in stem:
+        name, _, version = stem.rpartition("-")
+    else:
+        name = _SDIST_VERSION_START.split(stem, maxsplit=1)[0]
+        version = stem[len(name) + 1 :]
+    return pypi_name(name) if name and version[:1].isdigit() else None
 
 
 # --- npm ------------------------------------------------------------------------------------------------------------

@@ -83,6 +83,13 @@ def test_generic_files(name: str, version: str, file: str, problem: str | None) 
         ("foo-bar-1.0.tar.gz", "foo-bar"),
         ("foo-1.0-bar.tar.gz", "foo"),
         ("foo-bar.tar.gz", None),
+        # As pypiserver files them (found by a review: `foo-2-1.0.tar.gz` was `foo`'s here, `foo-2`'s there).
+        ("foo-2-1.0.tar.gz", "foo-2"),
+        ("foo-2-1.tar.gz", "foo-2"),
+        ("foo-2.tar.gz", "foo"),
+        ("foo-1.0-py3.8.egg", "foo"),
+        ("foo-1.0.zip.metadata", "foo"),
+        ("foo_bar-1.0-1-py3-none-any.whl", "foo-bar"),
         ("foo-1.0.exe", None),
         ("../foo-1.0.tar.gz", None),
         ("-1.0.tar.gz", None),
