@@ -49,6 +49,10 @@ class _Child:
             self.stderr.append(line.decode(errors="replace").rstrip())
             del self.stderr[:-STDERR_LINES]
 
+    def _pipe(self, fd: int) -> asyncio.BaseTransport | None:
+        transport = getattr(self.proc, "_transport", None)  # asyncio.subprocess.Process has no public one
+        return transport.get_pipe_transport(fd) if transport is not None else None
+
     def kill(self) -> None:
         if self.proc.returncode is None:
             with suppress(ProcessLookupError, PermissionError):
@@ -62,6 +66,12 @@ class _Child:
                 self.feeder.cancel()
             with suppress(asyncio.CancelledError):
                 await self.feeder  # _feed itself never raises
+            # Read to its end, or abandoned: closed first. asyncio's wait() returns only once every pipe has ended,
+            # and an abandoned answer's pipe, full and paused, would never end: a client that left mid-clone held
+            # its handler and a git.max_processes slot until git.timeout (found by a README walkthrough).
+            stdout = self._pipe(1)
+            if stdout is not None:
+                stdout.close()
             code = await self.proc.wait()
             # killpg also reaps grandchildren that kept stderr open; the drain ends at their exit.
             await self.drainer
@@ -213,13 +223,14 @@ async def run(
             await child.finish()
             abort(request, response)
             return response
-        except ConnectionResetError:
-            # The client went away: stop the child (and its process group) right now.
+        except ConnectionError:
+            # The client went away (a reset, or aiohttp's "Connection lost" while a write waited on a full buffer):
+            # stop the child (and its process group) right now.
             child.client_gone = True
             child.kill()
             log.info("client disconnected during %s %s; %s killed", request.method, request.path, name)
             await child.finish()
-            return response
+            raise  # logged as 499 (middleware): the client did not wait for the answer
         except BaseException:
             child.kill()
             await child.finish()
@@ -229,7 +240,7 @@ async def run(
         code = await child.finish()
         if child.client_gone:
             abort(request, response)
-            return response
+            raise ConnectionResetError("the client's request body failed")  # logged as 499
         if code != 0:
             metrics.backend_failed(METRICS_NAME, "exit_status")
             log.warning("%s exited with %s: %s", name, code, " | ".join(child.stderr) or "no stderr")

@@ -200,6 +200,12 @@ class AccessEntry(dict[str, object]):
         return json.dumps(self)
 
 
+def client_gone(request: web.Request) -> bool:
+    """The client's connection is closed or closing: a ConnectionError now is its leaving, not a failure here."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @web.middleware
 async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id", "")
@@ -216,14 +222,13 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
     except web.HTTPException as exc:
         status = exc.status
         raise
-    except ConnectionResetError:
+    except ConnectionError:
+        if not client_gone(request):
+            raise
         status = CLIENT_CLOSED  # not the gateway's failure: the client went away mid-request or mid-answer
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            # Raised on, aiohttp would log the client's own disconnection as a server error with a traceback. This
-            # answer is never sent (the connection is gone): aiohttp notes that at debug level.
-            return web.Response(status=CLIENT_CLOSED)
-        raise
+        # Raised on, aiohttp would log the client's own disconnection as a server error with a traceback. This
+        # answer is never sent (the connection is gone): aiohttp notes that at debug level.
+        return web.Response(status=CLIENT_CLOSED)
     finally:
         elapsed = time.perf_counter() - started
         metrics.request_done(family_of(request), status, elapsed)
@@ -273,9 +278,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 return render_error(family, 401, GIT_UNAUTHORIZED)
             return render_error(family, exc.status, f"{exc.status} {_REASONS.get(exc.status, exc.reason)}")
         raise
-    except ConnectionResetError:
-        raise  # the client went away; there is nobody to answer
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and client_gone(request):
+            raise  # the client went away; there is nobody to answer
         # Never a traceback to a client; the log keeps it with the request id to find it.
         error_log.exception("unhandled error (request %s)", request.get(REQUEST_ID))
         return render_error(family_of(request), 500, "500 Internal Server Error")

@@ -299,7 +299,7 @@ class Forwarder:
                 response.force_close()  # `Connection: close`: the client must not reuse it (RelayedUpload)
             try:
                 await response.prepare(request)
-            except ConnectionResetError:
+            except ConnectionError:
                 return response
             if request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200:
                 return response
@@ -308,17 +308,23 @@ class Forwarder:
                 await _relay_body(request, response, upstream, sockets, backend, timeouts)
                 return response
             try:
-                while chunk := await upstream.content.read(CHUNK):
-                    await response.write(chunk)
-            except ConnectionResetError:
-                # The client went away; closing the upstream response (async with) stops the backend side.
-                log.info("client disconnected during %s %s", request.method, request.path)
-                return response
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                metrics.backend_failed(backend, "mid_response")
-                log.warning("%s backend failed mid-response (%s): aborting the client connection", backend, exc)
-                abort(request, response)
-                return response
+                while True:
+                    try:
+                        chunk = await upstream.content.read(CHUNK)
+                    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                        metrics.backend_failed(backend, "mid_response")
+                        log.warning("%s backend failed mid-response (%s): aborting the client connection", backend, exc)
+                        abort(request, response)
+                        return response
+                    if not chunk:
+                        break
+                    try:
+                        await response.write(chunk)
+                    except ConnectionError:
+                        # The client went away (a reset, or "Connection lost" while a write waited on a full
+                        # buffer); closing the upstream response (async with) stops the backend side.
+                        log.info("client disconnected during %s %s", request.method, request.path)
+                        raise  # logged as 499 (middleware): the client did not wait for the answer
             finally:
                 metrics.streamed(backend, download=upstream.content.total_bytes)
         return response

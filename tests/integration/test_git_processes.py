@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
+import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -184,3 +187,46 @@ async def test_stalled_client_releases_the_backend(serve: Serve, world: World, t
         with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
             response = await stalled
             await response.read()
+
+
+@pytest.mark.parametrize("megabytes", [2, 40])
+async def test_a_clone_abandoned_by_a_slow_reader_ends_at_once(
+    serve: Serve, world: World, tmp_path: Path, megabytes: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a README walkthrough: a client that reads slowly, then leaves, held its handler and its
+    git.max_processes slot until git.timeout (asyncio's wait() for the child waited for the abandoned stdout pipe),
+    and was then logged as a 500 (aiohttp's "Connection lost" is a ConnectionError, not a reset)."""
+    caplog.set_level("INFO", logger="gateway.access")
+    base = await serve(max_processes=1)
+    dev, path, head = await project_with(world, tmp_path, megabytes=megabytes)
+    body = pkt(f"want {head} no-progress\n") + b"0000" + pkt("done\n")
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    head_lines = (
+        f"POST /{path}.git/git-upload-pack HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: {auth(dev)['Authorization']}\r\n"
+        f"Content-Type: application/x-git-upload-pack-request\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head_lines.encode() + body)
+    got = 0
+    while got < 200_000:
+        data = await reader.read(16384)
+        if not data:
+            break
+        got += len(data)
+        await asyncio.sleep(0.01)
+    assert got >= 200_000
+    writer.close()
+    with caplog.at_level("INFO", logger="gateway.access"):
+        assert await wait_for(lambda: not backend_children(), timeout=10)
+        assert await wait_for(lambda: "git-upload-pack" in caplog.text, timeout=5)
+    [entry] = [json.loads(r.getMessage()) for r in caplog.records if "git-upload-pack" in r.getMessage()]
+    # Written whole into the socket buffers before the client left (2 MB), or cut off by its leaving (40 MB).
+    assert entry["status"] == (200 if megabytes == 2 else 499)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # The slot is free again: the next request is served at once.
+    url = f"{base}/{path}.git/info/refs?service=git-upload-pack"
+    async with aiohttp.ClientSession() as session, session.get(url, headers=auth(dev)) as r:
+        assert r.status == 200
