@@ -17,6 +17,7 @@ from gateway.config import Config
 from gateway.encryption_keys import EncryptionKeys, Keyring
 from gateway.last_use import LastUse
 from gateway.middleware import (
+    IN_FLIGHT,
     error_middleware,
     redact_unparseable_requests,
     request_context_middleware,
@@ -72,6 +73,7 @@ def create_app(
         client_max_size=config.server.max_body_size,
     )
     app[CONFIG] = config
+    app[IN_FLIGHT] = set()
     app.on_response_prepare.append(stamp_request_id)
     app[CLOCK] = clock or SystemClock()
     app[HASHER] = PasswordHasher(config.security.password_memory_kib, config.security.password_iterations)

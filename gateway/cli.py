@@ -379,12 +379,20 @@ async def _watch_certificate(reloader: tls.Reloader) -> None:
 
 def _cut_connections(runner: web.AppRunner) -> None:
     """Abort every connection still open at the shutdown deadline: an aborted transfer is an error to its client
-    (short Content-Length, no final chunk), never a truncated success; the handlers then stop on their next write
-    and kill their git children (cgi.py)."""
+    (short Content-Length, no final chunk), never a truncated success; and cancel the handlers still running,
+    which kills their git children (cgi.py). Most would stop on their next write, but a download in sendfile(2)
+    waits on a socket the abort took out of the event loop: it stopped only at aiohttp's own deadline, 60 s later
+    (found by a README walkthrough)."""
+    from gateway.middleware import IN_FLIGHT  # not at the top: it imports metrics (see metrics.MULTIPROC_ENV)
+
     server = runner.server
     connections = list(server.connections) if server is not None else []
     if connections:
         log.warning("shutdown deadline reached: cutting %d connection(s) still in flight", len(connections))
+    # Cancelled first: a transfer waiting for its socket's buffer to empty before sendfile(2) then lets go of that
+    # wait before the abort's callback would complete it (asyncio raises InvalidStateError the other way round).
+    for task in list(runner.app.get(IN_FLIGHT, ())):
+        task.cancel()
     for handler in connections:
         transport = handler.transport
         if transport is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -36,6 +38,11 @@ REQUEST_ID = web.RequestKey("request_id", str)
 # nginx's code for "client closed request": logged and counted for answers the client did not wait for.
 CLIENT_CLOSED = 499
 PRINCIPAL = web.RequestKey("principal", str)  # a loggable description of who asked (principals.describe)
+# The handlers running now: a stop's deadline (or a second stop signal) cancels them after cutting their
+# connections, since a transfer waiting in sendfile(2) does not notice its connection aborted (cli._cut_connections).
+IN_FLIGHT: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("in_flight")
+# What the access log says of a request the server cut while stopping: it was not the client's leaving (499).
+SERVER_STOPPING = 503
 
 _REASONS = {
     400: "Bad Request",
@@ -214,6 +221,10 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     status = 500
+    in_flight = request.app.get(IN_FLIGHT)
+    task = asyncio.current_task()
+    if in_flight is not None and task is not None:
+        in_flight.add(task)
     try:
         response = await handler(request)
         status = response.status
@@ -229,7 +240,12 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         # Raised on, aiohttp would log the client's own disconnection as a server error with a traceback. This
         # answer is never sent (the connection is gone): aiohttp notes that at debug level.
         return web.Response(status=CLIENT_CLOSED)
+    except asyncio.CancelledError:
+        status = SERVER_STOPPING
+        raise
     finally:
+        if in_flight is not None and task is not None:
+            in_flight.discard(task)
         elapsed = time.perf_counter() - started
         metrics.request_done(family_of(request), status, elapsed)
         if access_log.isEnabledFor(logging.INFO):

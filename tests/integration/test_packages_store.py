@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
+from gateway.cli import _cut_connections
 from gateway.clock import FixedClock
 from gateway.secretbox import SecretBox
 from gateway.store.sqlite import SQLiteStore
@@ -177,3 +183,70 @@ async def test_invalid_names_are_clear_errors_and_write_nothing(
         assert "invalid" in (await resp.json())["message"] or "does not match" in (await resp.json())["message"]
     assert stored_files(data) == before
     assert not (data.parent / "etc").exists()
+
+
+@pytest.mark.parametrize("ending", ["client leaves", "server cuts"])
+async def test_a_download_is_logged_and_ended_with_its_transfer(
+    tmp_path: Path,
+    store: SQLiteStore,
+    clock: FixedClock,
+    box: SecretBox,
+    world: World,
+    ending: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by a README walkthrough: a download was logged when its handler returned, before the file was sent
+    (a 200 of 9 ms for 2 s, never a 499), and a second stop signal during it left the server waiting 60 s."""
+    caplog.set_level("INFO", logger="gateway.access")
+    config = make_config(tmp_path, packages={"max_upload_size": 64 << 20})
+    runner = web.AppRunner(create_app(config, store=store, clock=clock, box=box), auto_decompress=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        project = await world.project("p", await world.group("g"))
+        token = await world.deploy_token(project, ("read_package_registry", "write_package_registry"))
+        path = f"/api/v4/projects/{project.id}/packages/generic/tool/1.0.0/tool.bin"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.put(
+                f"http://{host}:{port}{path}",
+                data=io.BytesIO(b"x" * (32 << 20)),
+                headers={"Deploy-Token": token.secret},
+            ) as r,
+        ):
+            assert r.status == 201
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nDeploy-Token: {token.secret}\r\n\r\n".encode())
+        got = 0
+        while got < 1 << 20:  # slowly: about 0.2 s
+            got += len(await reader.read(65536))
+            await asyncio.sleep(0.01)
+        started = asyncio.get_running_loop().time()
+        if ending == "client leaves":
+            writer.transport.abort()
+        else:
+            _cut_connections(runner)
+
+        def logged() -> list[dict[str, object]]:
+            return [
+                json.loads(r.getMessage())
+                for r in caplog.records
+                if r.name == "gateway.access" and "tool.bin" in r.getMessage() and '"GET"' in r.getMessage()
+            ]
+
+        while not logged() and asyncio.get_running_loop().time() - started < 5:
+            await asyncio.sleep(0.02)
+        [entry] = logged()
+        assert asyncio.get_running_loop().time() - started < 1
+        # The client's leaving (499), or the server stopping (503); either way, the time the transfer lasted.
+        assert entry["status"] == (499 if ending == "client leaves" else 503)
+        assert float(entry["duration_ms"]) > 100  # type: ignore[arg-type]
+        assert not [r for r in caplog.records if r.levelno >= 40], [
+            r.getMessage() for r in caplog.records if r.levelno >= 40
+        ]
+        writer.close()
+    finally:
+        await runner.cleanup()
