@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
@@ -15,6 +16,7 @@ from gateway.clients import CLIENTS, Clients
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.encryption_keys import EncryptionKeys, Keyring
+from gateway.errors import StoreUnavailable
 from gateway.last_use import LastUse
 from gateway.middleware import (
     IN_FLIGHT,
@@ -31,6 +33,8 @@ from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.users import PasswordHasher
 from gateway.web.throttle import LoginThrottle
+
+log = logging.getLogger("gateway")
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
@@ -63,8 +67,10 @@ def create_app(
     box: SecretBox | None = None,
     keyring: Keyring | None = None,
     signing_key: SigningKey | None = None,
+    migrated: bool = False,
 ) -> web.Application:
-    """The whole gateway. A store passed in is used as is (tests); otherwise one is opened and migrated."""
+    """The whole gateway. A store passed in is used as is (tests); otherwise one is opened and migrated, or only
+    opened when the database is `migrated` already (a worker's supervisor did it)."""
     redact_unparseable_requests()
     app = web.Application(
         middlewares=[request_context_middleware, error_middleware],
@@ -87,6 +93,21 @@ def create_app(
             app[STORE] = store
             yield
             return
+        if migrated:
+            # A worker: its supervisor migrated before forking. One (re)started while the database is down serves
+            # the 503s its siblings serve, and connects when the database is back, rather than exit until the
+            # supervisor gives up on the whole server (found by a README walkthrough).
+            try:
+                opened = await open_store(config)
+            except StoreUnavailable as exc:
+                log.warning("%s; answering 503 until it is back", exc)
+                opened = await open_store(config, connect=False)
+            app[STORE] = opened
+            try:
+                yield
+            finally:
+                await opened.close()
+            return
         opened = await open_store(config)
         try:
             # Closed on a failed migration too: its connection thread would keep the process alive after the error.
@@ -106,7 +127,10 @@ def create_app(
         # Bans made before this process started (another worker, a replica, before a restart) hold at once.
         guard = app[BRUTE_FORCE]
         guard.store = app[STORE]
-        await guard.refresh()
+        try:
+            await guard.refresh()
+        except StoreUnavailable as exc:  # a worker started during an outage: no sign-in succeeds until it ends
+            log.warning("failed authentication bans not loaded yet: %s", exc)
         task = asyncio.create_task(guard.keep_fresh()) if guard.enabled else None
         try:
             yield

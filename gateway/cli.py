@@ -256,6 +256,7 @@ async def serve(
         config,
         signing_key=preloaded.key if preloaded is not None else None,
         keyring=preloaded.keyring if preloaded is not None else None,
+        migrated=preloaded is not None,
     )
     # auto_decompress=False: git sends gzip request bodies that must reach `git http-backend` untouched
     # (shared/notes/git.md §2). access_log=None: the request middleware writes the access log.

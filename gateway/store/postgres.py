@@ -227,19 +227,24 @@ class PostgresStore(SharedQueries):
         self.where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
         self._password = unquote(parts.password) if parts.password else None
 
-    async def open(self) -> PostgresStore:
+    async def open(self, *, connect: bool = True) -> PostgresStore:
+        """Connect the pool; without `connect`, an empty pool whose connections are made as requests need them (a
+        worker started while PostgreSQL is down answers 503 until it is back, as the others do)."""
         try:
-            self._pool = await asyncpg.create_pool(
-                self.dsn,
-                min_size=1,
-                max_size=self.pool_size,
-                timeout=CONNECT_TIMEOUT,
-                command_timeout=COMMAND_TIMEOUT,
-                reset=_keep_session,
-            )
+            self._pool = await self._create_pool(min_size=1 if connect else 0)
         except _OUTAGES as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL at {self.where}: {self._describe(exc)}") from exc
         return self
+
+    async def _create_pool(self, *, min_size: int) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            self.dsn,
+            min_size=min_size,
+            max_size=self.pool_size,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=COMMAND_TIMEOUT,
+            reset=_keep_session,
+        )
 
     @staticmethod
     def _contains(column: str, term: str) -> tuple[str, list[Any]]:

@@ -28,7 +28,7 @@ from gateway.store.cache import DEFAULT_TTL
 from gateway.users import AccessLevel
 from tests import pg
 from tests.gitcli import GIT, agit, bare_head, git_env, make_random_repo, push_direct, with_credentials
-from tests.procs import children, wait_until
+from tests.procs import children, processes, wait_until
 from tests.servers import Gateway, GitUpstream, init_gateway, start_gateway, start_git_upstream, write_config
 from tests.world import installed_world
 
@@ -449,11 +449,14 @@ def cluster() -> Iterator[pg.Cluster]:
         yield running
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["single", "workers"])
 async def test_postgres_stopped_is_503_on_every_family_and_the_gateway_recovers_when_it_is_back(
-    tmp_path: Path, started: list[Gateway], cluster: pg.Cluster
+    tmp_path: Path, started: list[Gateway], cluster: pg.Cluster, workers: int
 ) -> None:
+    """With workers, each one is also killed during the outage: a worker started then serves the 503s too, and
+    recovers with the others (found by a README walkthrough: it exited at once, until the supervisor gave up)."""
     dsn = await cluster.create_database("faults")
-    gateway, site = await deploy(tmp_path / "gw", storage={"database": dsn, "pool_size": 2})
+    gateway, site = await deploy(tmp_path / "gw", "--workers", str(workers), storage={"database": dsn, "pool_size": 2})
     started.append(gateway)
     reads, writes = calls(site, writes=False), calls(site, writes=True)
     async with aiohttp.ClientSession() as session:
@@ -462,6 +465,20 @@ async def test_postgres_stopped_is_503_on_every_family_and_the_gateway_recovers_
         cluster.halt_server()
         await asyncio.sleep(DEFAULT_TTL + 0.1)  # past the hot-read cache: every request asks the database
         await assert_unavailable(session, gateway, reads | writes)
+        if workers > 1:
+
+            def live() -> list[int]:  # the workers (their signing processes are theirs, not the supervisor's)
+                return [p.pid for p in processes() if p.ppid == gateway.pid and p.state not in ("Z", "X")]
+
+            for pid in live():
+                os.kill(pid, signal.SIGKILL)
+                assert wait_until(lambda gone=pid: len(live()) == workers and gone not in live()), (
+                    gateway.proc.log_tail()
+                )
+            await asyncio.sleep(1)  # what a worker that cannot start would do meanwhile: exit, again and again
+            assert len(live()) == workers, gateway.proc.log_tail()
+            for _ in range(3):  # new connections: each worker's share
+                await assert_unavailable(session, gateway, reads | writes)
         cluster.start_server()
         # Back on the same address: the pool replaces its dead connections; the very next requests succeed.
         await assert_served(session, gateway, reads | writes)
