@@ -26,19 +26,20 @@ class Table:
     columns: tuple[tuple[str, Kind], ...]
     key: str  # ORDER BY: a stable order, parents before children (an id is handed out after its parent's)
     identity: bool = False  # `id` comes from a sequence whose position must carry over (never reuse a deleted id)
+    copied: bool = True  # False: the state of the processes running on the source, which a copy does not run
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
 
 
-def _table(name: str, key: str, columns: str, *, identity: bool = False) -> Table:
+def _table(name: str, key: str, columns: str, *, identity: bool = False, copied: bool = True) -> Table:
     """A table from its `column:kind` list (kind int unless given)."""
     parsed = []
     for spec in columns.split():
         column, _, kind = spec.partition(":")
         parsed.append((column, kind or "int"))
-    return Table(name, tuple(parsed), key, identity)  # type: ignore[arg-type]
+    return Table(name, tuple(parsed), key, identity, copied)  # type: ignore[arg-type]
 
 
 # Every table of the schema (migrations 0001-0009) but schema_version, in foreign-key order; not SQLite's search
@@ -99,8 +100,10 @@ TABLES: tuple[Table, ...] = (
         "id created_at:ts author_id entity_type:text entity_id event_name:text details:json",
         identity=True,
     ),
-    # Last: added by migration 0010, after every table an earlier release may hold.
-    _table("key_holders", "process", "process:text encryption_keys:text registry_kid:text seen_at:ts"),
+    # Last: added by migration 0010, after every table an earlier release may hold. Not copied: the processes that
+    # reported do not run on the copy (a restored installation listed the old machine's as live, then as quiet for
+    # a day, and a rotation step there could wait on them: found by a README walkthrough).
+    _table("key_holders", "process", "process:text encryption_keys:text registry_kid:text seen_at:ts", copied=False),
 )
 
 
@@ -176,7 +179,8 @@ async def schema_tables(side: Side) -> list[Table]:
             unknown = ", ".join(sorted(held - set(table.names)))
             raise SchemaMismatch(f"{table.name}: columns this gateway does not know: {unknown}")
         if held:
-            tables.append(Table(table.name, tuple(c for c in table.columns if c[0] in held), table.key, table.identity))
+            columns = tuple(c for c in table.columns if c[0] in held)
+            tables.append(Table(table.name, columns, table.key, table.identity, table.copied))
     return tables
 
 
@@ -218,7 +222,7 @@ async def copy_store(
                     f"the target database is not empty ({table.name}: {held} rows): copy only into a new database"
                     " (do not run `gateway init` on it first)"
                 )
-        for table in tables:
+        for table in (t for t in tables if t.copied):
             copied = 0
             async for batch in src.batches(table):
                 await dst.load(table, batch)

@@ -157,6 +157,12 @@ async def dump(store: Store) -> dict[str, list[copy.Row]]:
     return out
 
 
+def as_copied(rows: dict[str, list[copy.Row]]) -> dict[str, list[copy.Row]]:
+    """What a copy carries: every table's rows but the reports of the source's processes (key_holders), which do not
+    run on the copy (found by a README walkthrough: a restored installation listed the old machine's as live)."""
+    return {name: found if next(t for t in TABLES if t.name == name).copied else [] for name, found in rows.items()}
+
+
 async def assert_same_searches(one: Store, other: Store) -> None:
     """Users, groups and projects searched by a part of their names: the same non-empty answers from both."""
     for term in ("LICÉ", "SUB", "App"):
@@ -187,8 +193,9 @@ async def test_copy_carries_every_row_and_value(
 
     copied = await copy_store(source, target, progress=lambda table, rows: progress.append((table, rows)))
 
-    assert await dump(target) == before
-    assert copied.rows == {t.name: len(before[t.name]) for t in TABLES}
+    assert await dump(target) == as_copied(before)
+    assert before["key_holders"]  # there was a report to leave behind
+    assert copied.rows == {t.name: len(before[t.name]) for t in TABLES if t.copied}
     assert progress == list(copied.rows.items())
     assert await dump(source) == before  # the source is only read
     # Through the Store API too: a token is found by its digest with every field intact.
@@ -282,7 +289,7 @@ async def test_a_failure_midway_leaves_the_target_empty(opener: Opener, source_k
     one_by_one = {"fastupdate=off"} if target_kind == "postgres" else set()
     assert await gin_options(target) == one_by_one  # the load's setting went with the rollback
     await copy_store(source, target)  # and it can simply be run again
-    assert await dump(target) == await dump(source)
+    assert await dump(target) == as_copied(await dump(source))
     assert await gin_options(target) == one_by_one
 
 
@@ -404,7 +411,7 @@ async def test_a_source_of_an_earlier_release_is_copied_then_migrated(
     assert await target.schema_version() == latest
     assert await source.schema_version() == release and await dump_as_found(source) == before
     # 0008's lower-case keys are again the ones this release writes.
-    assert await dump(target) == {name: rows if name in before else [] for name, rows in expected.items()}
+    assert await dump(target) == as_copied({name: rows if name in before else [] for name, rows in expected.items()})
     assert copied.id_positions == {t.name: 100 + i for i, t in enumerate(TABLES) if t.identity}
     await assert_same_searches(now, target)  # found through the keys and indexes the later migrations made
     assert await target.find_deploy_token(b"\x01" * 32) == await now.find_deploy_token(b"\x01" * 32)
