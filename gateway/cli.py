@@ -513,6 +513,10 @@ def cmd_store_copy(config: Config, args: argparse.Namespace) -> int:
     other: str = args.to if args.to is not None else args.source
     if not other.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError(f"{option}: must start with sqlite:/// or postgresql://")
+    if other.startswith("sqlite:///"):
+        # A file named on the command line is where the operator stands, as `backup FOLDER` is; only
+        # storage.database, in the configuration, is relative to the configuration's folder.
+        other = "sqlite:///" + str(Path.cwd() / other.removeprefix("sqlite:///"))
     source_url, target_url = (config.storage.database, other) if option == "--to" else (other, config.storage.database)
     source_label, target_label = _database_label(config, source_url), _database_label(config, target_url)
     if source_label == target_label:

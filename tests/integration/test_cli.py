@@ -50,7 +50,12 @@ class Gateway:
         return self.folder / "gateway.toml"
 
     def run(
-        self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None, config: bool = True
+        self,
+        *args: str,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+        config: bool = True,
+        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "gateway", *(["--config", str(self.config_file)] if config else []), *args]
         environment = {k: v for k, v in os.environ.items() if k != "GATEWAY_CONFIG"} | (env or {})
@@ -59,7 +64,7 @@ class Gateway:
             input=stdin if stdin is not None else "",
             capture_output=True,
             text=True,
-            cwd=self.folder,
+            cwd=cwd or self.folder,
             env=environment,
             timeout=60,
         )
@@ -545,6 +550,17 @@ def test_store_copy_without_a_source_database_creates_nothing(fresh: Gateway) ->
     assert result.returncode == 1
     assert f"no database at {fresh.folder.resolve() / 'data' / 'gateway.db'}: check storage.database" in result.stderr
     assert not (fresh.folder / "data").exists() and not (fresh.folder / "elsewhere.db").exists()
+
+
+def test_a_database_file_on_the_command_line_is_where_the_operator_stands(gw: Gateway, tmp_path: Path) -> None:
+    """As `backup FOLDER` is: run from elsewhere, `--to sqlite:///copies/x.db` lands in the current directory, not
+    in the configuration's folder (found by a README walkthrough: the two commands wrote to two folders)."""
+    elsewhere = tmp_path / "operator"
+    elsewhere.mkdir()
+    result = gw.run("store", "copy", "--to", "sqlite:///copies/x.db", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert (elsewhere / "copies" / "x.db").is_file()
+    assert not (gw.folder / "copies").exists()
 
 
 def test_store_copy_from_another_database_fills_the_configured_one(gw: Gateway, tmp_path: Path) -> None:

@@ -51,6 +51,19 @@ def test_gateway_services_use_only_real_configuration_keys(name: str) -> None:
     assert config.git.backend == "embedded"
 
 
+@pytest.mark.parametrize("name", sorted(serving(gateway_services())))
+def test_a_stop_waits_for_the_transfers_in_flight(name: str) -> None:
+    """`docker compose stop` sends SIGTERM, then SIGKILL after stop_grace_period (10 s by default): longer than the
+    gateway's own deadline for transfers in flight, as the systemd unit's TimeoutStopSec (found by a walkthrough)."""
+    from gateway import workers
+
+    service = gateway_services()[name]
+    config, _ = gateway_config(service)
+    grace = re.fullmatch(r"(\d+)s", str(service.get("stop_grace_period", "10s")))
+    assert grace is not None
+    assert int(grace.group(1)) > config.server.shutdown_timeout + workers.STOP_GRACE
+
+
 def test_unknown_keys_would_be_caught() -> None:
     """The check above can fail: the same loader rejects a misspelt key."""
     _, raw = gateway_config(gateway_services()["gateway-a"])
