@@ -24,6 +24,8 @@ _DISPOSITION = re.compile(
     rb'form-data[ \t]*;[ \t]*name="([A-Za-z0-9_.:\-]{1,64})"(?:[ \t]*;[ \t]*filename="([A-Za-z0-9._+!\-]{0,255})")?'
 )
 _CONTENT_TYPE = re.compile(rb"[!-~][ -~]*")
+# Part types cgi parses as a form of their own (a nested multipart, or the rest of the body as url-encoded fields).
+_NESTED_FORM = re.compile(rb"\s*(multipart/|application/x-www-form-urlencoded\s*(;|$))", re.IGNORECASE)
 # Fields the backend acts on: one of each, or the gateway's check and the backend's choice could be two of them.
 _SINGLE = (":action", "name", "version")
 _SIGNATURE = "gpg_signature"  # the only file part beside `content`; pypiserver wants it named `<file>.asc`
@@ -67,6 +69,8 @@ def _part_headers(block: bytes) -> tuple[str, str | None]:
             if disposition is None:
                 raise _bad("a part's Content-Disposition is not form-data with a quoted name (and file name)")
         elif colon and key == b"content-type" and not typed and _CONTENT_TYPE.fullmatch(value):
+            if _NESTED_FORM.match(value):
+                raise _bad("a part of the form is a form itself")
             typed = True
         else:
             raise _bad("a part has a header other than one Content-Disposition and one Content-Type")
@@ -119,12 +123,16 @@ async def read_head(content: StreamReader, boundary: str, maximum: int) -> tuple
             return buffer, PypiUpload(fields["name"], fields["version"], fields[":action"], filename, data_start)
         if filename is not None and name != _SIGNATURE:
             raise _bad(f"only `content` and `{_SIGNATURE}` may be files, not `{name}`")
-        searched = data_start
+        # From the blank line's LF on: cgi takes a boundary line right after the headers as the end of an empty
+        # value (the CRLF before a delimiter shared with the blank line), which would hide the next part from a
+        # search that starts with the value (found by a review: an empty field hid a `remove_pkg`).
+        first = data_start - 1
+        searched = first
         while (found := buffer.find(marker, searched)) < 0:
-            searched = max(data_start, len(buffer) - len(marker))  # only the new bytes, and a marker across them
+            searched = max(first, len(buffer) - len(marker))  # only the new bytes, and a marker across them
             await more()
-        if buffer[found - 1 : found] != b"\r" or found == data_start:
-            raise _bad("a boundary line of the form does not follow a CRLF")
+        if found <= data_start or buffer[found - 1 : found] != b"\r":
+            raise _bad("a boundary line of the form does not follow a CRLF of its own")
         after = found + len(marker)
         while len(buffer) < after + 2:
             await more()
@@ -149,6 +157,8 @@ async def checked(chunks: AsyncIterator[bytes], boundary: str, data_start: int) 
     `:action`) raises before its delimiter is sent, so the backend gets a form cut off inside the file."""
     marker = b"\n--" + boundary.encode("ascii")
     closing = b"\r" + marker + b"--"
+    # The blank line's CRLF belongs to what is checked: cgi ends an empty file at a boundary line right after it.
+    data_start -= 2
     sent = 0
     pending = b""  # bytes of the file not sent yet: they may begin the closing delimiter
     async for chunk in chunks:

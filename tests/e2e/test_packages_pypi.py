@@ -249,12 +249,30 @@ def smuggling_form(own: str, victim: str, trick: str) -> bytes:
     if trick == "two file names":  # cgi keeps the last parameter of a name
         disposition = f'form-data; name="content"; filename="{own_file}"; filename="{victim_file}"'
         return fields + part("content", b"MALICIOUS", disposition=disposition) + b"--B0UND--\r\n"
+    if trick == "empty own file":  # a boundary line right after the blank line: cgi reads an empty file, then more
+        head = f'--B0UND\r\nContent-Disposition: form-data; name="content"; filename="{own_file}"\r\n\r\n'
+        return fields + head.encode() + planted + b"--B0UND--\r\n"
+    if trick == "empty fields hide a removal":  # the same after fields: each hides the part after it
+
+        def hidden(name: str, value: bytes) -> bytes:
+            return f'--B0UND\r\nContent-Disposition: form-data; name="c{name}"\r\n\r\n'.encode() + part(name, value)
+
+        removal = hidden(":action", b"remove_pkg") + hidden("name", victim.encode()) + hidden("version", b"1.0.0")
+        return fields + removal + part("content", b"own", own_file) + b"--B0UND--\r\n"
     assert trick == "boundary after a bare LF"  # cgi starts a part there
     return fields + part("content", b"own\n" + planted.removesuffix(b"\r\n"), own_file) + b"--B0UND--\r\n"
 
 
 @pytest.mark.parametrize(
-    "trick", ["second content part", "remove after the file", "two file names", "boundary after a bare LF"]
+    "trick",
+    [
+        "second content part",
+        "remove after the file",
+        "two file names",
+        "boundary after a bare LF",
+        "empty own file",  # this one and the next found by a second review
+        "empty fields hide a removal",
+    ],
 )
 async def test_an_upload_form_cannot_reach_another_projects_files(
     gateway: str, world: World, clock: FixedClock, tmp_path: Path, trick: str

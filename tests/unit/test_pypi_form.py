@@ -141,6 +141,22 @@ async def test_twine_form_passes_unchanged(split: int) -> None:
             "not form-data with a quoted name",
         ),
         (form(*FIELDS, b"X-Extra: 1\r\n" + file(WHEEL)), 1 << 20, "a header other than"),
+        # A boundary line right after a part's blank line: cgi ends an empty value there and reads the next part.
+        (
+            form(
+                *FIELDS,
+                b'Content-Disposition: form-data; name="x"\r\n\r\n' + b"--BOUND\r\n" + field(":action", "r"),
+                file(WHEEL),
+            ),
+            1 << 20,
+            "does not follow a CRLF of its own",
+        ),
+        (form(*FIELDS, b"Content-Type: multipart/mixed; boundary=X\r\n" + file(WHEEL)), 1 << 20, "a form itself"),
+        (
+            form(*FIELDS, b"Content-Type: Application/X-WWW-Form-Urlencoded\r\n" + field("a", "b"), file(WHEEL)),
+            1 << 20,
+            "a form itself",
+        ),
         (
             form(*FIELDS, b'Content-Disposition: form-data; name="a"\r\n' + field("content", "x")),
             1 << 20,
@@ -188,6 +204,8 @@ async def test_nothing_after_the_file_reaches_the_backend(after: bytes, message:
         (form(*FIELDS, file(WHEEL, b"abc\n--BOUND\r\n" + file("victim-9.9.tar.gz"))), "hold a boundary line"),
         (form(*FIELDS, end=b"") + b"--BOUND\r\n" + file(WHEEL)[:-2], "ends without its closing boundary"),
         (form(*FIELDS, file(WHEEL), end=b"--BOUND--\r\n\r\n"), "goes on after"),
+        # An empty file whose boundary line follows the blank line at once, then a second file (found by a review).
+        (form(*FIELDS, file(WHEEL, b"")[:-2] + b"--BOUND\r\n" + file("victim-9.9.tar.gz")), "goes on after"),
     ],
 )
 async def test_the_file_ends_at_the_closing_boundary(body: bytes, message: str) -> None:
