@@ -39,7 +39,8 @@ class _Child:
         self.proc = proc
         self.idle_timeout = idle_timeout
         self.stderr: list[str] = []
-        self.client_gone = False
+        self.client_gone = False  # the client's upload failed, or the client left mid-answer
+        self.stalled = False  # the request body stopped moving (a silent client, or a child no longer reading)
         self.drainer = asyncio.ensure_future(self._drain_stderr())
         self.feeder = asyncio.ensure_future(_feed(request, first, self))
 
@@ -105,7 +106,7 @@ async def _feed(request: web.Request, first: bytes, child: _Child) -> None:
         log.info(
             "request body of %s %s stalled for %s s: backend killed", request.method, request.path, child.idle_timeout
         )
-        child.client_gone = True
+        child.stalled = True
         child.kill()
     except asyncio.CancelledError:
         raise
@@ -197,7 +198,7 @@ async def run(
         except BaseException as exc:
             child.kill()
             await child.finish()
-            if isinstance(exc, BadGateway) and not child.client_gone:
+            if isinstance(exc, BadGateway) and not (child.client_gone or child.stalled):
                 metrics.backend_failed(METRICS_NAME, "failed")
                 log.warning("%s failed before answering: %s", name, " | ".join(child.stderr) or "no stderr")
             raise
@@ -241,6 +242,9 @@ async def run(
         if child.client_gone:
             abort(request, response)
             raise ConnectionResetError("the client's request body failed")  # logged as 499
+        if child.stalled:
+            abort(request, response)  # logged above; whose silence it was cannot be told
+            return response
         if code != 0:
             metrics.backend_failed(METRICS_NAME, "exit_status")
             log.warning("%s exited with %s: %s", name, code, " | ".join(child.stderr) or "no stderr")

@@ -168,6 +168,11 @@ def maven_path(raw: str) -> MavenPath | str:
 _PYPI_NAME_RE = re.compile(r"\A(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]{0,253}[A-Za-z0-9])\Z")
 _DIST_EXTENSIONS = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".egg")
 _SDIST_VERSION_START = re.compile(r"-\d+[a-z_.!+]", re.IGNORECASE)  # pypiserver's pkg_helpers._pkgname_re
+# pypiserver's pkg_helpers._archive_suffix_rx: what it strips from an sdist's name before reading the project in it.
+_SDIST_SUFFIX = re.compile(
+    r"(\.zip|\.tar\.gz|\.tgz|\.tar\.bz2|\.tar\.xz|-py[23]\.\d-.*|\.win-amd64-py[23]\.\d\..*|\.win32-py[23]\.\d\..*|\.egg)$",
+    re.IGNORECASE,
+)
 
 
 def pypi_normalize(name: str) -> str:
@@ -189,7 +194,9 @@ def pypi_file_project(filename: str) -> str | None:
     extension = next((e for e in _DIST_EXTENSIONS if base.endswith(e)), None)
     if not segment_ok(filename) or extension is None:
         return None
-    stem = base.removesuffix(extension)
+    # pypiserver strips more than the extension (`-py3.1-…` to the end: `victim-py3.1-2foo.tar.gz` is `victim`'s to
+    # it, found by a review), so the name is read from what it leaves.
+    stem = base.removesuffix(extension) if extension == ".whl" else _SDIST_SUFFIX.sub("", base)
     if extension == ".whl":
         name, _, version = stem.partition("-")
     elif stem.count("-") == 1 or "." not in stem:

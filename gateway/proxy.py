@@ -103,6 +103,10 @@ def request_headers(
     dropped = HOP_BY_HOP | CLIENT_CREDENTIALS | CLIENT_ASSERTIONS | connection_tokens(request.headers)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
+        # CGI and WSGI servers map `_` and `-` alike (X_Forwarded_Host is HTTP_X_FORWARDED_HOST, the header the
+        # gateway sets); nginx drops such names by default (underscores_in_headers off), and so does the gateway.
+        if "_" in name:
+            continue
         lowered = name.lower()
         if lowered == "authorization" and keep_authorization:
             if value.strip()[:7].lower() == "bearer ":
@@ -138,10 +142,14 @@ def _drop_backend_location(headers: CIMultiDict[str], url: str) -> None:
         return
     try:
         target, backend = URL(location), URL(url)
+        if target.host is None:
+            return  # relative: resolved against the URL the client asked, the gateway's
+        target = backend.join(target)  # a scheme-relative one (`//host/x`) takes the backend's scheme
+        # yarl's port is the scheme's default when none is written: `http://backend:80/` is the backend too.
+        internal = (target.scheme, target.host, target.port) == (backend.scheme, backend.host, backend.port)
     except ValueError:
-        headers.popall(hdrs.LOCATION)
-        return
-    if target.is_absolute() and target.origin() == backend.origin():
+        internal = True  # not a URL any client could follow
+    if internal:
         headers.popall(hdrs.LOCATION)
 
 

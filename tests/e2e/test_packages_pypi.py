@@ -296,3 +296,33 @@ async def test_an_upload_form_cannot_reach_another_projects_files(
             assert resp.status == 400, await resp.text()
         async with http.get(page, headers=basic(c.secrets["pa_read"])) as resp:
             assert resp.status == 200 and await resp.text() == before  # nothing planted, nothing removed
+
+
+def test_a_files_project_is_the_one_pypiserver_files_it_under() -> None:
+    """Differential: every distribution name the gateway gives a project to, pypiserver files under that project
+    (its pkg_helpers.guess_pkgname_and_version, run in its own venv), over names built from the tricky pieces."""
+    import itertools
+    import json
+    import subprocess
+
+    from gateway import packages
+
+    pieces = ["foo", "foo-2", "foo-bar", "Foo.Bar", "foo_bar", "v1", "1.0", "2", "1.0rc1", "1!2.0", "py3.1", "py2.7"]
+    tails = [".tar.gz", ".zip", ".tgz", ".tar.bz2", ".egg", "-py3-none-any.whl", "-py3.8-linux.tar.gz"]
+    names = ["-".join(p) + t for n in (1, 2, 3) for p in itertools.product(pieces, repeat=n) for t in tails]
+    script = (
+        "import json, sys; from pypiserver.pkg_helpers import guess_pkgname_and_version as g;"
+        " print(json.dumps([(g(n) or [None])[0] for n in json.load(sys.stdin)]))"
+    )
+    out = subprocess.run(
+        [PYPI_TOOLS / "bin" / "python", "-c", script], input=json.dumps(names), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    theirs = json.loads(out.stdout)
+    disagree = [
+        (name, ours, their)
+        for name, their in zip(names, theirs, strict=True)
+        if (ours := packages.pypi_file_project(name)) is not None and ours != packages.pypi_name(their or "")
+    ]
+    assert sum(packages.pypi_file_project(n) is not None for n in names) > 1000  # most are distributions
+    assert not disagree, disagree[:10]

@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
+from gateway import proxy
 from gateway.clients import CLIENTS, Clients
 from gateway.middleware import error_middleware, request_context_middleware
 from gateway.proxy import Forwarder, Timeouts, basic_authorization
@@ -124,6 +125,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 async def redirect(request: web.Request) -> web.Response:
     """A redirect to where the query says; `{self}` is the backend's own origin."""
     location = request.query["to"].replace("{self}", f"{request.scheme}://{request.host}")
+    location = location.replace("{host}", request.host)
     return web.Response(status=302, headers={"Location": location})
 
 
@@ -218,6 +220,8 @@ ASSERTIONS = [
     ("Forwarded", "for=6.6.6.6;host=evil.example"),
     ("X-Real-IP", "6.6.6.6"),
     ("True-Client-IP", "6.6.6.6"),
+    ("X_Forwarded_Host", "evil.example"),  # HTTP_X_FORWARDED_HOST to a CGI or WSGI backend (found by a review)
+    ("Remote_User", "root"),
 ]
 
 
@@ -460,6 +464,7 @@ async def test_a_close_delimited_answer_cut_by_a_reset_aborts_the_client(gateway
     ("to", "kept"),
     [
         ("{self}/internal/path", False),  # the backend's own address: of no use to the client, and internal
+        ("//{host}/internal/path", False),  # scheme-relative (found by a review: a 500)
         ("/relative/path", True),
         ("https://registry.example.com/v2/app/blobs/uploads/1", True),  # built from X-Forwarded-Host
         ("http://[bad", False),
@@ -470,3 +475,20 @@ async def test_a_location_on_the_backends_own_origin_is_dropped(gateway: Gateway
     r = await client.get("/redirect", params={"to": to}, allow_redirects=False)
     assert r.status == 302
     assert r.headers.get("Location") == (to if kept else None)
+
+
+@pytest.mark.parametrize(
+    ("location", "backend", "kept"),
+    [
+        ("http://backend:80/x", "http://backend/", False),  # the default port written out
+        ("https://backend/x", "https://backend:443/v2/", False),
+        ("//backend/x", "http://backend/", False),
+        ("http://backend:8080/x", "http://backend/", True),  # another port: another server
+        ("https://backend/x", "http://backend/", True),
+        ("/x", "http://backend/", True),
+    ],
+)
+def test_backend_location_by_scheme_host_and_port(location: str, backend: str, kept: bool) -> None:
+    headers = CIMultiDict({"Location": location})
+    proxy._drop_backend_location(headers, backend)
+    assert ("Location" in headers) == kept

@@ -90,6 +90,8 @@ def test_generic_files(name: str, version: str, file: str, problem: str | None) 
         ("foo-1.0-py3.8.egg", "foo"),
         ("foo-1.0.zip.metadata", "foo"),
         ("foo_bar-1.0-1-py3-none-any.whl", "foo-bar"),
+        ("victim-py3.1-2foo.tar.gz", None),  # `victim`'s without a version to pypiserver (found by a review)
+        ("foo-1.0-py3.8-linux.tar.gz", "foo"),
         ("foo-1.0.exe", None),
         ("../foo-1.0.tar.gz", None),
         ("-1.0.tar.gz", None),
