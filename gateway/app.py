@@ -129,7 +129,10 @@ def create_app(
         guard.store = app[STORE]
         try:
             await guard.refresh()
-        except StoreUnavailable as exc:  # a worker started during an outage: no sign-in succeeds until it ends
+        except StoreUnavailable as exc:
+            if not migrated:
+                raise  # a server starting: the error is printed and it ends (a missing table is one too)
+            # A worker started during an outage: no sign-in succeeds until it ends; keep_fresh loads them then.
             log.warning("failed authentication bans not loaded yet: %s", exc)
         task = asyncio.create_task(guard.keep_fresh()) if guard.enabled else None
         try:
