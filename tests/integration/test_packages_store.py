@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
@@ -22,7 +21,7 @@ from gateway.cli import _cut_connections
 from gateway.clock import FixedClock
 from gateway.secretbox import SecretBox
 from gateway.store.sqlite import SQLiteStore
-from tests.conftest import make_config
+from tests.conftest import make_config, start_server
 from tests.world import World
 
 LIMIT = 64 * 1024
@@ -199,11 +198,9 @@ async def test_a_download_is_logged_and_ended_with_its_transfer(
     (a 200 of 9 ms for 2 s, never a 499), and a second stop signal during it left the server waiting 60 s."""
     caplog.set_level("INFO", logger="gateway.access")
     config = make_config(tmp_path, packages={"max_upload_size": 64 << 20})
-    runner = web.AppRunner(create_app(config, store=store, clock=clock, box=box), auto_decompress=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
+    server = await start_server(create_app(config, store=store, clock=clock, box=box))
+    host, port = server.host, server.port
+    assert server.runner is not None
     try:
         project = await world.project("p", await world.group("g"))
         token = await world.deploy_token(project, ("read_package_registry", "write_package_registry"))
@@ -228,7 +225,7 @@ async def test_a_download_is_logged_and_ended_with_its_transfer(
         if ending == "client leaves":
             writer.transport.abort()
         else:
-            _cut_connections(runner)
+            _cut_connections(server.runner)
 
         def logged() -> list[dict[str, object]]:
             return [
@@ -249,4 +246,4 @@ async def test_a_download_is_logged_and_ended_with_its_transfer(
         ]
         writer.close()
     finally:
-        await runner.cleanup()
+        await server.close()
