@@ -27,7 +27,7 @@ from gateway.web import csrf, sessions
 from tests.conftest import T0
 from tests.fuzz import oracle
 from tests.fuzz.rawhttp import send
-from tests.fuzz.seed import DEPLOY_TOKENS, FUZZ, Cred, Seed, basic, split_who
+from tests.fuzz.seed import DEPLOY_TOKENS, FUZZ, Cred, Seed, basic, examples, split_who
 from tests.fuzz.strategies import (
     BOUNDARIES,
     MARKER,
@@ -79,7 +79,7 @@ async def exchange(
 
 
 @given(data=st.data())
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=examples(300))
 async def test_every_route(port: int, seed: Seed, logs: oracle.Logs, data: st.DataObject) -> None:
     """Any route of the table, its parameters, query, body, headers and credentials fuzzed."""
     target = data.draw(route_target(seed), "target")
@@ -104,7 +104,7 @@ GIT_HEADERS = (
 
 
 @given(data=st.data())
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=examples(150))
 async def test_git_requests(port: int, seed: Seed, logs: oracle.Logs, data: st.DataObject) -> None:
     """Every credential against the seeded repositories' smart-HTTP endpoints, with bodies git would never send:
     only the seeded readers clone and only its writers push (oracle.MAY), whatever the body."""
@@ -142,7 +142,7 @@ def protected(seed: Seed) -> list[tuple[str, str, str]]:
 
 
 @given(data=st.data())
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=examples(200))
 async def test_authorization_values(port: int, seed: Seed, logs: oracle.Logs, data: st.DataObject) -> None:
     """Credentials nobody holds never pass, whatever their bytes; they are a 401 (never anonymous access), or a 400
     from the HTTP parser for bytes no header may carry."""
@@ -218,7 +218,7 @@ async def test_unparseable_credentials_are_not_echoed(
     pairs=query_pairs,
     cred_index=st.integers(0, 1000),
 )
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=examples(200))
 async def test_request_targets(
     port: int,
     seed: Seed,
@@ -263,7 +263,7 @@ FIELDS = {
 
 @pytest.mark.parametrize("route", API_WRITES, ids=lambda r: r.name)
 @given(data=st.data())
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=examples(40))
 async def test_api_bodies(port: int, seed: Seed, logs: oracle.Logs, route: Route, data: st.DataObject) -> None:
     """Every API write with bodies of every shape, sent by principals that pass authorization, so the parameter
     parsing and validation behind it are what gets fuzzed."""
@@ -281,7 +281,7 @@ API_READS = tuple(r for r in ROUTES if r.name.startswith("api.") and r.method ==
 
 
 @given(data=st.data())
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=examples(150))
 async def test_api_queries(port: int, seed: Seed, logs: oracle.Logs, data: st.DataObject) -> None:
     """Every API read with fuzzed filters, ordering and pagination, by callers who see more or less of the seed."""
     target = data.draw(route_target(seed, API_READS, real_ids=data.draw(st.booleans())), "target")
@@ -316,7 +316,7 @@ def scope_param(draw: st.DrawFn, seed: Seed) -> str:
 
 
 @given(data=st.data())
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=examples(200))
 async def test_jwt_auth_grants(
     port: int, seed: Seed, logs: oracle.Logs, signing_key: SigningKey, data: st.DataObject
 ) -> None:
@@ -422,7 +422,7 @@ def stored_files(root: Path) -> set[Path]:
 
 
 @given(data=st.data())
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=examples(200))
 async def test_package_uploads_stay_in_their_project(
     port: int, seed: Seed, logs: oracle.Logs, tmp_path: Path, data: st.DataObject
 ) -> None:
@@ -502,7 +502,7 @@ WEB_ROUTES = tuple(r for r in ROUTES if r.name.startswith("web."))
 
 
 @given(data=st.data())
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=examples(200))
 async def test_web_pages_with_a_session(
     port: int, seed: Seed, logs: oracle.Logs, store: Store, data: st.DataObject
 ) -> None:
@@ -584,7 +584,7 @@ def pypi_form(draw: st.DrawFn) -> tuple[bytes, bytes]:
 
 
 @given(data=st.data())
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=examples(150))
 async def test_pypi_upload_forms(port: int, seed: Seed, logs: oracle.Logs, data: st.DataObject) -> None:
     who = data.draw(st.sampled_from(("dt_packages", "dt_project", "owner")), "who")
     secret = seed.deploy_tokens[who].secret if who in DEPLOY_TOKENS else seed.users[who].pat

@@ -31,7 +31,7 @@ from gateway.policy import (
 )
 from gateway.principals import ANONYMOUS, Anonymous, DeployTokenPrincipal, Principal, UserPrincipal
 from gateway.store.base import DeployToken, User, Visibility
-from tests.fuzz.seed import FUZZ
+from tests.fuzz.seed import FUZZ, examples
 
 O = Operation  # noqa: E741
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -290,7 +290,7 @@ def allowed(case: Case, op: Operation) -> bool:
 
 
 @given(case=cases)
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=examples(500))
 def test_decisions_match_the_reference(case: Case) -> None:
     for op in Operation:
         decision = decide(case.principal, case.target, op, case.levels)
@@ -299,7 +299,7 @@ def test_decisions_match_the_reference(case: Case) -> None:
 
 
 @given(case=deploy_token_cases())
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=examples(400))
 def test_deploy_tokens(case: Case) -> None:
     """Reach follows the holder's relation to the target; a token never pushes code, deletes images, lists the
     catalog or manages anything; what it may do it does on a target it reaches, or reads because it is public."""
@@ -315,7 +315,7 @@ def test_deploy_tokens(case: Case) -> None:
 
 
 @given(case=cases, extra=st.sampled_from(ROLES))
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=examples(400))
 def test_monotone_in_role(case: Case, extra: int) -> None:
     """One more membership (at any level) never takes an ability away."""
     more = replace(case, levels=(*case.levels, extra))
@@ -324,7 +324,7 @@ def test_monotone_in_role(case: Case, extra: int) -> None:
 
 
 @given(case=user_cases(), extra=pat_scopes)
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=examples(400))
 def test_monotone_in_pat_scopes(case: Case, extra: frozenset[str]) -> None:
     """A PAT with more scopes never does less; a password (the user's full rights) does at least as much."""
     p = case.principal
@@ -337,7 +337,7 @@ def test_monotone_in_pat_scopes(case: Case, extra: frozenset[str]) -> None:
 
 
 @given(case=deploy_token_cases(), extra=token_scopes)
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=examples(300))
 def test_monotone_in_deploy_token_scopes(case: Case, extra: tuple[str, ...]) -> None:
     p = case.principal
     assert isinstance(p, DeployTokenPrincipal)
@@ -348,7 +348,7 @@ def test_monotone_in_deploy_token_scopes(case: Case, extra: tuple[str, ...]) -> 
 
 
 @given(case=cases)
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=examples(300))
 def test_monotone_in_visibility(case: Case) -> None:
     """Opening a target up (private → internal → public) never takes an ability away."""
     if case.target.kind == "instance":
@@ -361,7 +361,7 @@ def test_monotone_in_visibility(case: Case) -> None:
 
 
 @given(case=user_cases())
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=examples(300))
 def test_administrators_do_at_least_as_much(case: Case) -> None:
     p = case.principal
     assert isinstance(p, UserPrincipal)
@@ -371,7 +371,7 @@ def test_administrators_do_at_least_as_much(case: Case) -> None:
 
 
 @given(case=user_cases())
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=examples(300))
 def test_blocked_users_get_nothing(case: Case) -> None:
     p = case.principal
     assert isinstance(p, UserPrincipal)
@@ -382,7 +382,7 @@ def test_blocked_users_get_nothing(case: Case) -> None:
 
 
 @given(target=targets())
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=examples(200))
 def test_anonymous_visitors_only_read_public_targets(target: Target) -> None:
     for op in Operation:
         decision = decide(ANONYMOUS, target, op)
@@ -401,7 +401,7 @@ LISTED = {
 
 
 @given(case=cases)
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=examples(500))
 def test_a_lists_reach_is_what_decide_allows(case: Case) -> None:
     """Lists select policy.list_reach in the database instead of asking decide about every item: for every
     principal, target and set of membership levels, decide allows a listed operation exactly when the target is
@@ -421,7 +421,7 @@ def test_a_lists_reach_is_what_decide_allows(case: Case) -> None:
 
 
 @given(action=st.one_of(st.sampled_from(("pull", "push", "delete", "*", "PULL", "")), st.text(max_size=8)))
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=examples(200))
 def test_registry_actions(action: str) -> None:
     """Only pull, push and delete name an operation; `*` and anything else is never granted."""
     op = registry_operation(action)

@@ -16,7 +16,7 @@ from gateway.policy import Allowed, Operation, Target
 from gateway.principals import ANONYMOUS, DeployTokenPrincipal, Principal, UserPrincipal
 from gateway.registry_auth import MAX_SCOPES, Scope, grant, parse_scope, parse_scopes
 from gateway.store.sqlite import SQLiteStore
-from tests.fuzz.seed import FUZZ, Seed, build
+from tests.fuzz.seed import FUZZ, Seed, build, examples
 from tests.world import World
 
 # Characters that matter to the grammar, and then anything.
@@ -34,7 +34,7 @@ def well_formed(scope: Scope) -> None:
 
 
 @given(item=items)
-@settings(FUZZ, max_examples=600)
+@settings(FUZZ, max_examples=examples(600))
 def test_parse_scope_never_raises(item: str) -> None:
     scope = parse_scope(item)
     if scope is not None:
@@ -50,7 +50,7 @@ actions = st.lists(st.sampled_from(("pull", "push", "delete", "*", "x")) | st.te
 
 
 @given(kind=token, klass=st.one_of(st.just(""), token), name=names, wanted=actions)
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=examples(300))
 def test_round_trip(kind: str, klass: str, name: str, wanted: list[str]) -> None:
     """`type[(class)]:name:actions` parses back to its parts; names may hold ':' (host:port) and '/'."""
     deduplicated = tuple(dict.fromkeys(wanted))
@@ -60,7 +60,7 @@ def test_round_trip(kind: str, klass: str, name: str, wanted: list[str]) -> None
 
 
 @given(values=st.lists(st.lists(items, max_size=30).map(" ".join), max_size=4))
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=examples(300))
 def test_parse_scopes_merges_or_refuses_too_many(values: list[str]) -> None:
     parsed_items = [s for s in (parse_scope(i) for v in values for i in v.split()) if s is not None]
     keys = list(dict.fromkeys((s.type, s.klass, s.name) for s in parsed_items))
@@ -144,7 +144,7 @@ OPERATIONS = {"pull": Operation.REGISTRY_PULL, "push": Operation.REGISTRY_PUSH, 
 
 
 @given(data=st.data())
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=examples(200))
 async def test_grant_gives_what_policy_allows(store: SQLiteStore, seeded: Seed, data: st.DataObject) -> None:
     principal = data.draw(principals(seeded), "principal")
     scopes = data.draw(requested(seeded), "scopes")
