@@ -182,7 +182,12 @@ async def _check_owner(request: web.Request, backend: Backend, name: str, projec
 async def _claim(request: web.Request, backend: Backend, name: str, project: Project) -> None:
     """Record the upload's name for the project; on a flat backend the first project to upload a name owns it."""
     owner = await request.app[STORE].claim_package_name(
-        format=backend.format, name=name, project_id=project.id, exclusive=backend.flat, now=request.app[CLOCK].now()
+        format=backend.format,
+        name=name,
+        project_id=project.id,
+        exclusive=backend.flat,
+        now=request.app[CLOCK].now(),
+        nested=backend.nested_names,
     )
     if owner != project.id:
         raise Forbidden(NAME_TAKEN)

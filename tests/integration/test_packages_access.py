@@ -251,3 +251,36 @@ async def test_per_project_backend_separates_by_prefix(
     assert sorted(fs.files) == sorted(
         f"/repo/root/{g}/{p}/{path.split('/', 1)[1]}" for g, p in (("a", "pa"), ("b", "pb"))
     )
+
+
+# A's Maven package is com/example/demo. What B may claim on the same flat repository: nothing above it or inside
+# it (a path cannot tell a version folder from an artifact's), siblings as usual.
+NESTED_CLAIMS = {
+    "version metadata": ("com/example/demo/1.0.0/maven-metadata.xml", 403),
+    "artifact inside a version": ("com/example/demo/1.0.0/x/1/x-1.jar", 403),
+    "group metadata above": ("com/example/maven-metadata.xml", 403),
+    "artifact named like the group": ("com/example/1/example-1.jar", 403),
+    "sibling artifact": ("com/example/other/1.0.0/other-1.0.0.jar", 201),
+    "artifact of a longer name": ("com/example/demo2/1.0.0/demo2-1.0.0.jar", 201),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NESTED_CLAIMS))
+async def test_flat_maven_backend_keeps_folders_above_and_inside_a_package(
+    app_client: Callable[..., Any], world: World, clock: FixedClock, file_server: tuple[FileServer, str], case: str
+) -> None:
+    fs, origin = file_server
+    client = await app_client(maven={"backend": f"{origin}/shared/"})
+    s = await scene(world, clock)
+    pa, pb = (f"/api/v4/projects/{s.ids[p]}/packages/maven/" for p in ("pa", "pb"))
+    assert (
+        await client.put(pa + PATHS["maven"].removeprefix("maven/"), data=b"A", headers=s.headers["pa_write"])
+    ).status == 201
+    path, status = NESTED_CLAIMS[case]
+    got = await client.put(pb + path, data=b"B", headers=s.headers["pb_write"])
+    assert got.status == status, await got.text()
+    assert (b"B" in fs.files.values()) == (status == 201)
+    # The owner may write anywhere in its own folders (Gradle uploads a release's version metadata); a folder B
+    # holds is B's alone.
+    mine = await client.put(pa + path, data=b"A2", headers=s.headers["pa_write"])
+    assert mine.status == (201 if status == 403 else 403), await mine.text()
