@@ -9,7 +9,8 @@ GatewayError
     ├── BadRequest 400 ─ ParamError 400 {"error"} ─ ValidationFailed 400 {"message"}
     ├── Unauthorized 401 ─ Forbidden 403 (─ InsufficientScope) ─ NotFound 404 ─ MethodNotAllowed 405
     ├── PayloadTooLarge 413 ─ TooManyRequests 429
-    └── BadGateway 502 ─ ServiceUnavailable 503 ─ GatewayTimeout 504
+    ├── BadGateway 502 ─ ServiceUnavailable 503 ─ GatewayTimeout 504
+    └── BackendRefused           a backend's own error status, re-worded
 """
 
 from __future__ import annotations
@@ -38,10 +39,20 @@ class StoreUnavailable(StoreError):
 class HTTPFailure(GatewayError):
     status = 500
     retry_after: int | None = None  # seconds, sent as Retry-After (RFC 9110 §10.2.3) when set
+    # The status line's reason phrase in place of the standard one, for clients that print only that (twine).
+    reason: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class BackendRefused(HTTPFailure):
+    """A backend's own 4xx/5xx, answered in the gateway's shape (its page could show internal addresses)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class BadRequest(HTTPFailure):

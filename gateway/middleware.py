@@ -277,6 +277,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         failure = render_error(family_of(request), exc.status, exc.message, param_error=isinstance(exc, ParamError))
         if exc.retry_after is not None:
             failure.headers["Retry-After"] = str(exc.retry_after)
+        if exc.reason is not None:
+            failure.set_status(exc.status, exc.reason)
         return failure
     except StoreUnavailable as exc:
         # The cause (lock, host) stays in the log; the client learns that it may retry (RFC 9110 §15.6.4).

@@ -8,8 +8,9 @@ from PyPI pages, so a client never leaves the gateway with the deploy token it w
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from html import escape
+from html import escape, unescape
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
@@ -148,3 +149,38 @@ def npm_document(raw: bytes, *, roots: list[str], gateway_base: str) -> bytes:
                 if rel is not None:
                     dist["tarball"] = gateway_base + rel
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --- backend errors -------------------------------------------------------------------------------------------------
+
+MAX_MESSAGE = 200
+_PRE = re.compile(r"<pre>(.*?)</pre>", re.DOTALL | re.IGNORECASE)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def backend_message(content_type: str, body: bytes) -> str:
+    """The first line of what a backend said in an error body, printable ASCII of at most MAX_MESSAGE characters:
+    the first <pre> of an HTML page (bottle's error page, pypiserver's, shows the request's internal URL
+    above it), a JSON `error` or `message`, or plain text; "" when it said nothing usable."""
+    text = body.decode("utf-8", "replace")
+    mime = content_type.partition(";")[0].strip().lower()
+    if mime == "text/html":
+        found = _PRE.search(text)
+        text = unescape(_TAG.sub(" ", found.group(1))) if found else ""
+    elif mime == "application/json" or mime.endswith("+json"):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return ""
+        said = doc.get("error", doc.get("message")) if isinstance(doc, dict) else None
+        text = said if isinstance(said, str) else ""
+    elif mime != "text/plain":
+        return ""
+    line = next((stripped for raw in text.splitlines() if (stripped := raw.strip())), "")
+    return printable(line)
+
+
+def printable(text: str) -> str:
+    """`text` as printable ASCII (fit for a status line's reason phrase, RFC 9112 §4), at most MAX_MESSAGE long."""
+    out = "".join(c if " " <= c <= "~" else "?" for c in text[: MAX_MESSAGE + 1])
+    return out if len(out) <= MAX_MESSAGE else out[: MAX_MESSAGE - 3] + "..."

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import NoReturn
 
@@ -26,6 +27,7 @@ from gateway.app import CLOCK, CONFIG, PROXY, STORE
 from gateway.clients import CLIENTS
 from gateway.config import Config, PackagesConfig
 from gateway.errors import (
+    BackendRefused,
     BadGateway,
     BadRequest,
     Conflict,
@@ -258,6 +260,7 @@ async def _forward_upload(
     limit: Limit,
     *,
     content_type: str | None = None,
+    on_error: proxy.ErrorHook | None = None,
 ) -> web.StreamResponse:
     try:
         return await request.app[PROXY].forward(
@@ -268,6 +271,7 @@ async def _forward_upload(
             on_headers=_refuse_backend_challenges,
             body=body,
             content_type=content_type,
+            on_error=on_error,
             timeouts=proxy.Timeouts(read=request.app[CONFIG].packages.timeout),
         )
     except (HTTPFailure, aiohttp.ClientError, OSError):
@@ -495,7 +499,30 @@ def _pypi_name(request: web.Request) -> str:
     return name
 
 
+def _pypi_refusal(status: int, content_type: str, body: bytes) -> HTTPFailure:
+    """pypiserver's refusal (a duplicate, a bad file name) in the gateway's words: its HTML page names its own
+    address, and twine shows only the reason phrase (set by pypi_upload)."""
+    said = packages_documents.backend_message(content_type, body) or "the PyPI backend refused the upload"
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:  # a status of the backend's own invention
+        phrase = "Error"
+    log.info("pypi package backend refused an upload: %d %s", status, said)
+    return BackendRefused(status, f"{status} {phrase} - {said}")
+
+
 async def pypi_upload(request: web.Request) -> web.StreamResponse:
+    try:
+        return await _pypi_upload(request)
+    except HTTPFailure as exc:
+        # twine prints the status line's reason phrase, not the body: as PyPI's warehouse does, the phrase carries
+        # the message ("HTTPError: 403 Forbidden from <url>" then "Package already exists in another project").
+        said = exc.message.removeprefix(f"{exc.status} ")
+        exc.reason = packages_documents.printable(said.partition(" - ")[2] or said) or None
+        raise
+
+
+async def _pypi_upload(request: web.Request) -> web.StreamResponse:
     _, project = await _project(request, Operation.PACKAGE_WRITE)
     backend = _backend(request, "pypi")
     config = request.app[CONFIG].packages
@@ -521,7 +548,13 @@ async def pypi_upload(request: web.Request) -> web.StreamResponse:
         )
     )
     return await _forward_upload(
-        request, backend, _root(backend, project), body, limit, content_type=pypi_form.content_type(boundary)
+        request,
+        backend,
+        _root(backend, project),
+        body,
+        limit,
+        content_type=pypi_form.content_type(boundary),
+        on_error=_pypi_refusal,
     )
 
 

@@ -23,7 +23,7 @@ from yarl import URL
 
 from gateway import metrics, socket_relay
 from gateway.clients import CLIENTS, DIRECT
-from gateway.errors import BadGateway, GatewayTimeout
+from gateway.errors import BadGateway, GatewayTimeout, HTTPFailure
 
 log = logging.getLogger("gateway.proxy")
 
@@ -171,6 +171,17 @@ async def _body(first: bytes, content: aiohttp.StreamReader) -> AsyncIterator[by
         yield chunk
 
 
+async def _start(upstream: aiohttp.ClientResponse) -> bytes:
+    """The first ERROR_BODY_LIMIT bytes of an error body (what arrived of it, if the backend fails mid-way)."""
+    out = b""
+    try:
+        while len(out) < ERROR_BODY_LIMIT and (chunk := await upstream.content.read(ERROR_BODY_LIMIT - len(out))):
+            out += chunk
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        pass
+    return out
+
+
 def basic_authorization(username: str, password: str) -> str:
     """An `Authorization: Basic` value (RFC 7617); the username cannot contain ':'."""
     if ":" in username:
@@ -179,6 +190,9 @@ def basic_authorization(username: str, password: str) -> str:
 
 
 HeaderHook = Callable[[int, CIMultiDict[str]], None]
+# (status, Content-Type, the body's first ERROR_BODY_LIMIT bytes) of a backend's error → the failure to answer.
+ErrorHook = Callable[[int, str, bytes], HTTPFailure]
+ERROR_BODY_LIMIT = 16 * 1024
 
 
 class Forwarder:
@@ -224,6 +238,7 @@ class Forwarder:
         keep_host: bool = False,
         keep_authorization: bool = False,
         on_headers: HeaderHook | None = None,
+        on_error: ErrorHook | None = None,
         body: AsyncIterator[bytes] | None = None,
         content_type: str | None = None,
         unframed: bool = False,
@@ -233,7 +248,8 @@ class Forwarder:
         `backend` names the backend in error messages; `authorization` is the gateway's own Authorization value
         for the backend (see basic_authorization), replacing the client's. `on_headers(status, headers)` may
         rewrite the response headers, or raise an HTTPFailure to answer the client instead (the backend response
-        is released). `body`, when given, is sent instead of the client's body (the caller keeps the client's
+        is released). `on_error` turns a backend's status of 400 or more, with the start of its body, into the
+        gateway's own answer. `body`, when given, is sent instead of the client's body (the caller keeps the client's
         Content-Length true to it), with `content_type` in place of the client's if given. `unframed` asks
         HTTP/1.0 of the backend for a long answer of unknown length (git's pack stream): it then arrives
         delimited by the backend closing the connection, not in HTTP chunks of a few KB each, and is relayed
@@ -299,6 +315,8 @@ class Forwarder:
             _drop_backend_location(out_headers, url)
             if on_headers is not None:
                 on_headers(upstream.status, out_headers)
+            if on_error is not None and upstream.status >= 400:
+                raise on_error(upstream.status, upstream.headers.get(hdrs.CONTENT_TYPE, ""), await _start(upstream))
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
             if _close_delimited(upstream) and request.version >= aiohttp.HttpVersion11:
                 # Re-framed for the client, whose connection stays usable (RFC 9112 §7.1); the relay frames its writes.

@@ -223,3 +223,31 @@ def test_npm_tarballs_move_to_the_gateway() -> None:
     }
     with pytest.raises(ValueError):
         packages_documents.npm_document(b"[1]", roots=[], gateway_base="")
+
+
+BOTTLE_PAGE = """<!DOCTYPE HTML><html><head><title>Error: 409 Conflict</title></head><body><h1>Error: 409 Conflict</h1>
+<p>Sorry, the requested URL <tt>&#039;http://10.0.0.7:8080/&#039;</tt> caused an error:</p>
+<pre>Package &#039;demo-1.0.tar.gz&#039; already exists!
+  You may start server with `--overwrite` option.</pre></body></html>"""
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "said"),
+    [
+        ("text/html; charset=UTF-8", BOTTLE_PAGE, "Package 'demo-1.0.tar.gz' already exists!"),
+        ("text/html", "<html><title>413 Request Entity Too Large</title></html>", ""),
+        ("text/html", "<pre><b>bold</b> words</pre>", "bold  words"),
+        ("application/json", '{"error": "this package is already present"}', "this package is already present"),
+        ("application/problem+json", '{"message": "no"}', "no"),
+        ("application/json", '{"error": {"nested": 1}}', ""),
+        ("application/json", "[1]", ""),
+        ("application/json", "{not json", ""),
+        ("text/plain", "\n\n  first line  \nsecond", "first line"),
+        ("application/octet-stream", "Package exists", ""),
+        ("", "Package exists", ""),
+        ("text/plain", "caf\u00e9 \u2603\r\tx", "caf? ?"),
+        ("text/plain", "x" * 500, "x" * 197 + "..."),
+    ],
+)
+def test_backend_messages_are_one_printable_line(content_type: str, body: str, said: str) -> None:
+    assert packages_documents.backend_message(content_type, body.encode()) == said
