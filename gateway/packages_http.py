@@ -229,7 +229,9 @@ def _refuse_backend_challenges(status: int, headers: CIMultiDict[str]) -> None:
         raise BadGateway("502 Bad Gateway - the package backend refused the gateway's credentials")
 
 
-async def _forward(request: web.Request, backend: Backend, url: str, *, upload: bool) -> web.StreamResponse:
+async def _forward(
+    request: web.Request, backend: Backend, url: str, *, upload: bool, on_error: proxy.ErrorHook | None = None
+) -> web.StreamResponse:
     forwarder = request.app[PROXY]
     name = f"{backend.format} package"
     if not upload:
@@ -239,6 +241,7 @@ async def _forward(request: web.Request, backend: Backend, url: str, *, upload: 
             backend=name,
             authorization=_auth(backend),
             on_headers=_refuse_backend_challenges,
+            on_error=on_error,
             timeouts=proxy.Timeouts(read=request.app[CONFIG].packages.timeout),
         )
     maximum = request.app[CONFIG].packages.max_upload_size
@@ -499,15 +502,15 @@ def _pypi_name(request: web.Request) -> str:
     return name
 
 
-def _pypi_refusal(status: int, content_type: str, body: bytes) -> HTTPFailure:
-    """pypiserver's refusal (a duplicate, a bad file name) in the gateway's words: its HTML page names its own
+def _pypi_error(status: int, content_type: str, body: bytes) -> HTTPFailure:
+    """pypiserver's error (a duplicate upload, a missing file) in the gateway's words: its HTML page names its own
     address, and twine shows only the reason phrase (set by pypi_upload)."""
-    said = packages_documents.backend_message(content_type, body) or "the PyPI backend refused the upload"
+    said = packages_documents.backend_message(content_type, body) or "the PyPI backend refused the request"
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:  # a status of the backend's own invention
         phrase = "Error"
-    log.info("pypi package backend refused an upload: %d %s", status, said)
+    log.info("pypi package backend answered %d: %s", status, said)
     return BackendRefused(status, f"{status} {phrase} - {said}")
 
 
@@ -554,7 +557,7 @@ async def _pypi_upload(request: web.Request) -> web.StreamResponse:
         body,
         limit,
         content_type=pypi_form.content_type(boundary),
-        on_error=_pypi_refusal,
+        on_error=_pypi_error,
     )
 
 
@@ -609,7 +612,8 @@ async def pypi_file(request: web.Request) -> web.StreamResponse:
         raise NotFound("404 Not Found")
     backend = _backend(request, "pypi")
     await _check_owner(request, backend, name, project)
-    return await _forward(request, backend, packages.join(_root(backend, project), segments), upload=False)
+    url = packages.join(_root(backend, project), segments)
+    return await _forward(request, backend, url, upload=False, on_error=_pypi_error)
 
 
 async def pypi_group_index(request: web.Request) -> web.StreamResponse:

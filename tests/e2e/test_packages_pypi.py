@@ -177,6 +177,15 @@ async def test_flat_registry_keeps_each_name_to_its_project(
             f"{gateway}/api/v4/groups/{c.b.id}/-/packages/pypi/simple/", headers=basic(c.secrets["group_b"])
         ) as resp:
             assert resp.status == 200 and name not in await resp.text()
+        # A file of the owner's name that pypiserver does not hold: its 404 in the gateway's words, without the
+        # HTML page that names pypiserver's address.
+        missing = file.replace("1.0.0", "9.9.9")
+        async with http.get(
+            f"{gateway}/api/v4/projects/{c.pa.id}/packages/pypi/files/-/packages/{missing}",
+            headers=basic(c.secrets["pa_read"]),
+        ) as resp:
+            said = await resp.json()
+        assert resp.status == 404 and said == {"message": f"404 Not Found - Not Found ({missing} does not exist)"}
         # The owner's index lists it, with every link pointing back at the gateway.
         async with http.get(
             f"{gateway}/api/v4/projects/{c.pa.id}/packages/pypi/simple/{name}/", headers=basic(c.secrets["pa_read"])
