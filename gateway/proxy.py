@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -23,7 +24,7 @@ from yarl import URL
 
 from gateway import metrics, socket_relay
 from gateway.clients import CLIENTS, DIRECT
-from gateway.errors import BadGateway, GatewayTimeout, HTTPFailure
+from gateway.errors import BadGateway, BadRequest, GatewayTimeout, HTTPFailure
 
 log = logging.getLogger("gateway.proxy")
 
@@ -255,6 +256,10 @@ class Forwarder:
         delimited by the backend closing the connection, not in HTTP chunks of a few KB each, and is relayed
         socket to socket instead of parsed chunk by chunk (RFC 9112 §6.3, rule 8).
         """
+        target = URL(url, encoded=True)  # as built: yarl would otherwise resolve `..` (`/v2/../x` is `/x`)
+        if any(unquote(segment) in (".", "..") for segment in target.raw_path.split("/")):
+            # No backend path of the gateway's has one; from a client, it aims outside the path it was given.
+            raise BadRequest("400 Bad Request: a path with '.' or '..' segments is not forwarded")
         headers = request_headers(request, keep_host=keep_host, keep_authorization=keep_authorization)
         if authorization is not None:
             headers[hdrs.AUTHORIZATION] = authorization  # the gateway's own credentials replace the client's
@@ -290,7 +295,7 @@ class Forwarder:
         try:
             upstream = await session.request(
                 request.method,
-                url,
+                target,
                 headers=headers,
                 data=data,
                 allow_redirects=False,

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import gzip
 import hashlib
+import json
 import os
 import socket
 import struct
@@ -493,3 +494,33 @@ def test_backend_location_by_scheme_host_and_port(location: str, backend: str, k
     headers = CIMultiDict({"Location": location})
     proxy._drop_backend_location(headers, backend)
     assert ("Location" in headers) == kept
+
+
+async def _raw_get(client: TestClient, target: str) -> tuple[int, bytes]:
+    """GET `target` exactly as written (aiohttp's client would resolve dot segments first): (status, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n".encode())
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+# Found by a review: yarl resolved a client's dot segments, so `/v2/../../x` reached the backend's `/x`, outside the
+# prefix (and the path of registry.backend) the gateway forwards to.
+@pytest.mark.parametrize(
+    "target",
+    ["/echo/../../admin", "/echo/%2e%2e/admin", "/echo/%2E./admin", "/echo/./x", "/echo/a/..", "/echo/.%2e?x=1"],
+)
+async def test_dot_segments_are_refused_before_the_backend(gateway: Gateway, target: str) -> None:
+    client, _ = await gateway()
+    status, body = await _raw_get(client, target)
+    assert status == 400 and b"'.' or '..' segments" in body, body
+
+
+@pytest.mark.parametrize("target", ["/echo/a%2Fb/c%2fd", "/echo/x?_state=a%2Bb%3D+c&n=%2e%2e", "/echo/a..b/.c"])
+async def test_paths_reach_the_backend_byte_for_byte(gateway: Gateway, target: str) -> None:
+    client, _ = await gateway()
+    status, body = await _raw_get(client, target)
+    assert status == 200, body
+    assert json.loads(body)["path_qs"] == target
