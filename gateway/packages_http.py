@@ -22,7 +22,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import parse_mimetype
 from multidict import CIMultiDict
 
-from gateway import access, authn, packages, packages_documents, principals, proxy, pypi_form
+from gateway import access, authn, npm_publish, packages, packages_documents, principals, proxy, pypi_form
 from gateway.app import CLOCK, CONFIG, PROXY, STORE
 from gateway.clients import CLIENTS
 from gateway.config import Config, PackagesConfig
@@ -685,5 +685,14 @@ async def npm_put(request: web.Request) -> web.StreamResponse:
     name = packages.npm_name(path)
     if name is None:
         raise BadRequest("400 Bad request - package name is invalid")
+    config = request.app[CONFIG].packages
+    check_length(request.content_length, config.max_upload_size)
     await _claim(request, backend, name, project)
-    return await _forward(request, backend, _root(backend, project) + packages.npm_document_path(name), upload=True)
+    limit = Limit(config.max_upload_size)
+    body = limit.watched(
+        npm_publish.checked(
+            limited(request.content, limit, expected=request.content_length), name, config.max_document_size
+        )
+    )
+    url = _root(backend, project) + packages.npm_document_path(name)
+    return await _forward_upload(request, backend, url, body, limit)

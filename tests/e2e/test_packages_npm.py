@@ -155,3 +155,51 @@ async def test_negative_matrix(gateway: str, world: World, clock: FixedClock, tm
                     assert resp.headers["WWW-Authenticate"] == 'Basic realm="GitLab Packages Registry"'
         async with http.get(url, headers={"Deploy-Token": c.secrets["pa_read"]}) as resp:
             assert list((await resp.json())["versions"]) == ["1.0.0"]
+
+
+def _changes(name: str) -> dict[str, dict[str, object]]:
+    """PUTs of the package document that verdaccio reads as changes of what is published, not as a publish (found by
+    a review: each one removed or rewrote the owner's versions through its write token)."""
+    kept = {"name": name, "version": "2.0.0"}
+    return {
+        "deprecation that unpublishes 1.0.0": {
+            "_id": name,
+            "name": name,
+            "dist-tags": {"latest": "2.0.0"},
+            "versions": {"2.0.0": {**kept, "deprecated": ""}},
+        },
+        "every version left out": {"_id": name, "name": name, "dist-tags": {}, "versions": {}},
+        "dist-tags rewritten": {
+            "_id": name,
+            "name": name,
+            "dist-tags": {"latest": "1.0.0"},
+            "versions": {"2.0.0": kept},
+        },
+        "owners changed": {"_id": name, "name": name, "maintainers": [{"name": "x"}], "versions": {"2.0.0": kept}},
+    }
+
+
+async def test_a_write_token_can_publish_but_not_change_what_is_published(
+    gateway: str, world: World, clock: FixedClock, tmp_path: Path
+) -> None:
+    c = await cast(world, clock, prefix="n4")
+    name = f"kept-{uuid.uuid4().hex[:8]}"
+    for version in ("1.0.0", "2.0.0"):
+        folder = package(tmp_path / version, name, version)
+        rc, out = await npm(folder, gateway, c.pa.id, c.secrets["pa_write"], "publish")
+        assert rc == 0, out
+    rc, out = await npm(
+        tmp_path / "2.0.0", gateway, c.pa.id, c.secrets["pa_write"], "deprecate", f"{name}@1.0.0", "old"
+    )
+    assert rc != 0 and "400" in out, out
+    url = registry(gateway, c.pa.id) + name
+    write = {"Authorization": f"Bearer {c.secrets['pa_write']}"}
+    async with aiohttp.ClientSession() as http:
+        for label, body in _changes(name).items():
+            async with http.put(url, json=body, headers=write) as resp:
+                said = await resp.json()
+                assert resp.status == 400 and "one new version" in said["message"], (label, said)
+        async with http.get(url, headers=write) as resp:
+            doc = await resp.json()
+    assert sorted(doc["versions"]) == ["1.0.0", "2.0.0"] and doc["dist-tags"] == {"latest": "2.0.0"}
+    assert not any("deprecated" in v for v in doc["versions"].values())
