@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader, BodyPartReader
 from multidict import MultiDict, MultiDictProxy
@@ -294,6 +294,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if family == "git" and exc.status == 404 and request.get(PRINCIPAL, "anonymous") == "anonymous":
                 # An anonymous git probe must be challenged, or git never sends its credentials.
                 return render_error(family, 401, GIT_UNAUTHORIZED)
+            if family == "api" and isinstance(exc, web.HTTPMethodNotAllowed):
+                # Grape's MethodNotAllowed, which GitLab's API answers as is (lib/api/api.rb), with its Allow.
+                failure = render_error(family, 405, "405 Not Allowed")
+                failure.headers[hdrs.ALLOW] = exc.headers.get(hdrs.ALLOW, "")
+                return failure
             return render_error(family, exc.status, f"{exc.status} {_REASONS.get(exc.status, exc.reason)}")
         raise
     except Exception as exc:

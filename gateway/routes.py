@@ -222,4 +222,8 @@ ROUTES: tuple[Route, ...] = (
 
 def install(app: web.Application) -> None:
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler, name=route.name)
+        if route.method == "GET" and route.name.startswith("api."):
+            # Grape answers HEAD on every GET route (GitLab's API lets read_api tokens use it): headers only.
+            app.router.add_get(route.path, route.handler, name=route.name, allow_head=True)
+        else:
+            app.router.add_route(route.method, route.path, route.handler, name=route.name)

@@ -30,6 +30,8 @@ PACKAGE_SCOPES = frozenset({"read_package_registry", "write_package_registry"})
 PREFIX = "gldt-"
 CI_TOKEN_NAME = "gitlab-deploy-token"  # noqa: S105 - a token name, not a secret
 MAX_NAME = 255
+# GitLab's Forever.date (lib/forever.rb): an expiry on it means none.
+FOREVER = datetime(3000, 1, 1, tzinfo=UTC)
 MAX_USERNAME = 255
 USERNAME_RE = re.compile(r"\A[a-zA-Z0-9.+_-]+\Z")
 USERNAME_MESSAGE = "Username can contain only letters, digits, '_', '-', '+', and '.'"
@@ -81,18 +83,39 @@ def parse_expires_at(value: object) -> datetime | None:
         raise ParamError("expires_at is invalid") from None
 
 
-def parse_scopes(value: object) -> tuple[str, ...]:
-    """An array of scope names or a comma-separated string (Grape coerces both); unknown names are an error.
+# Ruby's String#strip: whitespace and NUL (what GitLab's CommaSeparatedToArray strips from each scope).
+_RUBY_SPACE = " \t\n\v\f\r\0"
 
-    The result is in GitLab's order without duplicates. An empty list is a model error (see validate).
-    """
+
+def _ruby_split(text: str) -> list[str]:
+    """Ruby's `text.split(',').map(&:strip)`: trailing empty fields are dropped before the strip ("" has none)."""
+    parts = text.split(",")
+    while parts and parts[-1] == "":
+        parts.pop()
+    return [part.strip(_RUBY_SPACE) for part in parts]
+
+
+def _ruby_text(value: object) -> str:
+    """Ruby's `to_s` of a JSON value, as far as a scope name can tell: null is "", true is "true"."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
+def parse_scopes(value: object) -> tuple[str, ...]:
+    """GitLab's CommaSeparatedToArray, then Grape's `values` check (lib/api/deploy_tokens.rb): a string is split at
+    its commas, and so is each item of an array; anything else is no scope. An unknown name, an empty one between
+    commas too, is an error; the result is in GitLab's order without duplicates. No scope at all is a model error
+    (see validate)."""
     if isinstance(value, str):
-        items: list[object] = [s.strip() for s in value.split(",") if s.strip()]
+        items = _ruby_split(value)
     elif isinstance(value, list):
-        items = list(value)
+        items = [name for item in value for name in _ruby_split(_ruby_text(item))]
     else:
-        raise ParamError("scopes does not have a valid value")
-    if not all(isinstance(s, str) and s in SCOPES for s in items):
+        items = []
+    if not all(s in SCOPES for s in items):
         raise ParamError("scopes does not have a valid value")
     chosen = set(items)
     return tuple(s for s in SCOPES if s in chosen)
@@ -101,21 +124,29 @@ def parse_scopes(value: object) -> tuple[str, ...]:
 def validate(name: str, username: str | None, scopes: Sequence[str]) -> None:
     """Model validations; all failures joined into one sentence as GitLab does."""
     messages: list[str] = []
+    # The model's order (app/models/deploy_token.rb): the scopes, then the username, then the name.
+    if not scopes:
+        messages.append("Scopes can't be blank")
+    if username is not None:
+        if len(username) > MAX_USERNAME:
+            messages.append(f"Username is too long (maximum is {MAX_USERNAME} characters)")
+        if not USERNAME_RE.match(username):
+            messages.append(USERNAME_MESSAGE)
     if not name.strip():
         messages.append("Name can't be blank")
     if len(name) > MAX_NAME:
         messages.append(f"Name is too long (maximum is {MAX_NAME} characters)")
     elif not storable(name):
         messages.append("Name is invalid")  # a NUL or a lone surrogate: no database stores it
-    if username is not None:
-        if len(username) > MAX_USERNAME:
-            messages.append(f"Username is too long (maximum is {MAX_USERNAME} characters)")
-        if not USERNAME_RE.match(username):
-            messages.append(USERNAME_MESSAGE)
-    if not scopes:
-        messages.append("Scopes can't be blank")
     if messages:
-        raise ValidationFailed(" and ".join(messages) if len(messages) > 1 else messages[0])
+        raise ValidationFailed(to_sentence(messages))
+
+
+def to_sentence(items: Sequence[str]) -> str:
+    """Rails' Array#to_sentence, which joins a model's error messages: "A", "A and B", "A, B, and C"."""
+    if len(items) <= 2:
+        return " and ".join(items)
+    return ", ".join(items[:-1]) + ", and " + items[-1]
 
 
 @dataclass(frozen=True)
@@ -152,7 +183,10 @@ async def create(
     now: datetime,
 ) -> Created:
     """Validate and store a new deploy token; the plaintext leaves only through the returned Created."""
-    username = username or None  # GitLab: an empty username counts as absent
+    # GitLab: `params[:username].presence`, so an empty or blank username counts as absent.
+    username = username if username is not None and username.strip() else None
+    if expires_at == FOREVER:
+        expires_at = None  # GitLab's Forever.date: its getter answers null, the token never expires
     scope_tuple = tuple(s for s in SCOPES if s in set(scopes))
     validate(name, username, scope_tuple)
     for _attempt in range(3):  # GitLab regenerates on collision; 90 random bits make one already unheard of

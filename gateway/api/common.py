@@ -125,11 +125,16 @@ def bool_param(p: dict[str, Any], key: str) -> bool | None:
         return None
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "t"):
+    if isinstance(value, str) and value in _TRUE:
         return True
-    if isinstance(value, str) and value.lower() in ("false", "0", "no", "f"):
+    if isinstance(value, str) and value in _FALSE:
         return False
     raise ParamError(f"{key} is invalid")
+
+
+# Grape's Boolean coercion (dry-types' Params::Bool): exactly these spellings.
+_TRUE = frozenset(["1", "on", "On", "ON", "t", "T", "true", "True", "TRUE", "y", "Y", "yes", "Yes", "YES"])
+_FALSE = frozenset(["0", "off", "Off", "OFF", "f", "F", "false", "False", "FALSE", "n", "N", "no", "No", "NO"])
 
 
 def raise_denied(decision: Denied, not_found: str) -> None:

@@ -33,20 +33,27 @@ class PageRequest:
         return (self.page - 1) * self.per_page
 
 
-def _positive(request: web.Request, key: str, default: int) -> int:
+def _integer(request: web.Request, key: str) -> int | None:
+    """Grape's Integer coercion of a query parameter: digits with an optional sign; absent or empty is None."""
     raw = request.query.get(key)
     if raw is None or raw == "":
-        return default
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        return None
+    digits = raw[1:] if raw[:1] in "+-" else raw
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 9:
         raise ParamError(f"{key} is invalid")
     return int(raw)
 
 
 def page_request(request: web.Request) -> PageRequest:
-    page = max(1, _positive(request, "page", 1))
-    per_page = _positive(request, "per_page", DEFAULT_PER_PAGE)
-    per_page = DEFAULT_PER_PAGE if per_page < 1 else min(per_page, MAX_PER_PAGE)
-    return PageRequest(page, per_page)
+    """GitLab's PaginationParams (per_page `except_values: [0]`), then Kaminari: a page below 1 is the first, a
+    negative per_page the default, more than MAX_PER_PAGE the maximum."""
+    page = _integer(request, "page")
+    per_page = _integer(request, "per_page")
+    if per_page == 0:
+        raise ParamError("per_page has a value not allowed")
+    if per_page is None or per_page < 0:
+        per_page = DEFAULT_PER_PAGE
+    return PageRequest(max(1, page or 1), min(per_page, MAX_PER_PAGE))
 
 
 def respond(request: web.Request, items: Sequence[Any], total: int, pr: PageRequest) -> web.Response:
@@ -62,7 +69,9 @@ def respond(request: web.Request, items: Sequence[Any], total: int, pr: PageRequ
         h["X-Total"] = str(total)
         h["X-Total-Pages"] = str(total_pages)
     h["X-Next-Page"] = str(pr.page + 1) if total > pr.offset + pr.per_page else ""
-    h["X-Prev-Page"] = str(pr.page - 1) if pr.page > 1 else ""
+    # Kaminari's prev_page: none on the first page, nor past the last one (out_of_range?).
+    has_prev = pr.page > 1 and (not counted or pr.page <= total_pages)
+    h["X-Prev-Page"] = str(pr.page - 1) if has_prev else ""
     # The public origin (external_url, or what the client used through trusted proxies), the path as it was sent
     # (an id such as group%2Fproject stays encoded): clients follow rel="next" as given.
     base = base_url(request) + request.rel_url.raw_path
@@ -72,7 +81,7 @@ def respond(request: web.Request, items: Sequence[Any], total: int, pr: PageRequ
         return f'<{base}?{urlencode({**query, "page": page, "per_page": pr.per_page})}>; rel="{rel}"'
 
     links = []
-    if pr.page > 1:
+    if has_prev:
         links.append(link(pr.page - 1, "prev"))
     if total > pr.offset + pr.per_page:
         links.append(link(pr.page + 1, "next"))

@@ -70,7 +70,15 @@ JSON_CASES: list[tuple[str, Any, int, dict[str, Any]]] = [
         {"error": "scopes does not have a valid value"},
     ),
     ("empty-scopes", {"name": "ci", "scopes": []}, 400, {"message": "Scopes can't be blank"}),
-    ("scopes-not-a-list", {"name": "ci", "scopes": 7}, 400, {"error": "scopes does not have a valid value"}),
+    # GitLab's CommaSeparatedToArray makes anything but a string or an array no scopes at all.
+    ("scopes-not-a-list", {"name": "ci", "scopes": 7}, 400, {"message": "Scopes can't be blank"}),
+    ("scopes-null", {"name": "ci", "scopes": None}, 400, {"message": "Scopes can't be blank"}),
+    (
+        "scopes-leading-comma",
+        {"name": "ci", "scopes": ",read_repository"},
+        400,
+        {"error": "scopes does not have a valid value"},
+    ),
     (
         "scope-not-a-string",
         {"name": "ci", "scopes": [["read_repository"]]},
@@ -115,12 +123,12 @@ JSON_CASES: list[tuple[str, Any, int, dict[str, Any]]] = [
     # A parameter error wins over model errors: the blank scopes are not reported beside it.
     ("param-before-model", {"name": "ci", "scopes": [], "expires_at": "soon"}, 400, {"error": "expires_at is invalid"}),
     (
-        "two-model-errors",
+        "three-model-errors",  # the model's order, joined by Rails' to_sentence
         {"name": LONG, "username": "bad user", "scopes": []},
         400,
         {
-            "message": "Name is too long (maximum is 255 characters) and Username can contain only letters, digits, "
-            "'_', '-', '+', and '.' and Scopes can't be blank"
+            "message": "Scopes can't be blank, Username can contain only letters, digits, '_', '-', '+', and '.', "
+            "and Name is too long (maximum is 255 characters)"
         },
     ),
 ]
@@ -482,7 +490,9 @@ async def test_pagination_and_active_filter(
     [
         ({"active": "maybe"}, {"error": "active is invalid"}),
         ({"page": "x"}, {"error": "page is invalid"}),
-        ({"per_page": "-3"}, {"error": "per_page is invalid"}),
+        ({"per_page": "1.5"}, {"error": "per_page is invalid"}),
+        ({"per_page": "0"}, {"error": "per_page has a value not allowed"}),  # PaginationParams: except_values [0]
+        ({"active": "tRuE"}, {"error": "active is invalid"}),  # Grape's Boolean takes exact spellings only
     ],
 )
 async def test_bad_list_parameters(
@@ -498,6 +508,60 @@ async def test_page_beyond_the_end_is_empty(client: TestClient, world: World, se
     r = await client.get(setup.url("project"), params={"page": "5"}, headers=setup.owner.headers)
     assert r.status == 200 and await r.json() == []
     assert r.headers["X-Total"] == "1" and r.headers["X-Next-Page"] == ""
+    # Kaminari has no previous page past the last one either.
+    assert r.headers["X-Prev-Page"] == "" and 'rel="prev"' not in r.headers["Link"]
+
+
+# Kaminari reads what Grape's Integer accepts: a page below 1 is the first, a negative per_page the default.
+@pytest.mark.parametrize(
+    ("query", "page", "per_page"),
+    [
+        ({"page": "-1"}, "1", "20"),
+        ({"page": "0", "per_page": "-5"}, "1", "20"),
+        ({"page": "+2", "per_page": "+1"}, "2", "1"),
+        ({"per_page": "1000"}, "1", "100"),
+    ],
+)
+async def test_out_of_range_pages(
+    client: TestClient, world: World, setup: Setup, query: dict[str, str], page: str, per_page: str
+) -> None:
+    for i in range(3):
+        await world.deploy_token(setup.project, name=f"t{i}")
+    r = await client.get(setup.url("project"), params=query, headers=setup.owner.headers)
+    assert r.status == 200, await r.text()
+    assert (r.headers["X-Page"], r.headers["X-Per-Page"]) == (page, per_page)
+
+
+@pytest.mark.parametrize(
+    ("flag", "only_active"),
+    [(spelling, True) for spelling in ("1", "on", "ON", "t", "True", "y", "YES")]
+    + [(spelling, False) for spelling in ("0", "off", "Off", "f", "FALSE", "n", "no")],
+)
+async def test_active_takes_every_spelling_of_grapes_boolean(
+    client: TestClient, world: World, setup: Setup, flag: str, only_active: bool
+) -> None:
+    kept = (await world.deploy_token(setup.project, name="kept")).token
+    revoked = (await world.deploy_token(setup.project, name="revoked")).token
+    await world.store.revoke_deploy_token(revoked.id)
+    r = await client.get(setup.url("project"), params={"active": flag}, headers=setup.owner.headers)
+    assert r.status == 200, await r.text()
+    assert [t["id"] for t in await r.json()] == ([kept.id] if only_active else [kept.id, revoked.id])
+
+
+async def test_head_answers_a_get_routes_headers(client: TestClient, world: World, setup: Setup) -> None:
+    """Grape answers HEAD on every GET route: scripts count with `curl -I` and X-Total."""
+    for i in range(3):
+        await world.deploy_token(setup.project, name=f"t{i}")
+    r = await client.head(setup.url("project"), params={"per_page": "2"}, headers=setup.owner.headers)
+    assert r.status == 200 and await r.read() == b""
+    assert (r.headers["X-Total"], r.headers["X-Next-Page"]) == ("3", "2")
+
+
+async def test_an_unknown_method_is_refused_as_grape_does(client: TestClient, world: World, setup: Setup) -> None:
+    token = (await world.deploy_token(setup.project)).token
+    r = await client.put(f"{setup.url('project')}/{token.id}", headers=setup.owner.headers)
+    assert r.status == 405 and await r.json() == {"message": "405 Not Allowed"}
+    assert set(r.headers["Allow"].split(",")) >= {"GET", "DELETE"}
 
 
 @pytest.mark.parametrize("case", unstorable_text.CASES, ids=lambda c: f"{c.method} {c.path}")

@@ -144,6 +144,33 @@ async def test_create_holder_token(client: TestClient, world: World, seeded: See
     )
 
 
+# What GitLab reads as "none given" (`params[:username].presence`; Forever.date, whose getter answers null).
+@pytest.mark.parametrize(
+    ("given", "username", "expires_at"),
+    [
+        ({"username": "   "}, "gitlab+deploy-token-{id}", None),
+        ({"username": ""}, "gitlab+deploy-token-{id}", None),
+        ({"expires_at": "3000-01-01"}, "gitlab+deploy-token-{id}", None),
+        ({"expires_at": "3000-01-01T00:00:00Z"}, "gitlab+deploy-token-{id}", None),
+        ({"expires_at": "2999-12-31"}, "gitlab+deploy-token-{id}", "2999-12-31T00:00:00.000Z"),
+        ({"username": " x "}, None, None),  # not blank: given, and not a valid username
+        ({"scopes": ["read_repository,read_registry", ""]}, "gitlab+deploy-token-{id}", None),
+    ],
+)
+async def test_what_counts_as_not_given(
+    client: TestClient, seeded: Seeded, given: dict[str, object], username: str | None, expires_at: str | None
+) -> None:
+    body = {"name": "t", "scopes": ["read_repository"], **given}
+    r = await client.post(seeded.base("project"), json=body, headers=seeded.owner.headers)
+    if username is None:
+        assert r.status == 400 and "Username can contain only" in (await r.json())["message"]
+        return
+    assert r.status == 201, await r.text()
+    created = await r.json()
+    assert created["username"] == username.format(id=created["id"]) and created["expires_at"] == expires_at
+    assert created["scopes"] == (["read_repository", "read_registry"] if "scopes" in given else ["read_repository"])
+
+
 @pytest.mark.parametrize("kind", ["project", "group"])
 async def test_delete_holder_token(client: TestClient, world: World, seeded: Seeded, kind: str) -> None:
     """curl --request DELETE ".../projects/5/deploy_tokens/13": 204 with an empty body, then the token is gone."""

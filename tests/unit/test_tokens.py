@@ -75,13 +75,37 @@ def test_parse_expires_at_invalid(raw: object) -> None:
         (["read_repository", "read_repository"], ("read_repository",)),
         ([], ()),  # a model error, reported by validate()
         (list(tokens.SCOPES), tokens.SCOPES),
+        # GitLab's CommaSeparatedToArray: each item of an array is split at commas and stripped too.
+        (["read_repository,read_registry"], ("read_repository", "read_registry")),
+        ([" read_repository ", ""], ("read_repository",)),
+        (["read_repository", None], ("read_repository",)),
+        ("read_repository, read_registry,", ("read_repository", "read_registry")),  # Ruby drops trailing fields
+        ("", ()),
+        # Neither a string nor an array: no scopes (then "Scopes can't be blank").
+        (None, ()),
+        (5, ()),
+        ({"a": 1}, ()),
     ],
 )
 def test_parse_scopes(raw: object, expected: tuple[str, ...]) -> None:
     assert tokens.parse_scopes(raw) == expected
 
 
-@pytest.mark.parametrize("raw", [["read_repository", "api"], "admin", 5, None, [1], {"a": 1}, ["READ_REPOSITORY"]])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        ["read_repository", "api"],
+        "admin",
+        [1],
+        [True],
+        [["read_repository"]],
+        ["READ_REPOSITORY"],
+        ",read_repository",  # Ruby keeps a leading empty field: "" is no scope
+        "read_repository, ,read_registry",
+        "read_repository, ",  # the trailing field is " " before the strip
+        ["read_repository\u00a0"],  # Ruby's strip leaves a no-break space
+    ],
+)
 def test_parse_scopes_invalid(raw: object) -> None:
     with pytest.raises(ParamError, match="scopes does not have a valid value"):
         tokens.parse_scopes(raw)
@@ -100,7 +124,14 @@ def test_parse_scopes_invalid(raw: object) -> None:
         ("ok", "ünïcode", ("read_repository",), tokens.USERNAME_MESSAGE),
         ("ok", None, (), "Scopes can't be blank"),
         ("", None, ("read_repository",), "Name can't be blank"),
-        ("ok", "bad/user", (), f"{tokens.USERNAME_MESSAGE} and Scopes can't be blank"),
+        # The model's order (scopes, username, name), joined as Rails' to_sentence joins them.
+        ("ok", "bad/user", (), f"Scopes can't be blank and {tokens.USERNAME_MESSAGE}"),
+        (
+            "x" * 256,
+            "bad user",
+            (),
+            f"Scopes can't be blank, {tokens.USERNAME_MESSAGE}, and Name is too long (maximum is 255 characters)",
+        ),
     ],
 )
 def test_validate(name: str, username: str | None, scopes: tuple[str, ...], message: str | None) -> None:
