@@ -695,4 +695,6 @@ async def npm_put(request: web.Request) -> web.StreamResponse:
         )
     )
     url = _root(backend, project) + packages.npm_document_path(name)
-    return await _forward_upload(request, backend, url, body, limit)
+    # JSON in UTF-8 (RFC 8259 §8.1), as the checker read it: a charset parameter would have the registry decode
+    # other strings than the ones checked.
+    return await _forward_upload(request, backend, url, body, limit, content_type="application/json")
