@@ -59,13 +59,6 @@ class Backend:
         The embedded store and templates with a project placeholder separate projects by path instead."""
         return bool(self.template) and "{project_id}" not in self.template and "{project_path}" not in self.template
 
-    @property
-    def nested_names(self) -> bool:
-        """Names are folders that can hold each other's files. A Maven key is a path (g/a), and a path cannot say
-        whether `g/a/1.0/maven-metadata.xml` is version 1.0's or artifact `1.0`'s of group `g.a`: on a flat
-        backend, one project holding a folder must hold everything above and below it (docs/packages.md)."""
-        return self.format == "maven"
-
     def root(self, project_id: int, project_path: str) -> str:
         """The project's backend root, always ending in '/'; the project path is percent-encoded except '/'."""
         url = self.template.replace("{project_id}", str(project_id)).replace(
@@ -133,6 +126,15 @@ class MavenPath:
         if self.checksum is None:
             return self.segments
         return (*self.segments[:-1], self.segments[-1][: -len(self.checksum) - 1])
+
+    @property
+    def enclosing(self) -> str | None:
+        """For `X/maven-metadata.xml` outside a SNAPSHOT, keyed X: the folder above X. A path cannot tell whether X is
+        an artifact (g/a) or a release's version folder (g/a/1.0, whose metadata Gradle uploads) of the package
+        there; None for every other path."""
+        if self.base[-1] != METADATA or self.package == "/".join(self.segments[:-2]) or "/" not in self.package:
+            return None
+        return self.package.rsplit("/", 1)[0]
 
     @property
     def mutable(self) -> bool:

@@ -511,12 +511,10 @@ class Store(Protocol):
 
     # package names (docs/packages.md)
     async def claim_package_name(
-        self, *, format: str, name: str, project_id: int, exclusive: bool, now: datetime, nested: bool = False
+        self, *, format: str, name: str, project_id: int, exclusive: bool, now: datetime
     ) -> int:
         """Record that `project_id` uploads `name`; return the owner. With `exclusive`, a name another project
-        holds is not recorded and that project's id is returned (atomic: two claims never both win). With
-        `nested`, names are '/'-separated folders: another project holding a folder above `name` or inside it
-        holds `name` too (a Maven groupId/artifactId path on a shared repository)."""
+        holds is not recorded and that project's id is returned (atomic: two claims never both win)."""
         ...
 
     async def package_name_owners(self, format: str, name: str) -> list[PackageName]:

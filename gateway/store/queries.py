@@ -933,27 +933,19 @@ class SharedQueries(ABC):
     # --- package names ----------------------------------------------------------------------------------------
 
     async def claim_package_name(
-        self, *, format: str, name: str, project_id: int, exclusive: bool, now: datetime, nested: bool = False
+        self, *, format: str, name: str, project_id: int, exclusive: bool, now: datetime
     ) -> int:
-        # With `nested`, the folders above the name hold it too: every claim locks them, shortest first (one
-        # order, so no two claims deadlock), and a claim of a name and one inside it therefore queue on a lock.
-        parts = name.split("/")
-        enclosing = ["/".join(parts[:i]) for i in range(1, len(parts))] if nested else []
         async with self._tx() as db:
             # The primary key (format, name, project_id) + ON CONFLICT makes one project's repeated claim an
             # atomic upsert. "No *other* project holds the name" is a predicate over other rows, which no unique
             # constraint can state while shared names are allowed: the claims of one name queue on a lock first.
-            for key in (*enclosing, name):
-                await self._lock_package_name(db, f"{format}/{key}")
+            await self._lock_package_name(db, f"{format}/{name}")
             if exclusive:
-                inside = " OR substr(name, 1, ?) = ?" if nested else ""
                 other = await self._tx_row(
                     db,
-                    "SELECT project_id FROM package_names WHERE format = ? AND project_id <> ?"
-                    f" AND (name IN ({', '.join('?' * (len(enclosing) + 1))}){inside})"
+                    "SELECT project_id FROM package_names WHERE format = ? AND name = ? AND project_id <> ?"
                     " ORDER BY created_at, project_id LIMIT 1",
-                    *(format, project_id, *enclosing, name),
-                    *((len(name) + 1, name + "/") if nested else ()),
+                    *(format, name, project_id),
                 )
                 if other is not None:
                     return int(other[0])

@@ -253,34 +253,47 @@ async def test_per_project_backend_separates_by_prefix(
     )
 
 
-# A's Maven package is com/example/demo. What B may claim on the same flat repository: nothing above it or inside
-# it (a path cannot tell a version folder from an artifact's), siblings as usual.
-NESTED_CLAIMS = {
+# A's Maven package is com/example/demo. What B may upload on the same flat repository: not the metadata of A's
+# version folders; anything that is a name of its own, above or beside A's (no project squats a groupId).
+FOLDER_CLAIMS = {
     "version metadata": ("com/example/demo/1.0.0/maven-metadata.xml", 403),
-    "artifact inside a version": ("com/example/demo/1.0.0/x/1/x-1.jar", 403),
-    "group metadata above": ("com/example/maven-metadata.xml", 403),
-    "artifact named like the group": ("com/example/1/example-1.jar", 403),
+    "version metadata checksum": ("com/example/demo/1.0.0/maven-metadata.xml.sha1", 403),
+    "group metadata above": ("com/example/maven-metadata.xml", 201),
+    "artifact named like the group": ("com/example/1/example-1.jar", 201),
     "sibling artifact": ("com/example/other/1.0.0/other-1.0.0.jar", 201),
     "artifact of a longer name": ("com/example/demo2/1.0.0/demo2-1.0.0.jar", 201),
+    "own artifact metadata below": ("com/example/demo/1.0.0/x/maven-metadata.xml", 201),
 }
 
 
-@pytest.mark.parametrize("case", sorted(NESTED_CLAIMS))
-async def test_flat_maven_backend_keeps_folders_above_and_inside_a_package(
+@pytest.mark.parametrize("case", sorted(FOLDER_CLAIMS))
+async def test_flat_maven_backend_keeps_version_folders_to_their_package(
     app_client: Callable[..., Any], world: World, clock: FixedClock, file_server: tuple[FileServer, str], case: str
 ) -> None:
     fs, origin = file_server
     client = await app_client(maven={"backend": f"{origin}/shared/"})
     s = await scene(world, clock)
     pa, pb = (f"/api/v4/projects/{s.ids[p]}/packages/maven/" for p in ("pa", "pb"))
-    assert (
-        await client.put(pa + PATHS["maven"].removeprefix("maven/"), data=b"A", headers=s.headers["pa_write"])
-    ).status == 201
-    path, status = NESTED_CLAIMS[case]
+    first = await client.put(pa + PATHS["maven"].removeprefix("maven/"), data=b"A", headers=s.headers["pa_write"])
+    assert first.status == 201
+    path, status = FOLDER_CLAIMS[case]
     got = await client.put(pb + path, data=b"B", headers=s.headers["pb_write"])
     assert got.status == status, await got.text()
     assert (b"B" in fs.files.values()) == (status == 201)
-    # The owner may write anywhere in its own folders (Gradle uploads a release's version metadata); a folder B
-    # holds is B's alone.
+    # A may write its own version's metadata (Gradle uploads it); a name B holds is B's alone.
     mine = await client.put(pa + path, data=b"A2", headers=s.headers["pa_write"])
     assert mine.status == (201 if status == 403 else 403), await mine.text()
+
+
+async def test_no_project_squats_a_group_id_on_a_flat_maven_backend(
+    app_client: Callable[..., Any], world: World, clock: FixedClock, file_server: tuple[FileServer, str]
+) -> None:
+    """Found by a review of an earlier rule, under which a folder held every name below it."""
+    _, origin = file_server
+    client = await app_client(maven={"backend": f"{origin}/shared/"})
+    s = await scene(world, clock)
+    pa, pb = (f"/api/v4/projects/{s.ids[p]}/packages/maven/" for p in ("pa", "pb"))
+    assert (await client.put(pa + "org/maven-metadata.xml", data=b"A", headers=s.headers["pa_write"])).status == 201
+    for path in ("org/apache/foo/1.0/foo-1.0.jar", "org/apache/foo/maven-metadata.xml", "org/x/1/x-1.pom"):
+        got = await client.put(pb + path, data=b"B", headers=s.headers["pb_write"])
+        assert got.status == 201, (path, await got.text())

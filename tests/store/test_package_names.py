@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from gateway.store.base import Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -56,50 +54,3 @@ async def test_shared_claims_and_listings(any_store: Store) -> None:
     listed = await any_store.list_package_names("maven", [a, b])
     assert [(n.name, n.project_id) for n in listed] == [("app", a), ("lib", a), ("lib", b)]
     assert await any_store.list_package_names("maven", []) == []
-
-
-# Nested claims (Maven folders): names held by another project above or inside a name hold it too.
-NESTED = {
-    "same": ("g/a", "g/a", False),
-    "above": ("g/a/1.0", "g/a", False),
-    "inside": ("g", "g/a/1.0", False),
-    "sibling": ("g/a", "g/b", True),
-    "longer name": ("g/a", "g/ab", True),
-    "shorter name": ("g/ab", "g/a", True),
-    "prefix without a slash": ("g/a/1", "g/a/10/x", True),
-}
-
-
-@pytest.mark.parametrize("case", sorted(NESTED))
-async def test_nested_claims_hold_the_folders_above_and_inside(any_store: Store, case: str) -> None:
-    a, b = await projects(any_store, 2)
-    held, wanted, free = NESTED[case]
-    assert (
-        await any_store.claim_package_name(format="maven", name=held, project_id=a, exclusive=True, now=T0, nested=True)
-        == a
-    )
-    got = await any_store.claim_package_name(
-        format="maven", name=wanted, project_id=b, exclusive=True, now=T0, nested=True
-    )
-    assert got == (b if free else a)
-    # Without `nested` only the same name conflicts; other formats never do.
-    flat = await any_store.claim_package_name(format="maven", name=wanted, project_id=b, exclusive=True, now=T0)
-    assert flat == (a if held == wanted else b)
-    assert (
-        await any_store.claim_package_name(format="npm", name=held, project_id=b, exclusive=True, now=T0, nested=True)
-        == b
-    )
-
-
-async def test_nested_claims_along_one_path_have_one_winner(any_store: Store) -> None:
-    ids = await projects(any_store, 6)
-    names = ["g", "g/a", "g/a/1.0", "g/a/1.0/x", "g/a/1.0/x/1", "g/a/1.0/x/1/y"]
-    owners = await asyncio.gather(
-        *(
-            any_store.claim_package_name(format="maven", name=n, project_id=i, exclusive=True, now=T0, nested=True)
-            for n, i in zip(names, ids, strict=True)
-        )
-    )
-    assert len(set(owners)) == 1
-    held = [n for n in names if await any_store.package_name_owners("maven", n)]
-    assert len(held) == 1 and ids[names.index(held[0])] == owners[0]

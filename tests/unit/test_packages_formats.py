@@ -251,3 +251,20 @@ BOTTLE_PAGE = """<!DOCTYPE HTML><html><head><title>Error: 409 Conflict</title></
 )
 def test_backend_messages_are_one_printable_line(content_type: str, body: str, said: str) -> None:
     assert packages_documents.backend_message(content_type, body.encode()) == said
+
+
+@pytest.mark.parametrize(
+    ("path", "enclosing"),
+    [
+        ("g/a/1.0/maven-metadata.xml", "g/a"),
+        ("g/a/1.0/maven-metadata.xml.md5", "g/a"),
+        ("g/a/maven-metadata.xml", "g"),
+        ("a/maven-metadata.xml", None),
+        ("g/a/1.0-SNAPSHOT/maven-metadata.xml", None),  # a SNAPSHOT's metadata is keyed g/a already
+        ("g/a/1.0/a-1.0.jar", None),
+        ("g/a/1.0/a-1.0.jar.sha1", None),
+    ],
+)
+def test_maven_metadata_enclosing_folder(path: str, enclosing: str | None) -> None:
+    parsed = packages.maven_path(path)
+    assert isinstance(parsed, packages.MavenPath) and parsed.enclosing == enclosing
