@@ -71,7 +71,9 @@ class Skeleton:
         if self._string is not None:
             raise _bad("the package document ends inside a string")
         try:
-            return json.loads(self.out)
+            # UTF-8 only (the registry is sent `application/json`; json.loads would guess UTF-16 or UTF-32 from the
+            # bytes, which the scan above does not read as such); a BOM is dropped, as iconv-lite does for verdaccio.
+            return json.loads(self.out.decode("utf-8-sig"))
         except (ValueError, RecursionError):
             raise _bad("the package document is not JSON") from None
 
@@ -89,6 +91,11 @@ def problem(doc: Any, name: str) -> str | None:
         return "only a publish of one new version is accepted (no deprecate, unpublish, dist-tag or owner change)"
     if list(attachments) != [f"{name}-{version}.tgz"] or not isinstance(attachments[f"{name}-{version}.tgz"], dict):
         return f"the publish must carry exactly one tarball, {name}-{version}.tgz"
+    tags = doc.get("dist-tags", {})
+    # verdaccio merges a publish's dist-tags into the package's (null deletes one): each may name only the new
+    # version, as `npm publish --tag` sends it (found by a review).
+    if not isinstance(tags, dict) or any(v != version for v in tags.values()):
+        return f"a publish may tag only the version it publishes, {version}"
     return None
 
 

@@ -257,7 +257,9 @@ class Forwarder:
         socket to socket instead of parsed chunk by chunk (RFC 9112 §6.3, rule 8).
         """
         target = URL(url, encoded=True)  # as built: yarl would otherwise resolve `..` (`/v2/../x` is `/x`)
-        if any(unquote(segment) in (".", "..") for segment in target.raw_path.split("/")):
+        # Decoded first: `..%2F..%2Fx` is one raw segment, and a path-normalising server before the backend (nginx)
+        # reads it as `../../x` (found by a review); a backslash separates segments to some servers too.
+        if any(segment in (".", "..") for segment in unquote(target.raw_path).replace("\\", "/").split("/")):
             # No backend path of the gateway's has one; from a client, it aims outside the path it was given.
             raise BadRequest("400 Bad Request: a path with '.' or '..' segments is not forwarded")
         headers = request_headers(request, keep_host=keep_host, keep_authorization=keep_authorization)

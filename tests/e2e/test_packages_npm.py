@@ -3,6 +3,7 @@ publish and install (scoped too), metadata rewritten to the gateway, and each pr
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -202,4 +203,46 @@ async def test_a_write_token_can_publish_but_not_change_what_is_published(
         async with http.get(url, headers=write) as resp:
             doc = await resp.json()
     assert sorted(doc["versions"]) == ["1.0.0", "2.0.0"] and doc["dist-tags"] == {"latest": "2.0.0"}
+    assert not any("deprecated" in v for v in doc["versions"].values())
+
+
+def _utf7(text: str) -> str:
+    """`text` as one UTF-7 shifted run: '+' base64(UTF-16BE) '-', a plain JSON string to a UTF-8 reader."""
+    return "+" + base64.b64encode(text.encode("utf-16-be")).decode().rstrip("=") + "-"
+
+
+async def test_a_publish_is_read_by_the_registry_as_it_was_checked(
+    gateway: str, world: World, clock: FixedClock, tmp_path: Path
+) -> None:
+    """Found by a review: with the client's `charset=utf-7`, verdaccio read a deprecation (and an unpublish of 1.0.0)
+    in what the gateway checked as a publish of 3.0.0; and a real publish could move dist-tags to other versions."""
+    c = await cast(world, clock, prefix="n5")
+    name = f"read-{uuid.uuid4().hex[:8]}"
+    for version in ("1.0.0", "2.0.0"):
+        rc, out = await npm(
+            package(tmp_path / version, name, version), gateway, c.pa.id, c.secrets["pa_write"], "publish"
+        )
+        assert rc == 0, out
+    url = registry(gateway, c.pa.id) + name
+    write = {"Authorization": f"Bearer {c.secrets['pa_write']}"}
+    hidden = (
+        f'","versions":{{"2.0.0":{{"name":"{name}","version":"2.0.0","deprecated":"pwned"}}}},'
+        '"_attachments":{},"dist-tags":{"latest":"2.0.0"},"y":"'
+    )
+    publish = {
+        "_id": name,
+        "name": name,
+        "versions": {"3.0.0": {"name": name, "version": "3.0.0"}},
+        "_attachments": {f"{name}-3.0.0.tgz": {"content_type": "application/octet-stream", "data": "AAAA"}},
+    }
+    async with aiohttp.ClientSession() as http:
+        retagged = {**publish, "dist-tags": {"latest": "1.0.0", "next": "2.0.0"}}
+        async with http.put(url, json=retagged, headers=write) as resp:
+            assert resp.status == 400 and "may tag only the version it publishes" in (await resp.json())["message"]
+        utf7 = json.dumps({**publish, "x": _utf7(hidden)}).encode()
+        async with http.put(url, data=utf7, headers={**write, "Content-Type": "application/json; charset=utf-7"}) as r:
+            assert r.status == 201, await r.text()  # a publish of 3.0.0, as checked: the registry reads UTF-8
+        async with http.get(url, headers=write) as resp:
+            doc = await resp.json()
+    assert sorted(doc["versions"]) == ["1.0.0", "2.0.0", "3.0.0"]
     assert not any("deprecated" in v for v in doc["versions"].values())

@@ -77,6 +77,9 @@ BAD = {
         "exactly one tarball",
     ),
     "not an object": ([1], "must name the package"),
+    "another version tagged": (publish(**{"dist-tags": {"latest": "1.0.0", "next": "0.9.0"}}), "tag only the version"),
+    "a tag deleted": (publish(**{"dist-tags": {"latest": "1.0.0", "old": None}}), "tag only the version"),
+    "tags not an object": (publish(**{"dist-tags": ["latest"]}), "tag only the version"),
 }
 
 
@@ -88,8 +91,25 @@ def test_what_is_not_a_publish_of_one_version(case: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["demo", "@scope/demo"])
-def test_a_publish_of_one_version(name: str) -> None:
-    assert npm_publish.problem(shortened(publish(name=name)), name) is None
+@pytest.mark.parametrize("tags", [{"latest": "1.0.0"}, {"beta": "1.0.0"}, {}, None])
+def test_a_publish_of_one_version(name: str, tags: dict[str, str] | None) -> None:
+    doc = publish(name=name, **{"dist-tags": tags})
+    if tags is None:
+        del doc["dist-tags"]
+    assert npm_publish.problem(shortened(doc), name) is None
+
+
+@pytest.mark.parametrize(
+    ("encoding", "accepted"), [("utf-8", True), ("utf-8-sig", True), ("utf-16", False), ("utf-32", False)]
+)
+def test_only_utf8_documents_are_read(encoding: str, accepted: bool) -> None:
+    skeleton = npm_publish.Skeleton(1 << 20)
+    skeleton.feed(json.dumps(publish()).encode(encoding))
+    if accepted:
+        assert npm_publish.problem(skeleton.document(), "demo") is None
+    else:
+        with pytest.raises(BadRequest, match="not JSON|ends inside a string"):
+            skeleton.document()
 
 
 async def _chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
