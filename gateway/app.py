@@ -18,6 +18,7 @@ from gateway.config import Config
 from gateway.encryption_keys import EncryptionKeys, Keyring
 from gateway.errors import StoreUnavailable
 from gateway.last_use import LastUse
+from gateway.login_throttle import LoginThrottle
 from gateway.middleware import (
     IN_FLIGHT,
     error_middleware,
@@ -25,6 +26,7 @@ from gateway.middleware import (
     request_context_middleware,
     stamp_request_id,
 )
+from gateway.password_attempts import PasswordAttempts
 from gateway.proxy import Forwarder
 from gateway.registry_signing import RegistrySigning, load_key
 from gateway.secretbox import SecretBox
@@ -32,7 +34,6 @@ from gateway.signing_keys import SigningKey
 from gateway.store import open_store
 from gateway.store.base import Store
 from gateway.users import PasswordHasher
-from gateway.web.throttle import LoginThrottle
 
 log = logging.getLogger("gateway")
 
@@ -51,8 +52,10 @@ REGISTRY_SIGNING = web.AppKey("registry_signing", RegistrySigning)
 PROXY = web.AppKey("proxy", Forwarder)
 # Bounds concurrent `git http-backend` children of the embedded git backend (git.max_processes).
 GIT_SLOTS = web.AppKey("git_slots", asyncio.Semaphore)
-# Failed web sign-ins per username (web/throttle.py); in memory, per process.
+# Failed password sign-ins per username, web and Basic (login_throttle.py); in memory, per process.
 LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+# Password checks in flight per client address and per username (password_attempts.py).
+PASSWORD_ATTEMPTS = web.AppKey("password_attempts", PasswordAttempts)
 # Failed authentications per client address and bans, shared through the store (bruteforce.py).
 BRUTE_FORCE = web.AppKey("brute_force", Guard)
 # The audit trail and tokens' last use: buffered in memory, written in batches by a background task (audit.py).
@@ -120,6 +123,7 @@ def create_app(
     app.cleanup_ctx.append(store_ctx)
     app[GIT_SLOTS] = asyncio.Semaphore(config.git.max_processes)
     app[LOGIN_THROTTLE] = LoginThrottle()
+    app[PASSWORD_ATTEMPTS] = PasswordAttempts()
     app[CLIENTS] = Clients(config.server.trusted_proxies)
     app[BRUTE_FORCE] = Guard(config.bruteforce, app[CLIENTS], app[CLOCK])
 

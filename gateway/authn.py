@@ -13,10 +13,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway import audit, credentials, metrics, principals
-from gateway.app import BRUTE_FORCE, CLOCK, HASHER, STORE
-from gateway.bruteforce import Banned
+from gateway.app import BRUTE_FORCE, CLOCK, HASHER, LOGIN_THROTTLE, PASSWORD_ATTEMPTS, STORE
+from gateway.bruteforce import FORBIDDEN_FAMILIES, Banned
 from gateway.credentials import Credentials, Malformed
-from gateway.principals import Mode, Principal
+from gateway.login_throttle import LockedOut, username_key
+from gateway.middleware import family_of
+from gateway.principals import Mode, Principal, UserPrincipal
 
 _FROM_HEADERS = object()
 
@@ -33,11 +35,30 @@ async def authenticate(
     if creds is _FROM_HEADERS:
         creds = credentials.from_headers(request.headers)
     assert creds is None or isinstance(creds, Credentials | Malformed)
-    principal = await principals.identify(app[STORE], app[HASHER], creds, app[CLOCK].now(), mode)
-    metrics.auth_outcome(mode, principal)
-    if creds is not None:
-        # Only a presented secret counts: no credentials at all is the anonymous probe every git command starts
-        # with. Malformed credentials (bad base64, no colon) are a presented secret that failed.
+    username = principals.password_username(creds, mode)
+    if username is None:
+        principal = await principals.identify(app[STORE], app[HASHER], creds, app[CLOCK].now(), mode)
+        metrics.auth_outcome(mode, principal)
+        if creds is not None:
+            # Only a presented secret counts: no credentials at all is the anonymous probe every git command starts
+            # with. Malformed credentials (bad base64, no colon) are a presented secret that failed.
+            await _settled(request, client, principal)
+        return principal
+    # A password may be checked: one at a time per username and a few per address, each after the failures of
+    # the ones before are counted (a burst of guesses meets the ban and the username limit like a sequence).
+    async with app[PASSWORD_ATTEMPTS].turn(client, username_key(username)):
+        _admit(request)
+        limiter, now = app[LOGIN_THROTTLE], app[CLOCK].now()
+        wait = limiter.retry_after(username, now)
+        if wait:
+            audit.banned()
+            raise LockedOut(403 if family_of(request) in FORBIDDEN_FAMILIES else 429, wait)
+        principal = await principals.identify(app[STORE], app[HASHER], creds, now, mode)
+        metrics.auth_outcome(mode, principal)
+        if principal is None:
+            limiter.failed(username, now)
+        elif isinstance(principal, UserPrincipal):
+            limiter.succeeded(username)
         await _settled(request, client, principal)
     return principal
 

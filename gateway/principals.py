@@ -68,6 +68,17 @@ async def _pat_user(store: Store, secret: str, now: datetime) -> UserPrincipal |
     return UserPrincipal(user, frozenset(pat.scopes), "pat", pat.id)
 
 
+def password_username(creds: Credentials | Malformed | None, mode: Mode) -> str | None:
+    """The username whose password identify() may check for these credentials (git and /jwt/auth Basic with a
+    secret that is no prefixed token); None when no password can be checked."""
+    if mode is not Mode.LOGIN or not isinstance(creds, Credentials) or creds.source != "basic":
+        return None
+    secret = creds.secret
+    if not creds.username or not secret or secret.startswith(PAT_PREFIX) or secret.startswith(tokens.PREFIX):
+        return None
+    return creds.username
+
+
 async def identify(
     store: Store,
     hasher: PasswordHasher,
@@ -103,8 +114,9 @@ async def identify(
                 # git and /jwt/auth: the Basic username must equal the token's, case-sensitively (auth.rb).
                 return None
             return DeployTokenPrincipal(token)
-    if mode is Mode.LOGIN and creds.username and not is_pat and not secret.startswith(tokens.PREFIX):
-        user = await store.get_user_by_username(creds.username)
+    username = password_username(creds, mode)
+    if username is not None:
+        user = await store.get_user_by_username(username)
         # Argon2id takes tens of milliseconds by design: off the event loop, or every other request waits.
         verified = await asyncio.to_thread(hasher.verify, secret, user.password_hash if user else None)
         if verified and user is not None and user.active:

@@ -8,8 +8,9 @@ import asyncio
 from aiohttp import web
 
 from gateway import audit, metrics
-from gateway.app import BRUTE_FORCE, CLOCK, HASHER, LOGIN_THROTTLE, STORE
+from gateway.app import BRUTE_FORCE, CLOCK, HASHER, LOGIN_THROTTLE, PASSWORD_ATTEMPTS, STORE
 from gateway.errors import PayloadTooLarge
+from gateway.login_throttle import username_key
 from gateway.middleware import PRINCIPAL, read_form
 from gateway.principals import UserPrincipal, describe
 from gateway.web import csrf, sessions
@@ -71,35 +72,38 @@ async def login(request: web.Request) -> web.StreamResponse:
             status=403,
         )
     app = request.app
-    now = app[CLOCK].now()
     guard, limiter = app[BRUTE_FORCE], app[LOGIN_THROTTLE]
     client = guard.client(request)
-    # Refused before the password is even checked: a blocked guesser learns nothing more. The address ban is the
-    # one every secret check shares (bruteforce.py); the username limit is the sign-in's own (throttle.py).
-    banned = guard.retry_after(client)
-    if banned:
-        audit.banned()
-    wait = banned or limiter.retry_after(username, now)
-    if wait:
-        raise RetryLater(TOO_MANY, wait)
+    # One check at a time per username and a few per address (password_attempts.py), each after the failures of
+    # the ones before are counted, so a burst of guesses meets the limits like a sequence.
+    async with app[PASSWORD_ATTEMPTS].turn(client, username_key(username)):
+        now = app[CLOCK].now()
+        # Refused before the password is even checked: a blocked guesser learns nothing more. The address ban is
+        # the one every secret check shares (bruteforce.py); the username limit is every password's (login_throttle).
+        banned = guard.retry_after(client)
+        if banned:
+            audit.banned()
+        wait = banned or limiter.retry_after(username, now)
+        if wait:
+            raise RetryLater(TOO_MANY, wait)
 
-    store = app[STORE]
-    user = await store.get_user_by_username(username) if username else None
-    # Argon2id is slow by design: off the event loop. An unknown user costs the same time (PasswordHasher.verify).
-    verified = await asyncio.to_thread(app[HASHER].verify, password, user.password_hash if user else None)
-    if not verified or user is None or not user.active:
-        audit.authenticated(None)
-        metrics.web_sign_in(None)
-        limiter.failed(username, now)
-        await guard.failed(client)
-        return _login_page(
-            request, token=cookie_token, username=username, error=BAD_CREDENTIALS, return_to=return_to, status=422
-        )
-    signed_in = UserPrincipal(user, None, "password")
-    audit.authenticated(signed_in)
-    metrics.web_sign_in(signed_in)
-    limiter.succeeded(username)
-    await guard.succeeded(client)
+        store = app[STORE]
+        user = await store.get_user_by_username(username) if username else None
+        # Argon2id is slow by design: off the event loop. An unknown user costs the same time (PasswordHasher.verify).
+        verified = await asyncio.to_thread(app[HASHER].verify, password, user.password_hash if user else None)
+        if not verified or user is None or not user.active:
+            audit.authenticated(None)
+            metrics.web_sign_in(None)
+            limiter.failed(username, now)
+            await guard.failed(client)
+            return _login_page(
+                request, token=cookie_token, username=username, error=BAD_CREDENTIALS, return_to=return_to, status=422
+            )
+        signed_in = UserPrincipal(user, None, "password")
+        audit.authenticated(signed_in)
+        metrics.web_sign_in(signed_in)
+        limiter.succeeded(username)
+        await guard.succeeded(client)
 
     previous = sessions.cookie_id(request)
     if previous is not None:  # never keep a session id across a sign-in (session fixation)

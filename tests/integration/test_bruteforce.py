@@ -1,9 +1,11 @@
 """Failed authentication ban (gateway/bruteforce.py) on every place that checks a secret, in process: the count per
 client address, the ban and its answer per family, resets by success, what does not count, X-Forwarded-For only from
-trusted proxies, the allowlist, the ban shared by two apps on one database, bounded memory."""
+trusted proxies, the allowlist, the ban shared by two apps on one database, bounded memory; password guesses in
+bursts and between resets (password_attempts.py, login_throttle.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ from gateway.bruteforce import MESSAGE, Guard
 from gateway.clients import Clients
 from gateway.clock import FixedClock
 from gateway.config import BruteForceConfig
+from gateway.login_throttle import MESSAGE as LOCKED
+from gateway.login_throttle import LoginThrottle
 from gateway.secretbox import SecretBox
 from gateway.signing_keys import SigningKey, generate_key, self_signed_certificate
 from gateway.store.base import AuditQuery
@@ -360,3 +364,59 @@ async def test_memory_is_bounded_under_an_address_spray(store: SQLiteStore, cloc
     assert len(guard._failing) <= 50 and len(guard._bans) <= 50
     # The newest are kept: a spray cannot evict a fresh attacker.
     assert guard.retry_after("10.1.0.59") == 3600
+
+
+# --- password guesses (found by a review: a burst sent at once was checked whole before its failures banned the
+# address, and a credential of the guesser's own reset the address count, so guessing over git Basic never ended)
+
+BURST = 40
+USERNAME_LIMIT = LoginThrottle().limit
+
+
+async def git_password(client: TestClient, username: str, password: str, ip: str = ATTACKER) -> ClientResponse:
+    return await client.get(
+        "/g/app.git/info/refs",
+        params={"service": "git-upload-pack"},
+        headers={**basic(username, password), "X-Forwarded-For": ip},
+    )
+
+
+@pytest.mark.parametrize("where", ["git", "web sign-in"])
+async def test_a_burst_of_guesses_meets_the_ban_like_a_sequence(
+    make_client: MakeClient, scene: Scene, where: str
+) -> None:
+    client = await make_client()
+    if where == "git":
+        statuses = [
+            r.status for r in await asyncio.gather(*(git_password(client, "alice", f"w{i}") for i in range(BURST)))
+        ]
+        checked, refused = statuses.count(401), statuses.count(403)
+    else:
+        token = csrf_of(await (await client.get("/-/login")).text())  # one form and its cookie for every guess
+
+        async def sign_in(i: int) -> int:
+            form = {"authenticity_token": token, "username": "alice", "password": f"w{i}"}
+            r = await client.post("/-/login", data=form, headers={"X-Forwarded-For": ATTACKER}, allow_redirects=False)
+            return r.status
+
+        statuses = list(await asyncio.gather(*(sign_in(i) for i in range(BURST))))
+        checked, refused = statuses.count(422), statuses.count(429)
+    # Every guess after the LIMIT-th failure waited its turn, then met the ban.
+    assert (checked, refused) == (LIMIT, BURST - LIMIT), statuses
+
+
+async def test_a_credential_of_ones_own_does_not_reset_a_users_guesses(make_client: MakeClient, scene: Scene) -> None:
+    client = await make_client()
+    statuses = []
+    for _ in range(8):
+        for i in range(LIMIT - 1):  # just under the address ban
+            statuses.append((await git_password(client, "alice", f"w{i}")).status)
+        # The guesser's own deploy token resets the address count (as GitLab's does) ...
+        assert (await git_password(client, scene.token_username, scene.token)).status == 200
+    # ... but not alice's: her password is not checked past the username limit, from any address.
+    assert statuses == [401] * USERNAME_LIMIT + [403] * (len(statuses) - USERNAME_LIMIT)
+    locked = await git_password(client, "alice", scene.password, ip="192.0.2.9")
+    assert locked.status == 403 and LOCKED in await locked.text()
+    # Her tokens are not locked: only passwords are.
+    r = await client.get("/api/v4/user", headers={"PRIVATE-TOKEN": scene.pat, "X-Forwarded-For": "192.0.2.9"})
+    assert r.status == 200

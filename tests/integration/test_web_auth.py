@@ -304,7 +304,7 @@ async def test_blocked_user_cannot_sign_in(client: TestClient, world: World, sto
     assert response.status == 422 and cookie(client, SESSION_COOKIE) is None
 
 
-# --- the failed sign-in limits: per username (10 in 3 minutes, web/throttle.py) and the address ban every secret
+# --- the failed sign-in limits: per username (10 in 3 minutes, login_throttle.py) and the address ban every secret
 # check shares (bruteforce.py; configured here as 10 failures → 3 minutes so that both cases read alike) ----------
 
 

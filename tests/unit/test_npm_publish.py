@@ -108,7 +108,7 @@ def test_only_utf8_documents_are_read(encoding: str, accepted: bool) -> None:
     if accepted:
         assert npm_publish.problem(skeleton.document(), "demo") is None
     else:
-        with pytest.raises(BadRequest, match="not JSON|ends inside a string"):
+        with pytest.raises(BadRequest, match=r"not JSON|ends inside a string"):
             skeleton.document()
 
 

@@ -1,4 +1,4 @@
-"""The failed sign-in limit per username (web/throttle.py) as tables: the sliding window, the key, the bound."""
+"""The failed sign-in limit per username (login_throttle.py) as tables: the sliding window, the key, the bound."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.web.throttle import LoginThrottle
+from gateway.login_throttle import LoginThrottle
 
 T0 = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=3)

@@ -1,13 +1,30 @@
-"""A limit on failed sign-ins per username, in a sliding window, in memory (the per-address ban is bruteforce.py).
+"""A limit on failed password sign-ins per username (the web form, git and /jwt/auth Basic), in a sliding window, in
+memory (the per-address ban is bruteforce.py).
 
-It slows a guesser who spreads one account's guesses over many addresses. It never bans: a lockout would let
-anyone lock a user out. Per process: with N workers or replicas a guesser gets N times the limit, still a handful.
+It stops a guesser who spreads one account's guesses over many addresses, or who resets the address count with a
+credential of their own. Like GitLab's account lock after failed sign-ins, the password is refused meanwhile, the
+right one too, for at most `window`: tokens and signed-in sessions are unaffected. Per process: with N workers or
+replicas a guesser gets N times the limit, still a handful.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
 from datetime import datetime, timedelta
+
+from gateway.errors import HTTPFailure
+
+MESSAGE = "Too many failed sign-in attempts for this user"
+
+
+class LockedOut(HTTPFailure):
+    """The username's failures reached the limit: its password is not checked until the oldest ages out."""
+
+    def __init__(self, status: int, retry_after: int) -> None:
+        minutes = max(1, (retry_after + 59) // 60)
+        super().__init__(f"{MESSAGE}. Try again in {minutes} minute{'s' if minutes > 1 else ''}.")
+        self.status = status
+        self.retry_after = retry_after
 
 
 def username_key(username: str) -> str:
