@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.clients import AddressSet, Clients
 from gateway.clock import Clock
 from gateway.config import BruteForceConfig
-from gateway.errors import HTTPFailure, StoreUnavailable
+from gateway.errors import StoreUnavailable, TooManyAttempts
 from gateway.middleware import family_of
 from gateway.store.base import Store
 
@@ -38,14 +38,11 @@ MESSAGE = "Too many failed authentication attempts from this IP"
 FORBIDDEN_FAMILIES = frozenset({"git", "registry_auth"})
 
 
-class Banned(HTTPFailure):
+class Banned(TooManyAttempts):
     """The client address is banned: refused before any credential is read, with the seconds left (Retry-After)."""
 
     def __init__(self, status: int, retry_after: int) -> None:
-        minutes = max(1, (retry_after + 59) // 60)
-        super().__init__(f"{MESSAGE}. Try again in {minutes} minute{'s' if minutes > 1 else ''}.")
-        self.status = status
-        self.retry_after = retry_after
+        super().__init__(MESSAGE, status, retry_after)
 
 
 def ban_key(address: str) -> str:

@@ -10,6 +10,7 @@ GatewayError
     ├── Unauthorized 401 ─ Forbidden 403 (─ InsufficientScope) ─ NotFound 404 ─ MethodNotAllowed 405
     ├── PayloadTooLarge 413 ─ TooManyRequests 429
     ├── BadGateway 502 ─ ServiceUnavailable 503 ─ GatewayTimeout 504
+    ├── TooManyAttempts          a ban or a lockout, 403 or 429 with Retry-After
     └── BackendRefused           a backend's own error status, re-worded
 """
 
@@ -45,6 +46,17 @@ class HTTPFailure(GatewayError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class TooManyAttempts(HTTPFailure):
+    """Refused for a while (an address ban, a username's lockout): why, then when to try again; the seconds left in
+    Retry-After."""
+
+    def __init__(self, why: str, status: int, retry_after: int) -> None:
+        minutes = max(1, (retry_after + 59) // 60)
+        super().__init__(f"{why}. Try again in {minutes} minute{'s' if minutes > 1 else ''}.")
+        self.status = status
+        self.retry_after = retry_after
 
 
 class BackendRefused(HTTPFailure):

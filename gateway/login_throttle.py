@@ -12,19 +12,16 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from datetime import datetime, timedelta
 
-from gateway.errors import HTTPFailure
+from gateway.errors import TooManyAttempts
 
 MESSAGE = "Too many failed sign-in attempts for this user"
 
 
-class LockedOut(HTTPFailure):
+class LockedOut(TooManyAttempts):
     """The username's failures reached the limit: its password is not checked until the oldest ages out."""
 
     def __init__(self, status: int, retry_after: int) -> None:
-        minutes = max(1, (retry_after + 59) // 60)
-        super().__init__(f"{MESSAGE}. Try again in {minutes} minute{'s' if minutes > 1 else ''}.")
-        self.status = status
-        self.retry_after = retry_after
+        super().__init__(MESSAGE, status, retry_after)
 
 
 def username_key(username: str) -> str:
