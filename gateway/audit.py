@@ -45,6 +45,7 @@ AUTHENTICATION_FAILED = "authentication_failed"
 ACCESS_ALLOWED = "access_allowed"
 ACCESS_DENIED = "access_denied"
 BANNED_REASON = "client address banned after too many failed authentications"
+LOCKED_REASON = "password sign-in of the user locked after too many failures"
 _DEPLOY_TOKEN_EVENTS = {
     "created": "deploy_token_created",
     "revoked": "deploy_token_revoked",
@@ -57,7 +58,8 @@ class Trail:
     """What one request authenticated and decided; recorded once, when its answer is known (AuditLog.middleware)."""
 
     presented: bool = False  # credentials were checked (authn.authenticate)
-    banned: bool = False  # refused before its credentials were read: the client address is banned (bruteforce.py)
+    # Refused before its secret was checked: why (BANNED_REASON, LOCKED_REASON), or "" (bruteforce.py, authn.py).
+    banned: str = ""
     principal: Principal | None = None  # None with `presented`: bad credentials
     decisions: list[tuple[Principal, Target, Operation, Decision]] = field(default_factory=list)
 
@@ -74,11 +76,12 @@ def authenticated(principal: Principal | None) -> None:
         trail.presented, trail.principal = True, principal
 
 
-def banned() -> None:
-    """authn.py: the client address is banned; the request is refused without reading its credentials."""
+def banned(reason: str = BANNED_REASON) -> None:
+    """authn.py: the client address is banned, or the user's password locked (LOCKED_REASON); the request is refused
+    without checking its secret."""
     trail = _trail.get()
     if trail is not None:
-        trail.banned = True
+        trail.banned = reason
 
 
 def decided(principal: Principal, target: Target, op: Operation, decision: Decision) -> None:
@@ -261,7 +264,7 @@ class AuditLog:
         route = request.match_info.route.name or "" if request.match_info.route else ""
         common = (ip, agent, route)
         if trail.banned:  # a spray from a banned address: one event per client and route per flush, with a count
-            self._note(now, None, None, None, Denied(Deny.FORBIDDEN, BANNED_REASON), common, name=ACCESS_DENIED)
+            self._note(now, None, None, None, Denied(Deny.FORBIDDEN, trail.banned), common, name=ACCESS_DENIED)
             return
         if trail.presented and trail.principal is None:
             self._note(now, None, None, None, Denied(Deny.UNAUTHENTICATED, "invalid credentials"), common)

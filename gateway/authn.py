@@ -51,7 +51,7 @@ async def authenticate(
         limiter, now = app[LOGIN_THROTTLE], app[CLOCK].now()
         wait = limiter.retry_after(username, now)
         if wait:
-            audit.banned()
+            audit.banned(audit.LOCKED_REASON)
             raise LockedOut(403 if family_of(request) in FORBIDDEN_FAMILIES else 429, wait)
         principal = await principals.identify(app[STORE], app[HASHER], creds, now, mode)
         metrics.auth_outcome(mode, principal)

@@ -81,10 +81,9 @@ async def login(request: web.Request) -> web.StreamResponse:
         # Refused before the password is even checked: a blocked guesser learns nothing more. The address ban is
         # the one every secret check shares (bruteforce.py); the username limit is every password's (login_throttle).
         banned = guard.retry_after(client)
-        if banned:
-            audit.banned()
         wait = banned or limiter.retry_after(username, now)
         if wait:
+            audit.banned(audit.BANNED_REASON if banned else audit.LOCKED_REASON)
             raise RetryLater(TOO_MANY, wait)
 
         store = app[STORE]

@@ -18,7 +18,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from gateway.app import AUDIT, BRUTE_FORCE, create_app
-from gateway.audit import BANNED_REASON
+from gateway.audit import BANNED_REASON, LOCKED_REASON
 from gateway.bruteforce import MESSAGE, Guard
 from gateway.clients import Clients
 from gateway.clock import FixedClock
@@ -420,3 +420,8 @@ async def test_a_credential_of_ones_own_does_not_reset_a_users_guesses(make_clie
     # Her tokens are not locked: only passwords are.
     r = await client.get("/api/v4/user", headers={"PRIVATE-TOKEN": scene.pat, "X-Forwarded-For": "192.0.2.9"})
     assert r.status == 200
+    # Each refusal is in the audit trail, under its own reason.
+    await client.server.app[AUDIT].flush()
+    page = await scene.world.store.list_audit_events(AuditQuery(), offset=0, limit=1000)
+    locked_out = [e for e in page.items if e.details.get("reason") == LOCKED_REASON]
+    assert sum(e.details["count"] for e in locked_out) == statuses.count(403) + 1
