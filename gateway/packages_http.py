@@ -458,8 +458,6 @@ async def maven_put(request: web.Request) -> web.StreamResponse:
     _, project = await _project(request, Operation.PACKAGE_WRITE)
     path = _maven(request)
     backend = _backend(request, "maven")
-    if backend.flat and path.enclosing is not None:
-        await _refuse_inside_another(request, path, project)
     await _claim(request, backend, path.package, project)
     if not backend.embedded:
         return await _forward(request, backend, packages.join(_root(backend, project), path.segments), upload=True)
@@ -474,18 +472,6 @@ async def maven_put(request: web.Request) -> web.StreamResponse:
     if sent != await PackageStore.digest(stored, path.checksum):
         raise BadRequest(f"400 Bad request - the {path.checksum} checksum does not match the stored file")
     return web.json_response(CREATED, status=201)
-
-
-async def _refuse_inside_another(request: web.Request, path: packages.MavenPath, project: Project) -> None:
-    """A flat backend: `g/a/1.0/maven-metadata.xml` of another project's package `g/a` is that package's version
-    metadata, not a name to claim (GitLab files it under the package found at that path). Unless the uploader
-    already holds the folder as a name of its own (its artifact of the same path), it is refused."""
-    store = request.app[STORE]
-    if any(o.project_id == project.id for o in await store.package_name_owners("maven", path.package)):
-        return
-    assert path.enclosing is not None
-    if any(o.project_id != project.id for o in await store.package_name_owners("maven", path.enclosing)):
-        raise Forbidden(f"403 Forbidden - {path.package} is inside the package {path.enclosing} of another project")
 
 
 async def maven_group_get(request: web.Request) -> web.StreamResponse:
