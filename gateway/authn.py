@@ -57,8 +57,8 @@ async def authenticate(
         metrics.auth_outcome(mode, principal)
         if principal is None:
             limiter.failed(username, now)
-        elif isinstance(principal, UserPrincipal):
-            limiter.succeeded(username)
+        elif isinstance(principal, UserPrincipal) and username_key(principal.user.username) == username_key(username):
+            limiter.succeeded(username)  # that user's password, not another credential of the guesser's
         await _settled(request, client, principal)
     return principal
 

@@ -220,6 +220,10 @@ class SharedQueries(ABC):
         return await self._cached_row(("user", user_id), self._records.user, sql, user_id)
 
     async def get_user_by_username(self, username: str) -> User | None:
+        if not username.isascii():
+            # Every username is ASCII (a namespace path); PostgreSQL's lower() would fold `İ` into `i` and find
+            # alice by `alİce`, which the per-username limits key apart (found by a review).
+            return None
         row = await self._row(f"SELECT {USER_COLUMNS} FROM users u WHERE lower(u.username) = lower(?)", username)
         return self._records.user(row) if row else None
 

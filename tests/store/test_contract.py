@@ -91,6 +91,9 @@ async def test_users_and_personal_namespace(any_store: Store) -> None:
     u = await any_store.get_user(uid)
     assert u is not None and u.username == "alice" and u.active
     assert (await any_store.get_user_by_username("ALICE")) == u  # case-insensitive
+    # ... in ASCII only, as usernames are: PostgreSQL's lower() folds `İ` (U+0130) into `i`.
+    for other in ("al\u0130ce", "AL\u0130CE", "al\u0131ce", "\uff41lice"):
+        assert await any_store.get_user_by_username(other) is None, other
     ns = await any_store.get_namespace(u.namespace_id)
     assert ns is not None and ns.kind == "user" and ns.owner_id == uid and ns.full_path == "alice"
     with pytest.raises(Conflict):
