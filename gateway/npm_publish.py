@@ -89,8 +89,12 @@ def problem(doc: Any, name: str) -> str | None:
     ((version, manifest),) = versions.items()
     if not isinstance(manifest, dict) or "deprecated" in manifest or manifest.get("version", version) != version:
         return "only a publish of one new version is accepted (no deprecate, unpublish, dist-tag or owner change)"
-    if list(attachments) != [f"{name}-{version}.tgz"] or not isinstance(attachments[f"{name}-{version}.tgz"], dict):
-        return f"the publish must carry exactly one tarball, {name}-{version}.tgz"
+    tarball = f"{name}-{version}.tgz"
+    # npm publish --provenance adds the version's sigstore bundle beside its tarball (libnpmpublish).
+    if tarball not in attachments or not set(attachments) <= {tarball, f"{name}-{version}.sigstore"}:
+        return f"the publish must carry exactly one tarball, {tarball} (and its {name}-{version}.sigstore)"
+    if not all(isinstance(attachment, dict) for attachment in attachments.values()):
+        return f"the publish must carry exactly one tarball, {tarball} (and its {name}-{version}.sigstore)"
     tags = doc.get("dist-tags", {})
     # verdaccio merges a publish's dist-tags into the package's (null deletes one): each may name only the new
     # version, as `npm publish --tag` sends it (found by a review).

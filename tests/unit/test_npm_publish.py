@@ -72,6 +72,12 @@ BAD = {
         "exactly one tarball, demo-1.0.0.tgz",
     ),
     "a tarball of another version": (publish(_attachments={"demo-2.0.0.tgz": {}}), "exactly one tarball"),
+    "a bundle without its tarball": (publish(_attachments={"demo-1.0.0.sigstore": {}}), "exactly one tarball"),
+    "a bundle of another version": (
+        publish(_attachments={"demo-1.0.0.tgz": {}, "demo-2.0.0.sigstore": {}}),
+        "exactly one tarball",
+    ),
+    "an attachment not an object": (publish(_attachments={"demo-1.0.0.tgz": "AAAA"}), "exactly one tarball"),
     "a long version key": (
         publish(version="1." + "0" * 5000, _attachments={"demo-1." + "0" * 5000 + ".tgz": {}}),
         "exactly one tarball",
@@ -92,10 +98,13 @@ def test_what_is_not_a_publish_of_one_version(case: str) -> None:
 
 @pytest.mark.parametrize("name", ["demo", "@scope/demo"])
 @pytest.mark.parametrize("tags", [{"latest": "1.0.0"}, {"beta": "1.0.0"}, {}, None])
-def test_a_publish_of_one_version(name: str, tags: dict[str, str] | None) -> None:
+@pytest.mark.parametrize("provenance", [False, True])
+def test_a_publish_of_one_version(name: str, tags: dict[str, str] | None, provenance: bool) -> None:
     doc = publish(name=name, **{"dist-tags": tags})
     if tags is None:
         del doc["dist-tags"]
+    if provenance:  # npm publish --provenance: the sigstore bundle beside the tarball
+        doc["_attachments"][f"{name}-1.0.0.sigstore"] = {"content_type": "application/vnd.dev.sigstore.bundle+json"}
     assert npm_publish.problem(shortened(doc), name) is None
 
 
