@@ -3,8 +3,9 @@ memory (the per-address ban is bruteforce.py).
 
 It stops a guesser who spreads one account's guesses over many addresses, or who resets the address count with a
 credential of their own. Like GitLab's account lock after failed sign-ins, the password is refused meanwhile, the
-right one too, for at most `window`: tokens and signed-in sessions are unaffected. Per process: with N workers or
-replicas a guesser gets N times the limit, still a handful.
+right one too, for at most `window`: tokens, signed-in sessions and a browser that signed in as the user before
+(web/devices.py) are unaffected. Per process: with N workers or replicas a guesser gets N times the limit, still a
+handful.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from gateway.errors import PayloadTooLarge
 from gateway.login_throttle import username_key
 from gateway.middleware import PRINCIPAL, read_form
 from gateway.principals import UserPrincipal, describe
-from gateway.web import csrf, sessions
+from gateway.web import csrf, devices, sessions
 from gateway.web.pages import CSRF_REFUSED, LOGIN_PATH, RetryLater, page, posted_form, safe_return_to, text
 from gateway.web.render import html_response, layout, render, see_other
 
@@ -81,13 +81,16 @@ async def login(request: web.Request) -> web.StreamResponse:
         # Refused before the password is even checked: a blocked guesser learns nothing more. The address ban is
         # the one every secret check shares (bruteforce.py); the username limit is every password's (login_throttle).
         banned = guard.retry_after(client)
-        wait = banned or limiter.retry_after(username, now)
-        if wait:
-            audit.banned(audit.BANNED_REASON if banned else audit.LOCKED_REASON)
-            raise RetryLater(TOO_MANY, wait)
-
+        if banned:
+            audit.banned()
+            raise RetryLater(TOO_MANY, banned)
         store = app[STORE]
         user = await store.get_user_by_username(username) if username else None
+        locked = limiter.retry_after(username, now)
+        # A browser that signed in as this user before is not locked out by others' failures on the name.
+        if locked and not (user is not None and devices.known(request, user.id, now)):
+            audit.banned(audit.LOCKED_REASON)
+            raise RetryLater(TOO_MANY, locked)
         # Argon2id is slow by design: off the event loop. An unknown user costs the same time (PasswordHasher.verify).
         verified = await asyncio.to_thread(app[HASHER].verify, password, user.password_hash if user else None)
         if not verified or user is None or not user.active:
@@ -111,6 +114,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     request[PRINCIPAL] = describe(UserPrincipal(user, None, "session"))
     response = see_other(return_to)
     sessions.set_cookie(response, request, sessions.COOKIE, session_id)
+    devices.remember(response, request, user.id, now)
     sessions.clear_cookie(response, request, csrf.LOGIN_COOKIE, path=LOGIN_PATH)
     return response
 

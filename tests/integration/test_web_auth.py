@@ -16,7 +16,7 @@ from gateway.app import create_app
 from gateway.clock import FixedClock
 from gateway.secretbox import SecretBox
 from gateway.store.sqlite import SQLiteStore
-from gateway.web import sessions
+from gateway.web import devices, sessions
 from tests.conftest import make_config
 from tests.webui import LOGIN_COOKIE, SESSION_COOKIE, cookie, csrf_of, post_form, sign_in, signed_in
 from tests.world import World
@@ -365,3 +365,47 @@ async def test_failed_sign_ins_are_limited(
     # The window slides: three minutes after the first failures, attempts are judged again.
     clock.advance(timedelta(minutes=3))
     assert await attempt(client, "alice", alice.password, blocked_address) == 303
+
+
+async def test_a_known_browser_is_not_locked_out_by_failures_on_its_users_name(
+    aiohttp_client: Any,
+    aiohttp_server: Any,
+    tmp_path: Path,
+    store: SQLiteStore,
+    clock: FixedClock,
+    box: SecretBox,
+    world: World,
+) -> None:
+    """Found by a review: ten wrong passwords on a name, from anywhere, kept its user out of the UI. A browser that
+    signed in as that user before is let through (OWASP's device cookies); a fresh one is still refused."""
+    client = await make_client(
+        aiohttp_client, aiohttp_server, tmp_path, store, clock, box, trusted_proxies=["127.0.0.1"]
+    )
+    alice, bob = await world.user("alice"), await world.user("bob")
+
+    async def sign_in_keeping(device: str | None, username: str, password: str) -> int:
+        client.session.cookie_jar.clear()
+        if device is not None:
+            client.session.cookie_jar.update_cookies({devices.COOKIE: device})
+        page = await client.get("/-/login")
+        form = {"authenticity_token": csrf_of(await page.text()), "username": username, "password": password}
+        r = await client.post("/-/login", data=form, headers={"X-Forwarded-For": "198.51.100.2"}, allow_redirects=False)
+        return r.status
+
+    assert await sign_in_keeping(None, "alice", alice.password) == 303
+    alices = cookie(client, devices.COOKIE)
+    assert await sign_in_keeping(None, "bob", bob.password) == 303
+    bobs = cookie(client, devices.COOKIE)
+    assert alices and bobs and alices != bobs
+    for i in range(10):  # a guesser on alice's name, from addresses of its own
+        assert await attempt(client, "alice", "wrong", f"203.0.113.{i + 1}") == 422
+    user_id, issued, mac = alices.split(".")
+    year_old = f"{user_id}.{int(issued) - 366 * 86400}.{mac}"
+    for device, status in [
+        (None, 429),  # a fresh browser: the limit holds
+        (bobs, 429),  # another user's device
+        (f"{user_id}.{issued}.{'A' * len(mac)}", 429),  # forged
+        (year_old, 429),  # too old (and its MAC no longer matches either)
+        (alices, 303),  # alice's own browser
+    ]:
+        assert await sign_in_keeping(device, "alice", alice.password) == status, device
