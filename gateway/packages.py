@@ -128,6 +128,15 @@ class MavenPath:
         return (*self.segments[:-1], self.segments[-1][: -len(self.checksum) - 1])
 
     @property
+    def enclosing(self) -> str | None:
+        """For `X/maven-metadata.xml` outside a SNAPSHOT (and its checksums), keyed X: the folder above X. A path
+        cannot tell whether X is an artifact (g/a) or a release's version folder (g/a/1.0, whose metadata Gradle
+        uploads) of the package there; None for every other path."""
+        if self.base[-1] != METADATA or self.package == "/".join(self.segments[:-2]) or "/" not in self.package:
+            return None
+        return self.package.rsplit("/", 1)[0]
+
+    @property
     def mutable(self) -> bool:
         """maven-metadata.xml is rewritten by every deploy and SNAPSHOT versions are re-deployed by design;
         release files are immutable once stored (re-uploading the same bytes is fine)."""
@@ -144,13 +153,8 @@ def maven_path(raw: str) -> MavenPath | str:
     checksum = next((c for c in MAVEN_CHECKSUMS if file.endswith("." + c) and len(file) > len(c) + 1), None)
     base = file[: -len(checksum) - 1] if checksum else file
     if base == METADATA:
-        # Artifact-level metadata sits in g/a/; a version's in g/a/1.0-SNAPSHOT/ (Maven) or g/a/1.0/ (Gradle uploads
-        # one for releases too). A path cannot tell g/a/1.0/ (version 1.0 of g:a) from artifact 1.0 of group g.a,
-        # so a folder is read as a version when it is a SNAPSHOT or starts with a digit, as versions do and
-        # artifactIds do not: another project can then never claim a version folder's metadata as a name of its own
-        # (found by reviews; docs/packages.md).
-        folder = segments[-2]
-        versioned = folder.endswith("-SNAPSHOT") or folder[:1].isdigit()
+        # Artifact-level metadata sits in g/a/; SNAPSHOT version metadata in g/a/1.0-SNAPSHOT/.
+        versioned = segments[-2].endswith("-SNAPSHOT")
         package = segments[:-2] if versioned else segments[:-1]
     else:
         if len(segments) < 3:

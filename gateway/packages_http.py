@@ -441,6 +441,25 @@ async def _maven_serve(request: web.Request, project: Project, path: packages.Ma
     return web.Response(text=await PackageStore.digest(stored, path.checksum), content_type="text/plain")
 
 
+async def _maven_key(request: web.Request, backend: Backend, path: packages.MavenPath, project: Project) -> str:
+    """The name a path is kept under for `project` on a flat backend. `X/maven-metadata.xml` is ambiguous (see
+    MavenPath.enclosing): to the holder of the folder above, it is that package's version metadata, so no claim of
+    X by another project (made first, of a future version) keeps the owner from writing it; to anyone else, X. A
+    project may not take X inside another project's package unless X is already its own name (its artifact X,
+    whose jars it uploaded), found by reviews of two earlier rules; docs/packages.md."""
+    if not backend.flat or path.enclosing is None:
+        return path.package
+    store = request.app[STORE]
+    enclosing = await store.package_name_owners("maven", path.enclosing)
+    if any(o.project_id == project.id for o in enclosing):
+        return path.enclosing
+    if enclosing and not any(
+        o.project_id == project.id for o in await store.package_name_owners("maven", path.package)
+    ):
+        raise Forbidden(f"403 Forbidden - {path.package} is inside the package {path.enclosing} of another project")
+    return path.package
+
+
 async def maven_get(request: web.Request) -> web.StreamResponse:
     _, project = await _project(request, Operation.PACKAGE_READ)
     path = _maven(request)
@@ -450,7 +469,11 @@ async def maven_get(request: web.Request) -> web.StreamResponse:
         if served is None:
             raise NotFound("404 Not Found")
         return served
-    await _check_owner(request, backend, path.package, project)
+    try:
+        key = await _maven_key(request, backend, path, project)
+    except Forbidden:
+        raise NotFound(PACKAGE_NOT_FOUND) from None  # another project's: to a reader it does not exist
+    await _check_owner(request, backend, key, project)
     return await _forward(request, backend, packages.join(_root(backend, project), path.segments), upload=False)
 
 
@@ -458,7 +481,7 @@ async def maven_put(request: web.Request) -> web.StreamResponse:
     _, project = await _project(request, Operation.PACKAGE_WRITE)
     path = _maven(request)
     backend = _backend(request, "maven")
-    await _claim(request, backend, path.package, project)
+    await _claim(request, backend, await _maven_key(request, backend, path, project), project)
     if not backend.embedded:
         return await _forward(request, backend, packages.join(_root(backend, project), path.segments), upload=True)
     if path.checksum is None:
@@ -478,7 +501,10 @@ async def maven_group_get(request: web.Request) -> web.StreamResponse:
     principal, group = await _group(request)
     path = _maven(request)
     backend = _backend(request, "maven")
-    for project in await _group_owners(request, principal, group, "maven", path.package):
+    # On a flat backend a version folder's metadata is kept under the package above it (_maven_key).
+    names = [path.enclosing, path.package] if backend.flat and path.enclosing is not None else [path.package]
+    found = [p for name in names for p in await _group_owners(request, principal, group, "maven", name)]
+    for project in found:
         if not backend.embedded:
             return await _forward(request, backend, packages.join(_root(backend, project), path.segments), upload=False)
         served = await _maven_serve(request, project, path)

@@ -264,6 +264,7 @@ FOLDER_CLAIMS = {
     "artifact of a longer name": ("com/example/demo2/1.0.0/demo2-1.0.0.jar", 201),
     "own artifact metadata below": ("com/example/demo/1.0.0/x/maven-metadata.xml", 201),
     "a later version's metadata": ("com/example/demo/2.0.0/maven-metadata.xml", 403),
+    "a letter-led version's metadata": ("com/example/demo/v2/maven-metadata.xml", 403),
 }
 
 
@@ -303,22 +304,46 @@ async def test_no_project_squats_a_group_id_on_a_flat_maven_backend(
 @pytest.mark.parametrize(
     "claim", ["com/example/demo/2.0.0/V/2.0.0-V.pom", "com/example/demo/2.0.0/x-SNAPSHOT/maven-metadata.xml"]
 )
-async def test_a_name_inside_a_version_folder_gives_no_hold_on_its_metadata(
+async def test_a_name_inside_a_version_folder_never_keeps_the_owner_from_its_metadata(
     app_client: Callable[..., Any], world: World, clock: FixedClock, file_server: tuple[FileServer, str], claim: str
 ) -> None:
-    """Found by a review of an earlier rule, under which a project holding g/a/2.0.0 as a name of its own (any
-    file whose key it is) could write g/a/2.0.0/maven-metadata.xml, or keep the owner of g/a from writing it."""
+    """Found by a review of an earlier rule: a project that took g/a/2.0.0 as a name of its own (any file whose key
+    it is) before the owner of g/a released 2.0.0 kept the owner from writing that version's metadata."""
+    _, origin = file_server
+    client = await app_client(maven={"backend": f"{origin}/shared/"})
+    s = await scene(world, clock)
+    pa, pb = (f"/api/v4/projects/{s.ids[p]}/packages/maven/" for p in ("pa", "pb"))
+    first = await client.put(pa + PATHS["maven"].removeprefix("maven/"), data=b"A", headers=s.headers["pa_write"])
+    assert first.status == 201
+    assert (await client.put(pb + claim, data=b"B", headers=s.headers["pb_write"])).status == 201  # its own name
+    metadata = "com/example/demo/2.0.0/maven-metadata.xml"
+    for suffix in ("", ".sha1"):
+        assert (await client.put(pa + metadata + suffix, data=b"A", headers=s.headers["pa_write"])).status == 201
+    got = await client.get(pa + metadata, headers=s.headers["pa_write"])
+    assert got.status == 200 and await got.read() == b"A"
+
+
+@pytest.mark.parametrize("artifacts", [("3d",), ("3d", "2t")])
+async def test_artifacts_below_another_projects_group_metadata(
+    app_client: Callable[..., Any],
+    world: World,
+    clock: FixedClock,
+    file_server: tuple[FileServer, str],
+    artifacts: tuple[str, ...],
+) -> None:
+    """Found by a review of an earlier rule (a folder led by a digit read as a version): artifacts such as webjars'
+    `3d-force-graph` could not publish their metadata below another project's folder."""
     _, origin = file_server
     client = await app_client(maven={"backend": f"{origin}/shared/"})
     s = await scene(world, clock)
     pa, pb = (f"/api/v4/projects/{s.ids[p]}/packages/maven/" for p in ("pa", "pb"))
     assert (
-        await client.put(pa + PATHS["maven"].removeprefix("maven/"), data=b"A", headers=s.headers["pa_write"])
+        await client.put(pa + "com/example/maven-metadata.xml", data=b"A", headers=s.headers["pa_write"])
     ).status == 201
-    assert (await client.put(pb + claim, data=b"B", headers=s.headers["pb_write"])).status == 201  # its own name
-    metadata = "com/example/demo/2.0.0/maven-metadata.xml"
-    for suffix in ("", ".sha1"):
-        assert (await client.put(pb + metadata + suffix, data=b"B", headers=s.headers["pb_write"])).status == 403
-    assert (await client.put(pa + metadata, data=b"A", headers=s.headers["pa_write"])).status == 201
-    got = await client.get(pa + metadata, headers=s.headers["pa_write"])
-    assert got.status == 200 and await got.read() == b"A"
+    for artifact in artifacts:  # as mvn deploy sends them: the files, then the artifact's metadata
+        for path in (f"com/example/{artifact}/1.0/{artifact}-1.0.jar", f"com/example/{artifact}/maven-metadata.xml"):
+            got = await client.put(pb + path, data=b"B", headers=s.headers["pb_write"])
+            assert got.status == 201, (path, await got.text())
+        assert (
+            await client.get(pb + f"com/example/{artifact}/maven-metadata.xml", headers=s.headers["pb_write"])
+        ).status == 200

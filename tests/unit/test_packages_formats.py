@@ -20,10 +20,8 @@ from gateway.packages import Backend
         ("com/example/demo/maven-metadata.xml", "com/example/demo", None, True),
         ("com/example/demo/maven-metadata.xml.sha512", "com/example/demo", "sha512", True),
         ("com/example/demo/1.0-SNAPSHOT/maven-metadata.xml", "com/example/demo", None, True),
-        # A release's version metadata (Gradle): a folder starting with a digit is a version, not an artifact.
-        ("com/example/demo/1.0/maven-metadata.xml", "com/example/demo", None, True),
-        ("com/example/demo/2.0.0/maven-metadata.xml.sha1", "com/example/demo", "sha1", True),
-        ("com/example/demo/v1/maven-metadata.xml", "com/example/demo/v1", None, True),  # read as an artifact
+        # A path cannot tell a release's version folder from an artifact: keyed as the artifact (see enclosing).
+        ("com/example/demo/1.0/maven-metadata.xml", "com/example/demo/1.0", None, True),
         ("org/maven-metadata.xml", "org", None, True),  # a plugin group's metadata
         ("com/example/demo/1.0-SNAPSHOT/demo-1.0-20260101.120000-1.jar", "com/example/demo", None, True),
         ("junit/junit/4.13/junit-4.13.jar", "junit/junit", None, False),
@@ -256,3 +254,21 @@ BOTTLE_PAGE = """<!DOCTYPE HTML><html><head><title>Error: 409 Conflict</title></
 )
 def test_backend_messages_are_one_printable_line(content_type: str, body: str, said: str) -> None:
     assert packages_documents.backend_message(content_type, body.encode()) == said
+
+
+@pytest.mark.parametrize(
+    ("path", "enclosing"),
+    [
+        ("g/a/1.0/maven-metadata.xml", "g/a"),
+        ("g/a/1.0/maven-metadata.xml.md5", "g/a"),
+        ("g/a/maven-metadata.xml", "g"),
+        ("g/3d/maven-metadata.xml", "g"),
+        ("a/maven-metadata.xml", None),
+        ("g/a/1.0-SNAPSHOT/maven-metadata.xml", None),  # a SNAPSHOT's metadata is keyed g/a already
+        ("g/a/1.0/a-1.0.jar", None),
+        ("g/a/1.0/a-1.0.jar.sha1", None),
+    ],
+)
+def test_maven_metadata_enclosing_folder(path: str, enclosing: str | None) -> None:
+    parsed = packages.maven_path(path)
+    assert isinstance(parsed, packages.MavenPath) and parsed.enclosing == enclosing
