@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway import encryption_keys, repositories
+from gateway import encryption_keys, key_rotation, repositories
 from gateway.config import Config
 from gateway.errors import ConfigError, GatewayError, StoreError
 from gateway.secretbox import SecretBox
@@ -31,6 +31,7 @@ MANIFEST = "manifest.json"
 DATABASE = "database.db"
 PACKAGE_BLOBS = "blobs"  # package_store.py: content by digest; the rest are pointers to it
 PACKAGE_TMP = "tmp"
+BUNDLE_HEADERS = (b"# v2 git bundle\n", b"# v3 git bundle\n")  # gitformat-bundle(5)
 
 
 class BackupError(GatewayError):
@@ -55,8 +56,16 @@ def _keys(config: Config) -> dict[str, Path]:
         "encryption_key_staged": encryption_keys.staged_path(key),
         "encryption_key_retiring": encryption_keys.retiring_path(key),
         "registry_signing_key": Path(config.registry.signing_key),
+        "registry_signing_key_staged": key_rotation.staged_path(Path(config.registry.signing_key)),
         "registry_certificate": Path(config.registry.certificate),
     }
+
+
+# The key files that must be in every backup (`gateway init` writes them): without the encryption key, the CI
+# variables of each `gitlab-deploy-token` are lost for good.
+REQUIRED_KEYS = ("encryption_key",)
+# Secrets: restored readable by their owner only, whatever mode the backup's copy has.
+_PRIVATE = ("encryption_key", "encryption_key_staged", "encryption_key_retiring", "registry_signing_key")
 
 
 def _read_keys(config: Config) -> dict[str, bytes]:
@@ -120,7 +129,7 @@ async def _bundle(
     target.parent.mkdir(parents=True, exist_ok=True)
     entry = earlier.repositories.get(full_path) if earlier is not None else None
     if earlier is not None and entry is not None and (same := await _unchanged(earlier.folder, entry, refs)):
-        linked = _link_or_copy(same, target, same)
+        linked = _link_or_copy(same, target, same)  # its digest checked by _unchanged
         return Repository(full_path, relative, head, str(entry["sha256"])), linked
     await repositories.git("--git-dir", str(repo), "bundle", "create", "--quiet", str(target), "--all")
     return Repository(full_path, relative, head, _digest(target)), False
@@ -149,18 +158,41 @@ class Filed:
     linked: int = 0
 
 
-def _link_or_copy(file: Path, destination: Path, same: Path) -> bool:
+def _link_or_copy(file: Path, destination: Path, same: Path, *, sha256: str | None = None) -> bool:
     """A blob (named by its SHA-256, written once, never changed) as a hard link to `same`, the same blob in an
     earlier backup, as rsync --link-dest does: no bytes copied, no space taken twice. True if linked; a copy where
     the earlier backup lacks it or no link can be made (another file system)."""
     try:
-        if same.is_file() and not same.is_symlink() and same.stat().st_size == file.stat().st_size:
+        # With `sha256`, the earlier copy's bytes are read whole against it (a bit flipped in place keeps the
+        # size): a damaged blob is copied anew, never linked into one more backup (found by a review).
+        same_size = same.is_file() and not same.is_symlink() and same.stat().st_size == file.stat().st_size
+        if same_size and (sha256 is None or _digest(same) == sha256):
             os.link(same, destination)
             return True
     except OSError:
         pass  # another file system, or one without hard links: copy it
     shutil.copy2(file, destination)
     return False
+
+
+def _files(top: Path) -> list[Path]:
+    """The regular files below `top`, sorted, never through a symbolic link (Path.rglob follows linked folders out
+    of the tree before Python 3.13: a backup's `packages/x -> /etc` would be restored, found by a review)."""
+    found = []
+    for folder, _, names in os.walk(top):
+        for name in names:
+            path = Path(folder) / name
+            if path.is_file() and not path.is_symlink():
+                found.append(path)
+    return sorted(found)
+
+
+def _links(top: Path) -> list[Path]:
+    """The symbolic links below `top` (and `top` itself): what no backup writes, so what `check` reports."""
+    found = [top] if top.is_symlink() else []
+    for folder, folders, names in os.walk(top):
+        found += [Path(folder) / n for n in folders + names if (Path(folder) / n).is_symlink()]
+    return sorted(found)
 
 
 def _copy_packages(source: Path, target: Path, earlier: Path | None = None) -> Filed:
@@ -171,18 +203,17 @@ def _copy_packages(source: Path, target: Path, earlier: Path | None = None) -> F
     if not source.is_dir():
         return filed
     for top in sorted(source.iterdir(), key=lambda p: p.name == PACKAGE_BLOBS):
-        if top.name == PACKAGE_TMP or not top.is_dir():
+        if top.name == PACKAGE_TMP or top.is_symlink() or not top.is_dir():
             continue
-        for file in sorted(top.rglob("*")):
-            if file.is_file() and not file.is_symlink():
-                relative = file.relative_to(source)
-                destination = target / relative
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                if top.name == PACKAGE_BLOBS and earlier is not None:
-                    filed.linked += _link_or_copy(file, destination, earlier / relative)
-                else:
-                    shutil.copy2(file, destination)
-                filed.files += 1
+        for file in _files(top):
+            relative = file.relative_to(source)
+            destination = target / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if top.name == PACKAGE_BLOBS and earlier is not None:
+                filed.linked += _link_or_copy(file, destination, earlier / relative, sha256=file.name)
+            else:
+                shutil.copy2(file, destination)
+            filed.files += 1
     return filed
 
 
@@ -195,6 +226,12 @@ async def take(
     if folder.exists() and any(folder.iterdir()):
         raise BackupError(f"{folder} is not empty: back up into a new folder")
     earlier = Earlier.read(link_dest) if link_dest is not None else None
+    for name in REQUIRED_KEYS:
+        if not (path := _keys(config)[name]).is_file():
+            raise BackupError(
+                f"{path} (storage.{name}) is missing: a backup without it could not give CI the secrets of"
+                f" `gitlab-deploy-token`s again; point storage.{name} at it"
+            )
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # the installation's secrets: its owner's alone
     # The key files as they were before the database snapshot, compared with the ones copied after it: a key
     # rotation step in between (a secret sealed with a key the copy lacks) fails the backup instead of losing it.
@@ -215,9 +252,11 @@ async def take(
     keys = {}
     for name, path in _keys(config).items():
         if path.is_file():
+            # Named by role: two key files may share a name in different folders (secrets/a/key, secrets/b/key).
             (folder / "keys").mkdir(exist_ok=True, mode=0o700)
-            shutil.copy2(path, folder / "keys" / path.name)
-            keys[name] = f"keys/{path.name}"
+            shutil.copy2(path, folder / "keys" / name)
+            keys[name] = f"keys/{name}"
+
     keys_after = {name: (folder / relative).read_bytes() for name, relative in keys.items()}
     if keys_after != keys_before:
         raise BackupError(
@@ -265,7 +304,33 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise BackupError(f"{folder / MANIFEST} is not a gateway backup's manifest")
     if manifest.get("version") != VERSION:
         raise BackupError(f"backup format version {manifest.get('version')!r}: this gateway reads version {VERSION}")
+    _check_structure(folder / MANIFEST, manifest)
     return manifest
+
+
+def _check_structure(where: Path, manifest: dict[str, Any]) -> None:
+    """The manifest's fields of the types this code reads, repositories listed once: a hand-edited or damaged one is
+    refused at once, not halfway through a restore (found by a review)."""
+    keys, entries = manifest.get("keys", {}), manifest.get("repositories", [])
+    problem = None
+    if not isinstance(manifest.get("database"), str):
+        problem = "`database` is not a file name"
+    elif not (isinstance(keys, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items())):
+        problem = "`keys` is not an object of file names"
+    elif not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
+        problem = "`repositories` is not a list of objects"
+    else:
+        for entry in entries:
+            bundle, digest = entry.get("bundle"), entry.get("sha256")
+            if not (isinstance(entry.get("path"), str) and isinstance(entry.get("head"), str)):
+                problem = f"a repository without a `path` and a `head`: {entry!r}"[:300]
+            elif not (bundle is None or isinstance(bundle, str)) or not (digest is None or isinstance(digest, str)):
+                problem = f"repository {entry['path']!r}: `bundle` and `sha256` must be text"
+        paths = [str(e.get("path")).lower() for e in entries]
+        if problem is None and len(set(paths)) != len(paths):
+            problem = "a repository is listed twice"
+    if problem is not None:
+        raise BackupError(f"{where}: {problem}")
 
 
 def _inside(folder: Path, relative: object) -> Path:
@@ -278,10 +343,10 @@ def _inside(folder: Path, relative: object) -> Path:
     return path
 
 
-def _check_target(config: Config, folder: Path, manifest: dict[str, Any]) -> list[tuple[Path, Path]]:
+def _check_target(config: Config, folder: Path, manifest: dict[str, Any]) -> list[tuple[str, Path, Path]]:
     """Everything restore would overwrite or read, checked before it writes anything: a key file that differs, a
-    repository or package file already there, a bundle that is not what the backup wrote. The (backup,
-    installation) key files to copy."""
+    repository or package file already there, a bundle that is not what the backup wrote. The key files to copy:
+    (role, the backup's, the installation's)."""
     keys = []
     for name, path in _keys(config).items():
         if name not in manifest.get("keys", {}):
@@ -289,7 +354,7 @@ def _check_target(config: Config, folder: Path, manifest: dict[str, Any]) -> lis
         saved = _inside(folder, manifest["keys"][name])
         if path.exists() and not filecmp.cmp(saved, path, shallow=False):
             raise BackupError(f"{path} exists and differs from the backup's: restore into a new installation")
-        keys.append((saved, path))
+        keys.append((name, saved, path))
     for entry in manifest.get("repositories", []):
         repo = repositories.locate(config, str(entry.get("path")))
         if repo is None:
@@ -366,8 +431,8 @@ async def _check_database(
 
 
 async def _check_bundles(folder: Path, entries: list[Any], note: Callable[[str], None]) -> list[str]:
-    """Each bundle's bytes against the SHA-256 the manifest recorded; a bundle of a backup that recorded none is
-    checked by git itself (`git bundle verify`, its header and prerequisites)."""
+    """Each bundle's header, then its bytes against the SHA-256 the manifest recorded; a bundle of a backup that
+    recorded none is fetched whole by git into a scratch repository. Then the branch each HEAD names."""
     problems, bundles = [], 0
     with tempfile.TemporaryDirectory(prefix="gateway-check-") as scratch:
         verifier: Path | None = None
@@ -377,6 +442,13 @@ async def _check_bundles(folder: Path, entries: list[Any], note: Callable[[str],
             try:
                 bundle = _inside(folder, entry["bundle"])
                 bundles += 1
+                with bundle.open("rb") as file:
+                    header = file.readline(64)
+                if header not in BUNDLE_HEADERS:
+                    # `git fetch FILE` reads anything else as a repository: a one-line `gitdir: /elsewhere` would
+                    # restore another repository of the host (found by a review).
+                    problems.append(f"{bundle} is not a git bundle")
+                    continue
                 if isinstance(entry.get("sha256"), str):
                     if _digest(bundle) != entry["sha256"]:
                         problems.append(f"{bundle} is damaged: its SHA-256 is not the one {MANIFEST} records")
@@ -384,16 +456,27 @@ async def _check_bundles(folder: Path, entries: list[Any], note: Callable[[str],
                 if verifier is None:
                     verifier = Path(scratch) / "verify.git"
                     await repositories.git("init", "--bare", "--quiet", str(verifier))
-                await repositories.git("--git-dir", str(verifier), "bundle", "verify", "--quiet", str(bundle))
+                # No digest to compare (a backup of an earlier release): fetched whole into a scratch repository,
+                # as restore will, so a truncated pack fails here and not halfway through a restore.
+                await repositories.git(
+                    "--git-dir", str(verifier), "fetch", "--quiet", str(bundle), f"+refs/*:refs/check/{bundles}/*"
+                )
             except (BackupError, repositories.RepositoryError) as exc:
                 problems.append(f"repository {entry.get('path')!r}: {exc}")
+            except OSError as exc:
+                problems.append(f"repository {entry.get('path')!r}: cannot read its bundle: {exc.strerror}")
+    for entry in entries:
+        try:  # what restore names HEAD after: a branch git accepts (refs/heads/../x is none)
+            await repositories.git("check-ref-format", str(entry.get("head")))
+        except repositories.RepositoryError:
+            problems.append(f"repository {entry.get('path')!r}: HEAD names no branch: {entry.get('head')!r}")
     note(f"repositories: {bundles} bundles")
     return problems
 
 
 def _check_packages(packages: Path, note: Callable[[str], None]) -> list[str]:
     """Each blob's bytes against the SHA-256 that names it, and each pointer's blob there, of the size it says."""
-    problems: list[str] = []
+    problems: list[str] = [f"{link} is a symbolic link, which no backup writes" for link in _links(packages)]
     if not packages.is_dir():
         return problems
     blobs = packages / PACKAGE_BLOBS
@@ -429,6 +512,12 @@ async def restore(config: Config, folder: Path, note: Callable[[str], None]) -> 
     keys = _check_target(config, folder, manifest)
     if manifest.get("repositories") and config.git.backend != "embedded":
         raise BackupError('the backup holds embedded repositories: set git.backend = "embedded" to restore them')
+    # What the writes below would meet only halfway, checked first: bundles (git's header, the recorded bytes, or
+    # git's own verification), the branches HEAD names, links among the package files.
+    problems = await _check_bundles(folder, manifest.get("repositories", []), lambda _: None)
+    problems += [f"{link} is a symbolic link, which no backup writes" for link in _links(folder / "packages")]
+    if problems:
+        raise BackupError("the backup cannot be restored, nothing was written: " + "; ".join(problems))
     source = await open_store(config, f"sqlite:///{_inside(folder, manifest.get('database'))}", immutable=True)
     try:
         target = await open_store(config)
@@ -441,18 +530,33 @@ async def restore(config: Config, folder: Path, note: Callable[[str], None]) -> 
     if copied.version != copied.found:
         note(f"database: a backup of schema version {copied.found}, copied and then migrated to {copied.version}")
     note(f"database: {sum(copied.rows.values())} rows")
-    for saved, path in keys:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        shutil.copy2(saved, path)
-    note(f"key files: {len(keys)}")
-    for entry in manifest.get("repositories", []):
-        repo = await repositories.create_bare(config, entry["path"])
-        assert repo is not None  # embedded, checked above
-        if entry.get("bundle") is not None:
-            bundle = str(_inside(folder, entry["bundle"]))
-            await repositories.git("--git-dir", str(repo), "fetch", "--quiet", bundle, "+refs/*:refs/*")
-        await repositories.git("--git-dir", str(repo), "symbolic-ref", "HEAD", str(entry["head"]))
-    note(f"repositories: {len(manifest.get('repositories', []))}")
-    filed = _copy_packages(folder / "packages", _packages(config))
+    try:
+        for name, saved, path in keys:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not path.exists():  # else the same bytes (_check_target)
+                _write_key(saved, path, private=name in _PRIVATE)
+        note(f"key files: {len(keys)}")
+        for entry in manifest.get("repositories", []):
+            repo = await repositories.create_bare(config, entry["path"])
+            assert repo is not None  # embedded, checked above
+            if entry.get("bundle") is not None:
+                bundle = str(_inside(folder, entry["bundle"]))
+                await repositories.git("--git-dir", str(repo), "fetch", "--quiet", bundle, "+refs/*:refs/*")
+            await repositories.git("--git-dir", str(repo), "symbolic-ref", "HEAD", str(entry["head"]))
+        note(f"repositories: {len(manifest.get('repositories', []))}")
+        filed = _copy_packages(folder / "packages", _packages(config))
+    except (OSError, repositories.RepositoryError, BackupError) as exc:
+        raise BackupError(
+            f"{exc}: the database is restored but the installation is not whole; remove what this restore wrote"
+            f" (the database, {config.storage.data_dir}, the key files it named) and restore again"
+        ) from exc
     note(f"package files: {filed.files}")
     return copied
+
+
+def _write_key(saved: Path, path: Path, *, private: bool) -> None:
+    """A key file as the backup holds it, created readable by its owner alone when it is a secret, whatever mode
+    the backup's copy has (object storage, an archive tool; found by a review)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(saved.read_bytes())

@@ -738,6 +738,10 @@ async def ci_variables(config: Config, store: Store, project_path: str, now: dat
             f"cannot decrypt deploy token {token.id}: no key of storage.encryption_key (nor a staged or retiring one"
             " beside it) is the key it was sealed with"
         )
+    owner = await store.find_deploy_token(tokens.digest(secret))
+    if owner is None or owner.id != token.id:
+        # A sealed secret moved from another token's row (a crafted restore or copy): never printed for this one.
+        raise CommandError(f"deploy token {token.id}: its sealed secret is not its own (its digest differs)")
     return token.username, secret
 
 

@@ -230,6 +230,8 @@ class SQLiteStore(SharedQueries):
             return list(await self.db.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"database error: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # a damaged file: said in one line by the CLI, a 500 to a client
+            raise StoreError(f"{self.path}: {exc}") from exc
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = await self._all(sql, params)
@@ -332,9 +334,19 @@ class SQLiteStore(SharedQueries):
     async def migrate(self, *, upto: int | None = None) -> int:
         """Apply every migration newer than the schema version (up to `upto`: a copy of an earlier release's
         database, store/copy.py), all in one transaction; return the version."""
+        # A database already at this release's schema is only read: a command that merely reads (ci-variables,
+        # users tokens) works while another process holds the write lock (found by a review).
+        current = await self.schema_version()
+        refuse_newer(current, migrations())
+        wanted = migrations()[-1][0] if upto is None else min(upto, migrations()[-1][0])
+        if current and current >= wanted:
+            return current
         async with self._write_lock:
             db = self.db
-            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"database is busy: {exc}") from exc
             try:
                 await db.execute(
                     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
@@ -355,8 +367,11 @@ class SQLiteStore(SharedQueries):
                         (version, name, ts(datetime.now(UTC))),
                     )
                     current = version
-            except BaseException:
-                await db.execute("ROLLBACK")
+            except BaseException as exc:
+                with suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise StoreUnavailable(f"database error: {exc}") from exc
                 raise
             await db.execute("COMMIT")
             return current

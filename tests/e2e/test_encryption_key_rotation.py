@@ -114,8 +114,10 @@ def test_the_encryption_key_rotates_while_secrets_and_logins_keep_working(tmp_pa
         made = run_gateway(config, "backup", str(backup))
         assert made.returncode == 0, made.stderr
         manifest = json.loads((backup / "manifest.json").read_text())
-        assert manifest["keys"]["encryption_key_staged"] == "keys/secret.key.next"  # a restore opens what it seals
-        assert (backup / "keys" / "secret.key.next").read_bytes() == key.with_name("secret.key.next").read_bytes()
+        assert (
+            manifest["keys"]["encryption_key_staged"] == "keys/encryption_key_staged"
+        )  # a restore opens what it seals
+        assert (backup / "keys" / "encryption_key_staged").read_bytes() == key.with_name("secret.key.next").read_bytes()
         reloaded(gateway, 2, signal_it=False)  # no signal: each worker finds the new file within its interval
         settled(config)
 

@@ -805,11 +805,32 @@ def _edit_manifest(change: Callable[[dict[str, Any]], None]) -> Callable[[Path],
     return edit
 
 
-def _bundle_without_digest(backup: Path) -> None:
-    (backup / "repositories").mkdir()
-    (backup / "repositories" / "p.bundle").write_bytes(b"not a bundle")
-    entry = {"path": "g/p", "bundle": "repositories/p.bundle", "head": "refs/heads/main"}  # as session 16 wrote
-    _edit_manifest(lambda m: m.update(repositories=[entry]))(backup)
+def _bundle_of(content: bytes, *, digest: bool = False, head: str = "refs/heads/main") -> Callable[[Path], None]:
+    def edit(backup: Path) -> None:
+        (backup / "repositories").mkdir()
+        (backup / "repositories" / "p.bundle").write_bytes(content)
+        entry = {"path": "g/p", "bundle": "repositories/p.bundle", "head": head}  # as session 16 wrote
+        if digest:  # the digest of whatever it holds: a backup made up whole
+            entry["sha256"] = hashlib.sha256(content).hexdigest()
+        _edit_manifest(lambda m: m.update(repositories=[entry]))(backup)
+
+    return edit
+
+
+def _truncated_bundle_without_digest(backup: Path) -> None:
+    """A real bundle cut short, in a backup of a release that recorded no digest: restore's fetch would fail."""
+    source = backup.parent / "bundled-source"
+    subprocess.run(["git", "init", "-q", str(source)], check=True)
+    (source / "f").write_bytes(os.urandom(20000))
+    git = ["git", "-C", str(source), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "add", "f"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    subprocess.run([*git, "bundle", "create", "-q", str(source / "b.bundle"), "--all"], check=True)
+    _bundle_of((source / "b.bundle").read_bytes()[:-500])(backup)
+
+
+def _symlink_in_packages(backup: Path) -> None:
+    (backup / "packages" / "generic2").symlink_to("/etc")
 
 
 def _newer_schema(backup: Path) -> None:
@@ -825,13 +846,21 @@ def _newer_schema(backup: Path) -> None:
         (lambda b: next(b.glob("packages/blobs/*/*")).unlink(), "names a blob of 4000 bytes that the backup does not"),
         (_rewrite("packages/generic/**/.f.*", lambda b: b"{"), "cannot be read: "),
         (lambda b: _damaged_bundle(b, None, None), "p.bundle is damaged: its SHA-256 is not the one manifest.json"),  # type: ignore[arg-type]
-        (_bundle_without_digest, "repository 'g/p': git bundle failed"),
+        (_truncated_bundle_without_digest, "repository 'g/p': git fetch failed"),
+        # Found by a review: `git fetch FILE` read a one-line gitdir file as the repository it points at.
+        (_bundle_of(b"gitdir: /etc/.git\n", digest=True), "p.bundle is not a git bundle"),
+        (_bundle_of(b"not a bundle"), "p.bundle is not a git bundle"),
+        (_bundle_of(b"# v2 git bundle\n", head="refs/heads/../x"), "HEAD names no branch: 'refs/heads/../x'"),
+        (_symlink_in_packages, "generic2 is a symbolic link, which no backup writes"),
         (_edit_manifest(lambda m: m["rows"].update(users=99)), "database: users holds 1 rows, the manifest counted 99"),
         (_rewrite("database.db", lambda b: b[:4096] + bytes(len(b) - 4096)), "database: "),
         (_rewrite("database.db", lambda b: b"not a database"), "database: "),
         (_newer_schema, "database: schema version 99; this gateway restores versions 1 to "),
-        (lambda b: next(b.glob("keys/secret.key")).unlink(), "key file encryption_key: manifest.json names"),
-        (_rewrite("keys/secret.key", lambda b: b[:5]), "key file encryption_key: storage.encryption_key: expected 32"),
+        (lambda b: next(b.glob("keys/encryption_key")).unlink(), "key file encryption_key: manifest.json names"),
+        (
+            _rewrite("keys/encryption_key", lambda b: b[:5]),
+            "key file encryption_key: storage.encryption_key: expected 32",
+        ),
     ],
 )
 def test_restore_check_finds_what_is_damaged(
@@ -1041,3 +1070,117 @@ def test_serve_uses_server_listen_and_reports_a_busy_port(gw: Gateway, serve: li
     assert busy.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr
     assert "Traceback" not in busy.stderr
+
+
+# --- found by a review of the operator's commands -----------------------------------------------------------------
+
+
+async def test_ci_variables_never_print_a_secret_sealed_for_another_token(gw: Gateway) -> None:
+    await seed(gw, {"top/app": [{}], "top/sub": [{}]})
+    with sqlite3.connect(gw.folder / "data" / "gateway.db") as db:  # a copied row, as a crafted restore could make
+        (sealed,) = db.execute("SELECT token_encrypted FROM deploy_tokens WHERE group_id IS NOT NULL").fetchone()
+        db.execute("UPDATE deploy_tokens SET token_encrypted = ? WHERE project_id IS NOT NULL", (sealed,))
+    db.close()
+    result = gw.run("ci-variables", "top/app")
+    assert result.returncode == 1 and result.stdout == "", result.stdout
+    assert "its sealed secret is not its own" in result.stderr and "gldt-" not in result.stderr
+
+
+def test_a_backup_refuses_to_leave_out_the_encryption_key(gw: Gateway, tmp_path: Path) -> None:
+    key = Path(gw.config().storage.encryption_key)
+    key.rename(key.with_name("elsewhere"))
+    taken = gw.run("backup", str(tmp_path / "backup"))
+    assert taken.returncode == 1 and "(storage.encryption_key) is missing" in taken.stderr, taken.stderr
+    assert not (tmp_path / "backup").exists()
+
+
+def test_key_files_of_one_name_restore_each_to_its_place_and_mode(gw: Gateway, tmp_path: Path) -> None:
+    """Two key files may share a name in different folders (secrets/a/key, secrets/b/key): each is kept by its
+    role; and a restored secret is readable by its owner alone, whatever mode the backup's copy has."""
+    config = gw.config()
+    moved = {
+        "encryption_key": ("storage", Path(config.storage.encryption_key), gw.folder / "secrets" / "enc" / "key"),
+        "signing_key": ("registry", Path(config.registry.signing_key), gw.folder / "secrets" / "reg" / "key"),
+    }
+    text = gw.config_file.read_text()
+    for name, (section, old, new) in moved.items():
+        new.parent.mkdir(parents=True)
+        old.rename(new)
+        text = text.replace(f"[{section}]\n", f'[{section}]\n{name} = "{new}"\n', 1)
+    if "[registry]\n" not in text:
+        text += f'\n[registry]\nsigning_key = "{moved["signing_key"][2]}"\n'
+    gw.config_file.write_text(text)
+    backup = tmp_path / "backup"
+    taken = gw.run("backup", str(backup))
+    assert taken.returncode == 0, taken.stderr
+    for copy in (backup / "keys").iterdir():
+        copy.chmod(0o644)  # through object storage or an archive tool
+    fresh = new_installation(tmp_path / "fresh")
+    fresh.config_file.write_text(
+        fresh.config_file.read_text().replace("[storage]\n", '[storage]\nencryption_key = "secrets/enc/key"\n')
+        + '\n[registry]\nsigning_key = "secrets/reg/key"\n'
+    )
+    restored = fresh.run("restore", str(backup))
+    assert restored.returncode == 0, restored.stderr
+    for _, _old, new in moved.values():
+        again = fresh.folder / new.relative_to(gw.folder)
+        assert again.read_bytes() == new.read_bytes() and (again.stat().st_mode & 0o777) == 0o600, again
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.update(repositories="abc"), "`repositories` is not a list of objects"),
+        (lambda m: m.update(keys=["x"]), "`keys` is not an object of file names"),
+        (lambda m: m.update(repositories=[{"path": "g/p", "head": "refs/heads/main"}] * 2), "listed twice"),
+        (lambda m: m.update(repositories=[{"path": "g/p"}]), "a repository without a `path` and a `head`"),
+    ],
+)
+def test_a_malformed_manifest_is_refused_before_anything(
+    gw: Gateway, tmp_path: Path, change: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    backup = _backup_to_check(gw, tmp_path)
+    _edit_manifest(change)(backup)
+    fresh = new_installation(tmp_path / "fresh")
+    for args in (("--check",), ()):
+        result = fresh.run("restore", str(backup), *args)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (fresh.folder / "data").exists()
+
+
+def test_a_locked_database_is_one_line_and_reads_go_on(gw: Gateway) -> None:
+    """Another process's write transaction (a `sqlite3` shell, a backup): commands that only read work; one that
+    writes says why in a line, with no traceback."""
+    holder = sqlite3.connect(gw.folder / "data" / "gateway.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        listed = gw.run("users", "tokens", "root")
+        assert listed.returncode == 0, listed.stderr
+        created = gw.run("users", "create", "someone", "--email", "someone@example.com", stdin="pw-long-enough\n")
+        assert created.returncode != 0 and "Traceback" not in created.stderr, created.stderr
+        assert "database" in created.stderr and "locked" in created.stderr, created.stderr
+    finally:
+        holder.close()
+
+
+def test_a_bundle_that_is_no_bundle_is_never_fetched(gw: Gateway, tmp_path: Path) -> None:
+    """A one-line `gitdir:` file, its digest recorded too: `git fetch` would have read the repository it names."""
+    other = tmp_path / "other.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(other)], check=True)
+    backup = _backup_to_check(gw, tmp_path)
+    _bundle_of(f"gitdir: {other}\n".encode(), digest=True)(backup)
+    fresh = new_installation(tmp_path / "fresh")
+    restored = fresh.run("restore", str(backup))
+    assert restored.returncode == 1 and "is not a git bundle" in restored.stderr, restored.stderr
+    assert "nothing was written" in restored.stderr and not (fresh.folder / "data").exists()
+
+
+def test_a_backup_during_a_registry_key_rotation_keeps_the_staged_key(gw: Gateway, tmp_path: Path) -> None:
+    staged = Path(gw.config().registry.signing_key)
+    staged = staged.with_name(staged.name + ".next")
+    staged.write_bytes(b"the next key, as `registry-key stage` left it")
+    taken = gw.run("backup", str(tmp_path / "backup"))
+    assert taken.returncode == 0, taken.stderr
+    manifest = json.loads((tmp_path / "backup" / "manifest.json").read_text())
+    assert (tmp_path / "backup" / manifest["keys"]["registry_signing_key_staged"]).read_bytes() == staged.read_bytes()

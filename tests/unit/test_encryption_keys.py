@@ -172,4 +172,4 @@ async def test_a_backup_during_which_a_key_changed_fails_rather_than_miss_it(
         await backup.take(config, tmp_path / "backup", lambda line: None)
     monkeypatch.undo()
     manifest = await backup.take(config, tmp_path / "again", lambda line: None)  # the key is staged: it is kept
-    assert manifest["keys"]["encryption_key_staged"] == "keys/secret.key.next"
+    assert manifest["keys"]["encryption_key_staged"] == "keys/encryption_key_staged"
