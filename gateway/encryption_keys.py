@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway import key_files
 from gateway.errors import ConfigError, GatewayError
 from gateway.key_watch import CHECK_INTERVAL, FORGOTTEN_AFTER, SETTLE, lagging, recent
 from gateway.secretbox import KEY_BYTES, SecretBox, load
@@ -87,7 +88,7 @@ class Keyring:
 
 def _optional(path: Path) -> SecretBox | None:
     try:
-        return SecretBox(path.read_bytes())
+        return SecretBox(key_files.read_private(path, "storage.encryption_key"))
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from gateway import key_files
 from gateway.errors import ConfigError
 
 KEY_BYTES = 32
@@ -67,7 +68,7 @@ def ensure_key_file(path: Path) -> bool:
 
 def load(path: Path) -> SecretBox:
     try:
-        return SecretBox(path.read_bytes())
+        return SecretBox(key_files.read_private(path, "storage.encryption_key"))
     except FileNotFoundError:
         raise ConfigError(f"storage.encryption_key: key file {path} is missing (run `gateway init`)") from None
     except OSError as exc:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from gateway import key_files
 from gateway.errors import ConfigError
 
 Algorithm = Literal["RS256", "ES256"]
@@ -197,7 +198,7 @@ def ensure(
 
 def _load_key(path: Path) -> PrivateKey:
     try:
-        data = path.read_bytes()
+        data = key_files.read_private(path, "registry.signing_key")
     except FileNotFoundError:
         raise ConfigError(f"registry.signing_key: {path} is missing (run `gateway init`)") from None
     except OSError as exc:

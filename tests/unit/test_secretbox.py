@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -47,3 +48,21 @@ def test_derived_keys_are_stable_and_apart() -> None:
     derived = box.derive(b"refresh")
     assert len(derived) == 32 and derived == SecretBox(secret).derive(b"refresh")
     assert len({derived, box.derive(b"other"), SecretBox(os.urandom(32)).derive(b"refresh"), secret}) == 4
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o400, False), (0o640, True), (0o644, True)])
+def test_a_key_file_others_may_read_is_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, warned: bool
+) -> None:
+    key = tmp_path / f"secret-{mode:o}.key"
+    ensure_key_file(key)
+    key.chmod(mode)
+    with caplog.at_level(logging.WARNING, logger="gateway.keys"):
+        load(key)
+        load(key)  # read again (a reload): said once
+    said = [r.getMessage() for r in caplog.records if r.name == "gateway.keys"]
+    assert said == (
+        [f"storage.encryption_key: {key} is readable by others than its owner (mode {mode:04o}): `chmod 600 {key}`"]
+        if warned
+        else []
+    )
