@@ -4,12 +4,14 @@ the key files, one `git bundle` per embedded repository, the embedded package fi
 
 from __future__ import annotations
 
+import errno
 import filecmp
 import hashlib
 import json
 import os
 import shutil
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,8 +66,9 @@ def _keys(config: Config) -> dict[str, Path]:
 # The key files that must be in every backup (`gateway init` writes them): without the encryption key, the CI
 # variables of each `gitlab-deploy-token` are lost for good.
 REQUIRED_KEYS = ("encryption_key",)
-# Secrets: restored readable by their owner only, whatever mode the backup's copy has.
-_PRIVATE = ("encryption_key", "encryption_key_staged", "encryption_key_retiring", "registry_signing_key")
+# Every key file but the certificate is a secret: restored readable by its owner only, whatever mode the backup's
+# copy has (by exclusion, so that a role added later is private too: found by a review).
+_PUBLIC = ("registry_certificate",)
 
 
 def _read_keys(config: Config) -> dict[str, bytes]:
@@ -293,9 +296,25 @@ async def take(
     return manifest
 
 
+MAX_MANIFEST = 64 * 1024 * 1024
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, never through a link, a FIFO (open would wait forever) or a device (found by a
+    review), at most `limit` of them."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+    return data
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads(_read_regular(folder / MANIFEST, MAX_MANIFEST).decode("utf-8"))
     except FileNotFoundError:
         raise BackupError(f"no {MANIFEST} in {folder}: not a backup, or one that did not finish") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -430,37 +449,49 @@ async def _check_database(
     return problems
 
 
+def _bundle_problem(bundle: Path) -> str | None:
+    """What makes `bundle` no bundle restore can fetch into a new repository: not git's bundle header (`git fetch
+    FILE` reads anything else as a repository, a one-line `gitdir: /elsewhere` another one of the host), or a
+    header naming prerequisite commits or a filter (a backup writes whole `--all` bundles; a thin one would fail
+    halfway). None when it is one (gitformat-bundle(5))."""
+    with bundle.open("rb") as file:
+        if file.readline(64) not in BUNDLE_HEADERS:
+            return "is not a git bundle"
+        for line in file:
+            if line == b"\n":
+                return None
+            if line.startswith((b"-", b"@filter")):
+                return "needs commits it does not hold (a prerequisite or a filter), which no backup writes"
+    return "is not a git bundle (its header does not end)"
+
+
 async def _check_bundles(folder: Path, entries: list[Any], note: Callable[[str], None]) -> list[str]:
     """Each bundle's header, then its bytes against the SHA-256 the manifest recorded; a bundle of a backup that
     recorded none is fetched whole by git into a scratch repository. Then the branch each HEAD names."""
     problems, bundles = [], 0
     with tempfile.TemporaryDirectory(prefix="gateway-check-") as scratch:
-        verifier: Path | None = None
         for entry in entries:
             if not isinstance(entry, dict) or entry.get("bundle") is None:
                 continue
             try:
                 bundle = _inside(folder, entry["bundle"])
                 bundles += 1
-                with bundle.open("rb") as file:
-                    header = file.readline(64)
-                if header not in BUNDLE_HEADERS:
-                    # `git fetch FILE` reads anything else as a repository: a one-line `gitdir: /elsewhere` would
-                    # restore another repository of the host (found by a review).
-                    problems.append(f"{bundle} is not a git bundle")
+                recorded = entry.get("sha256")
+                if isinstance(recorded, str) and _digest(bundle) != recorded:
+                    problems.append(f"{bundle} is damaged: its SHA-256 is not the one {MANIFEST} records")
                     continue
-                if isinstance(entry.get("sha256"), str):
-                    if _digest(bundle) != entry["sha256"]:
-                        problems.append(f"{bundle} is damaged: its SHA-256 is not the one {MANIFEST} records")
+                problem = _bundle_problem(bundle)  # the bytes the manifest recorded, made up with it or not
+                if problem is not None:
+                    problems.append(f"{bundle} {problem}")
                     continue
-                if verifier is None:
-                    verifier = Path(scratch) / "verify.git"
-                    await repositories.git("init", "--bare", "--quiet", str(verifier))
-                # No digest to compare (a backup of an earlier release): fetched whole into a scratch repository,
-                # as restore will, so a truncated pack fails here and not halfway through a restore.
-                await repositories.git(
-                    "--git-dir", str(verifier), "fetch", "--quiet", str(bundle), f"+refs/*:refs/check/{bundles}/*"
-                )
+                if isinstance(recorded, str):
+                    continue
+                # No digest to compare (a backup of an earlier release): fetched whole into a new scratch
+                # repository, as restore will into a new one, so a truncated pack fails here and not halfway.
+                verifier = Path(scratch) / f"verify-{bundles}.git"
+                await repositories.git("init", "--bare", "--quiet", str(verifier))
+                await repositories.git("--git-dir", str(verifier), "fetch", "--quiet", str(bundle), "+refs/*:refs/*")
+                shutil.rmtree(verifier)
             except (BackupError, repositories.RepositoryError) as exc:
                 problems.append(f"repository {entry.get('path')!r}: {exc}")
             except OSError as exc:
@@ -534,7 +565,7 @@ async def restore(config: Config, folder: Path, note: Callable[[str], None]) -> 
         for name, saved, path in keys:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not path.exists():  # else the same bytes (_check_target)
-                _write_key(saved, path, private=name in _PRIVATE)
+                _write_key(saved, path, private=name not in _PUBLIC)
         note(f"key files: {len(keys)}")
         for entry in manifest.get("repositories", []):
             repo = await repositories.create_bare(config, entry["path"])

@@ -850,6 +850,13 @@ def _newer_schema(backup: Path) -> None:
         # Found by a review: `git fetch FILE` read a one-line gitdir file as the repository it points at.
         (_bundle_of(b"gitdir: /etc/.git\n", digest=True), "p.bundle is not a git bundle"),
         (_bundle_of(b"not a bundle"), "p.bundle is not a git bundle"),
+        # A thin bundle would fail its fetch into the new, empty repository, after the database is restored.
+        (
+            _bundle_of(
+                b"# v2 git bundle\n-" + b"1" * 40 + b" base\n" + b"2" * 40 + b" refs/heads/main\n\n", digest=True
+            ),
+            "p.bundle needs commits it does not hold",
+        ),
         (_bundle_of(b"# v2 git bundle\n", head="refs/heads/../x"), "HEAD names no branch: 'refs/heads/../x'"),
         (_symlink_in_packages, "generic2 is a symbolic link, which no backup writes"),
         (_edit_manifest(lambda m: m["rows"].update(users=99)), "database: users holds 1 rows, the manifest counted 99"),
@@ -1184,3 +1191,17 @@ def test_a_backup_during_a_registry_key_rotation_keeps_the_staged_key(gw: Gatewa
     assert taken.returncode == 0, taken.stderr
     manifest = json.loads((tmp_path / "backup" / "manifest.json").read_text())
     assert (tmp_path / "backup" / manifest["keys"]["registry_signing_key_staged"]).read_bytes() == staged.read_bytes()
+    fresh = new_installation(tmp_path / "fresh")
+    restored = fresh.run("restore", str(tmp_path / "backup"))
+    assert restored.returncode == 0, restored.stderr
+    again = fresh.folder / staged.relative_to(gw.folder)
+    assert again.read_bytes() == staged.read_bytes() and (again.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_manifest_that_is_no_regular_file_is_refused(gw: Gateway, tmp_path: Path) -> None:
+    """A FIFO would keep restore waiting forever, a device reading forever (found by a review)."""
+    backup = _backup_to_check(gw, tmp_path)
+    (backup / "manifest.json").unlink()
+    os.mkfifo(backup / "manifest.json")
+    checked = new_installation(tmp_path / "fresh").run("restore", str(backup), "--check")
+    assert checked.returncode == 1 and "manifest.json cannot be read" in checked.stderr, checked.stderr
