@@ -253,6 +253,16 @@ async def test_per_project_backend_separates_by_prefix(
     )
 
 
+async def flat_maven(
+    app_client: Callable[..., Any], world: World, clock: FixedClock, origin: str
+) -> tuple[Any, Scene, str, str]:
+    """A gateway on one flat Maven repository, the scene, and the Maven roots of projects pa and pb."""
+    client = await app_client(maven={"backend": f"{origin}/shared/"})
+    s = await scene(world, clock)
+    pa, pb = (f"/api/v4/projects/{s.ids[p]}/packages/maven/" for p in ("pa", "pb"))
+    return client, s, pa, pb
+
+
 # A's Maven package is com/example/demo. What B may upload on the same flat repository: not the metadata of A's
 # version folders; anything that is a name of its own, above or beside A's (no project squats a groupId).
 FOLDER_CLAIMS = {
@@ -273,9 +283,7 @@ async def test_flat_maven_backend_keeps_version_folders_to_their_package(
     app_client: Callable[..., Any], world: World, clock: FixedClock, file_server: tuple[FileServer, str], case: str
 ) -> None:
     fs, origin = file_server
-    client = await app_client(maven={"backend": f"{origin}/shared/"})
-    s = await scene(world, clock)
-    pa, pb = (f"/api/v4/projects/{s.ids[p]}/packages/maven/" for p in ("pa", "pb"))
+    client, s, pa, pb = await flat_maven(app_client, world, clock, origin)
     first = await client.put(pa + PATHS["maven"].removeprefix("maven/"), data=b"A", headers=s.headers["pa_write"])
     assert first.status == 201
     path, status = FOLDER_CLAIMS[case]
@@ -292,9 +300,7 @@ async def test_no_project_squats_a_group_id_on_a_flat_maven_backend(
 ) -> None:
     """Found by a review of an earlier rule, under which a folder held every name below it."""
     _, origin = file_server
-    client = await app_client(maven={"backend": f"{origin}/shared/"})
-    s = await scene(world, clock)
-    pa, pb = (f"/api/v4/projects/{s.ids[p]}/packages/maven/" for p in ("pa", "pb"))
+    client, s, pa, pb = await flat_maven(app_client, world, clock, origin)
     assert (await client.put(pa + "org/maven-metadata.xml", data=b"A", headers=s.headers["pa_write"])).status == 201
     for path in ("org/apache/foo/1.0/foo-1.0.jar", "org/apache/foo/maven-metadata.xml", "org/x/1/x-1.pom"):
         got = await client.put(pb + path, data=b"B", headers=s.headers["pb_write"])
@@ -310,9 +316,7 @@ async def test_a_name_inside_a_version_folder_never_keeps_the_owner_from_its_met
     """Found by a review of an earlier rule: a project that took g/a/2.0.0 as a name of its own (any file whose key
     it is) before the owner of g/a released 2.0.0 kept the owner from writing that version's metadata."""
     _, origin = file_server
-    client = await app_client(maven={"backend": f"{origin}/shared/"})
-    s = await scene(world, clock)
-    pa, pb = (f"/api/v4/projects/{s.ids[p]}/packages/maven/" for p in ("pa", "pb"))
+    client, s, pa, pb = await flat_maven(app_client, world, clock, origin)
     first = await client.put(pa + PATHS["maven"].removeprefix("maven/"), data=b"A", headers=s.headers["pa_write"])
     assert first.status == 201
     assert (await client.put(pb + claim, data=b"B", headers=s.headers["pb_write"])).status == 201  # its own name
@@ -334,9 +338,7 @@ async def test_artifacts_below_another_projects_group_metadata(
     """Found by a review of an earlier rule (a folder led by a digit read as a version): artifacts such as webjars'
     `3d-force-graph` could not publish their metadata below another project's folder."""
     _, origin = file_server
-    client = await app_client(maven={"backend": f"{origin}/shared/"})
-    s = await scene(world, clock)
-    pa, pb = (f"/api/v4/projects/{s.ids[p]}/packages/maven/" for p in ("pa", "pb"))
+    client, s, pa, pb = await flat_maven(app_client, world, clock, origin)
     assert (
         await client.put(pa + "com/example/maven-metadata.xml", data=b"A", headers=s.headers["pa_write"])
     ).status == 201

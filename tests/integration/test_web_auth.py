@@ -37,6 +37,14 @@ async def make_client(
     return await aiohttp_client(await aiohttp_server(app, auto_decompress=False))
 
 
+@pytest.fixture
+async def behind_proxy(
+    aiohttp_client: Any, aiohttp_server: Any, tmp_path: Path, store: SQLiteStore, clock: FixedClock, box: SecretBox
+) -> TestClient:
+    """A gateway whose test client (127.0.0.1) is a trusted proxy: X-Forwarded-For names the client address."""
+    return await make_client(aiohttp_client, aiohttp_server, tmp_path, store, clock, box, trusted_proxies=["127.0.0.1"])
+
+
 def set_cookie_header(response: Any, name: str) -> str:
     headers = [h for h in response.headers.getall("Set-Cookie", []) if h.startswith(f"{name}=")]
     assert len(headers) == 1, response.headers
@@ -368,19 +376,11 @@ async def test_failed_sign_ins_are_limited(
 
 
 async def test_a_known_browser_is_not_locked_out_by_failures_on_its_users_name(
-    aiohttp_client: Any,
-    aiohttp_server: Any,
-    tmp_path: Path,
-    store: SQLiteStore,
-    clock: FixedClock,
-    box: SecretBox,
-    world: World,
+    behind_proxy: TestClient, world: World
 ) -> None:
     """Found by a review: ten wrong passwords on a name, from anywhere, kept its user out of the UI. A browser that
     signed in as that user before is let through (OWASP's device cookies); a fresh one is still refused."""
-    client = await make_client(
-        aiohttp_client, aiohttp_server, tmp_path, store, clock, box, trusted_proxies=["127.0.0.1"]
-    )
+    client = behind_proxy
     alice, bob = await world.user("alice"), await world.user("bob")
 
     async def sign_in_keeping(device: str | None, username: str, password: str) -> int:
