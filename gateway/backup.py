@@ -512,14 +512,13 @@ def _check_packages(packages: Path, note: Callable[[str], None]) -> list[str]:
         return problems
     blobs = packages / PACKAGE_BLOBS
     checked = 0
-    for blob in sorted(blobs.rglob("*")) if blobs.is_dir() else []:
-        if blob.is_file():
-            checked += 1
-            if _digest(blob) != blob.name:
-                problems.append(f"{blob} is damaged: its SHA-256 is not its name")
+    for blob in _files(blobs) if blobs.is_dir() and not blobs.is_symlink() else []:
+        checked += 1
+        if _digest(blob) != blob.name:
+            problems.append(f"{blob} is damaged: its SHA-256 is not its name")
     pointers = 0
-    for pointer in sorted(packages.rglob(".f.*")):
-        if pointer.is_relative_to(blobs) or not pointer.is_file():
+    for pointer in _files(packages):
+        if pointer.is_relative_to(blobs) or not pointer.name.startswith(".f."):
             continue
         pointers += 1
         try:
