@@ -109,7 +109,8 @@ def test_the_encryption_key_rotates_while_secrets_and_logins_keep_working(tmp_pa
         assert (key.with_name("secret.key.next").stat().st_mode & 0o777) == 0o600
         assert f"staged    {new_id}" in encryption_key(config, "show").stdout.splitlines()
         early = encryption_key(config, "activate")  # not every process has loaded the staged key yet
-        assert early.returncode == 1 and "the key was staged 0 s ago" in early.stderr, early.stderr
+        # Refused for the settle time (30 s), however long the commands took on a busy machine.
+        assert early.returncode == 1 and re.search(r"the key was staged \d s ago", early.stderr), early.stderr
         backup = tmp_path / "backup"
         made = run_gateway(config, "backup", str(backup))
         assert made.returncode == 0, made.stderr
@@ -171,9 +172,9 @@ def test_the_encryption_key_rotates_while_secrets_and_logins_keep_working(tmp_pa
     [
         (["activate"], "no key is staged"),
         (["rotate", "rotate"], "a key is already staged"),
-        (["rotate", "activate"], "the key was staged 0 s ago"),
+        (["rotate", "activate"], r"the key was staged \d s ago"),
         (["rotate", "wait", "activate", "rotate"], "is not retired yet"),
-        (["rotate", "wait", "activate", "retire --now"], "the key was activated 0 s ago"),
+        (["rotate", "wait", "activate", "retire --now"], r"the key was activated \d s ago"),
         (["rotate", "wait", "activate", "wait", "retire"], "refresh tokens MACed with the retiring key live until"),
     ],
 )
@@ -189,7 +190,8 @@ def test_a_step_out_of_order_is_refused_and_changes_nothing(tmp_path: Path, step
             assert encryption_key(config, step).returncode == 0
     files = {p: p.read_bytes() for p in (config.parent / "data").glob("secret.key*")}
     refused = encryption_key(config, *last.split())
-    assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+    # (a message's seconds are whatever the steps took on a busy machine: a pattern)
+    assert refused.returncode == 1 and re.search(message, refused.stderr), refused.stderr
     assert "Traceback" not in refused.stderr
     assert {p: p.read_bytes() for p in (config.parent / "data").glob("secret.key*")} == files
 
