@@ -87,8 +87,10 @@ async def login(request: web.Request) -> web.StreamResponse:
         store = app[STORE]
         user = await store.get_user_by_username(username) if username else None
         locked = limiter.retry_after(username, now)
-        # A browser that signed in as this user before is not locked out by others' failures on the name.
-        if locked and not (user is not None and devices.known(request, user.id, now)):
+        # A browser that signed in as this user before is not locked out by others' failures on the name, only by
+        # its own (a device's limit: its failures count there too).
+        device = devices.known(request, user.id, now) if user is not None else None
+        if locked and (device is None or limiter.retry_after(device, now)):
             audit.banned(audit.LOCKED_REASON)
             raise RetryLater(TOO_MANY, locked)
         # Argon2id is slow by design: off the event loop. An unknown user costs the same time (PasswordHasher.verify).
@@ -97,6 +99,8 @@ async def login(request: web.Request) -> web.StreamResponse:
             audit.authenticated(None)
             metrics.web_sign_in(None)
             limiter.failed(username, now)
+            if device is not None:
+                limiter.failed(device, now)
             await guard.failed(client)
             return _login_page(
                 request, token=cookie_token, username=username, error=BAD_CREDENTIALS, return_to=return_to, status=422

@@ -406,6 +406,12 @@ async def test_a_known_browser_is_not_locked_out_by_failures_on_its_users_name(
         (bobs, 429),  # another user's device
         (f"{user_id}.{issued}.{'A' * len(mac)}", 429),  # forged
         (year_old, 429),  # too old (and its MAC no longer matches either)
+        ("9" * 5000 + f".{issued}.{mac}", 429),  # a user id int() cannot read: refused, never a 500
         (alices, 303),  # alice's own browser
     ]:
-        assert await sign_in_keeping(device, "alice", alice.password) == status, device
+        assert await sign_in_keeping(device, "alice", alice.password) == status, device[:40]
+    # A device has a limit of its own: a stolen cookie gives no more guesses than a name (found by a review).
+    for _ in range(10):
+        assert await attempt(client, "alice", "wrong", "203.0.113.99") == 422  # the name locked again
+    guesses = [await sign_in_keeping(alices, "alice", "wrong") for _ in range(12)]
+    assert guesses == [422] * 10 + [429] * 2, guesses
